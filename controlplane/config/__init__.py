@@ -1,0 +1,1 @@
+"""The route YAML: its frozen model, loading with line numbers, and validation."""

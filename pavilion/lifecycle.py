@@ -1,0 +1,45 @@
+"""Process lifecycle: run a service until a signal. The first SIGTERM/SIGINT drains, the second forces."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pavilion.log import get_logger
+
+log = get_logger(__name__)
+
+ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def run_until_stopped(main: ServiceMain) -> int:
+    """Run `main(stop)`; `stop` is set on the first signal so `main` can drain and return.
+
+    A second signal cancels `main` outright. Returns a process exit code.
+    """
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                log.warning("forced_shutdown", signal=signal.Signals(signum).name)
+                if task is not None:
+                    task.cancel()
+            else:
+                log.info("draining", signal=signal.Signals(signum).name)
+                stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return 1
+    return 0

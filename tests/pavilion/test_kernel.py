@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from pavilion.durations import format_duration, parse_duration
+from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.log import configure_logging, get_logger
+from pavilion.settings import Settings
+
+
+def test_log_lines_never_carry_tokens_credentials_or_emails() -> None:
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+    get_logger("t").info("request", token=token, authorization=f"Bearer {token}",
+                         note=f"user alice@example.com sent {token}", headers={"cookie": "sid=1", "x-ok": "fine"})
+    line = stream.getvalue()
+    assert "eyJhbGci" not in line and "alice@example.com" not in line and "sid=1" not in line
+    event = json.loads(line)
+    assert event["headers"]["x-ok"] == "fine"
+    assert event["token"] == "[redacted]"
+
+
+def test_durations_round_trip_and_reject_nonsense() -> None:
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("24h") == 86400
+    assert format_duration(0.025) == "25ms"
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("10 parsecs")
+
+
+def test_settings_read_env_then_overrides() -> None:
+    settings = Settings.from_env({"PAVILION_METRICS_PORT": "9100", "PAVILION_LOG_LEVEL": "debug"}, log_level="warning")
+    assert settings.metrics_port == 9100 and settings.log_level == "warning"
+    with pytest.raises(ValueError, match="PAVILION_METRICS_PORT"):
+        Settings.from_env({"PAVILION_METRICS_PORT": "many"})
+
+
+def test_config_errors_print_file_line_column_path_message() -> None:
+    error = ConfigError("unknown field", location=Location("routes/a.yaml", 3, 5), path="routes[0].matchh")
+    assert str(error) == "routes/a.yaml:3:5: routes[0].matchh: unknown field"
+    assert str(ConfigErrors([error, error])).count("\n") == 1
