@@ -1,0 +1,56 @@
+"""`pavilion` subcommands of the control plane. Handlers import their modules lazily so
+`pavilion --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    validate = subparsers.add_parser("validate", help="check a route YAML directory; one line per problem")
+    validate.add_argument("directory", help="directory of *.yaml route files (or one file)")
+    validate.add_argument("--no-envoy", action="store_true", help="skip the check with `envoy --mode validate`")
+    validate.set_defaults(func=_validate)
+
+    schema = subparsers.add_parser("schema", help="print the route YAML's JSON Schema, for editors")
+    schema.set_defaults(func=_schema)
+
+    serve = subparsers.add_parser("controlplane", help="serve xDS (ADS) to Envoy from a route YAML directory")
+    serve.add_argument("--config", required=True, help="directory of route YAML files")
+    serve.add_argument("--xds-port", type=int, default=18000)
+    serve.add_argument("--admin-port", type=int, default=18001)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind both ports on")
+    serve.set_defaults(func=_controlplane)
+
+    bootstrap = subparsers.add_parser("envoy-bootstrap", help="print an Envoy bootstrap pointing at the control plane")
+    bootstrap.add_argument("--node-id", required=True)
+    bootstrap.add_argument("--region", required=True)
+    bootstrap.add_argument("--role", default="edge")
+    bootstrap.add_argument("--xds-address", required=True, help="HOST:PORT of the control plane's xDS port")
+    bootstrap.add_argument("--admin-port", type=int, default=9901)
+    bootstrap.set_defaults(func=_bootstrap)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from controlplane.config.check import run_validate
+
+    return run_validate(args)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from controlplane.config.schema import print_schema
+
+    return print_schema(args)
+
+
+def _controlplane(args: argparse.Namespace) -> int:
+    from controlplane.app import run
+
+    return run(args)
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from controlplane.bootstrap import run_bootstrap
+
+    return run_bootstrap(args)

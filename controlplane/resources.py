@@ -1,0 +1,16 @@
+"""xDS type URLs and the order in which Envoy must receive them (make before break)."""
+
+from __future__ import annotations
+
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# ADS order: a cluster before its endpoints, secrets before listeners that name them,
+# listeners before the routes they reference.
+ADS_ORDER = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
+
+# In SotW, a response for these types is the full state: a resource left out is deleted.
+FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})

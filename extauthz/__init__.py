@@ -1,0 +1,1 @@
+"""ext_authz: Envoy's external authorization gRPC service (multi-tenant JWT validation)."""
