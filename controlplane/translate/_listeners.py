@@ -1,0 +1,79 @@
+"""Listeners → Envoy Listeners with one HttpConnectionManager each, routes fetched over RDS (ADS).
+
+The HTTP filter chain is built by `http_filters` alone: later filters (ext_authz, ratelimit) go in
+front of the router there, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from controlplane.config.model import Config, Listener
+from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
+
+__all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
+
+EDGE = "edge"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+ROUTER_FILTER = "envoy.filters.http.router"
+SERVER_NAME = "pavilion"
+
+_HCM = hcm_pb2.HttpConnectionManager
+
+
+def listener(item: Listener, config: Config, role: str) -> listener_pb2.Listener:
+    """The Listener named after `item`; its RouteConfiguration has the same name."""
+    manager = packed(connection_manager(item, config, role))
+    return listener_pb2.Listener(
+        name=item.name,
+        address=socket_address(item.address, item.port),
+        # Envoy's edge best practice: bound what one connection may buffer.
+        per_connection_buffer_limit_bytes=uint32(32 * 1024),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[
+            listener_components_pb2.Filter(name=HCM_FILTER, typed_config=manager),
+        ])],
+    )
+
+
+def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.HttpConnectionManager:
+    edge = role == EDGE
+    return _HCM(
+        stat_prefix=item.name,
+        codec_type=_HCM.AUTO,
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=item.name),
+        http_filters=http_filters(item, config, role),
+        # At the edge the client's address is the TCP peer; X-Forwarded-For from outside is not trusted.
+        use_remote_address=boolean(edge),
+        # Route matching and later authz see one spelling of a path (no path confusion).
+        normalize_path=boolean(True),
+        merge_slashes=True,
+        path_with_escaped_slashes_action=_HCM.UNESCAPE_AND_REDIRECT,
+        # `hosts: [api.example.com]` must match `Host: api.example.com:10080` too.
+        strip_any_host_port=True,
+        server_name=SERVER_NAME,
+        server_header_transformation=_HCM.OVERWRITE,
+        generate_request_id=boolean(True),
+        preserve_external_request_id=not edge,
+        always_set_request_id_in_response=True,
+        common_http_protocol_options=protocol_pb2.HttpProtocolOptions(
+            idle_timeout=duration(3600),
+            headers_with_underscores_action=protocol_pb2.HttpProtocolOptions.REJECT_REQUEST,
+        ),
+        http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
+            max_concurrent_streams=uint32(100),
+            initial_stream_window_size=uint32(64 * 1024),
+            initial_connection_window_size=uint32(1024 * 1024),
+        ),
+        stream_idle_timeout=duration(300),
+        request_headers_timeout=duration(10),
+    )
+
+
+def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP filters of `item`'s connection manager, in order; the router is always last."""
+    del item, config, role  # ext_authz and ratelimit (issue 6) will depend on them
+    return [hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))]
+

@@ -1,0 +1,41 @@
+"""Small protobuf builders every translation module shares."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, config_source_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """A Duration from float seconds, rounded to the nanosecond so 0.1 + 0.2 gives one byte string."""
+    result = duration_pb2.Duration()
+    result.FromNanoseconds(round(seconds * 1e9))
+    return result
+
+
+def uint32(value: int) -> wrappers_pb2.UInt32Value:
+    return wrappers_pb2.UInt32Value(value=value)
+
+
+def boolean(value: bool) -> wrappers_pb2.BoolValue:
+    return wrappers_pb2.BoolValue(value=value)
+
+
+def packed(message: Message) -> any_pb2.Any:
+    """`message` in an Any, serialized deterministically so nested maps cannot change the bytes."""
+    result = any_pb2.Any()
+    result.Pack(message, deterministic=True)
+    return result
+
+
+def ads_config_source() -> config_source_pb2.ConfigSource:
+    """Fetch a resource over the same ADS stream that delivered the one naming it."""
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.ApiVersion.V3,
+    )
+
+
+def socket_address(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))

@@ -1,0 +1,139 @@
+"""Routes → one RouteConfiguration per listener, named after it.
+
+Virtual hosts: each distinct domain gets every route whose `hosts` cover it (see _hosts), and
+domains that end up with the same routes share one virtual host, named by its sorted domains.
+
+Order inside a virtual host (Envoy takes the first route that matches, so order decides):
+exact `path` first, then `regex`, then `prefix`; within a kind, the longer value first; then routes
+with `methods`, then more `headers` conditions; last, ties go by route name. This is the Gateway API's
+precedence, and it does not depend on which file a route lives in, so a catch-all `prefix: /` in one
+team's file never hides a longer prefix in another's.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+
+from controlplane.config.model import Config, HeaderRules, Listener, Match, Retries, Route
+from controlplane.translate._hosts import covers, normalized
+from controlplane.translate._protos import duration, packed, uint32
+
+__all__ = ["precedence", "route_configuration", "virtual_host_routes"]
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfiguration:
+    hosts = virtual_host_routes([r for r in config.routes if r.listener == item.name])
+    return route_pb2.RouteConfiguration(
+        name=item.name,
+        virtual_hosts=[
+            rc.VirtualHost(name=",".join(domains), domains=domains, routes=[route(r) for r in routes])
+            for domains, routes in hosts
+        ],
+    )
+
+
+def virtual_host_routes(routes: list[Route]) -> list[tuple[list[str], list[Route]]]:
+    """(domains, routes in match order) per virtual host, sorted by domains."""
+    domains = sorted({normalized(h) for r in routes for h in r.hosts})
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for domain in domains:
+        members = tuple(r.name for r in routes if any(covers(normalized(h), domain) for h in r.hosts))
+        groups.setdefault(members, []).append(domain)
+    by_name = {r.name: r for r in routes}
+    return sorted(
+        (group, sorted((by_name[n] for n in members), key=precedence)) for members, group in groups.items())
+
+
+def precedence(item: Route) -> tuple[int, int, int, int, str]:
+    """Sort key: the more specific route first (see the module docstring)."""
+    match = item.match
+    if match.path is not None:
+        kind, value = 0, match.path
+    elif match.regex is not None:
+        kind, value = 1, match.regex
+    else:
+        kind, value = 2, match.prefix or "/"
+    return kind, -len(value), -bool(match.methods), -len(match.headers), item.name
+
+
+def route(item: Route) -> rc.Route:
+    result = rc.Route(name=item.name, match=route_match(item.match), route=route_action(item))
+    result.request_headers_to_add.extend(header_options(item.request_headers))
+    result.request_headers_to_remove.extend(item.request_headers.remove)
+    result.response_headers_to_add.extend(header_options(item.response_headers))
+    result.response_headers_to_remove.extend(item.response_headers.remove)
+    return result
+
+
+def route_match(match: Match) -> rc.RouteMatch:
+    result = rc.RouteMatch()
+    if match.path is not None:
+        result.path = match.path
+    elif match.regex is not None:
+        result.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=match.regex))
+    else:
+        result.prefix = match.prefix or "/"
+    for header in match.headers:
+        result.headers.append(_exact_header(header.name, header.value))
+    if len(match.methods) == 1:
+        result.headers.append(_exact_header(":method", match.methods[0]))
+    elif match.methods:
+        # Envoy's regex match is a full match, so a plain alternation needs no anchors.
+        alternation = regex_pb2.RegexMatcher(regex="|".join(sorted(set(match.methods))))
+        methods = string_pb2.StringMatcher(safe_regex=alternation)
+        result.headers.append(rc.HeaderMatcher(name=":method", string_match=methods))
+    return result
+
+
+def _exact_header(name: str, value: str) -> rc.HeaderMatcher:
+    return rc.HeaderMatcher(name=name, string_match=string_pb2.StringMatcher(exact=value))
+
+
+def route_action(item: Route) -> rc.RouteAction:
+    result = rc.RouteAction()
+    if len(item.backends) == 1:
+        result.cluster = item.backends[0].service
+    else:
+        result.weighted_clusters.CopyFrom(rc.WeightedCluster(clusters=[
+            rc.WeightedCluster.ClusterWeight(name=b.service, weight=uint32(b.weight)) for b in item.backends]))
+    if item.rewrite_prefix is not None:
+        result.prefix_rewrite = item.rewrite_prefix
+    if item.timeout is not None:
+        result.timeout.CopyFrom(duration(item.timeout))
+    if item.retries is not None:
+        result.retry_policy.CopyFrom(retry_policy(item.retries))
+    return result
+
+
+def retry_policy(retries: Retries) -> rc.RetryPolicy:
+    result = rc.RetryPolicy(
+        retry_on=",".join(retries.on),
+        num_retries=uint32(retries.attempts),
+        retry_back_off=rc.RetryPolicy.RetryBackOff(
+            base_interval=duration(retries.backoff_base), max_interval=duration(retries.backoff_max)),
+        # A retry goes to another host, and to the next priority (another region) when one is
+        # there, so a request caught by a dying local endpoint is saved by the failover region.
+        retry_host_predicate=[rc.RetryPolicy.RetryHostPredicate(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=packed(previous_hosts_pb2.PreviousHostsPredicate()))],
+        host_selection_retry_max_attempts=3,
+        retry_priority=rc.RetryPolicy.RetryPriority(
+            name="envoy.retry_priorities.previous_priorities",
+            typed_config=packed(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1))),
+    )
+    if retries.per_try_timeout is not None:
+        result.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
+    return result
+
+
+def header_options(rules: HeaderRules) -> list[base_pb2.HeaderValueOption]:
+    # Overwrite, not append: a client must not be able to pre-set a header the gateway adds.
+    return [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE)
+            for k, v in rules.add]

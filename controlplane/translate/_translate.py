@@ -1,0 +1,52 @@
+"""The whole translation: a Config and a node's (region, role) to Envoy v3 resources by type URL."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from controlplane import resources as urls
+from controlplane.config.model import Config
+from controlplane.translate._clusters import cluster, load_assignment
+from controlplane.translate._listeners import EDGE, listener
+from controlplane.translate._routes import route_configuration
+from pavilion.errors import Location
+
+__all__ = ["resource_sources", "route_sources", "translate"]
+
+
+def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[Message]]:
+    """Every resource a node in `region` with `role` gets, keyed by type URL, each list sorted by name.
+
+    Pure and deterministic: the same config gives byte-identical deterministic serializations, on
+    any machine. Versions are not computed here; controlplane.snapshot hashes the result.
+    """
+    services = sorted(config.services, key=lambda s: s.name)
+    listeners = sorted(config.listeners, key=lambda item: item.name)
+    return {
+        urls.CLUSTER: [cluster(s) for s in services],
+        urls.ENDPOINT: [load_assignment(s, region) for s in services],
+        urls.SECRET: [],
+        urls.LISTENER: [listener(item, config, role) for item in listeners],
+        urls.ROUTE: [route_configuration(item, config) for item in listeners],
+    }
+
+
+def resource_sources(config: Config) -> dict[tuple[str, str], Location]:
+    """(type URL, resource name) → the YAML entry that produced the resource.
+
+    A RouteConfiguration is attributed to its listener; to find the route entry inside it, match
+    the rejected `Route.name` (the YAML route name) through `route_sources`.
+    """
+    found: dict[tuple[str, str], Location] = {}
+    for service in config.services:
+        found[(urls.CLUSTER, service.name)] = service.source
+        found[(urls.ENDPOINT, service.name)] = service.source
+    for item in config.listeners:
+        found[(urls.LISTENER, item.name)] = item.source
+        found[(urls.ROUTE, item.name)] = item.source
+    return found
+
+
+def route_sources(config: Config) -> dict[str, Location]:
+    """YAML route name (which is also the Envoy `Route.name`) → where that route entry is written."""
+    return {r.name: r.source for r in config.routes}
