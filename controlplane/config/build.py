@@ -1,0 +1,192 @@
+"""Checked fields to model objects, with the rules that look at more than one value: references
+to listeners, services and regions, weights, backoff order, rewrite with regex."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from controlplane.config import model
+from controlplane.config.shape import Fields, Got, suggest
+from pavilion.errors import ConfigError, Location
+
+T = TypeVar("T")
+
+
+@dataclass
+class Names:
+    """What entries may refer to: defined names and where each was first defined."""
+
+    regions: dict[str, Location] = field(default_factory=dict)
+    listeners: dict[str, Location] = field(default_factory=dict)
+    services: dict[str, Location] = field(default_factory=dict)
+
+
+class Builder:
+    def __init__(self, names: Names, errors: list[ConfigError]) -> None:
+        self.names = names
+        self.errors = errors
+
+    def problem(self, message: str, loc: Location, path: str) -> None:
+        self.errors.append(ConfigError(message, location=loc, path=path))
+
+    def listener(self, f: Fields) -> model.Listener | None:
+        if not f.complete:
+            return None
+        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc)
+
+    def service(self, f: Fields) -> model.Service | None:
+        endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)
+        seen: dict[tuple[str, int], Location] = {}
+        for got in f.get("endpoints", []):
+            e: Fields = got.value
+            if "address" in e:
+                address = e.get("address")
+                if address in seen:
+                    self.problem(f"endpoint {_hostport(address)} is listed twice (first at {seen[address]})",
+                                 e.at("address"), e.path_of("address"))
+                seen.setdefault(address, e.at("address"))
+        if not f.complete:
+            return None
+        return model.Service(
+            name=f.get("name"),
+            endpoints=endpoints,
+            health_check=_optional(f, "health_check", _health_check),
+            circuit_breaker=_optional(f, "circuit_breaker", _circuit_breaker),
+            outlier_detection=_optional(f, "outlier_detection", _outlier_detection),
+            connect_timeout=f.get("connect_timeout", 1.0),
+            source=f.loc,
+        )
+
+    def endpoint(self, e: Fields) -> model.Endpoint | None:
+        if "region" in e:
+            self._refer(e, "region", self.names.regions, "region", " (add it to `regions`)")
+        if not e.complete:
+            return None
+        host, port = e.get("address")
+        return model.Endpoint(host, port, e.get("region"), e.get("weight", 1))
+
+    def route(self, f: Fields) -> model.Route | None:
+        listener = self._route_listener(f)
+        backends = self._backends(f)
+        retries = _optional(f, "retries", self._retries)
+        match = f.get("match")
+        rewrite: Fields | None = f.get("rewrite")
+        if rewrite is not None and isinstance(match, Fields) and "regex" in match:
+            self.problem("a prefix rewrite needs a prefix or path match, not a regex", rewrite.loc, rewrite.path)
+        if not f.complete or listener is None or backends is None:
+            return None
+        request, response = f.get("request_headers"), f.get("response_headers")
+        return model.Route(
+            name=f.get("name"),
+            listener=listener,
+            match=_match(match),
+            backends=backends,
+            hosts=tuple(g.value for g in f.get("hosts", [])) or ("*",),
+            rewrite_prefix=rewrite.get("prefix") if rewrite is not None else None,
+            timeout=f.get("timeout"),
+            retries=retries,
+            request_headers=_header_rules(request) if request is not None else model.HeaderRules(),
+            response_headers=_header_rules(response) if response is not None else model.HeaderRules(),
+            source=f.loc,
+        )
+
+    def _route_listener(self, f: Fields) -> str | None:
+        if "listener" in f:
+            return f.get("listener") if self._refer(f, "listener", self.names.listeners, "listener") else None
+        listeners = list(self.names.listeners)
+        if len(listeners) == 1:
+            return listeners[0]
+        if "listener" in f.given:
+            return None  # written but wrong: already reported
+        if not listeners:
+            self.problem("no listener is defined; add one under `listeners`", f.loc, f.path_of("listener"))
+        else:
+            self.problem(f"there are {len(listeners)} listeners ({', '.join(listeners)}); say which one",
+                         f.loc, f.path_of("listener"))
+        return None
+
+    def _backends(self, f: Fields) -> tuple[model.Backend, ...] | None:
+        if "service" in f:
+            ok = self._refer(f, "service", self.names.services, "service")
+            return (model.Backend(f.get("service"), 100),) if ok else None
+        items: list[Got] = f.get("backends", [])
+        if not items:
+            return None
+        result: list[model.Backend] = []
+        seen: dict[str, Location] = {}
+        for got in items:
+            b: Fields = got.value
+            if "service" in b:
+                name = b.get("service")
+                if name in seen:
+                    self.problem(f"service {name!r} is listed twice (first at {seen[name]})", b.at("service"),
+                                 b.path_of("service"))
+                seen.setdefault(name, b.at("service"))
+                if self._refer(b, "service", self.names.services, "service") and b.complete:
+                    result.append(model.Backend(name, b.get("weight")))
+        if len(result) != len(items):
+            return None
+        total = sum(b.weight for b in result)
+        if total != 100:
+            self.problem(f"backend weights add up to {total}, not 100", f.at("backends"), f.path_of("backends"))
+            return None
+        return tuple(result)
+
+    def _retries(self, r: Fields) -> model.Retries | None:
+        backoff: Fields | None = r.get("backoff")
+        base = backoff.get("base", 0.025) if backoff is not None else 0.025
+        most = backoff.get("max", max(0.25, base)) if backoff is not None else 0.25
+        if backoff is not None and base > most:
+            where = backoff.at("max") if "max" in backoff else backoff.loc
+            self.problem(f"backoff max ({most:g}s) is shorter than base ({base:g}s)", where, backoff.path_of("max"))
+        if not r.complete:
+            return None
+        on = tuple(g.value for g in r.get("on", [])) or model.Retries.on
+        return model.Retries(r.get("attempts"), on, base, most, r.get("per_try_timeout"))
+
+    def _refer(self, f: Fields, name: str, defined: dict[str, Location], what: str, hint: str = "") -> bool:
+        value = f.get(name)
+        if value in defined:
+            return True
+        known = list(defined)
+        listed = f"; known: {', '.join(known)}" if known and len(known) <= 8 else ""
+        self.problem(f"unknown {what} {value!r}{suggest(value, known) or listed}{hint}", f.at(name), f.path_of(name))
+        return False
+
+
+def _hostport(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _optional(f: Fields, name: str, build: Callable[[Fields], T | None]) -> T | None:
+    value = f.get(name)
+    return build(value) if isinstance(value, Fields) else None
+
+
+def _health_check(h: Fields) -> model.HealthCheck | None:
+    if not h.complete:
+        return None
+    return model.HealthCheck(h.get("path"), h.get("interval"), h.get("timeout", 1.0),
+                             h.get("healthy_threshold", 1), h.get("unhealthy_threshold", 2))
+
+
+def _circuit_breaker(c: Fields) -> model.CircuitBreaker:
+    return model.CircuitBreaker(**{name: c.get(name) for name in c.kind.names if name in c})
+
+
+def _outlier_detection(o: Fields) -> model.OutlierDetection:
+    return model.OutlierDetection(**{name: o.get(name) for name in o.kind.names if name in o})
+
+
+def _match(m: Fields) -> model.Match:
+    headers = tuple(model.HeaderMatch(name, got.value) for name, got in (m.get("headers") or {}).items())
+    methods = tuple(g.value for g in m.get("methods", []))
+    return model.Match(m.get("prefix"), m.get("path"), m.get("regex"), headers, methods)
+
+
+def _header_rules(h: Fields) -> model.HeaderRules:
+    add = tuple((name, got.value) for name, got in (h.get("add") or {}).items())
+    return model.HeaderRules(add, tuple(g.value for g in h.get("remove", [])))

@@ -1,0 +1,69 @@
+"""A small vocabulary to declare the route YAML's shape once.
+
+`spec.py` declares the route YAML with these kinds; `shape.py` checks YAML nodes against them and
+`schema.py` renders them as JSON Schema, so the loader and the editor schema cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+# A conversion after the type check: returns the value to keep or raises ValueError(message for a user).
+Convert = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Value:
+    """A scalar: string, integer or boolean, with optional bounds, choices and pattern."""
+
+    type: Literal["string", "integer", "boolean"]
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None  # a regex both `re` and ECMA-262 read the same way
+    pattern_hint: str = ""  # what to tell a user whose value misses the pattern
+    convert: Convert | None = None
+    schema: dict[str, Any] = field(default_factory=dict, compare=False)  # JSON Schema extras
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Kind
+    min_items: int = 0
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping of free keys (e.g. header names) to values."""
+
+    key: Value
+    value: Value
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: Kind
+    doc: str
+    required: bool = False
+    default: str | None = None  # as a user would write it, for the docs and the schema
+
+
+@dataclass(frozen=True)
+class Object:
+    title: str
+    doc: str
+    fields: tuple[Field, ...]
+    exactly_one: tuple[tuple[str, ...], ...] = ()  # groups of fields of which exactly one must be given
+
+    def field(self, name: str) -> Field | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+Kind = Union[Value, ListOf, MapOf, Object]

@@ -1,0 +1,141 @@
+"""Load the route YAML: a directory of files (or one file) merged into one `Config`.
+
+`parse_sources` is pure (texts in, Config or ConfigErrors out); `read_sources` does the file I/O;
+`load_config` is both. Every problem of every file is reported in one ConfigErrors, sorted by place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from controlplane.config.build import Builder, Names
+from controlplane.config.model import Config, Listener
+from controlplane.config.shape import Fields, Got, Shape
+from controlplane.config.spec import ROOT
+from controlplane.config.yaml_nodes import parse_documents
+from pavilion.errors import ConfigError, ConfigErrors, Location
+
+SUFFIXES = (".yaml", ".yml")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file's text and the name errors give it."""
+
+    name: str
+    text: str
+
+
+def load_config(path: str | Path) -> Config:
+    """The merged config of `path` (a directory, searched recursively, or one file); ConfigErrors if bad."""
+    return parse_sources(read_sources(path))
+
+
+def yaml_files(path: str | Path) -> list[Path]:
+    """The files `load_config(path)` reads, in merge order. Hidden files and folders are skipped."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    found = (p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(visible, key=lambda p: p.relative_to(root).as_posix())
+
+
+def read_sources(path: str | Path) -> list[Source]:
+    root = Path(path)
+    if not root.exists():
+        raise ConfigErrors([ConfigError("no such file or directory", location=Location(str(root)))])
+    files = yaml_files(root)
+    if not files:
+        raise ConfigErrors([ConfigError(f"no {' or '.join('*' + s for s in SUFFIXES)} files here",
+                                        location=Location(str(root)))])
+    sources: list[Source] = []
+    errors: list[ConfigError] = []
+    for file in files:
+        try:
+            sources.append(Source(str(file), file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(ConfigError(f"cannot read: {exc}", location=Location(str(file))))
+    if errors:
+        raise ConfigErrors(errors)
+    return sources
+
+
+def parse_sources(sources: Sequence[Source]) -> Config:
+    """Merge the sources, in the order given, into one Config; ConfigErrors lists every problem."""
+    shape = Shape()
+    roots: list[Fields] = []
+    for source in sources:
+        try:
+            documents = parse_documents(source.text, source.name)
+        except ConfigError as exc:
+            shape.errors.append(exc)
+            continue
+        for document in documents:
+            got = shape.read(document, ROOT, "")
+            if got is not None:
+                roots.append(got.value)
+    errors = shape.errors
+    names = Names()
+    for region in _entries(roots, "regions"):
+        names.regions.setdefault(region.value, region.loc)
+    listeners = _unique(_entries(roots, "listeners"), "listener", names.listeners, errors)
+    services = _unique(_entries(roots, "services"), "service", names.services, errors)
+    routes = _unique(_entries(roots, "routes"), "route", {}, errors)
+    builder = Builder(names, errors)
+    config = Config(
+        regions=tuple(names.regions),
+        listeners=_built(builder.listener(f) for f in listeners),
+        services=_built(builder.service(f) for f in services),
+        routes=_built(builder.route(f) for f in routes),
+    )
+    _check_ports(config.listeners, errors)
+    if errors:
+        raise ConfigErrors(sorted(errors, key=_place))
+    return config
+
+
+def _entries(roots: list[Fields], key: str) -> list[Got]:
+    return [got for root in roots for got in root.get(key, [])]
+
+
+def _unique(items: list[Got], what: str, first: dict[str, Location], errors: list[ConfigError]) -> list[Fields]:
+    """Entries in order, dropping any whose name was defined before (reported with both places)."""
+    kept: list[Fields] = []
+    for got in items:
+        f: Fields = got.value
+        name = f.get("name")
+        if name is not None and name in first:
+            errors.append(ConfigError(f"{what} {name!r} is already defined at {first[name]}",
+                                      location=f.at("name"), path=f.path_of("name")))
+            continue
+        if name is not None:
+            first[name] = f.at("name")
+        kept.append(f)
+    return kept
+
+
+def _built(items: Iterable[T | None]) -> tuple[T, ...]:
+    return tuple(item for item in items if item is not None)
+
+
+def _check_ports(listeners: tuple[Listener, ...], errors: list[ConfigError]) -> None:
+    """Two listeners cannot bind the same port on overlapping addresses; Envoy would fail to bind."""
+    wildcard = ("0.0.0.0", "::")
+    for index, item in enumerate(listeners):
+        for earlier in listeners[:index]:
+            overlap = item.address == earlier.address or item.address in wildcard or earlier.address in wildcard
+            if item.port == earlier.port and overlap:
+                errors.append(ConfigError(
+                    f"port {item.port} on {item.address} is already taken by listener {earlier.name!r} "
+                    f"at {earlier.source}", location=item.source, path=f"listeners[{item.name}].port"))
+                break
+
+
+def _place(error: ConfigError) -> tuple[str, int, int]:
+    loc = error.location or Location("")
+    return loc.file, loc.line, loc.column

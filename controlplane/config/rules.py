@@ -1,0 +1,152 @@
+"""Checks of single values that Envoy would reject or misread. Each raises ValueError with a
+message for the person who wrote the value, or returns the value in the form the model keeps."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pavilion.durations import parse_duration
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+
+# Envoy's retry_on values (router filter, x-envoy-retry-on and x-envoy-retry-grpc-on).
+RETRY_ON = (
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
+    "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_HINT = "a name starts with a letter or digit and holds only letters, digits, '.', '_' and '-'"
+
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+# RE2 (Envoy's regex engine) has no backreferences, lookaround, atomic groups or conditionals.
+_NOT_RE2 = (
+    (re.compile(r"(?<!\\)(?:\\\\)*\\[1-9]"), "a backreference (\\1...)"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\(\?P=\w+\)"), "a named backreference (?P=name)"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\\k<"), "a named backreference \\k<name>"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\(\?<?[=!]"), "lookahead or lookbehind ((?=, (?!, (?<=, (?<!)"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\(\?>"), "an atomic group (?>...)"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\(\?\("), "a conditional (?(...)"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\\Z"), "\\Z (write $ or \\z)"),
+)
+
+
+def duration(text: str) -> float:
+    return parse_duration(text)
+
+
+def positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than 0")
+    return seconds
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address to bind a listener on (Envoy does not resolve names for listeners)."""
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address; a listener binds an IPv4 or IPv6 address") from None
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """`host:port`, `[ipv6]:port`; host an IPv4/IPv6 address or a DNS name; port 1-65535."""
+    hint = "write host:port, like 127.0.0.1:9001, [::1]:9001 or accounts.internal:8080"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{text!r} is not an address; {hint}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r} has no port; {hint}")
+        if ":" in host:
+            raise ValueError(f"{text!r}: put an IPv6 address in brackets, like [::1]:9001")
+        if not _is_hostname(host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} in {text!r} is not a number from 1 to 65535")
+    return host, int(port)
+
+
+def _is_hostname(host: str) -> bool:
+    if re.fullmatch(r"[0-9.]+", host):  # looks numeric: must then be a valid IPv4 address
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(_HOSTNAME_LABEL.fullmatch(label) for label in labels)
+
+
+def path_start(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} must start with '/'")
+    if _CONTROL.search(text) or " " in text:
+        raise ValueError(f"{text!r} holds a space or control character")
+    return text
+
+
+def re2_regex(text: str) -> str:
+    """A regex Envoy's RE2 accepts; Python-only constructs are refused by name."""
+    for construct, name in _NOT_RE2:
+        if construct.search(text):
+            raise ValueError(f"Envoy's regex engine (RE2) does not support {name}")
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"regex does not compile: {exc}") from None
+    return text
+
+
+def match_header_name(text: str) -> str:
+    """A header to match on: a token, or a pseudo-header like `:authority`; kept in lower case."""
+    if not _TOKEN.fullmatch(text.removeprefix(":")):
+        raise ValueError(f"{text!r} is not a valid header name")
+    return text.lower()
+
+
+def rule_header_name(text: str) -> str:
+    """A header to add or remove: Envoy rejects the whole route table if it is `host` or `:`-prefixed."""
+    if text.startswith(":") or text.lower() == "host":
+        raise ValueError(f"Envoy does not allow header rules to add or remove {text!r} (host and ':' headers)")
+    if not _TOKEN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+    return text.lower()
+
+
+def header_value(text: str) -> str:
+    if _CONTROL.search(text):
+        raise ValueError("header value holds a control character (newline, NUL...)")
+    return text
+
+
+def added_header_value(text: str) -> str:
+    """Values Envoy adds are format strings: `%VAR%` is substituted and `%%` is a literal `%`."""
+    header_value(text)
+    if text.replace("%%", "").count("%") % 2:
+        raise ValueError(f"{text!r} has an unclosed %...% expression; write %% for a literal %")
+    return text
+
+
+def domain(text: str) -> str:
+    """A virtual host domain as Envoy reads it: `*`, or one `*` at the start or the end."""
+    if text == "*":
+        return text
+    if not text or _CONTROL.search(text) or " " in text:
+        raise ValueError(f"{text!r} is not a host name")
+    if text.count("*") > 1 or ("*" in text and not (text.startswith("*") or text.endswith("*"))):
+        raise ValueError(f"{text!r}: a wildcard '*' may only be the first or the last character")
+    return text.lower()

@@ -1,0 +1,137 @@
+"""The route YAML, declared once: every field, its kind, default and meaning.
+
+`shape.py` checks files against `ROOT`, `schema.py` prints it as JSON Schema, and
+docs/route-yaml.md describes the same fields (tests/controlplane/config/test_docs.py keeps it honest).
+"""
+
+from __future__ import annotations
+
+from controlplane.config import rules
+from controlplane.config.kinds import Field, ListOf, MapOf, Object, Value
+
+# The spelling pavilion.durations.parse_duration reads, for editors (test_schema checks they agree).
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?(us|ms|s|m|h|d)\s*$"
+_DURATION_HINT = {"description": "a duration: a number and a unit (us, ms, s, m, h, d), like 250ms or 2s"}
+
+NAME = Value("string", pattern=rules.NAME_PATTERN, pattern_hint=rules.NAME_HINT)
+DURATION = Value("string", convert=rules.duration, schema={"pattern": DURATION_PATTERN, **_DURATION_HINT})
+POSITIVE_DURATION = Value("string", convert=rules.positive_duration,
+                          schema={"pattern": DURATION_PATTERN, **_DURATION_HINT})
+COUNT = Value("integer", minimum=1)
+URL_PATH = Value("string", convert=rules.path_start, schema={"pattern": "^/"})
+
+LISTENER = Object("listener", "A port Envoy accepts traffic on; becomes an Envoy Listener with an HTTP connection manager.", (
+    Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
+    Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
+    Field("port", Value("integer", minimum=1, maximum=65535), "TCP port, 1-65535.", True),
+))
+
+ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (
+    Field("address", Value("string", convert=rules.host_port,
+                           schema={"pattern": r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"}),
+          "host:port; host is an IPv4 address, [IPv6] or a DNS name.", True),
+    Field("region", NAME, "Region the endpoint runs in; must be listed in `regions`. Nodes in this region "
+          "send to it first (priority 0), others only on failover (priority 1).", True),
+    Field("weight", Value("integer", minimum=1, maximum=1_000_000), "Load-balancing weight within its region.",
+          default="1"),
+))
+
+HEALTH_CHECK = Object("health_check", "Active HTTP health checking; an Envoy HealthCheck on the cluster.", (
+    Field("path", URL_PATH, "Path Envoy requests; a 200 answer means healthy.", True),
+    Field("interval", POSITIVE_DURATION, "Time between checks.", True),
+    Field("timeout", POSITIVE_DURATION, "Time to wait for an answer.", default="1s"),
+    Field("healthy_threshold", COUNT, "Passing checks before an unhealthy host is healthy again.", default="1"),
+    Field("unhealthy_threshold", COUNT, "Failing checks before a host is unhealthy.", default="2"),
+))
+
+CIRCUIT_BREAKER = Object("circuit_breaker", "Limits on the cluster (Envoy circuit_breakers, default priority).", (
+    Field("max_connections", COUNT, "Connections to all hosts of the service.", default="1024"),
+    Field("max_pending_requests", COUNT, "Requests waiting for a connection.", default="1024"),
+    Field("max_requests", COUNT, "Requests in flight.", default="1024"),
+    Field("max_retries", COUNT, "Retries in flight.", default="3"),
+))
+
+OUTLIER_DETECTION = Object("outlier_detection", "Passive health: eject hosts that fail (Envoy outlier_detection).", (
+    Field("consecutive_5xx", COUNT, "5xx answers in a row that eject a host.", default="5"),
+    Field("interval", POSITIVE_DURATION, "Time between ejection sweeps.", default="10s"),
+    Field("base_ejection_time", POSITIVE_DURATION, "How long a host stays out (times the ejections so far).",
+          default="30s"),
+    Field("max_ejection_percent", Value("integer", minimum=0, maximum=100),
+          "Share of hosts that may be ejected at once. Envoy's own default, 10, ejects nobody in a "
+          "two-host service.", default="100"),
+))
+
+SERVICE = Object("service", "An upstream service; becomes an Envoy Cluster (EDS) and its ClusterLoadAssignment.", (
+    Field("name", NAME, "Unique name; routes refer to it. Also the Envoy cluster name.", True),
+    Field("endpoints", ListOf(ENDPOINT, min_items=1), "The service's hosts, in any regions.", True),
+    Field("health_check", HEALTH_CHECK, "Active health checks; none when absent."),
+    Field("circuit_breaker", CIRCUIT_BREAKER, "Connection and request limits; Envoy's defaults when absent."),
+    Field("outlier_detection", OUTLIER_DETECTION, "Ejection of failing hosts; none when absent."),
+    Field("connect_timeout", POSITIVE_DURATION, "Time to open a connection to a host.", default="1s"),
+))
+
+MATCH = Object("match", "Which requests the route takes. Exactly one of prefix, path or regex.", (
+    Field("prefix", URL_PATH, "Path prefix, like /v1/accounts (Envoy route match `prefix`)."),
+    Field("path", URL_PATH, "Exact path (Envoy route match `path`)."),
+    Field("regex", Value("string", convert=rules.re2_regex),
+          "RE2 regex the whole path must match (Envoy `safe_regex`)."),
+    Field("headers", MapOf(Value("string", convert=rules.match_header_name),
+                           Value("string", convert=rules.header_value)),
+          "Headers that must be present with exactly this value (name: value)."),
+    Field("methods", ListOf(Value("string", choices=rules.HTTP_METHODS), min_items=1),
+          "HTTP methods taken (upper case); any method when absent."),
+), exactly_one=(("prefix", "path", "regex"),))
+
+BACKEND = Object("backend", "One service of a weighted split (Envoy weighted_clusters).", (
+    Field("service", NAME, "A service name.", True),
+    Field("weight", Value("integer", minimum=0, maximum=100), "Share of requests in percent; weights add to 100.",
+          True),
+))
+
+BACKOFF = Object("backoff", "Time between retries (Envoy retry_back_off): jittered, growing from base to max.", (
+    Field("base", POSITIVE_DURATION, "First interval.", default="25ms"),
+    Field("max", POSITIVE_DURATION, "Largest interval; at least base.", default="250ms"),
+))
+
+RETRIES = Object("retries", "Retry policy of the route (Envoy retry_policy).", (
+    Field("attempts", Value("integer", minimum=1, maximum=100),
+          "Retries after the first try (Envoy num_retries).", True),
+    Field("on", ListOf(Value("string", choices=rules.RETRY_ON), min_items=1),
+          "Conditions that trigger a retry (Envoy retry_on).", default="[5xx, reset, connect-failure]"),
+    Field("backoff", BACKOFF, "Time between retries.", default="{base: 25ms, max: 250ms}"),
+    Field("per_try_timeout", POSITIVE_DURATION, "Timeout of each try; the route timeout when absent."),
+))
+
+HEADER_RULES = Object("header_rules", "Headers to add (overwriting) and remove. Not `host` nor ':' headers.", (
+    Field("add", MapOf(Value("string", convert=rules.rule_header_name),
+                       Value("string", convert=rules.added_header_value)),
+          "name: value to set, replacing any value present. Values are Envoy format strings: %% is a literal %."),
+    Field("remove", ListOf(Value("string", convert=rules.rule_header_name)), "Header names to remove."),
+))
+
+REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
+    Field("prefix", URL_PATH, "Replaces the matched prefix (or path) (Envoy prefix_rewrite).", True),
+))
+
+ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration, in file order.", (
+    Field("name", NAME, "Unique name, for errors and status. Also the Envoy route name.", True),
+    Field("listener", NAME, "Listener this route serves; may be left out when there is only one listener."),
+    Field("hosts", ListOf(Value("string", convert=rules.domain), min_items=1),
+          "Host (authority) values the route answers (Envoy virtual host domains); '*.x' and 'x.*' wildcards.",
+          default='["*"]'),
+    Field("match", MATCH, "Which requests the route takes.", True),
+    Field("service", NAME, "The service to send to. Exactly one of service or backends."),
+    Field("backends", ListOf(BACKEND, min_items=1), "A weighted split between services; weights add up to 100."),
+    Field("rewrite", REWRITE, "Path rewrite."),
+    Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); 0s disables it.", default="15s"),
+    Field("retries", RETRIES, "Retry policy; no retries when absent."),
+    Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
+    Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),
+), exactly_one=(("service", "backends"),))
+
+ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (
+    Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
+    Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
+    Field("services", ListOf(SERVICE), "Upstream services; names unique across all files."),
+    Field("routes", ListOf(ROUTE), "Routes, matched in order: files sorted by path, then as written."),
+))

@@ -1,0 +1,125 @@
+"""YAML text to a small tree of nodes that remember where they were written.
+
+ruamel.yaml composes the node graph (YAML 1.2, so `on:` stays the string "on"); we turn it into
+`Mapping`/`Sequence`/`Scalar` with a `Location` each, resolving scalars ourselves so that no YAML 1.1
+habit (`yes`, `on`, `010` as octal) can creep back in through a constructor.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node as RuamelNode, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
+
+from pavilion.errors import ConfigError, Location
+
+ScalarValue = Union[str, int, float, bool, None]
+
+
+@dataclass(frozen=True)
+class Scalar:
+    value: ScalarValue
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Key:
+    text: str
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Mapping:
+    items: tuple[tuple[Key, Node], ...]  # in written order; duplicates kept so the checker can report them
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Sequence:
+    items: tuple[Node, ...]
+    loc: Location
+
+
+Node = Union[Scalar, Mapping, Sequence]
+
+_TAG = "tag:yaml.org,2002:"
+# The YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
+_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def parse_documents(text: str, file: str) -> list[Node]:
+    """Every document of `text` (empty documents are skipped); ConfigError for a syntax error."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.version = (1, 2)
+    try:
+        roots = list(yaml.compose_all(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
+        problem = exc.problem or exc.context or "invalid YAML"
+        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        raise ConfigError(f"YAML syntax error: {problem}{context}", location=where) from None
+    except ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(f"YAML syntax error: character {exc.character!r} is not allowed in YAML text",
+                          location=Location(file, line, column)) from None
+    except YAMLError as exc:
+        raise ConfigError(f"YAML syntax error: {exc}", location=Location(file)) from None
+    return [_convert(root, file) for root in roots if root is not None and not _is_empty(root)]
+
+
+def _is_empty(node: RuamelNode) -> bool:
+    return isinstance(node, ScalarNode) and _tag(node) == "null"
+
+
+def _tag(node: RuamelNode) -> str:
+    tag = str(getattr(node.tag, "value", node.tag))
+    return tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
+def _where(node: RuamelNode, file: str) -> Location:
+    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(node: RuamelNode, file: str) -> Node:
+    if isinstance(node, MappingNode):
+        items = tuple((Key(_key_text(key), _where(key, file)), _convert(value, file)) for key, value in node.value)
+        return Mapping(items, _where(node, file))
+    if isinstance(node, SequenceNode):
+        return Sequence(tuple(_convert(item, file) for item in node.value), _where(node, file))
+    return Scalar(_scalar_value(node), _where(node, file))
+
+
+def _key_text(node: RuamelNode) -> str:
+    # Keys are names, never numbers or booleans: take what was written, whatever it would resolve to.
+    return node.value if isinstance(node, ScalarNode) else "<complex key>"
+
+
+def _scalar_value(node: ScalarNode) -> ScalarValue:
+    text: str = node.value
+    tag = _tag(node)
+    if tag == "null":
+        return None
+    if tag == "bool":
+        return text.lower() == "true"
+    if tag == "int" and _INT.fullmatch(text):
+        if text.startswith(("0o", "0x")):
+            return int(text, 0)
+        return int(text)
+    if tag == "float":
+        if _FLOAT.fullmatch(text):
+            return float(text)
+        lowered = text.lower().lstrip("+")
+        if lowered in (".inf", "-.inf"):
+            return -math.inf if lowered.startswith("-") else math.inf
+        if lowered == ".nan":
+            return math.nan
+    return text
