@@ -12,18 +12,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 
 from controlplane import resources as urls
-from controlplane.config.model import Config
+from controlplane.config.model import Config, Route
 from controlplane.translate import translate
 from controlplane.translate._listeners import EDGE, HCM_FILTER
 from controlplane.translate._protos import packed
@@ -53,16 +54,46 @@ def find_envoy(envoy: str | None = None) -> str:
 
 
 def check_with_envoy(config: Config, envoy: str | None = None, role: str = EDGE) -> list[str]:
-    """Envoy's error lines for `config` (each prefixed with the region), empty when Envoy accepts it.
+    """Envoy's objections to `config`, one line each; an empty list when Envoy accepts it.
 
+    Envoy stops at its first error and does not say which YAML entry caused it, so when it rejects
+    a config whose routes are at fault, the routes are halved until each culprit is found alone
+    (a few runs per bad route), and its line reads `FILE:LINE:COL: routes.NAME: envoy: message`.
     Raises EnvoyNotFound when there is no Envoy to ask.
     """
     binary = find_envoy(envoy)
-    problems: list[str] = []
-    for region in config.regions or ("",):
-        bootstrap = static_bootstrap(config, region, role)
-        problems.extend(f"envoy ({region or 'no region'}): {line}" for line in _validate(binary, bootstrap))
-    return problems
+    regions = config.regions or ("",)
+    problems: dict[str, list[str]] = {}  # line → regions it was seen in, in first-seen order
+    for region in regions:
+        if not _validate(binary, config, region, role):
+            continue
+        for line in _attributed(binary, config, region, role):
+            problems.setdefault(line, []).append(region)
+    return [line if len(seen) == len(regions) else f"{line} (region {', '.join(seen)})"
+            for line, seen in problems.items()]
+
+
+def _attributed(binary: str, config: Config, region: str, role: str) -> list[str]:
+    without_routes = replace(config, routes=())
+    errors = _validate(binary, without_routes, region, role)
+    if errors or not config.routes:
+        return [f"envoy: {line}" for line in errors or _validate(binary, config, region, role)]
+    culprits = _bad_routes(binary, config, list(config.routes), region, role)
+    if not culprits:  # the routes fail only together; report Envoy's words as they are
+        return [f"envoy: {line}" for line in _validate(binary, config, region, role)]
+    return [f"{route.source}: routes.{route.name}: envoy: {line}" for route, lines in culprits for line in lines]
+
+
+def _bad_routes(binary: str, config: Config, routes: list[Route], region: str,
+                role: str) -> list[tuple[Route, list[str]]]:
+    errors = _validate(binary, replace(config, routes=tuple(routes)), region, role)
+    if not errors:
+        return []
+    if len(routes) == 1:
+        return [(routes[0], errors)]
+    half = len(routes) // 2
+    return (_bad_routes(binary, config, routes[:half], region, role)
+            + _bad_routes(binary, config, routes[half:], region, role))
 
 
 def static_bootstrap(config: Config, region: str, role: str = EDGE) -> bootstrap_pb2.Bootstrap:
@@ -94,16 +125,19 @@ def static_bootstrap(config: Config, region: str, role: str = EDGE) -> bootstrap
     return result
 
 
-def _inline_routes(network_filter: object, routes: dict[str, route_pb2.RouteConfiguration]) -> None:
+def _inline_routes(network_filter: listener_components_pb2.Filter,
+                   routes: dict[str, route_pb2.RouteConfiguration]) -> None:
     manager = hcm_pb2.HttpConnectionManager()
-    network_filter.typed_config.Unpack(manager)  # type: ignore[attr-defined]
+    network_filter.typed_config.Unpack(manager)
     name = manager.rds.route_config_name
     manager.ClearField("rds")
     manager.route_config.CopyFrom(routes.get(name, route_pb2.RouteConfiguration(name=name)))
-    network_filter.typed_config.CopyFrom(packed(manager))  # type: ignore[attr-defined]
+    network_filter.typed_config.CopyFrom(packed(manager))
 
 
-def _validate(binary: str, bootstrap: bootstrap_pb2.Bootstrap) -> list[str]:
+def _validate(binary: str, config: Config, region: str, role: str) -> list[str]:
+    """Envoy's error lines for the bootstrap of `region`; empty when `envoy --mode validate` passes."""
+    bootstrap = static_bootstrap(config, region, role)
     with tempfile.NamedTemporaryFile("w", prefix="pavilion-envoy-", suffix=".json", delete=False) as handle:
         handle.write(json_format.MessageToJson(bootstrap))
         path = Path(handle.name)
@@ -117,8 +151,10 @@ def _validate(binary: str, bootstrap: bootstrap_pb2.Bootstrap) -> list[str]:
         path.unlink(missing_ok=True)
     if completed.returncode == 0:
         return []
-    lines = [line.strip() for line in (completed.stderr + completed.stdout).splitlines() if line.strip()]
-    return [_without_log_prefix(line) for line in lines] or [f"envoy exited with status {completed.returncode}"]
+    noise = f"error initializing configuration '{path}': "
+    lines = [_without_log_prefix(line).replace(noise, "")
+             for line in (completed.stderr + completed.stdout).splitlines() if line.strip()]
+    return lines or [f"envoy exited with status {completed.returncode}"]
 
 
 def _without_log_prefix(line: str) -> str:
