@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias
 
 # A conversion after the type check: returns the value to keep or raises ValueError(message for a user).
 Convert = Callable[[Any], Any]
@@ -66,4 +66,4 @@ class Object:
         return tuple(f.name for f in self.fields)
 
 
-Kind = Union[Value, ListOf, MapOf, Object]
+Kind: TypeAlias = Value | ListOf | MapOf | Object

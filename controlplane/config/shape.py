@@ -215,9 +215,9 @@ def _label(node: Node, kind: Kind, index: int) -> str:
     """An entry's name where it has a usable one (`routes[accounts]`), else its 0-based index."""
     if isinstance(kind, Object) and kind.field("name") is not None and isinstance(node, Mapping):
         for key, value in node.items:
-            if key.text == "name" and isinstance(value, Scalar) and isinstance(value.value, str) and value.value:
-                if re.fullmatch(r"[A-Za-z0-9_.-]+", value.value):
-                    return value.value
+            text = value.value if isinstance(value, Scalar) else None
+            if key.text == "name" and isinstance(text, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+                return text
     return str(index)
 
 

@@ -20,7 +20,7 @@ POSITIVE_DURATION = Value("string", convert=rules.positive_duration,
 COUNT = Value("integer", minimum=1)
 URL_PATH = Value("string", convert=rules.path_start, schema={"pattern": "^/"})
 
-LISTENER = Object("listener", "A port Envoy accepts traffic on; becomes an Envoy Listener with an HTTP connection manager.", (
+LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
     Field("port", Value("integer", minimum=1, maximum=65535), "TCP port, 1-65535.", True),

@@ -10,16 +10,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node as RuamelNode, ScalarNode, SequenceNode
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from ruamel.yaml.nodes import Node as RuamelNode
 from ruamel.yaml.reader import ReaderError
 
 from pavilion.errors import ConfigError, Location
 
-ScalarValue = Union[str, int, float, bool, None]
+ScalarValue: TypeAlias = str | int | float | bool | None
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Sequence:
     loc: Location
 
 
-Node = Union[Scalar, Mapping, Sequence]
+Node: TypeAlias = Scalar | Mapping | Sequence
 
 _TAG = "tag:yaml.org,2002:"
 # The YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
@@ -95,7 +96,9 @@ def _convert(node: RuamelNode, file: str) -> Node:
         return Mapping(items, _where(node, file))
     if isinstance(node, SequenceNode):
         return Sequence(tuple(_convert(item, file) for item in node.value), _where(node, file))
-    return Scalar(_scalar_value(node), _where(node, file))
+    if isinstance(node, ScalarNode):
+        return Scalar(_scalar_value(node), _where(node, file))
+    raise ConfigError(f"unsupported YAML node {type(node).__name__}", location=_where(node, file))
 
 
 def _key_text(node: RuamelNode) -> str:
