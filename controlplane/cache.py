@@ -1,0 +1,119 @@
+"""The current config and one snapshot per node group, with watches that wake streams on change.
+
+Nodes are grouped by (region, role): every Envoy of a group gets the same resources, so a group's
+snapshot is translated and serialized once. A group's snapshot is built on its first connection and
+rebuilt for every known group when the config changes; translation runs in a worker thread so
+streams keep being served while a large config is translated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf.message import Message
+
+from controlplane.snapshot import Snapshot, build_snapshot
+
+DEFAULT_ROLE = "edge"
+
+Translator = Callable[[Any, str, str], Mapping[str, Sequence[Message]]]
+
+
+class Group(NamedTuple):
+    region: str
+    role: str
+
+    def __str__(self) -> str:
+        return f"{self.region or '-'}/{self.role}"
+
+
+def _metadata_string(node: base_pb2.Node, key: str) -> str:
+    fields = node.metadata.fields
+    if key in fields and fields[key].WhichOneof("kind") == "string_value":
+        return fields[key].string_value
+    return ""
+
+
+def group_of(node: base_pb2.Node) -> Group:
+    """(region, role): region from the locality (else metadata `region`), role from metadata `role`."""
+    region = node.locality.region or _metadata_string(node, "region")
+    role = _metadata_string(node, "role") or DEFAULT_ROLE
+    return Group(region, role)
+
+
+class SnapshotCache:
+    """Owns which snapshot each group is served; `generation` grows by one per installed config."""
+
+    def __init__(self, translator: Translator) -> None:
+        self._translate = translator
+        self._config: Any = None
+        self._config_version = ""
+        self._snapshots: dict[Group, Snapshot] = {}
+        self._generation = 0
+        self._lock = asyncio.Lock()  # one build at a time: a group never gets a stale config's snapshot
+        self._changed = asyncio.Condition()
+        self._loaded = asyncio.Event()
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    @property
+    def config_version(self) -> str:
+        return self._config_version
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def groups(self) -> dict[Group, Snapshot]:
+        return dict(self._snapshots)
+
+    def current(self, group: Group) -> Snapshot | None:
+        return self._snapshots.get(group)
+
+    def _build(self, config: Any, group: Group) -> Snapshot:
+        return build_snapshot(self._translate(config, group.region, group.role))
+
+    def _build_all(self, config: Any, groups: Sequence[Group]) -> dict[Group, Snapshot]:
+        return {group: self._build(config, group) for group in groups}
+
+    async def install(self, config: Any, config_version: str) -> dict[Group, Snapshot]:
+        """Translate `config` for every known group, then swap everything at once and wake the streams.
+
+        Raises whatever translation raises; the cache then keeps serving the previous config.
+        """
+        async with self._lock:
+            snapshots = await asyncio.to_thread(self._build_all, config, list(self._snapshots))
+            self._config, self._config_version, self._snapshots = config, config_version, snapshots
+            self._generation += 1
+            self._loaded.set()
+        async with self._changed:
+            self._changed.notify_all()
+        return dict(snapshots)
+
+    async def snapshot(self, group: Group) -> Snapshot:
+        """The group's snapshot, built now if this is the group's first node; waits for a first config."""
+        await self._loaded.wait()
+        existing = self._snapshots.get(group)
+        if existing is not None:
+            return existing
+        async with self._lock:
+            existing = self._snapshots.get(group)
+            if existing is None:
+                existing = await asyncio.to_thread(self._build, self._config, group)
+                self._snapshots[group] = existing
+            return existing
+
+    async def wait_newer(self, generation: int) -> int:
+        """Return once a config newer than `generation` is installed; returns the new generation."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._generation > generation)
+        return self._generation

@@ -1,0 +1,121 @@
+"""What the server remembers about one xDS stream: the node, and per type URL what was asked,
+sent, acked and rejected. Shared by the SotW server and, later, the Delta server; /status reads it."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.cache import Group
+
+_stream_ids = itertools.count(1)
+
+
+@dataclass
+class Nack:
+    version: str  # the version the proxy refused
+    error: str
+    at: float  # wall-clock seconds
+
+
+@dataclass
+class TypeState:
+    """One type URL on one stream."""
+
+    type_url: str
+    subscribed: bool = False  # a request for this type arrived
+    wildcard: bool = False  # all resources of the type (legacy wildcard or "*")
+    names: frozenset[str] = frozenset()  # explicit subscription when not wildcard
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_names: frozenset[str] = frozenset()  # names in the last response
+    sent_hashes: dict[str, str] = field(default_factory=dict)  # name -> hash last sent (for Delta, diffs)
+    sent_at: float = 0.0  # monotonic
+    awaiting_ack: bool = False
+    resend: bool = False  # send again even when unchanged (a changed cluster warms only on fresh endpoints)
+    acked_version: str = ""
+    acked_at: float = 0.0  # wall-clock seconds
+    nack: Nack | None = None
+
+    def subscribe(self, names: list[str], *, legacy_wildcard_allowed: bool) -> frozenset[str]:
+        """Apply a request's names; returns the names that were not subscribed before."""
+        explicit = frozenset(n for n in names if n != "*")
+        if "*" in names:
+            self.wildcard = True
+        elif not names:
+            # Legacy wildcard: no names on the first request means all, and ACKs of it repeat no names.
+            self.wildcard = legacy_wildcard_allowed and (not self.subscribed or self.wildcard)
+        else:
+            self.wildcard = False
+        added = explicit - self.names
+        self.names = explicit
+        self.subscribed = True
+        return added
+
+    def wants(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def status(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "acked_version": self.acked_version or None,
+            "sent_version": self.sent_version or None,
+            "awaiting_ack": self.awaiting_ack,
+            "subscription": "*" if self.wildcard else sorted(self.names),
+        }
+        if self.acked_at:
+            entry["acked_at"] = iso_time(self.acked_at)
+        if self.nack is not None:
+            entry["last_nack"] = {"version": self.nack.version, "error": self.nack.error, "at": iso_time(self.nack.at)}
+        return entry
+
+
+@dataclass
+class StreamState:
+    """One ADS stream. `group` is known after the first request, which must carry the node."""
+
+    peer: str
+    kind: str = "sotw"
+    stream_id: int = field(default_factory=lambda: next(_stream_ids))
+    node_id: str = ""
+    node_cluster: str = ""
+    group: Group | None = None
+    connected_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    types: dict[str, TypeState] = field(default_factory=dict)
+    served_versions: dict[str, str] = field(default_factory=dict)  # the group snapshot's type versions
+    _nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def type(self, type_url: str) -> TypeState:
+        state = self.types.get(type_url)
+        if state is None:
+            state = self.types[type_url] = TypeState(type_url)
+        return state
+
+    def next_nonce(self) -> str:
+        return f"{self.stream_id}-{next(self._nonces)}"
+
+    def synced(self) -> bool:
+        """Every subscribed type acked the version its group serves now."""
+        return all(state.acked_version == self.served_versions.get(url)
+                   for url, state in self.types.items() if state.subscribed and url in self.served_versions)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream_id,
+            "kind": self.kind,
+            "node_id": self.node_id,
+            "cluster": self.node_cluster,
+            "region": self.group.region if self.group else None,
+            "role": self.group.role if self.group else None,
+            "peer": self.peer,
+            "connected_at": iso_time(self.connected_at),
+            "last_seen": iso_time(self.last_seen),
+            "synced": self.synced(),
+            "types": {url.rsplit(".", 1)[-1]: state.status() for url, state in sorted(self.types.items())},
+        }
+
+
+def iso_time(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"

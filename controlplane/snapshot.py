@@ -1,0 +1,134 @@
+"""A frozen, content-hashed set of xDS resources for one node group, serialized once.
+
+Versions are hashes of content only (no clock, no counter), so every replica that translates the
+same config produces the same versions, and an Envoy moving between replicas sees no change.
+Each resource keeps its own hash so Delta xDS can version resources one by one.
+
+The wire bytes of every resource are prepared here as an encoded `DiscoveryResponse.resources`
+field. Protobuf allows a message's fields in any order and concatenated encodings merge, so a
+response is `head + b"".join(fields)`: every stream of a group shares the same bytes and a push
+costs a concatenation, not a serialization per Envoy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from controlplane import resources as urls
+
+# The field that names a resource, per type: `ClusterLoadAssignment.cluster_name` and not `name`.
+_NAME_FIELD = {
+    urls.CLUSTER: "name",
+    urls.ENDPOINT: "cluster_name",
+    urls.LISTENER: "name",
+    urls.ROUTE: "name",
+    urls.SECRET: "name",
+}
+
+HASH_CHARS = 16  # 64 bits of sha256: collisions are not a concern at gateway scale
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+
+
+def resource_name(type_url: str, message: Message) -> str:
+    return str(getattr(message, _NAME_FIELD[type_url]))
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource: its message, its deterministic bytes, their hash, and its encoded response field."""
+
+    name: str
+    type_url: str
+    message: Message
+    serialized: bytes
+    hash: str
+    response_field: bytes  # `DiscoveryResponse.resources` (field 2) holding the packed Any
+
+    def packed(self) -> any_pb2.Any:
+        return any_pb2.Any(type_url=self.type_url, value=self.serialized)
+
+
+@dataclass(frozen=True)
+class TypeSnapshot:
+    """Every resource of one type URL, by name in sorted order, and the type's version."""
+
+    type_url: str
+    resources: Mapping[str, Resource]
+    version: str
+    response_fields: bytes  # every resource's field, in name order: a full-state response body
+
+    def select(self, names: Iterable[str]) -> list[Resource]:
+        """The resources among `names` that exist, in name order; unknown names are skipped."""
+        return [self.resources[name] for name in sorted(set(names)) if name in self.resources]
+
+    def hashes(self) -> dict[str, str]:
+        return {name: resource.hash for name, resource in self.resources.items()}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The resources of every known type URL; a type with no resources is present and empty."""
+
+    types: Mapping[str, TypeSnapshot]
+    version: str
+
+    def type(self, type_url: str) -> TypeSnapshot:
+        return self.types[type_url]
+
+    def versions(self) -> dict[str, str]:
+        return {type_url: snap.version for type_url, snap in self.types.items()}
+
+    def resource_count(self) -> int:
+        return sum(len(snap.resources) for snap in self.types.values())
+
+
+def build_resource(type_url: str, message: Message) -> Resource:
+    expected = type_url.rsplit("/", 1)[-1]
+    if message.DESCRIPTOR.full_name != expected:
+        raise ValueError(f"a {message.DESCRIPTOR.full_name} cannot be served as {type_url}")
+    serialized = message.SerializeToString(deterministic=True)
+    packed = any_pb2.Any(type_url=type_url, value=serialized)
+    field = discovery_pb2.DiscoveryResponse(resources=[packed]).SerializeToString(deterministic=True)
+    return Resource(name=resource_name(type_url, message), type_url=type_url, message=message,
+                    serialized=serialized, hash=content_hash(serialized), response_field=field)
+
+
+def build_type(type_url: str, messages: Sequence[Message]) -> TypeSnapshot:
+    built: dict[str, Resource] = {}
+    for message in messages:
+        resource = build_resource(type_url, message)
+        if resource.name in built:
+            raise ValueError(f"two {type_url.rsplit('.', 1)[-1]} resources are named {resource.name!r}")
+        built[resource.name] = resource
+    ordered = {name: built[name] for name in sorted(built)}
+    digest = "".join(f"{name}\0{resource.hash}\n" for name, resource in ordered.items())
+    return TypeSnapshot(
+        type_url=type_url, resources=MappingProxyType(ordered), version=content_hash(digest.encode()),
+        response_fields=b"".join(resource.response_field for resource in ordered.values()))
+
+
+def build_snapshot(resources: Mapping[str, Sequence[Message]]) -> Snapshot:
+    """Freeze translate()'s output. Unknown type URLs are a bug in the caller and raise ValueError."""
+    unknown = set(resources) - set(urls.ADS_ORDER)
+    if unknown:
+        raise ValueError(f"no xDS type is known by the URL {sorted(unknown)[0]!r}")
+    types = {type_url: build_type(type_url, resources.get(type_url, ())) for type_url in urls.ADS_ORDER}
+    digest = "".join(f"{type_url}\0{snap.version}\n" for type_url, snap in types.items())
+    return Snapshot(types=MappingProxyType(types), version=content_hash(digest.encode()))
+
+
+def response_head(*, type_url: str, version: str, nonce: str, identifier: str) -> bytes:
+    """The per-stream part of a DiscoveryResponse; append resource fields to complete it."""
+    head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
+    head.control_plane.identifier = identifier
+    return head.SerializeToString(deterministic=True)
