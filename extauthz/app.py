@@ -1,0 +1,157 @@
+"""The one place the ext_authz service is assembled: settings, tenants, key sets, revocation store,
+gRPC server, admin server, config reload, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import watchfiles
+from aiohttp import web
+
+from extauthz.authorizer import Authorizer
+from extauthz.config import load_tenants
+from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationStore
+from extauthz.service import SERVICE_NAME, register
+from extauthz.tenant_set import build_tenants, retire
+from extauthz.token_cache import VerifiedTokenCache
+from pavilion.admin import AdminServer
+from pavilion.errors import ConfigError
+from pavilion.grpc_server import GrpcServer
+from pavilion.lifecycle import run_until_stopped
+from pavilion.log import configure_logging, get_logger
+from pavilion.settings import Settings
+from pavilion.workers import run_workers
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtAuthzSettings(Settings):
+    config: str = ""
+    port: int = 9191
+    redis_url: str | None = None
+    redis_timeout: float = 0.25          # seconds; past it a check follows the tenant's on_store_error
+    revocation_cache: float = 1.0        # seconds a replica may answer revocation from its local cache
+    token_cache_size: int = 50_000
+    workers: int = 1
+
+
+def make_store(settings: ExtAuthzSettings) -> RevocationStore:
+    if settings.redis_url:
+        return RedisRevocations(settings.redis_url, timeout=settings.redis_timeout,
+                                local_ttl=settings.revocation_cache)
+    return MemoryRevocations()
+
+
+async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Event) -> None:
+    """Swap in the tenants of `path` after each change; a broken edit keeps the last good tenants.
+
+    The directory is watched, not the file: editors, `mv` and Kubernetes' ConfigMap symlink swap all
+    replace the file, which ends a watch on the file itself. Any change there re-reads the file, and
+    only a different content is loaded.
+    """
+    last = await asyncio.to_thread(_content, path)
+    async for _changes in watchfiles.awatch(path.parent, stop_event=stop, debounce=200, step=50):
+        content = await asyncio.to_thread(_content, path)
+        if content == last:
+            continue
+        last = content
+        await reload_once(path, authorizer)
+
+
+def _content(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+async def reload_once(path: Path, authorizer: Authorizer) -> bool:
+    old = authorizer.tenants
+    try:
+        tenants = await asyncio.to_thread(load_tenants, path)
+        new = await build_tenants(tenants, previous=old)
+    except ConfigError as exc:
+        log.error("config_rejected", file=str(path), errors=str(exc).splitlines(), kept="last good config")
+        return False
+    authorizer.use(new)
+    await retire(old, new)
+    log.info("config_reloaded", file=str(path), tenants=[t.id for t in new.tenants])
+    return True
+
+
+def _admin_routes(authorizer: Authorizer) -> list[web.RouteDef]:
+    async def keys(_request: web.Request) -> web.Response:
+        return web.json_response({"tenants": authorizer.tenants.status()})
+
+    return [web.get("/keys", keys)]
+
+
+async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
+    path = Path(settings.config)
+    tenants = await build_tenants(load_tenants(path))
+    store = make_store(settings)
+    await store.start()
+    authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size))
+    server = GrpcServer(settings.grpc_host, settings.port, register=register(authorizer),
+                        service_names=[SERVICE_NAME])
+    await server.start()
+    admin_server = None
+    if admin and settings.metrics_port:
+        admin_server = AdminServer(settings.metrics_host, settings.metrics_port, routes=_admin_routes(authorizer))
+        await admin_server.start()
+    watcher = asyncio.create_task(reload_on_change(path, authorizer, stop), name="config-watch")
+    log.info("extauthz_started", port=server.port, tenants=[t.id for t in tenants.tenants],
+             store="redis" if settings.redis_url else "memory")
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await server.stop(settings.drain_seconds)
+        if admin_server is not None:
+            await admin_server.stop()
+        await store.close()
+        await retire(authorizer.tenants, None)
+
+
+def _worker(index: int, settings: ExtAuthzSettings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("worker_starting", worker=index)
+    # Metrics of every worker are served once, by the parent.
+    return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
+
+
+def _serve_admin_in_thread(settings: ExtAuthzSettings) -> None:
+    """The parent's metrics server (multiprocess mode sums the workers), on a daemon thread's own loop."""
+
+    def run() -> None:
+        async def main() -> None:
+            await AdminServer(settings.metrics_host, settings.metrics_port).start()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+
+    threading.Thread(target=run, name="admin", daemon=True).start()
+
+
+def run(settings: ExtAuthzSettings) -> int:
+    settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
+    try:
+        load_tenants(settings.config)  # fail fast, in the parent, with file:line errors
+    except ConfigError as exc:
+        log.error("config_rejected", file=settings.config, errors=str(exc).splitlines())
+        return 2
+    if settings.workers <= 1:
+        return run_until_stopped(lambda stop: serve(settings, stop))
+    if settings.port == 0:
+        log.error("workers_need_a_port", workers=settings.workers)
+        return 2
+    on_started = (lambda: _serve_admin_in_thread(settings)) if settings.metrics_port else None
+    return run_workers(settings.workers, _worker, args=(settings,), on_started=on_started)

@@ -1,0 +1,93 @@
+"""One Check, start to finish: credential, tenant, verification (cached), route admission, revocation.
+
+The order keeps the cheap, local steps first: a request without a single well-formed bearer token
+never reaches a parser; an issuer no tenant has is refused without any key fetch; a cached token
+skips the signature; and revocation is asked on every request, cache hit or not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from extauthz import decision
+from extauthz.decision import Outcome
+from extauthz.keys import KeySet
+from extauthz.revocation import RevocationQuery, RevocationStore
+from extauthz.tenant import Tenant
+from extauthz.tenant_set import Tenants
+from extauthz.token_cache import VerifiedTokenCache, token_digest
+from extauthz.verify import VerifiedToken, unverified_issuer, verify_token
+from pavilion.errors import BackendUnavailable, TokenError
+from pavilion.log import get_logger
+
+log = get_logger(__name__)
+
+Verify = Callable[[str, Tenant, KeySet, float], Awaitable[VerifiedToken]]
+
+
+class Authorizer:
+    def __init__(self, tenants: Tenants, store: RevocationStore, cache: VerifiedTokenCache | None = None,
+                 clock: Callable[[], float] = time.time, verify: Verify = verify_token) -> None:
+        self.tenants = tenants
+        self.store = store
+        self.cache = cache if cache is not None else VerifiedTokenCache(clock=clock)
+        self._clock = clock
+        self._verify = verify
+
+    def use(self, tenants: Tenants) -> None:
+        """Serve with a new generation from the next request on; verifications under changed tenants miss."""
+        self.tenants = tenants
+
+    async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str]) -> Outcome:
+        token = decision.bearer_token(headers, path)
+        if isinstance(token, Outcome):
+            return token
+        tenants = self.tenants
+        route = decision.route_tenants(context_extensions)
+        if route is not None and not any(tenants.get(t) for t in route):
+            log.warning("route_tenant_unknown", route_tenants=list(route))
+            return decision.unavailable("route_tenant_unknown")
+
+        digest = token_digest(token)
+        cached = self.cache.get(digest)
+        if cached is not None and tenants.is_current(cached[0]):
+            tenant, verified = cached
+        else:
+            found = await self._verified(token, digest, tenants)
+            if isinstance(found, Outcome):
+                return found
+            tenant, verified = found
+
+        if route is not None and tenant.id not in route:
+            return decision.insufficient_scope("wrong_tenant", "the token's tenant is not accepted on this route")
+
+        query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
+        try:
+            if await self.store.is_revoked(query):
+                return decision.invalid_token("revoked", "the token has been revoked")
+        except BackendUnavailable as exc:
+            if tenant.on_store_error != "allow":
+                log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="deny")
+                return decision.unavailable("store_unavailable")
+            log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="allow")
+        return decision.allowed(tenant.id, verified.subject, verified.claims, tenant.claims_to_headers)
+
+    async def _verified(self, token: str, digest: bytes,
+                        tenants: Tenants) -> tuple[Tenant, VerifiedToken] | Outcome:
+        try:
+            issuer = unverified_issuer(token, tenants.max_token_bytes)
+        except TokenError as exc:
+            return decision.invalid_token(exc.reason, exc.description)
+        tenant = tenants.for_issuer(issuer) if issuer is not None else None
+        if tenant is None:
+            return decision.invalid_token("unknown_issuer", "the token's issuer is not accepted")
+        try:
+            verified = await self._verify(token, tenant, tenants.keys(tenant), self._clock())
+        except TokenError as exc:
+            return decision.invalid_token(exc.reason, exc.description)
+        except BackendUnavailable as exc:
+            log.warning("keys_unavailable", tenant=tenant.id, detail=str(exc))
+            return decision.unavailable("keys_unavailable")
+        self.cache.put(digest, tenant, verified, verified.expires_at)
+        return tenant, verified

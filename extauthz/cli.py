@@ -1,0 +1,46 @@
+"""`pavilion extauthz` (serve Envoy's Authorization/Check) and `pavilion revoke` (write a revocation).
+Handlers import their modules lazily so `pavilion --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("extauthz", help="serve envoy.service.auth.v3.Authorization/Check (JWT, tenants)")
+    serve.add_argument("--config", required=True, help="tenant YAML file; reloaded when it changes")
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default 9191; env PAVILION_PORT)")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--redis", default=None, metavar="URL",
+                       help="redis://HOST:PORT/DB shared by every replica; without it revocations stay in memory")
+    serve.add_argument("--workers", type=int, default=None, help="processes serving the one port (SO_REUSEPORT)")
+    serve.add_argument("--admin-port", type=int, default=None, help="HTTP /metrics, /healthz, /readyz, /keys")
+    serve.set_defaults(func=_extauthz)
+
+    revoke = subparsers.add_parser("revoke", help="revoke a token, a subject's tokens or a tenant's tokens")
+    revoke.add_argument("--redis", required=True, metavar="URL")
+    revoke.add_argument("--tenant", required=True, help="tenant id")
+    revoke.add_argument("--issuer", required=True, help="the tenant's issuer (exactly as in the token's iss)")
+    what = revoke.add_mutually_exclusive_group(required=True)
+    what.add_argument("--jti", help="one token, by its jti (give --expires too)")
+    what.add_argument("--subject", help="every token of this subject issued before now")
+    what.add_argument("--all", action="store_true", help="every token of the tenant issued before now")
+    revoke.add_argument("--expires", type=float, help="with --jti: the token's exp (UNIX seconds)")
+    revoke.add_argument("--ttl", default=None, help="with --subject/--all: keep the cut-off this long (e.g. 24h); "
+                        "default forever")
+    revoke.set_defaults(func=_revoke)
+
+
+def _extauthz(args: argparse.Namespace) -> int:
+    from extauthz.app import ExtAuthzSettings, run
+
+    settings = ExtAuthzSettings.from_env(config=args.config, port=args.port, grpc_host=args.host,
+                                         redis_url=args.redis, workers=args.workers, metrics_port=args.admin_port)
+    return run(settings)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from extauthz.revoke import run_revoke
+
+    return run_revoke(args)

@@ -1,0 +1,254 @@
+"""Revoked credentials: single tokens by (issuer, jti), and "everything issued before T" per subject
+and per tenant, compared with the token's `iat`.
+
+Two stores share one Protocol: `MemoryRevocations` (one process, no `--redis`) and `RedisRevocations`
+(every replica). The Redis store answers a check with at most one MGET, and keeps a short local cache
+that pub/sub keeps current: a revocation is published on `CHANNEL` and every replica writes it into its
+cache at once. The cache is only trusted while the subscription is up, and is flushed on every
+(re)subscribe, so a missed message can never outlive `local_ttl` (1 s by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from pavilion.errors import BackendUnavailable
+from pavilion.log import get_logger
+
+log = get_logger(__name__)
+
+CHANNEL = "pavilion:revocations"
+_PREFIX = "pavilion:revoked:"
+_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationQuery:
+    """The facts of one verified token that revocation looks at."""
+
+    tenant_id: str
+    issuer: str
+    subject: str
+    jti: str | None
+    issued_at: float | None
+
+
+def token_key(issuer: str, jti: str) -> str:
+    # Hashed: the jti is attacker-chosen text of any length; the key stays short and printable.
+    digest = hashlib.sha256(f"{issuer}\0{jti}".encode()).hexdigest()[:40]
+    return f"{_PREFIX}jti:{digest}"
+
+
+def subject_key(tenant_id: str, subject: str) -> str:
+    digest = hashlib.sha256(f"{tenant_id}\0{subject}".encode()).hexdigest()[:40]
+    return f"{_PREFIX}sub:{digest}"
+
+
+def tenant_key(tenant_id: str) -> str:
+    return f"{_PREFIX}tenant:{tenant_id}"
+
+
+def keys_for(query: RevocationQuery) -> list[str]:
+    keys = [subject_key(query.tenant_id, query.subject), tenant_key(query.tenant_id)]
+    if query.jti is not None:
+        keys.append(token_key(query.issuer, query.jti))
+    return keys
+
+
+def is_revoked_by(values: list[str | None], query: RevocationQuery) -> bool:
+    """Decide from the values of `keys_for(query)`, in that order."""
+    for cutoff in values[:2]:
+        # A token without iat cannot prove it was issued after the cut-off.
+        if cutoff is not None and (query.issued_at is None or query.issued_at < float(cutoff)):
+            return True
+    return len(values) > 2 and values[2] is not None
+
+
+class RevocationStore(Protocol):
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def is_revoked(self, query: RevocationQuery) -> bool:
+        """True when revoked; raises BackendUnavailable when the store cannot tell."""
+    async def revoke_token(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """Revoke one token until its expiry; False when it has already expired (nothing to do)."""
+    async def revoke_subject(self, tenant_id: str, subject: str, before: float, ttl: float | None = None) -> None: ...
+    async def revoke_tenant(self, tenant_id: str, before: float, ttl: float | None = None) -> None: ...
+
+
+class MemoryRevocations:
+    """One process's revocations, for running without Redis and for tests."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._values: dict[str, tuple[str, float | None]] = {}  # key -> (value, expires_at)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _get(self, key: str) -> str | None:
+        entry = self._values.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at is not None and expires_at <= self._clock():
+            del self._values[key]
+            return None
+        return value
+
+    async def is_revoked(self, query: RevocationQuery) -> bool:
+        return is_revoked_by([self._get(key) for key in keys_for(query)], query)
+
+    async def revoke_token(self, issuer: str, jti: str, expires_at: float) -> bool:
+        if expires_at <= self._clock():
+            return False
+        self._values[token_key(issuer, jti)] = ("1", expires_at)
+        return True
+
+    async def revoke_subject(self, tenant_id: str, subject: str, before: float, ttl: float | None = None) -> None:
+        self._values[subject_key(tenant_id, subject)] = (repr(before), None if ttl is None else self._clock() + ttl)
+
+    async def revoke_tenant(self, tenant_id: str, before: float, ttl: float | None = None) -> None:
+        self._values[tenant_key(tenant_id)] = (repr(before), None if ttl is None else self._clock() + ttl)
+
+
+class RedisRevocations:
+    """Revocations shared by every replica through Redis, with a pub/sub-fed local cache."""
+
+    def __init__(self, url: str, *, timeout: float = 0.25, local_ttl: float = 1.0, max_local: int = 100_000,
+                 monotonic: Clock = time.monotonic, clock: Clock = time.time) -> None:
+        # No retries: a check must fail within `timeout` and let the tenant's on_store_error decide.
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
+            retry=Retry(NoBackoff(), 0))
+        # The subscriber blocks on reads for as long as nothing is published: no read timeout.
+        self._subscriber: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=None, socket_connect_timeout=timeout, decode_responses=True,
+            retry=Retry(NoBackoff(), 0))
+        self._local_ttl = local_ttl
+        self._max_local = max_local
+        self._monotonic = monotonic
+        self._clock = clock
+        self._local: dict[str, tuple[str | None, float]] = {}  # key -> (value, fetched_at monotonic)
+        self._subscribed = False
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await self._client.aclose()
+        await self._subscriber.aclose()
+
+    async def is_revoked(self, query: RevocationQuery) -> bool:
+        keys = keys_for(query)
+        values = self._cached(keys) if self._subscribed else None
+        if values is None:
+            try:
+                values = await self._client.mget(keys)
+            except _REDIS_ERRORS as exc:
+                raise BackendUnavailable("redis", type(exc).__name__) from exc
+            if self._subscribed:
+                self._remember(keys, values)
+        return is_revoked_by(values, query)
+
+    def _cached(self, keys: list[str]) -> list[str | None] | None:
+        oldest = self._monotonic() - self._local_ttl
+        values: list[str | None] = []
+        for key in keys:
+            entry = self._local.get(key)
+            if entry is None or entry[1] < oldest:
+                return None
+            values.append(entry[0])
+        return values
+
+    def _remember(self, keys: list[str], values: list[str | None]) -> None:
+        now = self._monotonic()
+        if len(self._local) + len(keys) > self._max_local:
+            self._local.clear()  # cheaper than tracking age order; a miss costs one MGET
+        for key, value in zip(keys, values, strict=True):
+            self._local[key] = (value, now)
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while True:
+            pubsub = self._subscriber.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                async for message in pubsub.listen():
+                    backoff = 0.05
+                    self._on_message(message)
+            except _REDIS_ERRORS as exc:
+                if self._subscribed:
+                    log.warning("revocation_pubsub_lost", error=type(exc).__name__)
+            finally:
+                self._subscribed = False
+                self._local.clear()
+                with contextlib.suppress(*_REDIS_ERRORS):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            # Also sent again after redis-py reconnects by itself: whatever was published meanwhile
+            # is lost, so start from an empty cache.
+            self._local.clear()
+            self._subscribed = True
+            log.info("revocation_pubsub_subscribed")
+        elif kind == "message":
+            try:
+                event = json.loads(message["data"])
+                self._local[str(event["key"])] = (str(event["value"]), self._monotonic())
+            except (ValueError, KeyError, TypeError):
+                log.warning("revocation_event_unreadable")
+
+    async def _write(self, key: str, value: str, ttl: float | None) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        if ttl is None:
+            pipe.set(key, value)
+        else:
+            pipe.set(key, value, px=max(1, int(ttl * 1000)))
+        pipe.publish(CHANNEL, json.dumps({"key": key, "value": value}))
+        try:
+            await pipe.execute()
+        except _REDIS_ERRORS as exc:
+            raise BackendUnavailable("redis", type(exc).__name__) from exc
+
+    async def revoke_token(self, issuer: str, jti: str, expires_at: float) -> bool:
+        ttl = expires_at - self._clock()
+        if ttl <= 0:
+            return False
+        await self._write(token_key(issuer, jti), "1", ttl)
+        return True
+
+    async def revoke_subject(self, tenant_id: str, subject: str, before: float, ttl: float | None = None) -> None:
+        await self._write(subject_key(tenant_id, subject), repr(before), ttl)
+
+    async def revoke_tenant(self, tenant_id: str, before: float, ttl: float | None = None) -> None:
+        await self._write(tenant_key(tenant_id), repr(before), ttl)

@@ -1,0 +1,90 @@
+"""The gRPC servicer of `envoy.service.auth.v3.Authorization/Check`: protobuf in, `Outcome` out.
+
+Thin on purpose: it reads the request facts, asks the `Authorizer`, and writes the CheckResponse.
+Check never raises a gRPC error: anything unexpected is logged and answered 503 (deny), so Envoy's
+`failure_mode_allow` never gets the chance to let a request through by accident.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from extauthz import decision
+from extauthz.authorizer import Authorizer
+from extauthz.decision import Outcome
+from pavilion.log import get_logger
+from pavilion.metrics import Counter
+
+log = get_logger(__name__)
+
+SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+CHECKS = Counter("pavilion_extauthz_checks", "Check answers by HTTP status and reason", ["status", "reason"])
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_OK_STATUS = status_pb2.Status(code=code_pb2.OK)
+_DENIED_STATUS = {
+    400: status_pb2.Status(code=code_pb2.INVALID_ARGUMENT),
+    401: status_pb2.Status(code=code_pb2.UNAUTHENTICATED),
+    403: status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+    503: status_pb2.Status(code=code_pb2.UNAVAILABLE),
+}
+
+
+def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
+    headers = [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+               for key, value in outcome.headers]
+    if outcome.allowed:
+        metadata = struct_pb2.Struct()
+        metadata.update({"tenant": outcome.tenant or "", "subject": outcome.subject or ""})
+        return external_auth_pb2.CheckResponse(
+            status=_OK_STATUS, dynamic_metadata=metadata,
+            ok_response=external_auth_pb2.OkHttpResponse(headers=headers,
+                                                         headers_to_remove=list(outcome.headers_to_remove)))
+    return external_auth_pb2.CheckResponse(
+        status=_DENIED_STATUS.get(outcome.status, _DENIED_STATUS[403]),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=outcome.status), headers=headers, body=outcome.body))
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
+        self._counters: dict[tuple[int, str], Any] = {}
+
+    async def Check(self, request: external_auth_pb2.CheckRequest,
+                    context: grpc.aio.ServicerContext[Any, Any]) -> external_auth_pb2.CheckResponse:
+        try:
+            http = request.attributes.request.http
+            outcome = await self.authorizer.check(http.headers, http.path,
+                                                  request.attributes.context_extensions)
+        except Exception:  # the servicer boundary: an unforeseen error is a decided 503, never a gRPC error
+            log.exception("check_failed")
+            outcome = decision.unavailable("internal_error")
+        self._count(outcome)
+        if not outcome.allowed:
+            log.info("check_denied", status=outcome.status, reason=outcome.reason)
+        return to_response(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        key = (outcome.status, outcome.reason)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = CHECKS.labels(status=str(outcome.status), reason=outcome.reason)
+        counter.inc()
+
+
+def register(authorizer: Authorizer) -> Any:
+    """A `GrpcServer(register=...)` callback adding the Authorization service."""
+
+    def add(server: grpc.aio.Server) -> None:
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(authorizer), server)
+
+    return add

@@ -1,0 +1,64 @@
+"""Tokens already verified, so a repeated token costs a hash and a dict lookup instead of a signature check.
+
+The key is the SHA-256 of the token, never the token itself (a heap dump must not hold credentials).
+An entry expires at the token's `exp` at the latest (and after `max_age`, so a key removed from a
+JWKS stops being trusted soon after), and belongs to the exact `Tenant` it was verified under: after a
+config change the new tenant object misses and the token is verified again. Revocation is not cached
+here: the caller checks it on every request, hit or miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+Clock = Callable[[], float]
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class VerifiedTokenCache:
+    """A bounded LRU of digest -> (tenant, verified token, expires_at)."""
+
+    def __init__(self, max_entries: int = 50_000, max_age: float = 300.0, clock: Clock = time.time) -> None:
+        self._entries: OrderedDict[bytes, tuple[object, Any, float]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_age = max_age
+        self._clock = clock
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes) -> tuple[Any, Any] | None:
+        """(tenant, verified token) cached for `digest`, or None. The caller checks the tenant is current."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            self.misses += 1
+            return None
+        tenant, verified, expires_at = entry
+        if expires_at <= self._clock():
+            del self._entries[digest]
+            self.misses += 1
+            return None
+        self._entries.move_to_end(digest)
+        self.hits += 1
+        return tenant, verified
+
+    def put(self, digest: bytes, tenant: object, verified: Any, expires_at: float) -> None:
+        expires_at = min(expires_at, self._clock() + self._max_age)
+        if expires_at <= self._clock():
+            return
+        self._entries[digest] = (tenant, verified, expires_at)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
