@@ -23,7 +23,8 @@ def run_validate(args: argparse.Namespace) -> int:
         problems = _envoy_problems(config)
         if problems:
             for line in problems:
-                print(f"{args.directory}: envoy: {line}")
+                # check_with_envoy names the route entry when it can; otherwise the line is "envoy: ..."
+                print(f"{args.directory}: {line}" if line.startswith("envoy: ") else line)
             return 1
     print(f"ok: {_count(len(sources), 'file')}, {_count(len(config.listeners), 'listener')}, "
           f"{_count(len(config.services), 'service')}, {_count(len(config.routes), 'route')}")
