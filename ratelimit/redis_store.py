@@ -1,0 +1,261 @@
+"""Counters in Redis or Redis Cluster: one EVALSHA of `lua/apply.lua` per request.
+
+Keys. A check's key becomes `rl:{<key>}`: the whole stable key (domain and descriptor entries,
+already percent-encoded so it holds no brace) is the Redis Cluster hash tag, and the script adds the
+window suffix (`rl:{<key>}:<window>`) from Redis's own clock. So one counter has one key wherever
+it is used: the same per-client limit reached from two routes with different descriptor sets is one
+counter, not two, and counters spread over the cluster's slots evenly.
+
+Round trips. On a single Redis every check of a request goes in one script call. On a cluster the
+checks are grouped by hash slot; each group is one script call to the slot's node and the groups are
+sent concurrently, so a request still waits for one round trip (one command per distinct slot). A
+request-wide hash tag (all keys of a request in one slot) would make that one command always, but
+it would split a shared counter into one per descriptor combination and pile a domain on one node;
+exact counting matters more.
+
+Timeouts: see `ratelimit.resp` (the clock starts when the bytes are sent; a reply already received
+always wins over its timer). One pipelined connection per node carries all concurrent requests, so
+"pool size" is not a knob: there is never a wait for a free connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from urllib.parse import urlsplit
+
+from redis.crc import key_slot
+
+from pavilion.errors import BackendUnavailable
+from pavilion.log import get_logger
+from ratelimit.resp import RedisConnectionError, RedisReplyError, RedisTimeout, Reply, RespConnection
+from ratelimit.store import Check, Outcome
+
+log = get_logger(__name__)
+
+KEY_PREFIX = "rl:"
+ALGORITHM_CODES = {"fixed_window": 1, "sliding_window": 2, "token_bucket": 3}
+SCRIPT = resources.files("ratelimit").joinpath("lua/apply.lua").read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+SLOTS = 16384
+
+
+def redis_key(check: Check) -> str:
+    return f"{KEY_PREFIX}{{{check.key}}}"
+
+
+def script_args(checks: Sequence[Check], now_us: int | None = None) -> list[bytes | str | int]:
+    """EVALSHA arguments: numkeys, the keys, then ARGV = [now or "", then 5 values per check].
+
+    `now_us` exists for the tests that replay the shared vectors at chosen instants; the store never
+    sets it, so in service Redis's TIME is the only clock.
+    """
+    args: list[bytes | str | int] = [SCRIPT_SHA, len(checks)]
+    args.extend(redis_key(check) for check in checks)
+    args.append("" if now_us is None else now_us)
+    for check in checks:
+        args.extend((ALGORITHM_CODES[check.algorithm], check.limit, check.window, check.burst, check.hits))
+    return args
+
+
+def parse_outcomes(reply: Reply, count: int) -> list[Outcome]:
+    if not isinstance(reply, list) or len(reply) != count:
+        raise BackendUnavailable("redis", f"unexpected script reply {reply!r:.80}")
+    outcomes = []
+    for item in reply:
+        allowed, remaining, reset_after_us, used = item
+        outcomes.append(Outcome(allowed=allowed == 1, remaining=int(remaining),
+                                reset_after=int(reset_after_us) / 1_000_000, used=int(used)))
+    return outcomes
+
+
+class _Node:
+    """One Redis server: a lazily (re)opened pipelined connection with the script loaded."""
+
+    def __init__(self, host: str, port: int, timeout: float, connect_timeout: float) -> None:
+        self.host, self.port = host, port
+        self.address = f"{host}:{port}"
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._conn: RespConnection | None = None
+        self._connecting: asyncio.Task[RespConnection] | None = None
+
+    async def connection(self) -> RespConnection:
+        conn = self._conn
+        if conn is not None and conn.usable:
+            if not conn.stale(asyncio.get_running_loop().time(), max(1.0, 20 * self._timeout)):
+                return conn
+            log.warning("redis_connection_stale", node=self.address)
+            conn.close()
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.create_task(self._connect())
+        # A caller waits no longer than its own timeout; the connect attempt goes on for the next ones.
+        return await asyncio.wait_for(asyncio.shield(self._connecting), self._timeout)
+
+    async def _connect(self) -> RespConnection:
+        conn = await RespConnection.open(self.host, self.port, timeout=self._timeout,
+                                         connect_timeout=self._connect_timeout)
+        reply = await conn.call("SCRIPT", "LOAD", SCRIPT)
+        if isinstance(reply, RedisReplyError):
+            conn.close()
+            raise RedisConnectionError(f"SCRIPT LOAD on {self.address}: {reply}")
+        self._conn = conn
+        log.info("redis_connected", node=self.address)
+        return conn
+
+    async def call(self, *args: bytes | str | int) -> Reply:
+        conn = await self.connection()
+        return await conn.call(*args)
+
+    async def evalsha(self, args: Sequence[bytes | str | int], asking: bool = False) -> Reply:
+        conn = await self.connection()
+        if asking:
+            conn.call("ASKING")  # its +OK is read and dropped in order; only the script's reply matters
+        reply = await conn.call("EVALSHA", *args)
+        if isinstance(reply, RedisReplyError) and reply.kind == "NOSCRIPT":
+            # Redis restarted or SCRIPT FLUSH ran on a connection we kept: load once and go again.
+            await conn.call("SCRIPT", "LOAD", SCRIPT)
+            if asking:
+                conn.call("ASKING")
+            reply = await conn.call("EVALSHA", *args)
+        return reply
+
+    def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _translate(node: str, exc: BaseException) -> BackendUnavailable:
+    if isinstance(exc, RedisTimeout | TimeoutError):
+        return BackendUnavailable("redis", f"timeout from {node}")
+    return BackendUnavailable("redis", f"{node}: {exc}")
+
+
+class RedisStore:
+    """A CounterStore on one Redis server."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 0.05, connect_timeout: float = 1.0) -> None:
+        self._node = _Node(host, port, timeout, connect_timeout)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 0.05) -> RedisStore:
+        parts = urlsplit(url if "://" in url else f"redis://{url}")
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ValueError(f"--redis {url!r}: expected redis://HOST:PORT")
+        return cls(parts.hostname, parts.port or 6379, timeout=timeout)
+
+    async def apply(self, checks: Sequence[Check]) -> list[Outcome]:
+        if not checks:
+            return []
+        try:
+            reply = await self._node.evalsha(script_args(checks))
+        except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
+            raise _translate(self._node.address, exc) from exc
+        if isinstance(reply, RedisReplyError):
+            raise BackendUnavailable("redis", f"{self._node.address}: {reply}")
+        return parse_outcomes(reply, len(checks))
+
+    async def close(self) -> None:
+        self._node.close()
+
+
+class RedisClusterStore:
+    """A CounterStore on Redis Cluster: slots mapped from CLUSTER SLOTS, refreshed on MOVED."""
+
+    def __init__(self, seeds: Sequence[tuple[str, int]], *, timeout: float = 0.05,
+                 connect_timeout: float = 1.0) -> None:
+        if not seeds:
+            raise ValueError("--redis-cluster needs at least one HOST:PORT")
+        self._seeds = list(seeds)
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._nodes: dict[str, _Node] = {}
+        self._slots: list[str] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_hosts(cls, text: str, *, timeout: float = 0.05) -> RedisClusterStore:
+        seeds = []
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"--redis-cluster {item!r}: expected HOST:PORT")
+            seeds.append((host, int(port)))
+        return cls(seeds, timeout=timeout)
+
+    def _node(self, address: str) -> _Node:
+        node = self._nodes.get(address)
+        if node is None:
+            host, _, port = address.rpartition(":")
+            node = self._nodes[address] = _Node(host, int(port), self._timeout, self._connect_timeout)
+        return node
+
+    async def _refresh_slots(self) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._load_slots())
+        await asyncio.wait_for(asyncio.shield(self._refreshing), max(self._timeout, 0.01) * 4)
+
+    async def _load_slots(self) -> None:
+        addresses = [n.address for n in self._nodes.values()] + [f"{h}:{p}" for h, p in self._seeds]
+        last: BaseException | None = None
+        for address in dict.fromkeys(addresses):
+            try:
+                reply = await self._node(address).call("CLUSTER", "SLOTS")
+            except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
+                last = exc
+                continue
+            if isinstance(reply, RedisReplyError) or not isinstance(reply, list):
+                last = RedisConnectionError(f"CLUSTER SLOTS on {address}: {reply}")
+                continue
+            table = [""] * SLOTS
+            for start, end, master, *_replicas in reply:
+                owner = f"{master[0].decode()}:{master[1]}"
+                for slot in range(start, end + 1):
+                    table[slot] = owner
+            self._slots = table
+            log.info("redis_cluster_slots", nodes=sorted(set(table) - {""}))
+            return
+        raise RedisConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
+
+    async def apply(self, checks: Sequence[Check]) -> list[Outcome]:
+        if not checks:
+            return []
+        try:
+            if self._slots is None:
+                await self._refresh_slots()
+            groups: dict[int, list[int]] = {}
+            for index, check in enumerate(checks):
+                groups.setdefault(key_slot(redis_key(check).encode()), []).append(index)
+            results = await asyncio.gather(*(self._apply_slot(slot, [checks[i] for i in indexes])
+                                             for slot, indexes in groups.items()))
+        except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
+            raise _translate("redis cluster", exc) from exc
+        outcomes: list[Outcome | None] = [None] * len(checks)
+        for indexes, group_outcomes in zip(groups.values(), results, strict=True):
+            for index, outcome in zip(indexes, group_outcomes, strict=True):
+                outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _apply_slot(self, slot: int, checks: list[Check]) -> list[Outcome]:
+        if self._slots is None or not self._slots[slot]:
+            raise RedisConnectionError(f"slot {slot} has no node")
+        node = self._node(self._slots[slot])
+        args = script_args(checks)
+        reply = await node.evalsha(args)
+        if isinstance(reply, RedisReplyError) and reply.kind in ("MOVED", "ASK"):
+            # `MOVED <slot> <host:port>`: the map is old. ASK: one-off redirect during a migration.
+            target = str(reply).split(" ")[2]
+            if reply.kind == "MOVED":
+                await self._refresh_slots()
+            reply = await self._node(target).evalsha(args, asking=reply.kind == "ASK")
+        if isinstance(reply, RedisReplyError):
+            raise RedisConnectionError(f"{node.address}: {reply}")
+        return parse_outcomes(reply, len(checks))
+
+    async def close(self) -> None:
+        for node in self._nodes.values():
+            node.close()

@@ -1,0 +1,211 @@
+"""The Redis store and its Lua script on a real redis-server.
+
+The script's maths must be ratelimit/algorithms.py's: the same random sequences of checks go to
+MemoryStore on a ManualClock and to the script with the same instants passed in ARGV[1] (the
+test-only time argument, see lua/apply.lua), and every outcome must be equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pavilion.errors import BackendUnavailable
+from ratelimit.clock import MICROS, ManualClock
+from ratelimit.memory_store import MemoryStore
+from ratelimit.redis_store import SCRIPT, RedisStore, parse_outcomes, script_args
+from ratelimit.resp import RedisReplyError, RespConnection
+from ratelimit.store import Check, Outcome
+from tests.procs import Proc, start_redis
+
+pytestmark = pytest.mark.integration
+
+ALGORITHMS = ("fixed_window", "sliding_window", "token_bucket")
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    proc, port = start_redis()
+    try:
+        yield port
+    finally:
+        proc.stop()
+
+
+async def _script_at(conn: RespConnection, checks: list[Check], now_us: int) -> list[Outcome]:
+    reply = await conn.call("EVALSHA", *script_args(checks, now_us))
+    if isinstance(reply, RedisReplyError) and reply.kind == "NOSCRIPT":
+        await conn.call("SCRIPT", "LOAD", SCRIPT)
+        reply = await conn.call("EVALSHA", *script_args(checks, now_us))
+    return parse_outcomes(reply, len(checks))
+
+
+async def _command_count(conn: RespConnection, command: str) -> int:
+    info = await conn.call("INFO", "commandstats")
+    for line in info.decode().splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_script_matches_the_python_algorithms(redis_port: int, seed: int) -> None:
+    rng = random.Random(seed)
+    clock = ManualClock(start=1_700_000_000 + rng.random() * 1000)
+    memory = MemoryStore(clock)
+    conn = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
+    try:
+        await conn.call("FLUSHALL")
+        keys = [
+            Check(f"vec{seed}|k={i}|0.{algorithm}.{window}", algorithm, limit, window, burst)
+            for i, (algorithm, limit, window, burst) in enumerate(
+                (rng.choice(ALGORITHMS), rng.randint(1, 12), rng.choice((1, 2, 5, 60)), rng.choice((0, 0, 3, 20)))
+                for _ in range(5))
+        ]
+        for step in range(300):
+            clock.advance(rng.choice((0, 0, 0.001, 0.05, 0.3, 0.7, 1.0, 2.5)))
+            picked = rng.sample(keys, rng.randint(1, len(keys)))
+            checks = [Check(c.key, c.algorithm, c.limit, c.window, c.burst, rng.choice((0, 1, 1, 1, 2, 5)))
+                      for c in picked]
+            expected = await memory.apply(checks)
+            got = await _script_at(conn, checks, clock.now_us())
+            assert got == expected, f"step {step} at {clock.now_us()}: {checks}"
+    finally:
+        conn.close()
+
+
+async def test_vectors_shared_with_the_memory_store(redis_port: int) -> None:
+    vectors = pytest.importorskip("tests.ratelimit.vectors")
+    conn = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
+    try:
+        for vector in vectors.VECTORS:
+            await conn.call("FLUSHALL")
+            for step in vector.steps:
+                got = await _script_at(conn, [step.check], step.at_us)
+                assert got == [step.expect], f"{vector.name} at {step.at_us}"
+    finally:
+        conn.close()
+
+
+async def test_one_round_trip_whatever_the_number_of_descriptors(redis_port: int) -> None:
+    store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+    probe = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
+    try:
+        await store.apply([Check("warm|k=v|0.fixed_window.60", "fixed_window", 10, 60)])
+        checks = [Check(f"rt|k={i}|0.{ALGORITHMS[i % 3]}.3600", ALGORITHMS[i % 3], 100, 3600) for i in range(10)]
+        before = await _command_count(probe, "evalsha")
+        for _ in range(5):
+            outcomes = await store.apply(checks)
+            assert len(outcomes) == 10 and all(o.allowed for o in outcomes)
+        after = await _command_count(probe, "evalsha")
+        assert after - before == 5
+    finally:
+        await store.close()
+        probe.close()
+
+
+async def test_fixed_window_expiry_is_set_when_the_key_is_created_only(redis_port: int) -> None:
+    store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+    probe = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
+    try:
+        check = Check("ttl|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
+        before = await _command_count(probe, "expire")
+        for _ in range(5):
+            await store.apply([check])
+        assert await _command_count(probe, "expire") - before == 1
+        start = int(time.time()) // 3600 * 3600
+        ttl = await probe.call("TTL", f"rl:{{{check.key}}}:{start}")
+        assert 0 < ttl <= 3600
+    finally:
+        await store.close()
+        probe.close()
+
+
+async def test_script_is_reloaded_after_a_flush(redis_port: int) -> None:
+    store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+    probe = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
+    try:
+        check = Check("noscript|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
+        assert (await store.apply([check]))[0].used == 1
+        assert await probe.call("SCRIPT", "FLUSH") == "OK"
+        assert (await store.apply([check]))[0].used == 2
+    finally:
+        await store.close()
+        probe.close()
+
+
+async def test_a_reply_that_arrived_while_the_loop_was_busy_is_not_a_timeout(redis_port: int) -> None:
+    conn = await RespConnection.open("127.0.0.1", redis_port, timeout=0.01, connect_timeout=2.0)
+    try:
+        future = conn.call("PING")
+        await asyncio.sleep(0)  # the flush: the command is on the wire and its 10 ms clock runs
+        time.sleep(0.1)  # noqa: ASYNC251 (the point: the loop is blocked 10 times the timeout)
+        assert await future == "PONG"
+    finally:
+        conn.close()
+
+
+async def test_a_hung_redis_times_out_within_the_timeout_then_recovers() -> None:
+    proc, port = start_redis()
+    store = RedisStore("127.0.0.1", port, timeout=0.02)
+    check = Check("hang|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
+    try:
+        await store.apply([check])
+        proc.popen.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="timeout"):
+            await store.apply([check])
+        assert time.monotonic() - started < 0.5
+        proc.popen.send_signal(signal.SIGCONT)
+        # The late reply of the timed-out call is read and dropped; the connection stays in order.
+        outcome = await _eventually(store, check)
+        assert outcome.used >= 2
+    finally:
+        proc.popen.send_signal(signal.SIGCONT)
+        await store.close()
+        proc.stop()
+
+
+async def test_a_stopped_redis_is_unavailable_fast_and_a_restarted_one_is_used_again() -> None:
+    proc, port = start_redis()
+    store = RedisStore("127.0.0.1", port, timeout=0.05)
+    check = Check("restart|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
+    restarted: Proc | None = None
+    try:
+        await store.apply([check])
+        proc.kill()
+        started = time.monotonic()
+        for _ in range(3):
+            with pytest.raises(BackendUnavailable):
+                await store.apply([check])
+        assert time.monotonic() - started < 0.5
+        restarted, _ = start_redis(port=port)
+        outcome = await _eventually(store, check)
+        assert outcome.used == 1  # a fresh Redis: the counter starts again
+    finally:
+        await store.close()
+        proc.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+async def _eventually(store: RedisStore, check: Check, deadline: float = 5.0) -> Outcome:
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return (await store.apply([check]))[0]
+        except BackendUnavailable:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def test_now_argument_is_microseconds() -> None:
+    # The test-only time argument and the store's own encoding agree on units.
+    args = script_args([Check("k", "fixed_window", 1, 1)], 5 * MICROS)
+    assert args[3] == 5 * MICROS and args[4:] == [1, 1, 1, 0, 1]
