@@ -42,7 +42,10 @@ class EnvoyNotFound(PavilionError):
 def find_envoy(envoy: str | None = None) -> str:
     """The Envoy binary to run: `envoy` if given, else the one beside sys.executable, else PATH."""
     if envoy:
-        return envoy
+        found = shutil.which(envoy)
+        if found is None:
+            raise EnvoyNotFound(f"{envoy} is not an executable Envoy binary")
+        return found
     beside = Path(sys.executable).parent / "envoy"
     if beside.exists():
         return str(beside)
