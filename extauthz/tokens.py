@@ -108,8 +108,8 @@ def check_header(header: dict[str, Any]) -> None:
         # We implement no JWS extension, so any critical one is one we do not understand (RFC 7515 4.1.11).
         raise MalformedToken("header crit names an extension this service does not implement",
                              reason="forbidden_header")
-    kid = header.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > _MAX_KID):
+    kid = header.get("kid", "-")
+    if not isinstance(kid, str) or not kid or len(kid) > _MAX_KID:
         raise MalformedToken("header kid is not a short non-empty string")
     for name in ("typ", "cty"):
         if name in header and not isinstance(header[name], str):
