@@ -9,13 +9,14 @@ streams keep being served while a large config is translated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
-from controlplane.snapshot import Snapshot, build_snapshot
+from controlplane.snapshot import Snapshot, build_snapshot, content_hash
 
 DEFAULT_ROLE = "edge"
 
@@ -117,3 +118,19 @@ class SnapshotCache:
         async with self._changed:
             await self._changed.wait_for(lambda: self._generation > generation)
         return self._generation
+
+
+def config_version(config: Any) -> str:
+    """A hash of the config's content: the same on every replica, blind to `source` (file and line)."""
+    return content_hash(repr(_canonical(config)).encode())
+
+
+def _canonical(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__,
+                tuple((f.name, _canonical(getattr(value, f.name))) for f in dataclasses.fields(value) if f.compare))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(item) for item in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((repr(key), _canonical(item)) for key, item in value.items()))
+    return value

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
 
 from controlplane import resources as urls
 from controlplane.cache import SnapshotCache, group_of
@@ -31,7 +31,7 @@ from pavilion.log import get_logger
 
 log = get_logger(__name__)
 
-SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 HOLD_SECONDS = 5.0  # longest wait for a CDS ACK before endpoints, listeners and routes go anyway
 _WAIT_FOR_CLUSTERS = frozenset({urls.ENDPOINT, urls.SECRET, urls.LISTENER, urls.ROUTE})
 
@@ -47,6 +47,7 @@ class AdsServer:
         self.cache = cache
         self.board = board
         self.identifier = identifier
+        self._streams: set[SotwStream] = set()
 
     def register(self, server: grpc.aio.Server) -> None:
         handler = grpc.method_handlers_generic_handler(SERVICE, {
@@ -60,7 +61,16 @@ class AdsServer:
     async def stream_aggregated_resources(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest],
                                           context: grpc.aio.ServicerContext) -> None:
         stream = SotwStream(self, StreamState(peer=context.peer()), context)
-        await stream.run(requests)
+        self._streams.add(stream)
+        try:
+            await stream.run(requests)
+        finally:
+            self._streams.discard(stream)
+
+    async def close(self) -> None:
+        """End every stream, so proxies reconnect to another replica instead of waiting for a drain."""
+        for stream in list(self._streams):
+            await stream.events.put(("end", None))
 
 
 class SotwStream:

@@ -1,0 +1,65 @@
+"""`pavilion controlplane`: the one place that builds the control plane's parts and runs them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import functools
+import socket
+
+from controlplane.cache import SnapshotCache
+from controlplane.config.load import load_config
+from controlplane.server.sotw import SERVICE, AdsServer
+from controlplane.status import StatusBoard
+from controlplane.translate import translate
+from controlplane.watch import Reloader, watch_config
+from pavilion.admin import AdminServer
+from pavilion.grpc_server import GrpcServer
+from pavilion.lifecycle import run_until_stopped
+from pavilion.log import get_logger
+from pavilion.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlPlaneSettings(Settings):
+    config: str = ""
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 18000
+    admin_port: int = 18001
+    identifier: str = ""  # control_plane.identifier in responses; default pavilion-<hostname>
+    drain_seconds: float = 1.0  # streams are closed at once on stop; this is for the last writes
+    watch: bool = True
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = ControlPlaneSettings.from_env(config=args.config, xds_host=args.host, xds_port=args.xds_port,
+                                             admin_port=args.admin_port)
+    return run_until_stopped(functools.partial(serve, settings))
+
+
+async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
+    identifier = settings.identifier or f"pavilion-{socket.gethostname()}"
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
+    reloader = Reloader(settings.config, cache, board, loader=load_config)
+    ads = AdsServer(cache, board, identifier=identifier)
+    grpc_server = GrpcServer(settings.xds_host, settings.xds_port, register=ads.register, service_names=[SERVICE])
+    admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded, routes=board.routes())
+    # A first config that fails leaves the server up but not ready; a fixed edit makes it ready.
+    await reloader.reload()
+    await grpc_server.start()
+    await admin.start()
+    log.info("controlplane_started", xds_port=grpc_server.port, admin_port=admin.port, identifier=identifier,
+             config=settings.config, version=cache.config_version or None)
+    watcher = asyncio.create_task(watch_config(settings.config, reloader.reload, stop)) if settings.watch else None
+    try:
+        await stop.wait()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        await admin.stop()
+        await ads.close()
+        await grpc_server.stop(settings.drain_seconds)

@@ -1,0 +1,83 @@
+"""Hot reload: watch the route YAML directory, and load, validate, translate and install each change.
+
+A change that fails (ConfigErrors) is rejected whole: the last good config keeps serving, and the
+errors go to the log (one `FILE:LINE:COL: field: message` line each) and to /status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from watchfiles import Change, awatch
+
+from controlplane.cache import SnapshotCache, config_version
+from controlplane.status import StatusBoard
+from pavilion.errors import ConfigErrors
+from pavilion.log import get_logger
+
+log = get_logger(__name__)
+
+Loader = Callable[[str], Any]
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def is_config_file(change: Change, path: str) -> bool:
+    """YAML files that are not hidden (editors' swap and backup files are)."""
+    name = Path(path).name
+    return path.endswith(YAML_SUFFIXES) and not name.startswith(".")
+
+
+class Reloader:
+    """Loads the config at `path` and installs it in the cache when its content changed."""
+
+    def __init__(self, path: str, cache: SnapshotCache, board: StatusBoard, *, loader: Loader) -> None:
+        self.path = path
+        self.cache = cache
+        self.board = board
+        self._load = loader
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> bool:
+        """True when the config on disk is now the one served (changed or not)."""
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                config = await asyncio.to_thread(self._load, self.path)
+            except ConfigErrors as exc:
+                self._reject([str(error) for error in exc.errors], "rejected")
+                return False
+            version = config_version(config)
+            if version == self.cache.config_version:
+                self.board.record_applied(version, time.perf_counter() - started, changed=False)
+                log.info("config_unchanged", version=version)
+                return True
+            try:
+                snapshots = await self.cache.install(config, version)
+            except ValueError as exc:  # translation refused what validation let through: keep serving the old
+                self._reject([f"{self.path}: translation failed: {exc}"], "failed")
+                return False
+            seconds = time.perf_counter() - started
+            self.board.record_applied(version, seconds, changed=True)
+            log.info("config_applied", version=version, seconds=round(seconds, 4),
+                     groups={str(group): snapshot.version for group, snapshot in snapshots.items()})
+            return True
+
+    def _reject(self, errors: list[str], result: str) -> None:
+        self.board.record_rejected(errors, result=result)
+        for line in errors:
+            log.error("config_error", error=line)
+        log.error("config_rejected", path=self.path, problems=len(errors), serving=self.cache.config_version or None)
+
+
+async def watch_config(path: str, on_change: Callable[[], Awaitable[object]], stop: asyncio.Event, *,
+                       quiet_ms: int = 30, max_batch_ms: int = 300) -> None:
+    """Call `on_change` after each burst of edits under `path`, `quiet_ms` after the burst ended."""
+    async for changes in awatch(path, watch_filter=is_config_file, stop_event=stop, step=quiet_ms,
+                                debounce=max_batch_ms, recursive=True):
+        log.info("config_changed", files=sorted({Path(p).name for _, p in changes}))
+        await on_change()
