@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.shape import Fields, Got, suggest
+from pavilion.durations import format_duration
 from pavilion.errors import ConfigError, Location
 
 T = TypeVar("T")
@@ -140,7 +141,8 @@ class Builder:
         most = backoff.get("max", max(0.25, base)) if backoff is not None else 0.25
         if backoff is not None and base > most:
             where = backoff.at("max") if "max" in backoff else backoff.loc
-            self.problem(f"backoff max ({most:g}s) is shorter than base ({base:g}s)", where, backoff.path_of("max"))
+            self.problem(f"backoff max ({format_duration(most)}) is shorter than base ({format_duration(base)})",
+                         where, backoff.path_of("max"))
         if not r.complete:
             return None
         on = tuple(g.value for g in r.get("on", [])) or model.Retries.on

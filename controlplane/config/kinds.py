@@ -25,6 +25,7 @@ class Value:
     pattern: str | None = None  # a regex both `re` and ECMA-262 read the same way
     pattern_hint: str = ""  # what to tell a user whose value misses the pattern
     convert: Convert | None = None
+    expected: str = ""  # what to call the value in a type error, when "a string" says too little
     schema: dict[str, Any] = field(default_factory=dict, compare=False)  # JSON Schema extras
 
 

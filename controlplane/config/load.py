@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controlplane.config.build import Builder, Names
-from controlplane.config.model import Config, Listener
+from controlplane.config.model import Config
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
 from controlplane.config.yaml_nodes import parse_documents
@@ -93,7 +93,7 @@ def parse_sources(sources: Sequence[Source]) -> Config:
         services=_built(builder.service(f) for f in services),
         routes=_built(builder.route(f) for f in routes),
     )
-    _check_ports(config.listeners, errors)
+    _check_ports(listeners, errors)
     if errors:
         raise ConfigErrors(sorted(errors, key=_place))
     return config
@@ -123,16 +123,19 @@ def _built(items: Iterable[T | None]) -> tuple[T, ...]:
     return tuple(item for item in items if item is not None)
 
 
-def _check_ports(listeners: tuple[Listener, ...], errors: list[ConfigError]) -> None:
+def _check_ports(listeners: list[Fields], errors: list[ConfigError]) -> None:
     """Two listeners cannot bind the same port on overlapping addresses; Envoy would fail to bind."""
     wildcard = ("0.0.0.0", "::")
-    for index, item in enumerate(listeners):
-        for earlier in listeners[:index]:
-            overlap = item.address == earlier.address or item.address in wildcard or earlier.address in wildcard
-            if item.port == earlier.port and overlap:
+    bound = [f for f in listeners if f.complete]
+    for index, item in enumerate(bound):
+        address, port = item.get("address"), item.get("port")
+        for earlier in bound[:index]:
+            other = earlier.get("address")
+            overlap = address == other or address in wildcard or other in wildcard
+            if port == earlier.get("port") and overlap:
                 errors.append(ConfigError(
-                    f"port {item.port} on {item.address} is already taken by listener {earlier.name!r} "
-                    f"at {earlier.source}", location=item.source, path=f"listeners[{item.name}].port"))
+                    f"port {port} on {address} is already taken by listener {earlier.get('name')!r} "
+                    f"at {earlier.at('port')}", location=item.at("port"), path=item.path_of("port")))
                 break
 
 

@@ -121,7 +121,7 @@ def match_header_name(text: str) -> str:
 def rule_header_name(text: str) -> str:
     """A header to add or remove: Envoy rejects the whole route table if it is `host` or `:`-prefixed."""
     if text.startswith(":") or text.lower() == "host":
-        raise ValueError(f"Envoy does not allow header rules to add or remove {text!r} (host and ':' headers)")
+        raise ValueError(f"Envoy rejects header rules on {text!r}: host and ':' headers cannot be added or removed")
     if not _TOKEN.fullmatch(text):
         raise ValueError(f"{text!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)")
     return text.lower()

@@ -177,7 +177,7 @@ class Shape:
     def _value(self, node: Node, kind: Value, path: str) -> Got | None:
         value = node.value if isinstance(node, Scalar) else None
         if not isinstance(node, Scalar) or not _has_type(value, kind.type):
-            self.problem(f"expected {_EXPECTED[kind.type]}, got {describe(node)}", node.loc, path)
+            self.problem(f"expected {kind.expected or _EXPECTED[kind.type]}, got {describe(node)}", node.loc, path)
             return None
         message = _check(value, kind)
         if message is None and kind.convert is not None:

@@ -14,11 +14,17 @@ DURATION_PATTERN = r"^\s*\d+(\.\d+)?(us|ms|s|m|h|d)\s*$"
 _DURATION_HINT = {"description": "a duration: a number and a unit (us, ms, s, m, h, d), like 250ms or 2s"}
 
 NAME = Value("string", pattern=rules.NAME_PATTERN, pattern_hint=rules.NAME_HINT)
-DURATION = Value("string", convert=rules.duration, schema={"pattern": DURATION_PATTERN, **_DURATION_HINT})
-POSITIVE_DURATION = Value("string", convert=rules.positive_duration,
+_A_DURATION = "a duration with a unit, like 250ms or 2s"
+DURATION = Value("string", convert=rules.duration, expected=_A_DURATION,
+                 schema={"pattern": DURATION_PATTERN, **_DURATION_HINT})
+POSITIVE_DURATION = Value("string", convert=rules.positive_duration, expected=_A_DURATION,
                           schema={"pattern": DURATION_PATTERN, **_DURATION_HINT})
 COUNT = Value("integer", minimum=1)
 URL_PATH = Value("string", convert=rules.path_start, schema={"pattern": "^/"})
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+MATCH_HEADER = Value("string", convert=rules.match_header_name, schema={"pattern": f"^:?{_TOKEN}$"})
+RULE_HEADER = Value("string", convert=rules.rule_header_name,
+                    schema={"pattern": f"^{_TOKEN}$", "not": {"pattern": "^[Hh][Oo][Ss][Tt]$"}})
 
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
@@ -75,8 +81,7 @@ MATCH = Object("match", "Which requests the route takes. Exactly one of prefix, 
     Field("path", URL_PATH, "Exact path (Envoy route match `path`)."),
     Field("regex", Value("string", convert=rules.re2_regex),
           "RE2 regex the whole path must match (Envoy `safe_regex`)."),
-    Field("headers", MapOf(Value("string", convert=rules.match_header_name),
-                           Value("string", convert=rules.header_value)),
+    Field("headers", MapOf(MATCH_HEADER, Value("string", convert=rules.header_value)),
           "Headers that must be present with exactly this value (name: value)."),
     Field("methods", ListOf(Value("string", choices=rules.HTTP_METHODS), min_items=1),
           "HTTP methods taken (upper case); any method when absent."),
@@ -103,10 +108,9 @@ RETRIES = Object("retries", "Retry policy of the route (Envoy retry_policy).", (
 ))
 
 HEADER_RULES = Object("header_rules", "Headers to add (overwriting) and remove. Not `host` nor ':' headers.", (
-    Field("add", MapOf(Value("string", convert=rules.rule_header_name),
-                       Value("string", convert=rules.added_header_value)),
+    Field("add", MapOf(RULE_HEADER, Value("string", convert=rules.added_header_value)),
           "name: value to set, replacing any value present. Values are Envoy format strings: %% is a literal %."),
-    Field("remove", ListOf(Value("string", convert=rules.rule_header_name)), "Header names to remove."),
+    Field("remove", ListOf(RULE_HEADER), "Header names to remove."),
 ))
 
 REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
@@ -123,7 +127,7 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("service", NAME, "The service to send to. Exactly one of service or backends."),
     Field("backends", ListOf(BACKEND, min_items=1), "A weighted split between services; weights add up to 100."),
     Field("rewrite", REWRITE, "Path rewrite."),
-    Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); 0s disables it.", default="15s"),
+    Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); Envoy's 15s when absent, 0s disables it."),
     Field("retries", RETRIES, "Retry policy; no retries when absent."),
     Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
     Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),

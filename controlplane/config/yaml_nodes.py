@@ -65,7 +65,11 @@ def parse_documents(text: str, file: str) -> list[Node]:
         mark = exc.problem_mark or exc.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
         problem = exc.problem or exc.context or "invalid YAML"
-        context = f" ({exc.context})" if exc.context and exc.problem else ""
+        context = ""
+        if exc.context and exc.problem:
+            started = exc.context_mark
+            since = f" that starts at {started.line + 1}:{started.column + 1}" if started and started != mark else ""
+            context = f" ({exc.context}{since})"
         raise ConfigError(f"YAML syntax error: {problem}{context}", location=where) from None
     except ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1

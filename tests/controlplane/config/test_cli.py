@@ -1,0 +1,65 @@
+"""`pavilion validate` and `pavilion schema` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from controlplane.config.model import Config
+from pavilion.cli import main
+from tests.controlplane.config.fixtures_bad import BAD, expected_errors
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway"
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--no-envoy", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out == "ok: 4 files, 1 listener, 3 services, 4 routes\n"
+
+
+def test_validate_prints_one_line_per_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    bad = BAD / "unknown_service.yaml"
+    assert main(["validate", "--no-envoy", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == expected_errors(bad)
+    assert "2 problems found" in captured.err
+
+
+def test_validate_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["validate", "--no-envoy", str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().out == f"{tmp_path / 'nope'}: no such file or directory\n"
+
+
+def test_envoy_problems_fail_validation(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import controlplane.envoy_check as envoy_check
+
+    seen: list[Config] = []
+
+    def rejects(config: Config) -> list[str]:
+        seen.append(config)
+        return ["envoy: bad listener", "a.yaml:3:5: routes.r: envoy: invalid domain"]
+
+    monkeypatch.setattr(envoy_check, "check_with_envoy", rejects)
+    assert main(["validate", str(EXAMPLE)]) == 1
+    # Envoy's lines that name no entry get the directory; located lines are printed as they are.
+    assert capsys.readouterr().out == f"{EXAMPLE}: envoy: bad listener\na.yaml:3:5: routes.r: envoy: invalid domain\n"
+    assert [s.name for s in seen[0].services] == ["accounts", "payments", "payments-canary"]
+
+
+def test_envoy_check_skipped_when_module_missing(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "controlplane.envoy_check", None)  # import fails
+    assert main(["validate", str(EXAMPLE)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("envoy check skipped: ")
+    assert captured.out.startswith("ok: ")
+
+
+def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert set(schema["properties"]) == {"regions", "listeners", "services", "routes"}
