@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
+from google.protobuf.message import Message
+
 from controlplane.config.model import (
     Backend,
     CircuitBreaker,
@@ -17,7 +21,10 @@ from controlplane.config.model import (
     Route,
     Service,
 )
+from controlplane.translate import translate
 from pavilion.errors import Location
+
+M = TypeVar("M", bound=Message)
 
 REGIONS = ("eu-west", "us-east")
 
@@ -85,3 +92,11 @@ def sample_config() -> Config:
         services=(accounts, billing, billing_v2),
         routes=routes,
     )
+
+
+def translated(kind: type[M], config: Config, region: str, role: str = "edge") -> list[M]:
+    """translate()'s resources of one type, typed: the type URL is derived from `kind`."""
+    found = translate(config, region, role)[f"type.googleapis.com/{kind.DESCRIPTOR.full_name}"]
+    if not all(isinstance(m, kind) for m in found):
+        raise TypeError(f"translate returned something other than {kind.__name__}")
+    return cast(list[M], found)

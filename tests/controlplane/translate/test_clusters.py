@@ -6,18 +6,17 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from controlplane import resources as urls
 from controlplane.config.model import Config, Endpoint, Service
-from controlplane.translate import translate
-from tests.controlplane.translate.sample import sample_config
+from tests.controlplane.translate.sample import sample_config, translated
 
 
 def clusters(region: str = "eu-west") -> dict[str, cluster_pb2.Cluster]:
-    return {c.name: c for c in translate(sample_config(), region)[urls.CLUSTER]}
+    return {c.name: c for c in translated(cluster_pb2.Cluster, sample_config(), region)}
 
 
 def assignments(region: str, config: Config | None = None) -> dict[str, endpoint_pb2.ClusterLoadAssignment]:
-    return {a.cluster_name: a for a in translate(config or sample_config(), region)[urls.ENDPOINT]}
+    found = translated(endpoint_pb2.ClusterLoadAssignment, config or sample_config(), region)
+    return {a.cluster_name: a for a in found}
 
 
 def localities(assignment: endpoint_pb2.ClusterLoadAssignment) -> list[tuple[int, str, list[int], int]]:

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 from envoy.config.core.v3 import protocol_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from controlplane import resources as urls
-from controlplane.translate import translate
-from tests.controlplane.translate.sample import sample_config
+from tests.controlplane.translate.sample import sample_config, translated
 
 HCM = hcm_pb2.HttpConnectionManager
 
 
 def manager(role: str = "edge", name: str = "public") -> hcm_pb2.HttpConnectionManager:
-    (listener,) = [item for item in translate(sample_config(), "eu-west", role)[urls.LISTENER] if item.name == name]
+    listeners = translated(listener_pb2.Listener, sample_config(), "eu-west", role)
+    (listener,) = [item for item in listeners if item.name == name]
     (chain,) = listener.filter_chains
     (network_filter,) = chain.filters
     assert network_filter.name == "envoy.filters.network.http_connection_manager"
@@ -21,7 +21,7 @@ def manager(role: str = "edge", name: str = "public") -> hcm_pb2.HttpConnectionM
 
 
 def test_one_listener_per_yaml_listener_on_its_address() -> None:
-    listeners = translate(sample_config(), "eu-west")[urls.LISTENER]
+    listeners = translated(listener_pb2.Listener, sample_config(), "eu-west")
     assert [(item.name, item.address.socket_address.address, item.address.socket_address.port_value)
             for item in listeners] == [("internal", "127.0.0.1", 10081), ("public", "127.0.0.1", 10080)]
 

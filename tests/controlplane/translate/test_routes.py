@@ -5,14 +5,12 @@ from dataclasses import replace
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
-from controlplane import resources as urls
 from controlplane.config.model import Backend, Config, HeaderMatch, HeaderRules, Listener, Match, Retries, Route
-from controlplane.translate import translate
-from tests.controlplane.translate.sample import sample_config
+from tests.controlplane.translate.sample import sample_config, translated
 
 
 def route_configs(config: Config | None = None) -> dict[str, route_pb2.RouteConfiguration]:
-    return {r.name: r for r in translate(config or sample_config(), "eu-west")[urls.ROUTE]}
+    return {r.name: r for r in translated(route_pb2.RouteConfiguration, config or sample_config(), "eu-west")}
 
 
 def only(*routes: Route) -> Config:

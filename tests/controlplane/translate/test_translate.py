@@ -5,11 +5,13 @@ import subprocess
 import sys
 from dataclasses import replace
 
+from envoy.config.route.v3 import route_pb2
+
 from controlplane import resources as urls
 from controlplane.config.model import Config
 from controlplane.translate import resource_sources, route_sources, translate
 from pavilion.errors import Location
-from tests.controlplane.translate.sample import REGIONS, sample_config
+from tests.controlplane.translate.sample import REGIONS, sample_config, translated
 
 
 def wire(config: Config, region: str) -> dict[str, list[bytes]]:
@@ -89,7 +91,7 @@ def test_resource_sources_point_at_the_yaml_entries() -> None:
 def test_route_sources_name_every_envoy_route() -> None:
     sources = route_sources(sample_config())
     assert sources["invoice"] == Location("teams/billing.yaml", 22, 5)
-    envoy_routes = {r.name for rc in translate(sample_config(), "eu-west")[urls.ROUTE]
+    envoy_routes = {r.name for rc in translated(route_pb2.RouteConfiguration, sample_config(), "eu-west")
                     for v in rc.virtual_hosts for r in v.routes}
     assert envoy_routes == set(sources)
 
