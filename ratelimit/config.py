@@ -1,0 +1,65 @@
+"""Load rate-limit config: one YAML file or a directory of them, in envoyproxy/ratelimit's format.
+
+`parse_config` is pure (texts in, RateLimitConfig or ConfigErrors out); `load_config` reads the
+files first. Every problem of every file is reported at once, each as `FILE:LINE:COL: path: message`.
+Domains must be unique across files (envoyproxy/ratelimit without MERGE_DOMAIN_CONFIG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from controlplane.config.load import Source, read_sources
+from controlplane.config.yaml_nodes import parse_documents
+from pavilion.errors import ConfigError, ConfigErrors, Location
+from ratelimit.config_load import DocumentReader
+from ratelimit.matching import RateLimitConfig
+from ratelimit.rules import Rule
+
+
+def load_config(path: str | Path) -> RateLimitConfig:
+    """The rules of `path` (a file, or a directory searched recursively in sorted order); ConfigErrors if bad."""
+    return parse_config(read_sources(path))
+
+
+def parse_config(sources: Sequence[Source]) -> RateLimitConfig:
+    errors: list[ConfigError] = []
+    rules: list[Rule] = []
+    domains: dict[str, Location] = {}
+    for source in sources:
+        try:
+            documents = parse_documents(source.text, source.name)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        if not documents:
+            errors.append(ConfigError("config file cannot have empty domain (the file is empty)",
+                                      location=Location(source.name)))
+        for document in documents:
+            reader = DocumentReader(source.name)
+            found = reader.read_root(document)
+            errors.extend(reader.errors)
+            if found is None:
+                continue
+            domain, where = found
+            if domain in domains:
+                errors.append(ConfigError(f"duplicate domain '{domain}' in config file (first at {domains[domain]})",
+                                          location=where, path="domain"))
+                continue
+            domains[domain] = where
+            rules.extend(reader.rules)
+    if errors:
+        raise ConfigErrors(errors)
+    config = RateLimitConfig(rules, files=[source.name for source in sources])
+    for domain in domains:
+        config.add_domain(domain)
+    return config
+
+
+def parse_config_text(text: str, name: str = "<string>") -> RateLimitConfig:
+    """One YAML text as a whole config; for tests and tools."""
+    return parse_config([Source(name, text)])
+
+
+__all__ = ["RateLimitConfig", "Source", "load_config", "parse_config", "parse_config_text"]
