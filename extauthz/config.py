@@ -185,7 +185,8 @@ def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> J
         return JwksSource(**kwargs)
     except ConfigError as exc:
         field = exc.path.rsplit(".", 1)[-1]
-        errors.append(ConfigError(exc.message, location=(fields.get(field) or node).loc, path=f"{path}.{field}"))
+        where = f"{path}.{field}" if field in fields else path
+        errors.append(ConfigError(exc.message, location=(fields.get(field) or node).loc, path=where))
         return None
 
 

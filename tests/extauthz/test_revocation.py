@@ -1,0 +1,161 @@
+"""Revocation semantics on both stores, and the Redis store's round trips, pub/sub cache and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationQuery, RevocationStore, token_key
+from pavilion.errors import BackendUnavailable
+from tests.procs import Proc, free_port, start_redis
+
+ISS = "https://idp.acme.test"
+
+
+def query(jti: str | None = "j1", subject: str = "alice", iat: float | None = None,
+          tenant: str = "acme") -> RevocationQuery:
+    return RevocationQuery(tenant, ISS, subject, jti, time.time() - 10 if iat is None else iat)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RevocationStore]:
+    result: RevocationStore
+    if request.param == "memory":
+        result = MemoryRevocations()
+    else:
+        _proc, port = request.getfixturevalue("redis_server")
+        result = RedisRevocations(f"redis://127.0.0.1:{port}/0")
+    await result.start()
+    try:
+        yield result
+    finally:
+        await result.close()
+
+
+async def test_one_token_is_revoked_by_issuer_and_jti_only(store: RevocationStore) -> None:
+    assert not await store.is_revoked(query())
+    assert await store.revoke_token(ISS, "j1", time.time() + 60)
+    assert await store.is_revoked(query("j1"))
+    assert not await store.is_revoked(query("j2"))
+    assert not await store.is_revoked(query(None))
+    other_issuer = RevocationQuery("acme", "https://other.test", "alice", "j1", time.time())
+    assert not await store.is_revoked(other_issuer)
+
+
+async def test_an_expired_token_needs_no_revocation_and_a_revocation_ends_with_the_token(
+        store: RevocationStore) -> None:
+    assert not await store.revoke_token(ISS, "old", time.time() - 1)
+    assert await store.revoke_token(ISS, "short", time.time() + 0.3)
+    assert await store.is_revoked(query("short"))
+    await asyncio.sleep(1.4)  # past the TTL and past the Redis store's 1 s local cache
+    assert not await store.is_revoked(query("short"))
+
+
+async def test_subject_revocation_refuses_tokens_issued_before_the_cutoff(store: RevocationStore) -> None:
+    cutoff = time.time()
+    await store.revoke_subject("acme", "alice", cutoff)
+    assert await store.is_revoked(query(subject="alice", iat=cutoff - 5))
+    assert not await store.is_revoked(query(subject="alice", iat=cutoff + 5))
+    no_iat = RevocationQuery("acme", ISS, "alice", "j", None)
+    assert await store.is_revoked(no_iat)  # without iat a token cannot prove it is newer than the cut-off
+    assert not await store.is_revoked(query(subject="bob", iat=cutoff - 5))
+    assert not await store.is_revoked(query(subject="alice", iat=cutoff - 5, tenant="beta"))
+
+
+async def test_tenant_revocation_refuses_every_older_token_of_that_tenant(store: RevocationStore) -> None:
+    cutoff = time.time()
+    await store.revoke_tenant("acme", cutoff)
+    assert await store.is_revoked(query(subject="anyone", iat=cutoff - 1))
+    assert not await store.is_revoked(query(subject="anyone", iat=cutoff + 1))
+    assert not await store.is_revoked(query(subject="anyone", iat=cutoff - 1, tenant="beta"))
+
+
+async def wait_subscribed(store: RedisRevocations) -> None:
+    deadline = time.monotonic() + 5
+    while not store.subscribed:
+        assert time.monotonic() < deadline, "never subscribed"
+        await asyncio.sleep(0.02)
+
+
+async def command_calls(port: int, command: str) -> int:
+    client = aioredis.Redis(port=port)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_a_check_costs_at_most_one_mget_and_repeats_come_from_the_local_cache(
+        redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0")
+    await store.start()
+    try:
+        await wait_subscribed(store)
+        before = await command_calls(port, "mget")
+        assert not await store.is_revoked(query())
+        assert await command_calls(port, "mget") == before + 1
+        for _ in range(20):
+            assert not await store.is_revoked(query())
+        assert await command_calls(port, "mget") == before + 1
+        assert await command_calls(port, "get") == 0
+    finally:
+        await store.close()
+
+
+async def test_a_revocation_reaches_another_replica_at_once_despite_its_cache(redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    url = f"redis://127.0.0.1:{port}/0"
+    writer, reader = RedisRevocations(url), RedisRevocations(url, local_ttl=60.0)
+    await writer.start()
+    await reader.start()
+    try:
+        await wait_subscribed(reader)
+        assert not await reader.is_revoked(query("j9"))  # now cached as "not revoked" for 60 s
+        await writer.revoke_token(ISS, "j9", time.time() + 60)
+        started = time.monotonic()
+        while not await reader.is_revoked(query("j9")):
+            assert time.monotonic() - started < 1.0, "revocation did not reach the other replica within 1 s"
+            await asyncio.sleep(0.01)
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_redis_down_is_backend_unavailable_quickly_and_recovery_flushes_the_cache() -> None:
+    port = free_port()
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0", timeout=0.2, local_ttl=60.0)
+    await store.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await store.is_revoked(query())
+        assert time.monotonic() - started < 1.0
+        proc, _ = start_redis(port)
+        try:
+            await wait_subscribed(store)
+            assert not await store.is_revoked(query("j5"))   # cached for 60 s while subscribed
+            proc.kill()
+            with pytest.raises(BackendUnavailable):
+                # The subscription drops with the server: the cache is no longer trusted.
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    await store.is_revoked(query("j5"))
+                    await asyncio.sleep(0.02)
+            assert not store.subscribed
+            proc, _ = start_redis(port)
+            await wait_subscribed(store)
+            writer = aioredis.Redis(port=port)
+            # Written behind the store's back (no publish): only a flushed cache can see it.
+            await writer.set(token_key(ISS, "j5"), "1", ex=60)
+            await writer.aclose()
+            assert await store.is_revoked(query("j5"))
+        finally:
+            proc.stop()
+    finally:
+        await store.close()
