@@ -24,6 +24,7 @@ class JwksServer:
     redirect_to: str | None = None
     body_override: bytes | None = None
     cache_control: str | None = None
+    jwks_uri: str | None = None      # discovery `jwks_uri`; None means this server's /jwks.json
     hits: Counter[str] = field(default_factory=Counter)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -54,7 +55,7 @@ class JwksServer:
 
     async def _discovery(self, request: web.Request) -> web.Response:
         self.hits["discovery"] += 1
-        doc = {"issuer": self.issuer or self.base, "jwks_uri": self.jwks_url}
+        doc = {"issuer": self.issuer or self.base, "jwks_uri": self.jwks_uri or self.jwks_url}
         return web.Response(text=json.dumps(doc), content_type="application/json")
 
     async def start(self) -> JwksServer:
