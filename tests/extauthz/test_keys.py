@@ -268,7 +268,7 @@ async def test_concurrent_misses_share_one_fetch(server: JwksServer) -> None:
     keys = key_set_for(remote_tenant(server))
     try:
         await keys.start()
-        rotated, rotated_jwk = generate_key("ES256", kid="rotated")
+        _, rotated_jwk = generate_key("ES256", kid="rotated")
         server.jwks = {"keys": [*IDP.jwks()["keys"], rotated_jwk]}
         server.delay = 0.2
         found = await asyncio.gather(*(keys.key_for("rotated", "ES256") for _ in range(25)))
@@ -413,10 +413,10 @@ async def test_background_refresh_ahead_of_expiry(server: JwksServer) -> None:
     keys = key_set_for(remote_tenant(server, refresh=0.3, min_refresh=0.2))
     try:
         await keys.start()
-        rotated, rotated_jwk = generate_key("ES256", kid="bg-rotated")
+        _, rotated_jwk = generate_key("ES256", kid="bg-rotated")
         server.jwks = {"keys": [rotated_jwk]}
         async with asyncio.timeout(10):
-            while "bg-rotated" not in keys.status()["kids"]:
+            while "bg-rotated" not in keys.status()["kids"]:  # noqa: ASYNC110 - polls what status() shows
                 await asyncio.sleep(0.05)
         assert server.hits["jwks"] >= 2
     finally:
