@@ -29,26 +29,35 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfiguration:
-    hosts = virtual_host_routes([r for r in config.routes if r.listener == item.name])
+    routes = [r for r in config.routes if r.listener == item.name]
+    # A `hosts: ["*"]` route sits in every virtual host: build its message once.
+    built = {r.name: route(r) for r in routes}
     return route_pb2.RouteConfiguration(
         name=item.name,
         virtual_hosts=[
-            rc.VirtualHost(name=",".join(domains), domains=domains, routes=[route(r) for r in routes])
-            for domains, routes in hosts
+            rc.VirtualHost(name=",".join(domains), domains=domains, routes=[built[r.name] for r in members])
+            for domains, members in virtual_host_routes(routes)
         ],
     )
 
 
 def virtual_host_routes(routes: list[Route]) -> list[tuple[list[str], list[Route]]]:
     """(domains, routes in match order) per virtual host, sorted by domains."""
-    domains = sorted({normalized(h) for r in routes for h in r.hosts})
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for domain in domains:
-        members = tuple(r.name for r in routes if any(covers(normalized(h), domain) for h in r.hosts))
-        groups.setdefault(members, []).append(domain)
-    by_name = {r.name: r for r in routes}
+    named_by: dict[str, set[int]] = {}  # domain pattern → indexes of the routes naming it
+    for index, item in enumerate(routes):
+        for host in item.hosts:
+            named_by.setdefault(normalized(host), set()).add(index)
+    # Only a wildcard covers a pattern other than itself; there are few, so this stays linear-ish.
+    wildcards = [p for p in named_by if "*" in p]
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for domain in sorted(named_by):
+        members = set(named_by[domain])
+        for pattern in wildcards:
+            if pattern != domain and covers(pattern, domain):
+                members |= named_by[pattern]
+        groups.setdefault(tuple(sorted(members)), []).append(domain)
     return sorted(
-        (group, sorted((by_name[n] for n in members), key=precedence)) for members, group in groups.items())
+        (group, sorted((routes[i] for i in members), key=precedence)) for members, group in groups.items())
 
 
 def precedence(item: Route) -> tuple[int, int, int, int, str]:
