@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+import re2
+
 from pavilion.durations import parse_duration
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
@@ -25,7 +27,12 @@ _HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-# RE2 (Envoy's regex engine) has no backreferences, lookaround, atomic groups or conditionals.
+# Envoy rejects a regex whose RE2 program is larger (runtime re2.max_program_size.error_level).
+ENVOY_MAX_PROGRAM_SIZE = 100
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # RE2 would print every rejected pattern on stderr
+
+# Python-only constructs RE2 rejects, named so the error says what to change.
 _NOT_RE2 = (
     (re.compile(r"(?<!\\)(?:\\\\)*\\[1-9]"), "a backreference (\\1...)"),
     (re.compile(r"(?<!\\)(?:\\\\)*\(\?P=\w+\)"), "a named backreference (?P=name)"),
@@ -57,8 +64,9 @@ def ip_address(text: str) -> str:
 
 
 def host_port(text: str) -> tuple[str, int]:
-    """`host:port`, `[ipv6]:port`; host an IPv4/IPv6 address or a DNS name; port 1-65535."""
-    hint = "write host:port, like 127.0.0.1:9001, [::1]:9001 or accounts.internal:8080"
+    """`ipv4:port` or `[ipv6]:port`, port 1-65535. Names are parsed but refused: endpoints go to Envoy
+    over EDS, which takes addresses only (a DNS cluster type would be needed for names)."""
+    hint = "write ip:port, like 127.0.0.1:9001 or [::1]:9001"
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
         if not sep:
@@ -75,6 +83,9 @@ def host_port(text: str) -> tuple[str, int]:
             raise ValueError(f"{text!r}: put an IPv6 address in brackets, like [::1]:9001")
         if not _is_hostname(host):
             raise ValueError(f"{host!r} is neither an IP address nor a host name")
+        if not re.fullmatch(r"[0-9.]+", host):
+            raise ValueError(f"{host!r} is a host name, but Envoy does not resolve names in endpoints it gets "
+                             "over EDS: give an IP address")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"port {port!r} in {text!r} is not a number from 1 to 65535")
     return host, int(port)
@@ -100,14 +111,18 @@ def path_start(text: str) -> str:
 
 
 def re2_regex(text: str) -> str:
-    """A regex Envoy's RE2 accepts; Python-only constructs are refused by name."""
+    """A regex Envoy accepts: RE2 compiles it, within Envoy's program size limit."""
     for construct, name in _NOT_RE2:
         if construct.search(text):
             raise ValueError(f"Envoy's regex engine (RE2) does not support {name}")
     try:
-        re.compile(text)
-    except re.error as exc:
-        raise ValueError(f"regex does not compile: {exc}") from None
+        compiled = re2.compile(text, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"regex does not compile in RE2 (Envoy's engine): {reason}") from None
+    if compiled.programsize > ENVOY_MAX_PROGRAM_SIZE:
+        raise ValueError(f"regex is too large for Envoy: RE2 program size {compiled.programsize}, "
+                         f"more than {ENVOY_MAX_PROGRAM_SIZE}; use smaller counted repeats like {{1,9}}")
     return text
 
 

@@ -78,7 +78,7 @@ def test_merged_directory(tmp_path: Path) -> None:
         "services: [{name: a, endpoints: [{address: 10.0.0.1:80, region: us-east}]}]\n"
         "routes: [{name: a, match: {prefix: /a}, service: b}]\n")
     (tmp_path / "teams" / "b.yaml").write_text(
-        "services: [{name: b, endpoints: [{address: b.internal:80, region: eu-west}]}]\n"
+        "services: [{name: b, endpoints: [{address: 10.0.0.2:80, region: eu-west}]}]\n"
         "routes: [{name: b, match: {prefix: /b}, service: a}]\n")
     (tmp_path / ".hidden.yaml").write_text("this: is not read\n")
     (tmp_path / "notes.txt").write_text("nor: this\n")
@@ -87,7 +87,7 @@ def test_merged_directory(tmp_path: Path) -> None:
     assert [s.name for s in config.services] == ["a", "b"]
     assert [(r.name, r.listener, r.backends[0].service) for r in config.routes] == [("a", "public", "b"),
                                                                                      ("b", "public", "a")]
-    assert config.service("b").endpoints[0].host == "b.internal"
+    assert config.service("b").endpoints[0].host == "10.0.0.2"
     assert [p.name for p in yaml_files(tmp_path)] == ["base.yaml", "more.yml", "a.yaml", "b.yaml"]
 
 
