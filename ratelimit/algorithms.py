@@ -101,7 +101,8 @@ def token_bucket(tat_us: int, now_us: int, check: Check) -> tuple[int, Outcome]:
     T = window / limit (integer µs), capacity B = burst or limit, tolerance τ = T * B. A request of n
     hits is allowed when max(TAT, now) + n*T - now <= τ: a full bucket admits B at once, then one every T.
     remaining = floor((τ - (TAT' - now)) / T); `reset_after`: when allowed, until the bucket is full
-    again; when denied, until this request would pass (Retry-After).
+    again; when denied, until this request would pass (Retry-After), or until the bucket is full for
+    a request larger than the bucket (it never passes).
     """
     capacity = check.burst or check.limit
     if check.limit <= 0 or capacity <= 0:
@@ -120,6 +121,9 @@ def token_bucket(tat_us: int, now_us: int, check: Check) -> tuple[int, Outcome]:
     remaining = min(capacity, max(0, (tolerance - (after - now_us)) // interval))
     if allowed:
         return tat_us, Outcome(True, remaining, (after - now_us) / MICROS, capacity - remaining)
+    if need > capacity:
+        # Larger than the bucket: it can never pass; say when the bucket is full, the best there is.
+        return tat_us, Outcome(False, remaining, (base - now_us) / MICROS, capacity - remaining)
     return tat_us, Outcome(False, remaining, (new_tat - tolerance - now_us) / MICROS, capacity - remaining)
 
 
