@@ -1,0 +1,291 @@
+"""The Check service over real gRPC (grpc.aio server on a random loopback port, real client), with the
+hostile-request catalogue at the service level: every case has its decided answer, none a gRPC error."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+
+from extauthz.app import reload_once
+from extauthz.authorizer import Authorizer
+from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationQuery, RevocationStore
+from extauthz.service import SERVICE_NAME, register
+from extauthz.tenant import JwksSource, Tenant
+from extauthz.tenant_set import Tenants, build_tenants, retire
+from extauthz.verify import verify_token
+from pavilion.grpc_server import GrpcServer
+from tests.extauthz.issuer import Issuer
+from tests.extauthz.jwks_server import JwksServer
+from tests.procs import free_port
+
+ACME = Issuer()
+BETA = Issuer(issuer="https://idp.beta.test", name="beta")
+CLAIMS = (("email", "x-user-email"), ("groups", "x-user-groups"))
+
+Check = Callable[..., Awaitable[external_auth_pb2.CheckResponse]]
+
+
+def check_request(headers: dict[str, str], path: str = "/orders", tenant: str | None = "acme",
+                  ) -> external_auth_pb2.CheckRequest:
+    attributes = attribute_context_pb2.AttributeContext(
+        request=attribute_context_pb2.AttributeContext.Request(
+            http=attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path=path, headers=headers)))
+    if tenant is not None:
+        attributes.context_extensions["tenant"] = tenant
+    return external_auth_pb2.CheckRequest(attributes=attributes)
+
+
+async def serve(authorizer: Authorizer) -> tuple[GrpcServer, Check, grpc.aio.Channel]:
+    server = GrpcServer("127.0.0.1", 0, register=register(authorizer), service_names=[SERVICE_NAME])
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+
+    async def check(headers: dict[str, str], path: str = "/orders", tenant: str | None = "acme",
+                    ) -> external_auth_pb2.CheckResponse:
+        return await stub.Check(check_request(headers, path, tenant), timeout=5)
+
+    return server, check, channel
+
+
+class CountingStore:
+    """A store that counts the questions it is asked (to show revocation runs on cache hits too)."""
+
+    def __init__(self, inner: RevocationStore) -> None:
+        self.inner = inner
+        self.asked = 0
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def is_revoked(self, query: RevocationQuery) -> bool:
+        self.asked += 1
+        return await self.inner.is_revoked(query)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[dict[str, Any]]:
+    tenants = await build_tenants([
+        ACME.tenant("acme", claims_to_headers=CLAIMS),
+        BETA.tenant("beta", on_store_error="allow"),
+    ])
+    memory = MemoryRevocations()
+    store = CountingStore(memory)
+    verifications = []
+
+    async def counting_verify(token: str, tenant: Tenant, keys: Any, now: float) -> Any:
+        verifications.append(tenant.id)
+        return await verify_token(token, tenant, keys, now)
+
+    authorizer = Authorizer(tenants, store, verify=counting_verify)
+    server, check, channel = await serve(authorizer)
+    try:
+        yield {"check": check, "memory": memory, "store": store, "verifications": verifications,
+               "authorizer": authorizer, "tenants": tenants}
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await retire(authorizer.tenants, None)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def denied(response: external_auth_pb2.CheckResponse) -> tuple[int, dict[str, str], str]:
+    assert response.HasField("denied_response"), response
+    assert response.status.code != 0
+    denial = response.denied_response
+    return denial.status.code, {h.header.key: h.header.value for h in denial.headers}, denial.body
+
+
+def ok_headers(response: external_auth_pb2.CheckResponse) -> tuple[dict[str, str], list[str]]:
+    assert response.status.code == 0 and response.HasField("ok_response"), response
+    ok = response.ok_response
+    return {h.header.key: h.header.value for h in ok.headers}, list(ok.headers_to_remove)
+
+
+async def test_a_valid_token_is_allowed_with_identity_headers_and_metadata(stack: dict[str, Any]) -> None:
+    token = ACME.token(sub="alice", email="alice@acme.test", groups=["admin", "dev"])
+    response = await stack["check"]({**bearer(token), "x-pavilion-tenant": "beta", "x-user-email": "spoof"})
+    headers, removed = ok_headers(response)
+    assert headers == {"x-pavilion-tenant": "acme", "x-pavilion-subject": "alice",
+                       "x-user-email": "alice@acme.test", "x-user-groups": "admin,dev"}
+    assert removed == []  # every identity header is set, which replaces whatever the client sent
+    assert dict(response.dynamic_metadata) == {"tenant": "acme", "subject": "alice"}
+    bare = ok_headers(await stack["check"](bearer(ACME.token(sub="bob"))))
+    assert bare[1] == ["x-user-email", "x-user-groups"]  # not set this time: removed so they cannot be spoofed
+
+
+@pytest.mark.parametrize(("headers", "path", "status", "reason", "challenge"), [
+    ({}, "/", 401, "missing", "Bearer"),
+    ({"authorization": "Basic dXNlcjpwYXNz"}, "/", 401, "unsupported_scheme", "Bearer"),
+    ({"authorization": "Bearer"}, "/", 400, "empty_bearer", 'Bearer error="invalid_request"'),
+    ({"authorization": "Bearer a.b.c, Bearer d.e.f"}, "/", 400, "multiple_credentials",
+     'Bearer error="invalid_request"'),
+    ({"authorization": "Bearer a.b.c"}, "/x?access_token=d.e.f", 400, "multiple_credentials",
+     'Bearer error="invalid_request"'),
+    ({"authorization": "Bearer not-a-jwt"}, "/", 401, "malformed", 'Bearer error="invalid_token"'),
+    ({"authorization": "Bearer " + "a" * 20000 + ".b.c"}, "/", 401, "oversize", 'Bearer error="invalid_token"'),
+])
+async def test_hostile_requests_get_their_decided_answer(stack: dict[str, Any], headers: dict[str, str], path: str,
+                                                        status: int, reason: str, challenge: str) -> None:
+    code, response_headers, body = denied(await stack["check"](headers, path))
+    assert code == status
+    assert body == f'{{"error": "{reason}"}}'
+    assert response_headers["www-authenticate"].startswith(challenge)
+    if challenge == "Bearer":
+        assert response_headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(("make_token", "reason"), [
+    (lambda: ACME.token()[:-4] + ("AAAA" if not ACME.token().endswith("AAAA") else "BBBB"), "bad_signature"),
+    (lambda: ACME.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "expired"),
+    (lambda: ACME.token(nbf=int(time.time()) + 3600), "not_yet_valid"),
+    (lambda: ACME.token(aud="someone-else"), "wrong_audience"),
+    (lambda: ACME.token(kid="nobody"), "unknown_kid"),
+    (lambda: Issuer(issuer="https://evil.test", name="evil").token(), "unknown_issuer"),
+    (lambda: ACME.token(email="a@b.test\r\nx-pavilion-tenant: beta"), "bad_claim"),
+    (lambda: ACME.token(groups=["users", "admin,root"]), "bad_claim"),
+    (lambda: ACME.token(email="x" * 2000), "bad_claim"),
+])
+async def test_refused_tokens_are_401_invalid_token(stack: dict[str, Any], make_token: Callable[[], str],
+                                                    reason: str) -> None:
+    code, headers, body = denied(await stack["check"](bearer(make_token())))
+    assert (code, body) == (401, f'{{"error": "{reason}"}}')
+    assert headers["www-authenticate"].startswith('Bearer error="invalid_token", error_description="')
+    assert "\r" not in headers["www-authenticate"] and "\n" not in headers["www-authenticate"]
+
+
+async def test_a_valid_token_of_another_tenant_is_403_and_a_shared_route_admits_both(stack: dict[str, Any]) -> None:
+    beta_token = BETA.token()
+    code, headers, body = denied(await stack["check"](bearer(beta_token), tenant="acme"))
+    assert (code, body) == (403, '{"error": "wrong_tenant"}')
+    assert headers["www-authenticate"].startswith('Bearer error="insufficient_scope"')
+    assert ok_headers(await stack["check"](bearer(beta_token), tenant="acme,beta"))[0]["x-pavilion-tenant"] == "beta"
+    assert ok_headers(await stack["check"](bearer(beta_token), tenant=None))[0]["x-pavilion-tenant"] == "beta"
+    code, _, body = denied(await stack["check"](bearer(beta_token), tenant="nosuch"))
+    assert (code, body) == (503, '{"error": "route_tenant_unknown"}')
+
+
+async def test_revoked_tokens_subjects_and_tenants_are_refused(stack: dict[str, Any]) -> None:
+    memory: MemoryRevocations = stack["memory"]
+    token = ACME.token(jti="jti-77", sub="carol")
+    assert ok_headers(await stack["check"](bearer(token)))
+    await memory.revoke_token(ACME.issuer, "jti-77", time.time() + 300)
+    code, _, body = denied(await stack["check"](bearer(token)))
+    assert (code, body) == (401, '{"error": "revoked"}')
+    other = ACME.token(jti="jti-78", sub="dave", iat=int(time.time()) - 5)
+    assert ok_headers(await stack["check"](bearer(other)))
+    await memory.revoke_subject("acme", "dave", time.time())
+    assert denied(await stack["check"](bearer(other)))[0] == 401
+    newer = ACME.token(jti="jti-79", sub="dave", iat=int(time.time()) + 2)
+    assert ok_headers(await stack["check"](bearer(newer)))
+    await memory.revoke_tenant("acme", time.time() + 10)
+    assert denied(await stack["check"](bearer(newer)))[0] == 401
+
+
+async def test_verification_is_cached_but_revocation_is_asked_every_time(stack: dict[str, Any]) -> None:
+    token = ACME.token()
+    for _ in range(5):
+        ok_headers(await stack["check"](bearer(token)))
+    assert stack["verifications"] == ["acme"]
+    assert stack["store"].asked == 5
+
+
+async def test_a_config_change_reverifies_under_the_new_tenant(stack: dict[str, Any], tmp_path: Path) -> None:
+    token = ACME.token()
+    ok_headers(await stack["check"](bearer(token)))
+    authorizer: Authorizer = stack["authorizer"]
+    old: Tenants = authorizer.tenants
+    new = await build_tenants([ACME.tenant("acme", audiences=("other-api",)),
+                               BETA.tenant("beta", on_store_error="allow")], previous=old)
+    authorizer.use(new)
+    await retire(old, new)
+    code, _, body = denied(await stack["check"](bearer(token)))
+    assert (code, body) == (401, '{"error": "wrong_audience"}')
+    old_beta, new_beta = old.get("beta"), new.get("beta")
+    assert old_beta is not None and new_beta is old_beta  # unchanged: same object, same running key set
+    assert new.keys(new_beta) is old.keys(old_beta)
+
+
+async def test_an_unexpected_error_is_a_503_answer_not_a_grpc_error() -> None:
+    async def broken_verify(*_args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    tenants = await build_tenants([ACME.tenant("acme")])
+    server, check, channel = await serve(Authorizer(tenants, MemoryRevocations(), verify=broken_verify))
+    try:
+        code, _, body = denied(await check(bearer(ACME.token())))
+        assert (code, body) == (503, '{"error": "internal_error"}')
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await retire(tenants, None)
+
+
+async def test_redis_down_follows_each_tenants_on_store_error() -> None:
+    store = RedisRevocations(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    tenants = await build_tenants([ACME.tenant("acme"), BETA.tenant("beta", on_store_error="allow")])
+    server, check, channel = await serve(Authorizer(tenants, store))
+    try:
+        code, _, body = denied(await check(bearer(ACME.token())))
+        assert (code, body) == (503, '{"error": "store_unavailable"}')
+        assert ok_headers(await check(bearer(BETA.token()), tenant="beta"))[0]["x-pavilion-tenant"] == "beta"
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await store.close()
+        await retire(tenants, None)
+
+
+async def test_key_endpoint_down_cold_is_503_and_warm_keeps_serving_stale_keys() -> None:
+    jwks = await JwksServer(jwks=ACME.jwks()).start()
+    jwks.status = 503
+    source = JwksSource(uri=jwks.jwks_url, allow_http_loopback=True, timeout=0.5, error_retry=0.05)
+    tenants = await build_tenants([ACME.tenant("acme", jwks=source), BETA.tenant("beta")])
+    server, check, channel = await serve(Authorizer(tenants, MemoryRevocations()))
+    try:
+        code, _, body = denied(await check(bearer(ACME.token())))
+        assert (code, body) == (503, '{"error": "keys_unavailable"}')
+        # An issuer no tenant has never causes a fetch.
+        hits = jwks.hits["jwks"]
+        unknown = Issuer(issuer="https://unknown.test", name="unknown").token()
+        assert denied(await check(bearer(unknown)))[2] == '{"error": "unknown_issuer"}'
+        assert jwks.hits["jwks"] == hits
+        jwks.status = 200
+        acme = tenants.get("acme")
+        assert acme is not None and await tenants.keys(acme).refresh()
+        assert ok_headers(await check(bearer(ACME.token())))
+        jwks.status = 503
+        await tenants.keys(acme).refresh()  # fails: the last good keys stay
+        assert tenants.keys(acme).status()["stale"]
+        assert ok_headers(await check(bearer(ACME.token(jti="fresh-token"))))
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await retire(tenants, None)
+        await jwks.stop()
+
+
+async def test_reload_swaps_good_configs_and_keeps_the_last_good_one(tmp_path: Path, stack: dict[str, Any]) -> None:
+    path = tmp_path / "tenants.yaml"
+    inline = json.dumps(ACME.jwks())
+    good = (f"tenants:\n  - id: acme\n    issuer: {ACME.issuer}\n    audiences: [{ACME.audience}]\n"
+            f"    jwks: {{inline: {inline}}}\n")
+    path.write_text(good)
+    authorizer: Authorizer = stack["authorizer"]
+    assert await reload_once(path, authorizer)
+    assert [t.id for t in authorizer.tenants.tenants] == ["acme"]
+    assert ok_headers(await stack["check"](bearer(ACME.token())))
+    path.write_text(good.replace("audiences:", "audiences: [x]\n    audiences:"))
+    assert not await reload_once(path, authorizer)
+    assert [t.id for t in authorizer.tenants.tenants] == ["acme"]
+    assert ok_headers(await stack["check"](bearer(ACME.token())))
