@@ -4,10 +4,16 @@ Virtual hosts: each distinct domain gets every route whose `hosts` cover it (see
 domains that end up with the same routes share one virtual host, named by its sorted domains.
 
 Order inside a virtual host (Envoy takes the first route that matches, so order decides):
-exact `path` first, then `regex`, then `prefix`; within a kind, the longer value first; then routes
-with `methods`, then more `headers` conditions; last, ties go by route name. This is the Gateway API's
-precedence, and it does not depend on which file a route lives in, so a catch-all `prefix: /` in one
-team's file never hides a longer prefix in another's.
+1. exact `path` routes, the longer first;
+2. then `prefix` and `regex` routes together, by the length of the literal text they start with
+   (a prefix's whole length, a regex's leading run of plain characters: `/v1/items/[0-9]+` counts
+   as 10, `/.*` as 1), the longer first, a regex before a prefix of the same length;
+3. then routes with `methods` before those without, more `headers` conditions before fewer;
+4. last, by route name.
+So the most specific route wins whatever file it is in and wherever it is written: a catch-all
+`prefix: /` or `regex: /.*` in one team's file never hides `/v1/accounts` in another's. This is the
+Gateway API's precedence (exact, then longest prefix, then method, then headers), with regexes
+placed by what they literally start with.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from controlplane.config.model import Config, HeaderRules, Listener, Match, Retr
 from controlplane.translate._hosts import covers, normalized
 from controlplane.translate._protos import duration, packed, uint32
 
-__all__ = ["precedence", "route_configuration", "virtual_host_routes"]
+__all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -60,16 +66,35 @@ def virtual_host_routes(routes: list[Route]) -> list[tuple[list[str], list[Route
         (group, sorted((routes[i] for i in members), key=precedence)) for members, group in groups.items())
 
 
-def precedence(item: Route) -> tuple[int, int, int, int, str]:
+def precedence(item: Route) -> tuple[int, int, int, int, int, str]:
     """Sort key: the more specific route first (see the module docstring)."""
     match = item.match
     if match.path is not None:
-        kind, value = 0, match.path
+        kind, length, flavour = 0, len(match.path), 0
     elif match.regex is not None:
-        kind, value = 1, match.regex
+        kind, length, flavour = 1, len(literal_start(match.regex)), 0
     else:
-        kind, value = 2, match.prefix or "/"
-    return kind, -len(value), -bool(match.methods), -len(match.headers), item.name
+        kind, length, flavour = 1, len(match.prefix or "/"), 1
+    return kind, -length, flavour, -bool(match.methods), -len(match.headers), item.name
+
+
+_SPECIAL = set(".[](){}*+?^$|\\")
+_OPTIONAL = set("?*{")
+
+
+def literal_start(regex: str) -> str:
+    """The plain text every match of `regex` begins with ("" when a top-level `|` allows others)."""
+    depth = 0
+    for char in regex:
+        depth += (char in "([") - (char in ")]")
+        if char == "|" and depth == 0:
+            return ""
+    text = regex.removeprefix("^")
+    for index, char in enumerate(text):
+        if char in _SPECIAL:
+            # `s?`, `s*` and `s{0,1}` make the character before them optional.
+            return text[:index - 1] if char in _OPTIONAL and index else text[:index]
+    return text
 
 
 def route(item: Route) -> rc.Route:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
 from controlplane.config.model import Backend, Config, HeaderMatch, HeaderRules, Listener, Match, Retries, Route
+from controlplane.translate._routes import literal_start
 from tests.controlplane.translate.sample import sample_config, translated
 
 
@@ -106,16 +108,33 @@ def order(*routes: Route) -> list[str]:
 def test_more_specific_routes_come_first_whatever_the_yaml_order() -> None:
     routes = [
         plain("catch-all", Match(prefix="/")),
+        plain("regex-catch-all", Match(regex="/.*")),
         plain("short", Match(prefix="/v1")),
         plain("long", Match(prefix="/v1/accounts")),
-        plain("regex", Match(regex="/v1/.*")),
+        plain("regex", Match(regex="/v1/items/[0-9]+")),
         plain("exact", Match(path="/v1/accounts/me")),
+        plain("exact-short", Match(path="/")),
         plain("with-method", Match(prefix="/v1", methods=("GET",))),
         plain("with-headers", Match(prefix="/v1", headers=(HeaderMatch("a", "1"), HeaderMatch("b", "2")))),
+        plain("regex-short", Match(regex="/v1.*")),
     ]
-    expected = ["exact", "regex", "long", "with-method", "with-headers", "short", "catch-all"]
+    expected = ["exact", "exact-short", "long", "regex", "regex-short", "with-method", "with-headers", "short",
+                "regex-catch-all", "catch-all"]
     assert order(*routes) == expected
     assert order(*reversed(routes)) == expected
+
+
+@pytest.mark.parametrize(("regex", "start"), [
+    ("/v1/items/[0-9]+", "/v1/items/"),
+    ("/.*", "/"),
+    ("^/v1/x", "/v1/x"),
+    ("/v1s?/x", "/v1"),  # the s is optional
+    ("/v1/(a|b)", "/v1/"),
+    ("/a|/b", ""),  # a top-level alternation: no common start
+    ("/plain", "/plain"),
+])
+def test_literal_start_of_a_regex(regex: str, start: str) -> None:
+    assert literal_start(regex) == start
 
 
 def test_ties_go_by_route_name() -> None:
