@@ -9,9 +9,10 @@ are counted under `rule="_other"`, so a flood of client values cannot grow the r
 
 from __future__ import annotations
 
+from typing import Any
+
 from pavilion.metrics import NAMESPACE, Counter, Gauge, Histogram
 
-NEAR_LIMIT_RATIO = 0.8
 DEFAULT_LABEL_CAP = 1000
 OVERFLOW_LABEL = "_other"
 
@@ -41,6 +42,10 @@ class RuleMetrics:
     def __init__(self, cap: int = DEFAULT_LABEL_CAP) -> None:
         self._cap = cap
         self._seen: set[tuple[str, str]] = set()
+        # Label children by the pair asked for, so the hot path skips prometheus_client's labels() lookup.
+        # Pairs past the cap share the overflow children; this dict is bounded by the cap of distinct
+        # pairs plus the overflow pairs asked for, so it is cleared when it grows past 4 x the cap.
+        self._children: dict[tuple[str, str], dict[str, Any]] = {}
 
     def label(self, domain: str, rule: str) -> tuple[str, str]:
         pair = (domain, rule)
@@ -51,18 +56,23 @@ class RuleMetrics:
             return pair
         return (domain, OVERFLOW_LABEL)
 
-    def record(self, domain: str, rule: str, *, hits: int, used: int, limit: int, over: bool,
-               shadow: bool) -> None:
-        """One descriptor's outcome: `used` is the count after this request, `limit` its requests_per_unit."""
+    def record(self, domain: str, rule: str, *, hits: int, over: bool, near: bool, shadow: bool) -> None:
+        """One counted limit of one descriptor (`near`: within the limit but past 80 % of it)."""
         if hits <= 0:
             return
-        labels = self.label(domain, rule)
-        _HITS["total_hits"].labels(*labels).inc(hits)
+        children = self._children.get((domain, rule))
+        if children is None:
+            if len(self._children) > 4 * self._cap:
+                self._children.clear()
+            labels = self.label(domain, rule)
+            children = {name: metric.labels(*labels) for name, metric in _HITS.items()}
+            self._children[(domain, rule)] = children
+        children["total_hits"].inc(hits)
         if over:
-            _HITS["over_limit"].labels(*labels).inc(hits)
+            children["over_limit"].inc(hits)
             if shadow:
-                _HITS["shadow_mode"].labels(*labels).inc(hits)
+                children["shadow_mode"].inc(hits)
         else:
-            _HITS["within_limit"].labels(*labels).inc(hits)
-            if limit > 0 and used >= NEAR_LIMIT_RATIO * limit:
-                _HITS["near_limit"].labels(*labels).inc(hits)
+            children["within_limit"].inc(hits)
+            if near:
+                children["near_limit"].inc(hits)

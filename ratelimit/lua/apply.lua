@@ -100,6 +100,9 @@ local function token_bucket(key, limit, window, burst, hits)
   if allowed then
     return {1, remaining, after - now, capacity - remaining}
   end
+  if need > capacity then
+    return {0, remaining, base - now, capacity - remaining}
+  end
   return {0, remaining, new_tat - tolerance - now, capacity - remaining}
 end
 

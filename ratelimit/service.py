@@ -1,0 +1,151 @@
+"""The gRPC servicer of `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+
+Thin on purpose: protobuf in, `Limiter.should_rate_limit`, protobuf out, metrics. It never raises
+a gRPC error (envoyproxy/ratelimit does on a Redis error and leaves the outcome to Envoy's
+`failure_mode_deny`): a Redis failure was already answered by each rule's `on_backend_error` in the
+limiter; a malformed request (an override with an unknown unit) and anything unforeseen are logged
+and answered OK, the same fail-open Envoy would choose, but decided and counted here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf import duration_pb2
+
+from pavilion.log import get_logger
+from ratelimit.headers import rate_limit_headers
+from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter
+from ratelimit.metrics import LATENCY, REQUESTS, RuleMetrics
+from ratelimit.rules import Limit
+
+log = get_logger(__name__)
+
+SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+
+_RESPONSE = rls_pb2.RateLimitResponse
+# envoy.type.v3.RateLimitUnit (the override's) and RateLimitResponse.RateLimit.Unit, by our unit names.
+_OVERRIDE_UNITS = {1: "second", 2: "minute", 3: "hour", 4: "day", 5: "month", 6: "year"}
+_RESPONSE_UNITS = {"second": 1, "minute": 2, "hour": 3, "day": 4, "month": 5, "year": 6, "week": 7}
+
+
+class BadRequest(ValueError):
+    """The request cannot be read; `reason` is a short code for the log and metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
+
+
+def to_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
+    descriptors = []
+    for index, proto in enumerate(request.descriptors):
+        entries = tuple((entry.key, entry.value) for entry in proto.entries)
+        if not entries:
+            raise BadRequest("empty_descriptor", f"descriptor {index} has no entries")
+        override = None
+        if proto.HasField("limit"):
+            unit = _OVERRIDE_UNITS.get(proto.limit.unit)
+            if unit is None:
+                raise BadRequest("bad_override_unit", f"descriptor {index}: limit unit {proto.limit.unit}")
+            override = Limit(unit=unit, requests_per_unit=proto.limit.requests_per_unit)
+        hits = proto.hits_addend.value if proto.HasField("hits_addend") else None
+        descriptors.append(Descriptor(entries, override, hits))
+    return descriptors
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    micros = max(0, round(seconds * 1_000_000))
+    return duration_pb2.Duration(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+
+
+def to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
+    response = _RESPONSE(overall_code=int(decision.code))
+    for status in decision.statuses:
+        item = response.statuses.add(code=int(status.code), limit_remaining=status.limit_remaining)
+        limit = status.current_limit
+        if limit is not None:
+            item.current_limit.requests_per_unit = limit.requests_per_unit
+            item.current_limit.unit = _RESPONSE_UNITS[limit.unit]
+            name = limit.name or (status.rule.name if status.rule else None)
+            if limit.unit_multiplier != 1:
+                # The proto has no multiplier; say it in the name rather than report a wrong window.
+                name = f"{name or 'limit'} ({limit.requests_per_unit} per {limit.window_seconds}s)"
+            if name:
+                item.current_limit.name = name
+            item.duration_until_reset.CopyFrom(_duration(status.duration_until_reset))
+    for key, value in rate_limit_headers(decision):
+        response.response_headers_to_add.add(key=key, value=value)
+    return response
+
+
+def _cause(decision: Decision) -> str:
+    if decision.backend_error is None:
+        return "limits"
+    fallbacks = {status.fallback for status in decision.statuses if status.fallback}
+    return "backend_" + "_".join(sorted(fallbacks)) if fallbacks else "backend"
+
+
+class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
+    def __init__(self, limiter: Limiter, metrics: RuleMetrics | None = None) -> None:
+        self.limiter = limiter
+        self.metrics = metrics or RuleMetrics()
+        self._requests: dict[tuple[str, str], Any] = {}
+
+    async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> rls_pb2.RateLimitResponse:
+        started = time.perf_counter()
+        try:
+            descriptors = to_descriptors(request)
+            decision = await self.limiter.should_rate_limit(request.domain, descriptors, request.hits_addend or 1)
+            response = to_response(decision)
+            self._record(request.domain, decision)
+            cause = _cause(decision)
+            code = decision.code
+        except BadRequest as exc:
+            log.warning("ratelimit_bad_request", reason=exc.reason, detail=str(exc), domain=request.domain)
+            response, cause, code = _RESPONSE(overall_code=int(Code.OK)), exc.reason, Code.OK
+        except Exception:  # the servicer boundary: anything unforeseen is a decided, logged OK
+            log.exception("ratelimit_internal_error", domain=request.domain)
+            response, cause, code = _RESPONSE(overall_code=int(Code.OK)), "internal_error", Code.OK
+        self._count(code, cause)
+        LATENCY.observe(time.perf_counter() - started)
+        return response
+
+    def _record(self, domain: str, decision: Decision) -> None:
+        for status in decision.statuses:
+            rule = status.rule
+            if rule is None or not status.limits or status.fallback in ("allow", "deny"):
+                continue
+            label = rule.name or rule.stats_key
+            if rule.detailed_metric:
+                label = _detailed_label(status) or label
+            for limit_status in status.limits:
+                self.metrics.record(domain, label, hits=status.hits, over=limit_status.over,
+                                    near=limit_status.near,
+                                    shadow=limit_status.over and (status.shadowed or decision.global_shadowed))
+
+    def _count(self, code: Code, cause: str) -> None:
+        key = (code.name, cause)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = REQUESTS.labels(code=code.name, cause=cause)
+        counter.inc()
+
+
+def _detailed_label(status: DescriptorStatus) -> str | None:
+    """`detailed_metric`: the request's own entries, as the storage key holds them (`domain|k=v|...|limit`)."""
+    return ".".join(status.limits[0].key.split("|")[1:-1]) or None
+
+
+def register(service: RateLimitService) -> Any:
+    def add(server: grpc.aio.Server) -> None:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
+
+    return add
+
+
+__all__ = ["SERVICE_NAME", "BadRequest", "RateLimitService", "register", "to_descriptors", "to_response"]
