@@ -140,9 +140,13 @@ def _inline_routes(network_filter: listener_components_pb2.Filter,
 
 def _validate(binary: str, config: Config, region: str, role: str) -> list[str]:
     """Envoy's error lines for the bootstrap of `region`; empty when `envoy --mode validate` passes."""
-    bootstrap = static_bootstrap(config, region, role)
+    try:
+        text = json_format.MessageToJson(static_bootstrap(config, region, role))
+    except json_format.SerializeToJsonError as exc:
+        # Out-of-range values (a Duration beyond 10,000 years) that Envoy would refuse too.
+        return [str(exc)]
     with tempfile.NamedTemporaryFile("w", prefix="pavilion-envoy-", suffix=".json", delete=False) as handle:
-        handle.write(json_format.MessageToJson(bootstrap))
+        handle.write(text)
         path = Path(handle.name)
     try:
         completed = subprocess.run(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from controlplane.config.load import load_config
+from controlplane.config.model import Match
 from controlplane.envoy_check import EnvoyNotFound, check_with_envoy, find_envoy
 from tests.controlplane.translate.sample import sample_config
 from tests.procs import ENVOY, PAVILION
@@ -37,33 +39,41 @@ def test_example_gateway_is_accepted_by_envoy() -> None:
 
 
 def test_envoy_rejection_names_the_route_entry(tmp_path: Path) -> None:
-    directory = gateway_with(tmp_path, f"""routes:
+    directory = gateway_with(tmp_path, """routes:
   - name: fine
-    match: {{prefix: /fine}}
+    match: {prefix: /fine}
     service: accounts
   - name: heavy
-    match: {{regex: "{HEAVY_REGEX}"}}
+    match: {regex: "/heavy/[0-9]+"}
     service: accounts
 """)
-    config = load_config(directory)  # our own checks let it through: only Envoy knows its limit
-    problems = check_with_envoy(config, ENVOY)
+    loaded = load_config(directory)
+    # Our loader refuses this regex itself; put it in behind its back to see what Envoy says, and where.
+    routes = tuple(replace(r, match=Match(regex=HEAVY_REGEX)) if r.name == "heavy" else r for r in loaded.routes)
+    problems = check_with_envoy(replace(loaded, routes=routes), ENVOY)
     assert len(problems) == 1, problems
     location, field, rest = problems[0].split(": ", 2)
     assert location.startswith(str(directory / "routes" / "zz-extra.yaml") + ":5:")
     assert field == "routes.heavy"
-    assert "program size" in rest
+    assert rest.startswith("envoy: ") and "program size" in rest
 
 
-def test_pavilion_validate_prints_envoy_problem_and_fails(tmp_path: Path) -> None:
-    directory = gateway_with(tmp_path, f"""routes:
-  - name: heavy
-    match: {{regex: "{HEAVY_REGEX}"}}
+def test_pavilion_validate_reports_what_only_envoy_refuses(tmp_path: Path) -> None:
+    # A timeout past Envoy's Duration range (10,000 years) passes our loader today.
+    directory = gateway_with(tmp_path, """routes:
+  - name: forever
+    match: {prefix: /forever}
     service: accounts
+    timeout: 99999999999d
 """)
     done = subprocess.run([PAVILION, "validate", str(directory)], capture_output=True, text=True, timeout=60,
                           check=False)
+    if "routes[forever].timeout" in done.stdout:
+        pytest.skip("the loader now refuses this timeout itself; find another config only Envoy refuses")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "zz-extra.yaml:2:" in done.stdout and "routes.heavy" in done.stdout and "program size" in done.stdout
+    (line,) = done.stdout.splitlines()
+    assert line.startswith(str(directory / "routes" / "zz-extra.yaml") + ":2:")
+    assert ": routes.forever: envoy: " in line and "Duration" in line
 
 
 def test_missing_envoy_is_a_clear_error() -> None:
