@@ -35,7 +35,7 @@ LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listene
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (
     Field("address", Value("string", convert=rules.host_port,
                            schema={"pattern": r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):[0-9]{1,5}$"}),
-          "host:port; host is an IPv4 address, [IPv6] or a DNS name.", True),
+          "ip:port or [ipv6]:port. Not a DNS name: Envoy does not resolve names sent over EDS.", True),
     Field("region", NAME, "Region the endpoint runs in; must be listed in `regions`. Nodes in this region "
           "send to it first (priority 0), others only on failover (priority 1).", True),
     Field("weight", Value("integer", minimum=1, maximum=1_000_000), "Load-balancing weight within its region.",
@@ -43,7 +43,7 @@ ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoi
 ))
 
 HEALTH_CHECK = Object("health_check", "Active HTTP health checking; an Envoy HealthCheck on the cluster.", (
-    Field("path", URL_PATH, "Path Envoy requests; a 200 answer means healthy.", True),
+    Field("path", URL_PATH, "Path Envoy requests (starts with /); a 200 answer means healthy.", True),
     Field("interval", POSITIVE_DURATION, "Time between checks.", True),
     Field("timeout", POSITIVE_DURATION, "Time to wait for an answer.", default="1s"),
     Field("healthy_threshold", COUNT, "Passing checks before an unhealthy host is healthy again.", default="1"),
@@ -76,9 +76,9 @@ SERVICE = Object("service", "An upstream service; becomes an Envoy Cluster (EDS)
     Field("connect_timeout", POSITIVE_DURATION, "Time to open a connection to a host.", default="1s"),
 ))
 
-MATCH = Object("match", "Which requests the route takes. Exactly one of prefix, path or regex.", (
-    Field("prefix", URL_PATH, "Path prefix, like /v1/accounts (Envoy route match `prefix`)."),
-    Field("path", URL_PATH, "Exact path (Envoy route match `path`)."),
+MATCH = Object("match", "Which requests the route takes: a path condition, plus headers and methods.", (
+    Field("prefix", URL_PATH, "Path prefix, starting with /, like /v1/accounts (Envoy route match `prefix`)."),
+    Field("path", URL_PATH, "Exact path, starting with / (Envoy route match `path`)."),
     Field("regex", Value("string", convert=rules.re2_regex),
           "RE2 regex the whole path must match (Envoy `safe_regex`)."),
     Field("headers", MapOf(MATCH_HEADER, Value("string", convert=rules.header_value)),
@@ -95,7 +95,8 @@ BACKEND = Object("backend", "One service of a weighted split (Envoy weighted_clu
 
 BACKOFF = Object("backoff", "Time between retries (Envoy retry_back_off): jittered, growing from base to max.", (
     Field("base", POSITIVE_DURATION, "First interval.", default="25ms"),
-    Field("max", POSITIVE_DURATION, "Largest interval; at least base.", default="250ms"),
+    Field("max", POSITIVE_DURATION, "Largest interval; at least base. When absent: 250ms, or base if longer.",
+          default="250ms"),
 ))
 
 RETRIES = Object("retries", "Retry policy of the route (Envoy retry_policy).", (
@@ -114,17 +115,17 @@ HEADER_RULES = Object("header_rules", "Headers to add (overwriting) and remove. 
 ))
 
 REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
-    Field("prefix", URL_PATH, "Replaces the matched prefix (or path) (Envoy prefix_rewrite).", True),
+    Field("prefix", URL_PATH, "Replaces the matched prefix or path; starts with / (Envoy prefix_rewrite).", True),
 ))
 
-ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration, in file order.", (
+ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration.", (
     Field("name", NAME, "Unique name, for errors and status. Also the Envoy route name.", True),
     Field("listener", NAME, "Listener this route serves; may be left out when there is only one listener."),
     Field("hosts", ListOf(Value("string", convert=rules.domain), min_items=1),
           "Host (authority) values the route answers (Envoy virtual host domains); '*.x' and 'x.*' wildcards.",
           default='["*"]'),
     Field("match", MATCH, "Which requests the route takes.", True),
-    Field("service", NAME, "The service to send to. Exactly one of service or backends."),
+    Field("service", NAME, "The service to send to (one backend of weight 100)."),
     Field("backends", ListOf(BACKEND, min_items=1), "A weighted split between services; weights add up to 100."),
     Field("rewrite", REWRITE, "Path rewrite."),
     Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); Envoy's 15s when absent, 0s disables it."),
@@ -137,5 +138,5 @@ ROOT = Object("route YAML file", "One file of the route YAML directory; all file
     Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
     Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
     Field("services", ListOf(SERVICE), "Upstream services; names unique across all files."),
-    Field("routes", ListOf(ROUTE), "Routes, matched in order: files sorted by path, then as written."),
+    Field("routes", ListOf(ROUTE), "Routes; names unique across all files. Envoy tries the most specific first."),
 ))

@@ -96,13 +96,31 @@ def _where(node: RuamelNode, file: str) -> Location:
 
 def _convert(node: RuamelNode, file: str) -> Node:
     if isinstance(node, MappingNode):
-        items = tuple((Key(_key_text(key), _where(key, file)), _convert(value, file)) for key, value in node.value)
-        return Mapping(items, _where(node, file))
+        return _mapping(node, file)
     if isinstance(node, SequenceNode):
         return Sequence(tuple(_convert(item, file) for item in node.value), _where(node, file))
     if isinstance(node, ScalarNode):
         return Scalar(_scalar_value(node), _where(node, file))
     raise ConfigError(f"unsupported YAML node {type(node).__name__}", location=_where(node, file))
+
+
+def _mapping(node: MappingNode, file: str) -> Mapping:
+    """A mapping, with `<<: *anchor` merge keys expanded: written keys win, then earlier merges."""
+    written: list[tuple[Key, Node]] = []
+    merged: dict[str, tuple[Key, Node]] = {}
+    for key, value in node.value:
+        if _tag(key) == "merge" or (isinstance(key, ScalarNode) and key.value == "<<" and not key.style):
+            for source in value.value if isinstance(value, SequenceNode) else [value]:
+                if not isinstance(source, MappingNode):
+                    raise ConfigError("a merge key (<<) takes a mapping or a list of mappings",
+                                      location=_where(source, file))
+                for item in _mapping(source, file).items:
+                    merged.setdefault(item[0].text, item)
+            continue
+        written.append((Key(_key_text(key), _where(key, file)), _convert(value, file)))
+    names = {key.text for key, _ in written}
+    extra = tuple(item for name, item in merged.items() if name not in names)
+    return Mapping(extra + tuple(written), _where(node, file))
 
 
 def _key_text(node: RuamelNode) -> str:

@@ -179,3 +179,24 @@ def test_errors_carry_location_and_path() -> None:
     (error,) = caught.value.errors
     assert error.location == Location("a.yaml", 11, 93)
     assert error.path == "routes[r].retries.backoff.base"
+
+
+def test_anchors_aliases_and_merge_keys() -> None:
+    text = """
+regions: [r]
+listeners: [{name: l, address: 127.0.0.1, port: 1}]
+services:
+  - name: a
+    endpoints: &eps [{address: 127.0.0.1:2, region: r}]
+    health_check: &hc {path: /h, interval: 1s, timeout: 3s}
+  - name: b
+    endpoints: *eps
+    health_check:
+      <<: *hc
+      interval: 2s
+"""
+    b = parse_sources([Source("a.yaml", text)]).services[1]
+    assert b.endpoints == (model.Endpoint("127.0.0.1", 2, "r"),)
+    assert b.health_check == model.HealthCheck("/h", 2.0, 3.0)
+    assert errors_of(("a.yaml", "services:\n  <<: 3\n")) == [
+        "a.yaml:2:7: a merge key (<<) takes a mapping or a list of mappings"]
