@@ -1,0 +1,71 @@
+"""`pavilion extauthz` as a process: config reload on change (and a broken edit kept out), and
+`--workers 2` on one port with revocations shared through Redis and metrics summed by the parent."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.extauthz.issuer import Issuer
+from tests.integration.extauthz_stack import check_direct, pavilion_revoke, start_extauthz, wait_for, write_tenants
+from tests.procs import free_port, start_redis
+
+pytestmark = pytest.mark.integration
+
+ACME = Issuer()
+BETA = Issuer(issuer="https://idp.beta.test", name="beta")
+
+
+def status_of(port: int, token: str, tenant: str | None) -> int | None:
+    response = check_direct(port, {"authorization": f"Bearer {token}"}, tenant)
+    if response is None:
+        return None
+    return 200 if response.status.code == 0 else response.denied_response.status.code
+
+
+def test_config_file_changes_are_applied_and_a_broken_edit_keeps_the_last_good_config(tmp_path: Path) -> None:
+    config = write_tenants(tmp_path / "tenants.yaml", {"acme": ACME})
+    proc, port = start_extauthz(config)
+    try:
+        beta_token = BETA.token()
+        assert status_of(port, beta_token, None) == 401  # unknown issuer
+        write_tenants(config, {"acme": ACME, "beta": BETA})
+        wait_for(lambda: status_of(port, beta_token, None) == 200, 10.0, "beta accepted after the edit")
+        good = config.read_text()
+        config.write_text(good + "    clock_skew: sometime\n")
+        wait_for(lambda: "config_rejected" in proc.output(), 10.0, "the broken edit reported")
+        assert re.search(r"tenants\.yaml:\d+:\d+: tenants\[1\]\.clock_skew", proc.output())
+        assert status_of(port, beta_token, None) == 200
+        assert status_of(port, ACME.token(), "acme") == 200
+    finally:
+        proc.stop()
+
+
+def test_two_workers_share_one_port_revocations_and_metrics(tmp_path: Path) -> None:
+    config = write_tenants(tmp_path / "tenants.yaml", {"acme": ACME})
+    redis, redis_port = start_redis()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    admin_port = free_port()
+    proc, port = start_extauthz(config, redis_url=redis_url, workers=2, admin_port=admin_port)
+    try:
+        exp = int(time.time()) + 300
+        token = ACME.token(jti="w-1", exp=exp)
+        # Fresh connections: the kernel spreads them over both workers.
+        assert [status_of(port, token, "acme") for _ in range(12)] == [200] * 12
+        pavilion_revoke(redis_url, "acme", ACME.issuer, "--jti", "w-1", "--expires", str(exp))
+        took = wait_for(lambda: [status_of(port, token, "acme") for _ in range(8)] == [401] * 8, 5.0,
+                        "refused by every worker")
+        assert took < 1.5
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        counted = {(m[0], m[1]): float(m[2]) for m in re.findall(
+            r'pavilion_extauthz_checks_total\{reason="(\w+)",status="(\d+)"\} ([0-9.e+]+)', text)}
+        assert counted.get(("ok", "200"), 0) >= 12, text[-2000:]
+        assert counted.get(("revoked", "401"), 0) >= 8
+    finally:
+        proc.stop()
+        redis.stop()
