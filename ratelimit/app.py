@@ -1,0 +1,201 @@
+"""The one place the rate-limit service is assembled: settings, config and its reload, the counter
+store (memory, Redis or Redis Cluster) behind a circuit breaker, the limiter, the gRPC server with
+health, the admin server, worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+import watchfiles
+
+from pavilion.admin import AdminServer
+from pavilion.errors import BackendUnavailable, ConfigError
+from pavilion.grpc_server import GrpcServer
+from pavilion.lifecycle import run_until_stopped
+from pavilion.log import configure_logging, get_logger
+from pavilion.settings import Settings
+from pavilion.workers import run_workers
+from ratelimit.breaker import BreakerState, CircuitBreaker
+from ratelimit.config import RateLimitConfig, load_config
+from ratelimit.limiter import Limiter
+from ratelimit.memory_store import MemoryStore
+from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
+from ratelimit.redis_store import RedisClusterStore, RedisStore
+from ratelimit.service import SERVICE_NAME, RateLimitService, register
+from ratelimit.store import Check, CounterStore
+
+log = get_logger(__name__)
+
+# A check that reads and writes nothing (hits 0): the breaker's probe when no traffic comes.
+PROBE = Check("_probe", "fixed_window", 1, 1, hits=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimitSettings(Settings):
+    config: str = ""
+    port: int = 8081
+    redis_url: str | None = None
+    redis_cluster: str | None = None     # HOST:PORT,HOST:PORT seeds
+    redis_timeout_ms: float = 20.0       # per script call, from send to reply (see ratelimit.resp)
+    breaker_failures: int = 5            # consecutive store failures that open the breaker
+    breaker_cool_down: float = 1.0       # seconds open before one probe goes through
+    shadow_mode: bool = False            # global: count and report, never answer OVER_LIMIT
+    replicas: int = 1                    # service replicas sharing the limits (for on_backend_error: local)
+    workers: int = 1
+    metric_label_cap: int = 1000
+
+
+def make_store(settings: RateLimitSettings) -> tuple[CounterStore, CircuitBreaker | None]:
+    timeout = settings.redis_timeout_ms / 1000
+    redis: RedisStore | RedisClusterStore
+    if settings.redis_cluster:
+        redis = RedisClusterStore.from_hosts(settings.redis_cluster, timeout=timeout)
+    elif settings.redis_url:
+        redis = RedisStore.from_url(settings.redis_url, timeout=timeout)
+    else:
+        return MemoryStore(), None
+
+    def on_change(state: BreakerState) -> None:
+        BREAKER_OPEN.set(1 if state is BreakerState.OPEN else 0)
+
+    breaker = CircuitBreaker(redis, failures_to_open=settings.breaker_failures,
+                             cool_down=settings.breaker_cool_down, on_change=on_change)
+    return breaker, breaker
+
+
+def serving(config: RateLimitConfig, breaker: CircuitBreaker | None) -> bool:
+    """NOT_SERVING only when the backend is unusable and some rule would then deny: Envoy, or a load
+    balancer, should prefer a replica that can count. With only allow/local rules we still answer well."""
+    if breaker is None or breaker.usable:
+        return True
+    return not any(rule.on_backend_error == "deny" for rule in config.rules)
+
+
+class Health:
+    """Keeps grpc.health.v1 in step with the breaker and the config, and probes an open breaker
+    so it closes again even when no traffic comes (Envoy may stop sending to a NOT_SERVING replica)."""
+
+    def __init__(self, server: GrpcServer, limiter: Limiter, breaker: CircuitBreaker | None,
+                 interval: float) -> None:
+        self._server, self._limiter, self._breaker = server, limiter, breaker
+        self._interval = interval
+        self._serving: bool | None = None
+
+    async def update(self) -> None:
+        now = serving(self._limiter.config, self._breaker)
+        if now is self._serving:
+            return
+        self._serving = now
+        for name in ("", SERVICE_NAME):
+            await self._server.set_serving(name, now)
+        log.warning("ratelimit_health", serving=now)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            breaker = self._breaker
+            if breaker is not None and breaker.state is BreakerState.HALF_OPEN:
+                with contextlib.suppress(BackendUnavailable):
+                    await breaker.apply([PROBE])
+            await self.update()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+
+
+async def reload_on_change(path: Path, limiter: Limiter, health: Health, stop: asyncio.Event) -> None:
+    """Swap in the rules of `path` after each change; a broken edit keeps the last good config.
+
+    A file is watched through its directory (editors, `mv` and Kubernetes' ConfigMap symlink swap
+    replace the file, which ends a watch on the file itself); a directory is watched recursively.
+    """
+    watched = path if await asyncio.to_thread(path.is_dir) else path.parent
+    async for _changes in watchfiles.awatch(watched, stop_event=stop, debounce=200, step=50):
+        await reload_once(path, limiter)
+        await health.update()
+
+
+async def reload_once(path: Path, limiter: Limiter) -> bool:
+    try:
+        config = await asyncio.to_thread(load_config, path)
+    except (ConfigError, OSError) as exc:
+        CONFIG_RELOADS.labels(result="rejected").inc()
+        log.error("config_rejected", path=str(path), errors=str(exc).splitlines(), kept="last good config")
+        return False
+    limiter.config = config
+    CONFIG_RELOADS.labels(result="loaded").inc()
+    log.info("config_reloaded", path=str(path), rules=len(config.rules))
+    return True
+
+
+async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
+    path = Path(settings.config)
+    config = load_config(path)
+    store, breaker = make_store(settings)
+    limiter = Limiter(config, store, replicas=max(1, settings.replicas) * max(1, settings.workers),
+                      global_shadow_mode=settings.shadow_mode)
+    service = RateLimitService(limiter, RuleMetrics(settings.metric_label_cap))
+    server = GrpcServer(settings.grpc_host, settings.port, register=register(service), service_names=[SERVICE_NAME])
+    await server.start()
+    health = Health(server, limiter, breaker, interval=max(0.05, settings.breaker_cool_down / 2))
+    admin_server = None
+    if admin and settings.metrics_port:
+        admin_server = AdminServer(settings.metrics_host, settings.metrics_port)
+        await admin_server.start()
+    tasks = [asyncio.create_task(reload_on_change(path, limiter, health, stop), name="config-watch"),
+             asyncio.create_task(health.run(stop), name="health")]
+    log.info("ratelimit_started", port=server.port, rules=len(config.rules), shadow_mode=settings.shadow_mode,
+             store="redis-cluster" if settings.redis_cluster else "redis" if settings.redis_url else "memory")
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await server.stop(settings.drain_seconds)
+        if admin_server is not None:
+            await admin_server.stop()
+        await store.close()
+
+
+def _worker(index: int, settings: RateLimitSettings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("worker_starting", worker=index)
+    return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
+
+
+def _serve_admin_in_thread(settings: RateLimitSettings) -> None:
+    """The parent's metrics server (multiprocess mode sums the workers), on a daemon thread's own loop."""
+
+    def run() -> None:
+        async def main() -> None:
+            await AdminServer(settings.metrics_host, settings.metrics_port).start()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+
+    threading.Thread(target=run, name="admin", daemon=True).start()
+
+
+def run(settings: RateLimitSettings) -> int:
+    settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
+    try:
+        load_config(settings.config)  # fail fast, in the parent, with file:line errors
+    except ConfigError as exc:
+        log.error("config_rejected", path=settings.config, errors=str(exc).splitlines())
+        return 2
+    if settings.redis_url and settings.redis_cluster:
+        log.error("choose_one_redis", detail="give --redis or --redis-cluster, not both")
+        return 2
+    if settings.workers <= 1:
+        return run_until_stopped(lambda stop: serve(settings, stop))
+    if settings.port == 0:
+        log.error("workers_need_a_port", workers=settings.workers)
+        return 2
+    on_started = (lambda: _serve_admin_in_thread(settings)) if settings.metrics_port else None
+    return run_workers(settings.workers, _worker, args=(settings,), on_started=on_started)

@@ -1,0 +1,38 @@
+"""`pavilion ratelimit`: serve Envoy's RateLimitService/ShouldRateLimit. The handler imports the
+service lazily so `pavilion --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "ratelimit", help="serve envoy.service.ratelimit.v3.RateLimitService (envoyproxy/ratelimit config format)")
+    serve.add_argument("--config", required=True, metavar="PATH",
+                       help="a YAML file or a directory of them; reloaded on change, the last good one kept")
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default 8081; env PAVILION_PORT)")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    backend = serve.add_mutually_exclusive_group()
+    backend.add_argument("--redis", default=None, metavar="URL", help="redis://HOST:PORT shared by every replica")
+    backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...", help="Redis Cluster seed nodes")
+    serve.add_argument("--redis-timeout-ms", type=float, default=None,
+                       help="per request, from send to reply (default 20); past it the rule's on_backend_error")
+    serve.add_argument("--workers", type=int, default=None, help="processes serving the one port (SO_REUSEPORT)")
+    serve.add_argument("--replicas", type=int, default=None,
+                       help="replicas sharing the limits, for on_backend_error: local (limit / replicas each)")
+    serve.add_argument("--admin-port", type=int, default=None, help="HTTP /metrics, /healthz, /readyz")
+    serve.add_argument("--shadow-mode", action="store_true", default=None,
+                       help="count and report, but never answer OVER_LIMIT")
+    serve.set_defaults(func=_ratelimit)
+
+
+def _ratelimit(args: argparse.Namespace) -> int:
+    from ratelimit.app import RateLimitSettings, run
+
+    settings = RateLimitSettings.from_env(
+        config=args.config, port=args.port, grpc_host=args.host, redis_url=args.redis,
+        redis_cluster=args.redis_cluster, redis_timeout_ms=args.redis_timeout_ms, workers=args.workers,
+        replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode)
+    return run(settings)
