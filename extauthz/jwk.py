@@ -89,8 +89,8 @@ def parse_jwk(jwk: Mapping[str, Any]) -> Key:
     ops = jwk.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         raise RejectedKey("key_ops does not include verify")
-    if alg is not None and alg not in ALG_KEY:
-        raise RejectedKey(f"alg {alg!r} is not accepted")
+    if alg is not None and (not isinstance(alg, str) or alg not in ALG_KEY):
+        raise RejectedKey(f"alg {alg!r} is not accepted" if isinstance(alg, str) else "alg is not a string")
     key: PublicKey
     crv: str | None
     if kty == "RSA":

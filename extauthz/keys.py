@@ -203,6 +203,12 @@ class KeySet:
         await self._shared_refresh()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever(),
                                                                  name=f"jwks-refresh-{self.tenant.id}")
+        self._refresher.add_done_callback(self._refresher_done)
+
+    def _refresher_done(self, task: asyncio.Task[None]) -> None:
+        # A refresher that dies would leave keys to go stale unnoticed: say so loudly.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("jwks_refresher_died", tenant=self.tenant.id, error=repr(task.exception()))
 
     def _next_refresh_in(self) -> float:
         now = self._clock()

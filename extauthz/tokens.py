@@ -75,11 +75,15 @@ def _no_constant(name: str) -> Any:
     raise MalformedToken(f"JSON constant {name} is not JSON")
 
 
+# One decoder for every call: json.loads with hooks would build a new one each time.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
 def strict_json_object(raw: bytes, what: str) -> dict[str, Any]:
     """A JSON object from UTF-8 `raw`: no duplicate members, no NaN/Infinity, nothing but an object."""
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = _DECODER.decode(text)
     except UnicodeDecodeError as exc:
         raise MalformedToken(f"{what} is not UTF-8") from exc
     except RecursionError as exc:

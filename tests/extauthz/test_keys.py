@@ -6,6 +6,7 @@ Remote sources are served by an in-process aiohttp server on 127.0.0.1 in the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -526,3 +527,16 @@ async def test_missing_kid_uses_the_single_fitting_key() -> None:
 def test_key_set_type() -> None:
     assert isinstance(key_set_for(IDP.tenant()), KeySet)
     assert isinstance(parse_jwk(cached_key("ES256")[1]).public_key, ec.EllipticCurvePublicKey)
+
+
+JSON_ODDITIES: list[Any] = [None, True, 0, -1, 1.5, "", "é", "AQAB", [], ["sig"], {}, {"a": 1}, "A" * 3000]
+
+
+@pytest.mark.parametrize("base", ["RS256", "ES256", "EdDSA"])
+def test_any_json_value_in_any_member_is_rejected_cleanly(base: str) -> None:
+    # A hostile JWKS must never raise anything but RejectedKey from the parser (which would abort the load).
+    good = cached_key(base)[1]
+    for name in [*good, "use", "key_ops", "d"]:
+        for value in JSON_ODDITIES:
+            with contextlib.suppress(RejectedKey):
+                parse_jwk(good | {name: value})
