@@ -101,7 +101,7 @@ class DocumentReader:
                          join(path, "rate_limits"))
             return
         limits: list[Limit] = []
-        replaces: list[tuple[str, Location]] = []
+        replaces: list[tuple[str, Location, str]] = []
         unlimited = False
         name: str | None = None
         if "rate_limit" in fields:
@@ -128,8 +128,11 @@ class DocumentReader:
         elif "rate_limits" in fields:
             node = fields["rate_limits"][1]
             sub = join(path, "rate_limits")
-            if not isinstance(node, Sequence) or not node.items:
-                self.problem(f"expected a non-empty list of limits, got {describe(node)}", node.loc, sub)
+            if not isinstance(node, Sequence):
+                self.problem(f"expected a list of limits, got {describe(node)}", node.loc, sub)
+                return
+            if not node.items:
+                self.problem("rate_limits needs at least one limit", node.loc, sub)
                 return
             ok = True
             for index, item in enumerate(node.items):
@@ -146,13 +149,13 @@ class DocumentReader:
         else:
             return
         names = {limit.name for limit in limits if limit.name} | ({name} if name else set())
-        for replaced, where in replaces:
+        for replaced, where, at in replaces:
             if replaced in names:
-                self.problem("replaces should not contain name of same descriptor", where, join(path, "replaces"))
+                self.problem("replaces should not contain name of same descriptor", where, at)
                 return
         self.rules.append(Rule(
             domain=domain, key_path=key_path, limits=tuple(limits), unlimited=unlimited, shadow_mode=shadow,
-            replaces=tuple(dict.fromkeys(r for r, _ in replaces)), detailed_metric=detailed, name=name,
+            replaces=tuple(dict.fromkeys(r for r, _, _ in replaces)), detailed_metric=detailed, name=name,
             on_backend_error=on_error, source=loc,
         ))
 
@@ -195,7 +198,7 @@ class DocumentReader:
             return None
         return self.text(block["name"][1], join(path, "name")) or None
 
-    def replaces(self, block: dict[str, tuple[Key, Node]], path: str) -> list[tuple[str, Location]]:
+    def replaces(self, block: dict[str, tuple[Key, Node]], path: str) -> list[tuple[str, Location, str]]:
         if "replaces" not in block:
             return []
         node = block["replaces"][1]
@@ -203,7 +206,7 @@ class DocumentReader:
         if not isinstance(node, Sequence):
             self.problem(f"expected a list of {{name: ...}}, got {describe(node)}", node.loc, sub)
             return []
-        found: list[tuple[str, Location]] = []
+        found: list[tuple[str, Location, str]] = []
         for index, item in enumerate(node.items):
             entry = self.fields(item, ("name",), f"{sub}[{index}]", "a replaces entry")
             if entry is None:
@@ -212,7 +215,7 @@ class DocumentReader:
             if not replaced:
                 self.problem("should not have an empty replaces entry", item.loc, f"{sub}[{index}]")
                 continue
-            found.append((replaced, item.loc))
+            found.append((replaced, item.loc, f"{sub}[{index}]"))
         return found
 
     # Scalars and mappings.
