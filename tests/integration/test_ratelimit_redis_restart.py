@@ -1,0 +1,98 @@
+"""Redis killed and restarted under a running `pavilion ratelimit`: while it is down every answer
+follows the rule's on_backend_error and comes within the timeout; health says NOT_SERVING while
+the breaker is open (a rule says deny); everything recovers when Redis is back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.integration.ratelimit_procs import start_ratelimit
+from tests.procs import Proc, start_redis
+
+pytestmark = pytest.mark.integration
+
+OK, OVER = rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+CONFIG = """
+domain: outage
+descriptors:
+  - key: mode
+    value: allow
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: mode
+    value: deny
+    on_backend_error: deny
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: mode
+    value: local
+    on_backend_error: local
+    rate_limit: {unit: hour, requests_per_unit: 2}
+"""
+
+
+def ask(stub: rls_pb2_grpc.RateLimitServiceStub, mode: str) -> tuple[int, float, rls_pb2.RateLimitResponse]:
+    request = rls_pb2.RateLimitRequest(domain="outage", descriptors=[ratelimit_pb2.RateLimitDescriptor(
+        entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key="mode", value=mode)])])
+    started = time.monotonic()
+    response = stub.ShouldRateLimit(request, timeout=5)
+    return response.overall_code, time.monotonic() - started, response
+
+
+def health(channel: grpc.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = stub.Check(health_pb2.HealthCheckRequest(service="envoy.service.ratelimit.v3.RateLimitService"),
+                          timeout=5)
+    return int(response.status)
+
+
+def wait_for(predicate, what: str, deadline: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
+def test_redis_down_then_back(tmp_path: Path) -> None:
+    config = tmp_path / "ratelimit.yaml"
+    config.write_text(CONFIG)
+    redis, redis_port = start_redis()
+    restarted: Proc | None = None
+    service, port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}",
+                                                           "--redis-timeout-ms", "50"])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+            for mode in ("allow", "deny", "local"):
+                assert [ask(stub, mode)[0] for _ in range(3)] == [OK, OK, OVER]  # Redis counts
+            assert health(channel) == SERVING
+
+            redis.kill()
+            for _ in range(8):  # enough to open the breaker (5 failures)
+                code, took, response = ask(stub, "allow")
+                assert code == OK and took < 1.0
+                assert "RateLimit" not in {h.key for h in response.response_headers_to_add}
+            code, took, _ = ask(stub, "deny")
+            assert code == OVER and took < 1.0
+            # local: the limit in this replica's memory, from zero (Redis's counts are out of reach)
+            assert [ask(stub, "local")[0] for _ in range(3)] == [OK, OK, OVER]
+            wait_for(lambda: health(channel) == NOT_SERVING, "health NOT_SERVING while Redis is down")
+
+            restarted, _ = start_redis(port=redis_port)
+            # The breaker's half-open probe (sent even without traffic) closes it again.
+            wait_for(lambda: health(channel) == SERVING, "health SERVING once Redis is back")
+            assert [ask(stub, "deny")[0] for _ in range(3)] == [OK, OK, OVER]  # counted in the new Redis
+        assert "ratelimit_internal_error" not in service.output()
+    finally:
+        service.stop()
+        redis.stop()
+        if restarted is not None:
+            restarted.stop()
