@@ -30,7 +30,7 @@ from controlplane.translate._listeners import EDGE, HCM_FILTER
 from controlplane.translate._protos import packed
 from pavilion.errors import PavilionError
 
-__all__ = ["EnvoyNotFound", "check_with_envoy", "find_envoy", "static_bootstrap"]
+__all__ = ["EnvoyNotFound", "check_with_envoy", "find_envoy", "rejected_routes", "static_bootstrap"]
 
 TIMEOUT_SECONDS = 60.0
 
@@ -62,29 +62,46 @@ def check_with_envoy(config: Config, envoy: str | None = None, role: str = EDGE)
     Envoy stops at its first error and does not say which YAML entry caused it, so when it rejects
     a config whose routes are at fault, the routes are halved until each culprit is found alone
     (a few runs per bad route), and its line reads `FILE:LINE:COL: routes.NAME: envoy: message`.
+    Other lines read `envoy: message`, with `(region R)` when not every region's config fails.
     Raises EnvoyNotFound when there is no Envoy to ask.
     """
     binary = find_envoy(envoy)
     regions = config.regions or ("",)
-    problems: dict[str, list[str]] = {}  # line → regions it was seen in, in first-seen order
+    route_lines: list[str] = []
+    other: dict[str, list[str]] = {}  # line → the regions it was seen in
+    remaining = config  # routes already found bad are left out for the next regions: they fail the same
     for region in regions:
-        if not _validate(binary, config, region, role):
+        errors = _validate(binary, remaining, region, role)
+        if not errors:
             continue
-        for line in _attributed(binary, config, region, role):
-            problems.setdefault(line, []).append(region)
-    return [line if len(seen) == len(regions) else f"{line} (region {', '.join(seen)})"
-            for line, seen in problems.items()]
+        culprits = _route_culprits(binary, remaining, region, role)
+        if not culprits:
+            for line in _validate(binary, replace(remaining, routes=()), region, role) or errors:
+                other.setdefault(f"envoy: {line}", []).append(region)
+            continue
+        route_lines.extend(f"{r.source}: routes.{r.name}: envoy: {line}" for r, lines in culprits for line in lines)
+        bad = {r.name for r, _ in culprits}
+        remaining = replace(remaining, routes=tuple(r for r in remaining.routes if r.name not in bad))
+        if _validate(binary, remaining, region, role):
+            other.setdefault("envoy: more problems remain once the routes above are fixed; rerun", []).append(region)
+    return route_lines + [line if len(seen) == len(regions) else f"{line} (region {', '.join(seen)})"
+                          for line, seen in other.items()]
 
 
-def _attributed(binary: str, config: Config, region: str, role: str) -> list[str]:
-    without_routes = replace(config, routes=())
-    errors = _validate(binary, without_routes, region, role)
-    if errors or not config.routes:
-        return [f"envoy: {line}" for line in errors or _validate(binary, config, region, role)]
-    culprits = _bad_routes(binary, config, list(config.routes), region, role)
-    if not culprits:  # the routes fail only together; report Envoy's words as they are
-        return [f"envoy: {line}" for line in _validate(binary, config, region, role)]
-    return [f"{route.source}: routes.{route.name}: envoy: {line}" for route, lines in culprits for line in lines]
+def rejected_routes(config: Config, region: str, envoy: str | None = None, role: str = EDGE) -> dict[str, list[str]]:
+    """Route name → Envoy's error lines, for each route Envoy refuses when everything else is fine.
+
+    For attributing a rejected RouteConfiguration (a NACK names no route) to the YAML entries at
+    fault. Runs Envoy several times: call it from a thread, not from an event loop.
+    """
+    return {r.name: lines for r, lines in _route_culprits(find_envoy(envoy), config, region, role)}
+
+
+def _route_culprits(binary: str, config: Config, region: str, role: str) -> list[tuple[Route, list[str]]]:
+    """The routes Envoy refuses, each with its errors; empty when the fault is elsewhere or only in combination."""
+    if not config.routes or _validate(binary, replace(config, routes=()), region, role):
+        return []
+    return _bad_routes(binary, config, list(config.routes), region, role)
 
 
 def _bad_routes(binary: str, config: Config, routes: list[Route], region: str,

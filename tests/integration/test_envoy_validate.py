@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.config.load import load_config
-from controlplane.config.model import Match
-from controlplane.envoy_check import EnvoyNotFound, check_with_envoy, find_envoy
+from controlplane.config.model import Endpoint, Match
+from controlplane.envoy_check import EnvoyNotFound, check_with_envoy, find_envoy, rejected_routes
 from tests.controlplane.translate.sample import sample_config
 from tests.procs import ENVOY, PAVILION
 
@@ -74,6 +74,24 @@ def test_pavilion_validate_reports_what_only_envoy_refuses(tmp_path: Path) -> No
     (line,) = done.stdout.splitlines()
     assert line.startswith(str(directory / "routes" / "zz-extra.yaml") + ":2:")
     assert ": routes.forever: envoy: " in line and "Duration" in line
+
+
+def test_rejected_routes_names_each_bad_route_and_only_those() -> None:
+    config = sample_config()
+    bad = {"invoice": Match(regex=HEAVY_REGEX), "status": Match(regex="/(x")}
+    routes = tuple(replace(r, match=bad[r.name]) if r.name in bad else r for r in config.routes)
+    found = rejected_routes(replace(config, routes=routes), "eu-west", ENVOY)
+    assert sorted(found) == ["invoice", "status"]
+    assert "program size" in found["invoice"][0]
+    assert "missing )" in found["status"][0]
+
+
+def test_a_problem_outside_routes_is_reported_unattributed() -> None:
+    config = sample_config()
+    broken = replace(config.services[0], endpoints=(Endpoint("not-an-ip", 80, "eu-west"),))
+    problems = check_with_envoy(replace(config, services=(broken, *config.services[1:])), ENVOY)
+    assert problems and all(line.startswith("envoy: ") for line in problems), problems
+    assert "not-an-ip" in problems[0]
 
 
 def test_missing_envoy_is_a_clear_error() -> None:
