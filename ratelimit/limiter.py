@@ -26,7 +26,7 @@ from ratelimit.clock import MICROS, Clock, SystemClock
 from ratelimit.matching import RateLimitConfig
 from ratelimit.memory_store import MemoryStore
 from ratelimit.rules import MAX_UINT32, TOKEN_BUCKET, Limit, Rule
-from ratelimit.store import Check, CounterStore, Outcome, storage_key
+from ratelimit.store import Check, CounterStore, Outcome, descriptor_key, limit_key
 
 
 class Code(enum.IntEnum):
@@ -123,6 +123,10 @@ class Limiter:
         self.local_store = MemoryStore(self.clock)
 
     async def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> Decision:
+        """Decide one request. `hits_addend` is the request's cost (the service passes 1 when the
+        request leaves it 0, as Envoy's API says); a descriptor's own `hits_addend` wins over it."""
+        if hits_addend < 0 or any(d.hits_addend is not None and d.hits_addend < 0 for d in descriptors):
+            raise ValueError("hits_addend cannot be negative")
         config = self.config
         rules = [self._rule_for(config, domain, descriptor) for descriptor in descriptors]
         replaced = {name for rule in rules if rule is not None for name in rule.replaces}
@@ -131,16 +135,14 @@ class Limiter:
         for index, (descriptor, rule) in enumerate(zip(descriptors, rules, strict=True)):
             limits = self._limits_left(rule, replaced)
             kept.append(limits)
-            if rule is None or rule.unlimited:
+            if rule is None or not limits:
                 continue
             hits = _hits(descriptor, hits_addend)
             override = descriptor.limit_override is not None
+            prefix = descriptor_key(domain, descriptor.entries)
             for position, limit in enumerate(limits):
-                check = Check(
-                    key=storage_key(domain, descriptor.entries, limit, position, override=override),
-                    algorithm=limit.algorithm, limit=limit.requests_per_unit, window=limit.window_seconds,
-                    burst=limit.burst, hits=hits,
-                )
+                check = Check(limit_key(prefix, limit, position, override=override), limit.algorithm,
+                              limit.requests_per_unit, limit.window_seconds, limit.burst, hits)
                 planned.append(_Planned(index, limit, check, rule.on_backend_error))
         outcomes, fallbacks, error = await self._count(planned)
         per_descriptor: list[list[LimitStatus]] = [[] for _ in descriptors]
@@ -162,7 +164,7 @@ class Limiter:
         override = descriptor.limit_override
         if override is None:
             return config.match(domain, descriptor.entries)
-        if domain not in config.domains:
+        if not config.has_domain(domain):
             return None
         # Like envoyproxy/ratelimit, an override applies in a known domain whether or not a rule
         # matches, and is never in shadow mode; it keeps the matched rule's on_backend_error.

@@ -8,7 +8,7 @@ as a level has nothing further nested. Lookups are dict hits, so matching costs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ratelimit.rules import Rule
@@ -73,8 +73,11 @@ class RateLimitConfig:
             node.rule = rule
 
     @property
-    def domains(self) -> Mapping[str, object]:
-        return self._domains
+    def domains(self) -> frozenset[str]:
+        return frozenset(self._domains)
+
+    def has_domain(self, domain: str) -> bool:
+        return domain in self._domains
 
     def add_domain(self, domain: str) -> None:
         """Make `domain` known even without rules (a file with an empty descriptor list)."""

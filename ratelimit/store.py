@@ -7,6 +7,7 @@ limit does not undo another's hit), as envoyproxy/ratelimit does with its INCRBY
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,10 +51,27 @@ class CounterStore(Protocol):
     async def close(self) -> None: ...
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.~-]")
+
+
 def _escape(text: str) -> str:
     # Percent-encode everything but [A-Za-z0-9_.-~] so `|`, `=`, `:` and Redis Cluster's `{}` hash-tag
     # braces can never come from a descriptor value and two different descriptors never share a key.
-    return quote(text, safe="")
+    # Most values need nothing; the search is cheaper than quote().
+    return quote(text, safe="") if _UNSAFE.search(text) else text
+
+
+def descriptor_key(domain: str, entries: Sequence[tuple[str, str]]) -> str:
+    """The part of a storage key every limit of one descriptor shares: `domain|k=v|k2=v2`."""
+    parts = [_escape(domain)]
+    parts.extend(f"{_escape(key)}={_escape(value)}" for key, value in entries)
+    return "|".join(parts)
+
+
+def limit_key(prefix: str, limit: Limit, index: int, *, override: bool = False) -> str:
+    """`prefix` (from descriptor_key) and the limit part: `<index>.<algorithm>.<window seconds>`,
+    or `o.<algorithm>.<window seconds>` for a request's limit override."""
+    return f"{prefix}|{'o' if override else index}.{limit.algorithm}.{limit.window_seconds}"
 
 
 def storage_key(
@@ -61,14 +79,9 @@ def storage_key(
 ) -> str:
     """The counter key for one limit of one descriptor: `domain|k=v|k2=v2|<limit part>`.
 
-    The limit part is `<index>.<algorithm>.<window seconds>` for a configured limit and
-    `o.<algorithm>.<window seconds>` for a request's limit override. Algorithm and window are in the
-    key so a config edit that changes them never reads state written under another meaning (a GCRA
-    timestamp read as a counter); the rate is not, so changing a rate keeps the requests counted so
-    far, like envoyproxy/ratelimit.
+    Algorithm and window are in the limit part so a config edit that changes them never reads state
+    written under another meaning (a GCRA timestamp read as a counter); the rate is not, so changing
+    a rate keeps the requests counted so far, like envoyproxy/ratelimit. The store adds the window
+    suffix where the algorithm has one.
     """
-    parts = [_escape(domain)]
-    parts.extend(f"{_escape(key)}={_escape(value)}" for key, value in entries)
-    head = "o" if override else str(index)
-    parts.append(f"{head}.{limit.algorithm}.{limit.window_seconds}")
-    return "|".join(parts)
+    return limit_key(descriptor_key(domain, entries), limit, index, override=override)

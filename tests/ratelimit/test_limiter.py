@@ -275,3 +275,30 @@ async def test_no_backend_error_when_nothing_is_counted() -> None:
 def test_replicas_must_be_positive() -> None:
     with pytest.raises(ValueError, match="replicas"):
         broken(replicas=0)
+
+
+async def test_negative_hits_are_refused() -> None:
+    limiter, _, _ = make(SIMPLE)
+    with pytest.raises(ValueError, match="negative"):
+        await limiter.should_rate_limit("d", [d(("ip", "1"), hits=-1)])
+    with pytest.raises(ValueError, match="negative"):
+        await limiter.should_rate_limit("d", [d(("ip", "1"))], -2)
+
+
+async def test_config_swap_takes_effect_on_the_next_request() -> None:
+    limiter, _, _ = make(SIMPLE)
+    await run(limiter, "d", 2, d(("ip", "1")))
+    limiter.config = parse_config_text(SIMPLE.replace("requests_per_unit: 2", "requests_per_unit: 5"))
+    assert (await limiter.should_rate_limit("d", [d(("ip", "1"))])).code is Code.OK  # same key: counts kept, 3 <= 5
+
+
+def test_storage_keys_escape_separators_and_hash_tag_braces() -> None:
+    from ratelimit.store import storage_key
+
+    plain = storage_key("d", [("ip", "10.0.0.1")], Limit("second", 1), 0)
+    assert plain == "d|ip=10.0.0.1|0.fixed_window.1"
+    tricky = storage_key("d{x}", [("a|b", "c=d"), ("e", "f:g h")], Limit("minute", 1, algorithm="token_bucket"), 2)
+    assert tricky == "d%7Bx%7D|a%7Cb=c%3Dd|e=f%3Ag%20h|2.token_bucket.60"
+    # Entries that would run together if joined naively stay apart.
+    assert storage_key("d", [("a", "b|c=d")], Limit("second", 1), 0) != storage_key(
+        "d", [("a", "b"), ("c", "d")], Limit("second", 1), 0)
