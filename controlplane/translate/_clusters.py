@@ -3,9 +3,13 @@
 Failover between regions is Envoy's priority load balancing: a node's own region is priority 0,
 every other region priority 1. When local hosts turn unhealthy (active health check) or are ejected
 (outlier detection), priority 0's availability drops and its load spills to priority 1; when they
-pass again the load comes back. `healthy_panic_threshold` is 0 so a priority that is mostly dead is
-never "panic-routed" to all of its hosts, dead ones included: traffic only goes to hosts believed
-alive, and a cluster with none left answers 503 at once instead of waiting on dead connections.
+pass again the load comes back.
+
+The panic threshold stays at Envoy's default (50 %) on purpose. It plays no part in failover: while
+the other region can take the load, normalized availability is 100 % and Envoy ignores it. It only
+acts when most hosts everywhere look dead, and then it sends traffic to all of them; with 0 instead,
+a burst of 5xx from a service in every region (a bad deploy) would get every host ejected, and the
+gateway would answer 503 for the whole ejection time even after the service recovered.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from envoy.config.core.v3 import base_pb2, health_check_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from envoy.type.v3 import http_pb2, percent_pb2
+from envoy.type.v3 import http_pb2
 
 from controlplane.config.model import Endpoint, Service
 from controlplane.translate._protos import ads_config_source, duration, packed, socket_address, uint32
@@ -37,7 +41,6 @@ def cluster(service: Service) -> cluster_pb2.Cluster:
         connect_timeout=duration(service.connect_timeout),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
-            healthy_panic_threshold=percent_pb2.Percent(value=0.0),
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
         ),
     )

@@ -71,17 +71,29 @@ def fleet() -> Iterator[tuple[int, int, Proc, list[Proc]]]:
         routes=(Route("app", "public", Match(prefix="/"), (Backend("app"),),
                       retries=Retries(attempts=1, on=("connect-failure", "reset", "5xx"))),),
     )
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        handle.write(json_format.MessageToJson(static_bootstrap(config, "eu-west")))
-    envoy = Proc([ENVOY, "-c", handle.name, "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"],
-                 name="envoy-failover")
+    envoy = None
     try:
-        envoy.wait_port(listen)
+        envoy = start_envoy(config, "eu-west")
         yield listen, local_port, envoy, echos
     finally:
-        envoy.stop()
+        if envoy is not None:
+            envoy.stop()
         for echo in echos:
             echo.stop()
+
+
+def start_envoy(config: Config, region: str) -> Proc:
+    """An Envoy serving what `translate` gives a node in `region`, statically; listening when returned."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        handle.write(json_format.MessageToJson(static_bootstrap(config, region)))
+    envoy = Proc([ENVOY, "-c", handle.name, "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"],
+                 name="envoy-translated")
+    try:
+        envoy.wait_port(config.listeners[0].port)
+    except (RuntimeError, TimeoutError):
+        envoy.stop()
+        raise
+    return envoy
 
 
 def test_local_first_then_failover_and_back(fleet: tuple[int, int, Proc, list[Proc]]) -> None:
@@ -100,3 +112,32 @@ def test_local_first_then_failover_and_back(fleet: tuple[int, int, Proc, list[Pr
     echos.append(restarted)
     eventually(listen, "local")
     assert [served_by(listen) for _ in range(10)] == ["local"] * 10
+
+
+def test_a_5xx_burst_that_ejects_every_host_does_not_become_an_outage() -> None:
+    # Outlier detection may eject all hosts (max_ejection_percent 100). Envoy's panic threshold,
+    # left at its default, then still sends traffic to them, so the service's recovery shows at once
+    # instead of 503s for the whole ejection time (30 s here).
+    echo, echo_port = start_echo("only", "eu-west")
+    envoy = None
+    try:
+        listen = free_port()
+        config = Config(
+            regions=("eu-west",),
+            listeners=(Listener("public", "127.0.0.1", listen),),
+            services=(Service("app", (Endpoint("127.0.0.1", echo_port, "eu-west"),),
+                              outlier_detection=OutlierDetection(consecutive_5xx=2, interval=0.5,
+                                                                 base_ejection_time=30.0)),),
+            routes=(Route("app", "public", Match(prefix="/"), (Backend("app"),)),),
+        )
+        envoy = start_envoy(config, "eu-west")
+        eventually(listen, "only")
+        request = urllib.request.Request(f"http://127.0.0.1:{echo_port}/_fail?count=3", method="POST")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+        assert [served_by(listen) for _ in range(3)] == ["status 503"] * 3  # the service's own 503s
+        eventually(listen, "only", timeout=5.0)
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        echo.stop()
