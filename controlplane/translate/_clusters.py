@@ -40,6 +40,8 @@ def cluster(service: Service) -> cluster_pb2.Cluster:
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
         connect_timeout=duration(service.connect_timeout),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        # Envoy's edge best practice, as on the listeners: bound what one upstream connection buffers.
+        per_connection_buffer_limit_bytes=uint32(32 * 1024),
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
         ),

@@ -33,6 +33,7 @@ def test_one_eds_cluster_per_service_over_ads() -> None:
     assert accounts.eds_cluster_config.eds_config.HasField("ads")
     assert accounts.eds_cluster_config.eds_config.resource_api_version == 2  # V3
     assert accounts.connect_timeout.ToNanoseconds() == 250_000_000
+    assert accounts.per_connection_buffer_limit_bytes.value == 32 * 1024
 
 
 def test_upstream_is_http1() -> None:
