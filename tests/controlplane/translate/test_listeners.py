@@ -24,6 +24,7 @@ def test_one_listener_per_yaml_listener_on_its_address() -> None:
     listeners = translated(listener_pb2.Listener, sample_config(), "eu-west")
     assert [(item.name, item.address.socket_address.address, item.address.socket_address.port_value)
             for item in listeners] == [("internal", "127.0.0.1", 10081), ("public", "127.0.0.1", 10080)]
+    assert {item.per_connection_buffer_limit_bytes.value for item in listeners} == {32 * 1024}
 
 
 def test_routes_come_over_ads_under_the_listener_name() -> None:
