@@ -26,6 +26,7 @@ def load_config(path: str | Path) -> RateLimitConfig:
 def parse_config(sources: Sequence[Source]) -> RateLimitConfig:
     errors: list[ConfigError] = []
     rules: list[Rule] = []
+    placeholders: list[tuple[str, tuple[tuple[str, str | None], ...]]] = []
     domains: dict[str, Location] = {}
     for source in sources:
         try:
@@ -49,9 +50,10 @@ def parse_config(sources: Sequence[Source]) -> RateLimitConfig:
                 continue
             domains[domain] = where
             rules.extend(reader.rules)
+            placeholders.extend(reader.placeholders)
     if errors:
         raise ConfigErrors(errors)
-    config = RateLimitConfig(rules, files=[source.name for source in sources])
+    config = RateLimitConfig(rules, files=[source.name for source in sources], placeholders=placeholders)
     for domain in domains:
         config.add_domain(domain)
     return config

@@ -35,6 +35,7 @@ class DocumentReader:
     file: str
     errors: list[ConfigError] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
+    placeholders: list[tuple[str, tuple[tuple[str, str | None], ...]]] = field(default_factory=list)
 
     def problem(self, message: str, loc: Location, path: str) -> None:
         self.errors.append(ConfigError(message, location=loc, path=path))
@@ -84,12 +85,14 @@ class DocumentReader:
                              item.loc, here)
                 continue
             seen[(key, value)] = item.loc
-            self.rule(fields, domain, key_path, item.loc, here)
+            if not self.rule(fields, domain, key_path, item.loc, here):
+                self.placeholders.append((domain, key_path))
             if "descriptors" in fields:
                 self.descriptors(fields["descriptors"][1], domain, key_path, join(here, "descriptors"))
 
     def rule(self, fields: dict[str, tuple[Key, Node]], domain: str,
-             key_path: tuple[tuple[str, str | None], ...], loc: Location, path: str) -> None:
+             key_path: tuple[tuple[str, str | None], ...], loc: Location, path: str) -> bool:
+        """Append the descriptor's rule, if it has a valid one; True if it did."""
         shadow = self.flag(fields, "shadow_mode", path)
         detailed = self.flag(fields, "detailed_metric", path)
         on_error = "allow"
@@ -99,7 +102,7 @@ class DocumentReader:
         if "rate_limit" in fields and "rate_limits" in fields:
             self.problem("give either rate_limit or rate_limits, not both", fields["rate_limits"][0].loc,
                          join(path, "rate_limits"))
-            return
+            return False
         limits: list[Limit] = []
         replaces: list[tuple[str, Location, str]] = []
         unlimited = False
@@ -109,7 +112,7 @@ class DocumentReader:
             sub = join(path, "rate_limit")
             block = self.fields(node, RATE_LIMIT_KEYS, sub, "a rate_limit block")
             if block is None:
-                return
+                return False
             unlimited = self.flag(block, "unlimited", sub)
             name = self.name(block, sub)
             replaces = self.replaces(block, sub)
@@ -119,21 +122,21 @@ class DocumentReader:
                         message = ("should not specify rate limit unit when unlimited" if extra == "unit"
                                    else f"{extra} has no meaning when unlimited")
                         self.problem(message, block[extra][0].loc, join(sub, extra))
-                        return
+                        return False
             else:
                 limit = self.limit(block, node.loc, sub, name)
                 if limit is None:
-                    return
+                    return False
                 limits.append(limit)
         elif "rate_limits" in fields:
             node = fields["rate_limits"][1]
             sub = join(path, "rate_limits")
             if not isinstance(node, Sequence):
                 self.problem(f"expected a list of limits, got {describe(node)}", node.loc, sub)
-                return
+                return False
             if not node.items:
                 self.problem("rate_limits needs at least one limit", node.loc, sub)
-                return
+                return False
             ok = True
             for index, item in enumerate(node.items):
                 here = f"{sub}[{index}]"
@@ -145,19 +148,20 @@ class DocumentReader:
                 if limit is not None:
                     limits.append(limit)
             if not ok:
-                return
+                return False
         else:
-            return
+            return False
         names = {limit.name for limit in limits if limit.name} | ({name} if name else set())
         for replaced, where, at in replaces:
             if replaced in names:
                 self.problem("replaces should not contain name of same descriptor", where, at)
-                return
+                return False
         self.rules.append(Rule(
             domain=domain, key_path=key_path, limits=tuple(limits), unlimited=unlimited, shadow_mode=shadow,
             replaces=tuple(dict.fromkeys(r for r, _, _ in replaces)), detailed_metric=detailed, name=name,
             on_backend_error=on_error, source=loc,
         ))
+        return True
 
     def limit(self, block: dict[str, tuple[Key, Node]], loc: Location, path: str, name: str | None) -> Limit | None:
         if "unit" not in block:

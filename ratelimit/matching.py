@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from ratelimit.rules import Rule
 
+KeyPath = tuple[tuple[str, str | None], ...]
+
 
 @dataclass
 class _Node:
@@ -55,22 +57,32 @@ class _Level:
 class RateLimitConfig:
     """Every domain's rules, with lookup tables built once. Immutable after construction."""
 
-    def __init__(self, rules: Iterable[Rule], files: Sequence[str] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule], files: Sequence[str] = (),
+                 placeholders: Iterable[tuple[str, KeyPath]] = ()) -> None:
+        """`placeholders` are (domain, key path) of descriptors without a limit: they still take part
+        in matching, so a key-and-value descriptor with no limit shields its value from the key-only
+        rule beside it (envoyproxy/ratelimit's "effectively whitelisted")."""
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.files: tuple[str, ...] = tuple(files)
         self._domains: dict[str, _Level] = {}
+        for domain, key_path in placeholders:
+            self._node(domain, key_path)
         for rule in self.rules:
-            level = self._domains.setdefault(rule.domain, _Level())
-            node = _Node()
-            for depth, (key, value) in enumerate(rule.key_path):
-                node = level.child(key, value)
-                if depth < len(rule.key_path) - 1:
-                    if node.children is None:
-                        node.children = _Level()
-                    level = node.children
+            node = self._node(rule.domain, rule.key_path)
             if node.rule is not None:
                 raise ValueError(f"two rules for {rule.stats_key}")  # the loader reports it with its line first
             node.rule = rule
+
+    def _node(self, domain: str, key_path: KeyPath) -> _Node:
+        level = self._domains.setdefault(domain, _Level())
+        node = _Node()
+        for depth, (key, value) in enumerate(key_path):
+            node = level.child(key, value)
+            if depth < len(key_path) - 1:
+                if node.children is None:
+                    node.children = _Level()
+                level = node.children
+        return node
 
     @property
     def domains(self) -> frozenset[str]:

@@ -121,3 +121,26 @@ def test_config_built_from_rules() -> None:
     rule = Rule("d", (("k", None), ("s", "v")), (Limit("second", 1),))
     config = RateLimitConfig([rule])
     assert config.match("d", [("k", "any"), ("s", "v")]) is rule
+
+
+def test_envoyproxy_basic_config_semantics() -> None:
+    config = load_config(Path(__file__).parent / "configs" / "basic.yaml")
+
+    def rate(*entries: tuple[str, str]) -> int | None:
+        rule = config.match("test-domain", entries)
+        return rule.limits[0].requests_per_unit if rule else None
+
+    assert rate() is None
+    assert rate(("key1", "something")) is None
+    assert rate(("key1", "value1")) is None  # a placeholder level has no limit
+    assert rate(("key1", "value1"), ("subkey1", "something")) == 5
+    assert rate(("key1", "value1"), ("subkey1", "subvalue1")) == 10
+    assert rate(("key2", "something")) == 20
+    assert rate(("key2", "value2")) == 30
+    assert rate(("key2", "value3")) is None  # shielded from key2's default
+    assert rate(("key2", "value2"), ("subkey", "subvalue")) is None
+    assert rate(("key3", "foo")) == 1
+    assert rate(("key5", "value5")) == 15
+    assert rate(("key5", "value5"), ("subkey5", "subvalue5")) == 25
+    assert rate(("key5", "value5"), ("subkey5", "other")) is None
+    assert config.match("foo_domain", [("key3", "foo")]) is None
