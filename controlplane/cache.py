@@ -125,11 +125,17 @@ def config_version(config: Any) -> str:
     return content_hash(repr(_canonical(config)).encode())
 
 
+_COMPARED: dict[type, tuple[str, ...]] = {}
+
+
 def _canonical(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__,
-                tuple((f.name, _canonical(getattr(value, f.name))) for f in dataclasses.fields(value) if f.compare))
-    if isinstance(value, list | tuple):
+    kind = type(value)
+    names = _COMPARED.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _COMPARED[kind] = tuple(f.name for f in dataclasses.fields(value) if f.compare)
+    if names is not None:
+        return (kind.__name__, *(_canonical(getattr(value, name)) for name in names))
+    if kind is tuple or kind is list:
         return tuple(_canonical(item) for item in value)
     if isinstance(value, Mapping):
         return tuple(sorted((repr(key), _canonical(item)) for key, item in value.items()))

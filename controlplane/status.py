@@ -48,6 +48,7 @@ class StatusBoard:
         self.streams: dict[int, StreamState] = {}
         self.applied: dict[str, Any] | None = None
         self.rejected: dict[str, Any] | None = None
+        self.reloads = {"applied": 0, "unchanged": 0, "rejected": 0, "failed": 0}
 
     # streams
 
@@ -64,7 +65,9 @@ class StatusBoard:
     # config loads
 
     def record_applied(self, version: str, seconds: float, *, changed: bool) -> None:
-        RELOADS.labels("applied" if changed else "unchanged").inc()
+        result = "applied" if changed else "unchanged"
+        RELOADS.labels(result).inc()
+        self.reloads[result] += 1
         RELOAD_SECONDS.observe(seconds)
         if changed:
             if self.applied is not None:
@@ -75,6 +78,7 @@ class StatusBoard:
 
     def record_rejected(self, errors: list[str], *, result: str = "rejected") -> None:
         RELOADS.labels(result).inc()
+        self.reloads[result] = self.reloads.get(result, 0) + 1
         self.rejected = {"at": iso_time(time.time()), "result": result, "errors": errors}
 
     # rendering
@@ -87,7 +91,8 @@ class StatusBoard:
                 "resources": {short_type(url): len(snap.resources) for url, snap in snapshot.types.items()},
                 "types": {short_type(url): version for url, version in snapshot.versions().items()},
             }
-        nodes = [stream.status() for stream in sorted(self.streams.values(), key=lambda s: s.stream_id)]
+        nodes = [stream.status(self.group_versions(stream.group) if stream.group else {})
+                 for stream in sorted(self.streams.values(), key=lambda s: s.stream_id)]
         return {
             "control_plane": self.identifier,
             "config": self.config_path,
@@ -96,6 +101,7 @@ class StatusBoard:
             "generation": self.cache.generation,
             "applied": self.applied,
             "last_rejected": self.rejected,
+            "reloads": dict(self.reloads),
             "groups": groups,
             "nodes": nodes,
             "synced": all(node["synced"] for node in nodes),

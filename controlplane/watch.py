@@ -47,11 +47,10 @@ class Reloader:
         async with self._lock:
             started = time.perf_counter()
             try:
-                config = await asyncio.to_thread(self._load, self.path)
+                config, version = await asyncio.to_thread(self._load_with_version)
             except ConfigErrors as exc:
                 self._reject([str(error) for error in exc.errors], "rejected")
                 return False
-            version = config_version(config)
             if version == self.cache.config_version:
                 self.board.record_applied(version, time.perf_counter() - started, changed=False)
                 log.info("config_unchanged", version=version)
@@ -66,6 +65,10 @@ class Reloader:
             log.info("config_applied", version=version, seconds=round(seconds, 4),
                      groups={str(group): snapshot.version for group, snapshot in snapshots.items()})
             return True
+
+    def _load_with_version(self) -> tuple[Any, str]:
+        config = self._load(self.path)
+        return config, config_version(config)
 
     def _reject(self, errors: list[str], result: str) -> None:
         self.board.record_rejected(errors, result=result)

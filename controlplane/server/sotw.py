@@ -96,7 +96,6 @@ class SotwStream:
                     await self._on_request(request)
                 elif kind == "change" and self.state.group is not None:
                     self.snapshot = await self.server.cache.snapshot(self.state.group)
-                    self.state.served_versions = self.snapshot.versions()
                 await self._push_due()
         finally:
             for task in self._tasks:
@@ -146,7 +145,6 @@ class SotwStream:
         state.group = group_of(request.node)
         generation = self.server.cache.generation
         self.snapshot = await self.server.cache.snapshot(state.group)
-        state.served_versions = self.snapshot.versions()
         self._tasks.append(asyncio.create_task(self._watch(generation)))
         self.server.board.stream_joined(state)
         log.info("xds_stream_opened", stream=state.stream_id, node=state.node_id, region=state.group.region,

@@ -84,7 +84,6 @@ class StreamState:
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
     types: dict[str, TypeState] = field(default_factory=dict)
-    served_versions: dict[str, str] = field(default_factory=dict)  # the group snapshot's type versions
     _nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def type(self, type_url: str) -> TypeState:
@@ -96,12 +95,12 @@ class StreamState:
     def next_nonce(self) -> str:
         return f"{self.stream_id}-{next(self._nonces)}"
 
-    def synced(self) -> bool:
-        """Every subscribed type acked the version its group serves now."""
-        return all(state.acked_version == self.served_versions.get(url)
-                   for url, state in self.types.items() if state.subscribed and url in self.served_versions)
+    def synced(self, serving: dict[str, str]) -> bool:
+        """Every subscribed type acked the version its group is served now (`serving`: type URL -> version)."""
+        return all(state.acked_version == serving[url]
+                   for url, state in self.types.items() if state.subscribed and url in serving)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, serving: dict[str, str]) -> dict[str, Any]:
         return {
             "stream": self.stream_id,
             "kind": self.kind,
@@ -112,7 +111,7 @@ class StreamState:
             "peer": self.peer,
             "connected_at": iso_time(self.connected_at),
             "last_seen": iso_time(self.last_seen),
-            "synced": self.synced(),
+            "synced": self.synced(serving),
             "types": {url.rsplit(".", 1)[-1]: state.status() for url, state in sorted(self.types.items())},
         }
 
