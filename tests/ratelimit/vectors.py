@@ -76,6 +76,20 @@ VECTORS: tuple[Vector, ...] = (
         _s(0, 3, False, 2, 2.0, 0),
         _s(500, 2, True, 0, 0.5, 2),
     )),
+    Vector("sliding_window uneven weights", "sliding_window", 7, 60, 0, (
+        _s(10_000, 5, True, 2, 50.0, 5),
+        _s(59_999, 2, True, 0, 0.001, 7),
+        _s(80_000, 1, True, 2, 40.0, 5),        # floor(7 * 40/60) = 4, + 1
+        _s(80_000, 3, False, 2, 14.285715, 5),  # ceil(60e6 * (1 - 3/7)) = 34285715 us into the window
+        _s(120_500, 7, True, 0, 59.5, 7),       # floor(1 * 59.5/60) = 0
+    )),
+    Vector("token_bucket interval that does not divide the window", "token_bucket", 3, 1, 0, (
+        _s(0, 3, True, 0, 0.999999, 3),         # T = 333333 us, tolerance 999999 us
+        _s(0, 1, False, 0, 0.333333, 3),
+        _s(333, 1, False, 0, 0.000333, 3),
+        _s(334, 1, True, 0, 0.999332, 3),
+        _s(2_000, 0, True, 3, 0.0, 0),
+    )),
     Vector("token_bucket burst then refill", "token_bucket", 10, 10, 3, (
         _s(0, 1, True, 2, 1.0, 1),         # T = 1 s, bucket of 3
         _s(0, 1, True, 1, 2.0, 2),
