@@ -5,14 +5,12 @@ retry that saves the request caught by the death."""
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from google.protobuf import json_format
 
 from controlplane.config.model import (
     Backend,
@@ -26,8 +24,8 @@ from controlplane.config.model import (
     Route,
     Service,
 )
-from controlplane.envoy_check import static_bootstrap
-from tests.procs import ENVOY, Proc, free_port, start_echo
+from tests.integration.translated_envoy import start_envoy
+from tests.procs import Proc, free_port, start_echo
 
 pytestmark = pytest.mark.integration
 
@@ -80,20 +78,6 @@ def fleet() -> Iterator[tuple[int, int, Proc, list[Proc]]]:
             envoy.stop()
         for echo in echos:
             echo.stop()
-
-
-def start_envoy(config: Config, region: str) -> Proc:
-    """An Envoy serving what `translate` gives a node in `region`, statically; listening when returned."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        handle.write(json_format.MessageToJson(static_bootstrap(config, region)))
-    envoy = Proc([ENVOY, "-c", handle.name, "--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"],
-                 name="envoy-translated")
-    try:
-        envoy.wait_port(config.listeners[0].port)
-    except (RuntimeError, TimeoutError):
-        envoy.stop()
-        raise
-    return envoy
 
 
 def test_local_first_then_failover_and_back(fleet: tuple[int, int, Proc, list[Proc]]) -> None:
