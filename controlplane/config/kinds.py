@@ -59,8 +59,12 @@ class Object:
     fields: tuple[Field, ...]
     exactly_one: tuple[tuple[str, ...], ...] = ()  # groups of fields of which exactly one must be given
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
+
     def field(self, name: str) -> Field | None:
-        return next((f for f in self.fields if f.name == name), None)
+        by_name: dict[str, Field] = self.__dict__["_by_name"]
+        return by_name.get(name)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ habit (`yes`, `on`, `010` as octal) can creep back in through a constructor.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -53,10 +54,23 @@ _TAG = "tag:yaml.org,2002:"
 # The YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
 _INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_NULL = ("", "~", "null", "Null", "NULL")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_SPECIAL_FLOAT = {
+    **{s: math.inf for s in (".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF")},
+    **{s: -math.inf for s in ("-.inf", "-.Inf", "-.INF")},
+    **{s: math.nan for s in (".nan", ".NaN", ".NAN")},
+}
 
 
-def parse_documents(text: str, file: str) -> list[Node]:
-    """Every document of `text` (empty documents are skipped); ConfigError for a syntax error."""
+@functools.lru_cache(maxsize=4096)
+def parse_documents(text: str, file: str) -> tuple[Node, ...]:
+    """Every document of `text` (empty documents are skipped); ConfigError for a syntax error.
+
+    Cached on (text, file): the pure-Python parser costs about a millisecond per route, and a reload
+    usually changes one file of many. Nodes are frozen, so sharing them is safe.
+    """
+    # The pure parser: libyaml (ruamel.yaml.clib) follows YAML 1.1 and rejects `{address: 127.0.0.1:9001}`.
     yaml = YAML(typ="safe", pure=True)
     yaml.version = (1, 2)
     try:
@@ -78,7 +92,7 @@ def parse_documents(text: str, file: str) -> list[Node]:
                           location=Location(file, line, column)) from None
     except YAMLError as exc:
         raise ConfigError(f"YAML syntax error: {exc}", location=Location(file)) from None
-    return [_convert(root, file) for root in roots if root is not None and not _is_empty(root)]
+    return tuple(_convert(root, file) for root in roots if root is not None and not _is_empty(root))
 
 
 def _is_empty(node: RuamelNode) -> bool:
@@ -129,22 +143,19 @@ def _key_text(node: RuamelNode) -> str:
 
 
 def _scalar_value(node: ScalarNode) -> ScalarValue:
+    """Plain scalars resolved by the YAML 1.2 core schema, whichever parser ran; quoted ones are strings."""
     text: str = node.value
-    tag = _tag(node)
-    if tag == "null":
+    if node.style not in (None, ""):
+        return text
+    if text in _NULL:
         return None
-    if tag == "bool":
-        return text.lower() == "true"
-    if tag == "int" and _INT.fullmatch(text):
-        if text.startswith(("0o", "0x")):
-            return int(text, 0)
-        return int(text)
-    if tag == "float":
-        if _FLOAT.fullmatch(text):
-            return float(text)
-        lowered = text.lower().lstrip("+")
-        if lowered in (".inf", "-.inf"):
-            return -math.inf if lowered.startswith("-") else math.inf
-        if lowered == ".nan":
-            return math.nan
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT.fullmatch(text):
+        return int(text, 0) if text.startswith(("0o", "0x")) else int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if text in _SPECIAL_FLOAT:
+        return _SPECIAL_FLOAT[text]
     return text
+
