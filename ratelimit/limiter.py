@@ -167,10 +167,13 @@ class Limiter:
         if not config.has_domain(domain):
             return None
         # Like envoyproxy/ratelimit, an override applies in a known domain whether or not a rule
-        # matches, and is never in shadow mode; it keeps the matched rule's on_backend_error.
+        # matches, and is never in shadow mode; it keeps the matched rule's on_backend_error. Its
+        # key path is the matched rule's, or the request's keys without values, so metrics labelled
+        # by `stats_key` stay bounded (the counter key still holds the values).
         matched = config.match(domain, descriptor.entries)
+        key_path = matched.key_path if matched else tuple((key, None) for key, _ in descriptor.entries)
         return Rule(
-            domain=domain, key_path=tuple((key, value) for key, value in descriptor.entries), limits=(override,),
+            domain=domain, key_path=key_path, limits=(override,),
             on_backend_error=matched.on_backend_error if matched else "allow",
             detailed_metric=matched.detailed_metric if matched else False,
         )

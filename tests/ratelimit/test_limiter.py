@@ -207,7 +207,12 @@ async def test_limit_override_replaces_the_configured_limit() -> None:
 async def test_limit_override_applies_in_a_known_domain_only() -> None:
     limiter, _, _ = make(SIMPLE)
     override = Limit("second", 0)
-    assert (await limiter.should_rate_limit("d", [d(("unmatched", "x"), override=override)])).code is Code.OVER_LIMIT
+    unmatched = await limiter.should_rate_limit("d", [d(("unmatched", "x"), override=override)])
+    assert unmatched.code is Code.OVER_LIMIT
+    rule = unmatched.statuses[0].rule
+    assert rule is not None and rule.stats_key == "d.unmatched"  # no request value in a metric label
+    matched = await limiter.should_rate_limit("d", [d(("ip", "10.0.0.1"), override=override)])
+    assert matched.statuses[0].rule is not None and matched.statuses[0].rule.stats_key == "d.ip"
     assert (await limiter.should_rate_limit("other", [d(("ip", "1"), override=override)])).code is Code.OK
 
 
