@@ -99,6 +99,10 @@ class DocumentReader:
         if "on_backend_error" in fields:
             node = fields["on_backend_error"][1]
             on_error = self.choice(node, ON_BACKEND_ERROR, join(path, "on_backend_error")) or "allow"
+        for optional in ("rate_limit", "rate_limits"):
+            entry = fields.get(optional)
+            if entry is not None and isinstance(entry[1], Scalar) and entry[1].value is None:
+                del fields[optional]  # `rate_limit:` with nothing: no limit, as Go's yaml.v2 reads it
         if "rate_limit" in fields and "rate_limits" in fields:
             self.problem("give either rate_limit or rate_limits, not both", fields["rate_limits"][0].loc,
                          join(path, "rate_limits"))
@@ -206,6 +210,8 @@ class DocumentReader:
         if "replaces" not in block:
             return []
         node = block["replaces"][1]
+        if isinstance(node, Scalar) and node.value is None:
+            return []
         sub = join(path, "replaces")
         if not isinstance(node, Sequence):
             self.problem(f"expected a list of {{name: ...}}, got {describe(node)}", node.loc, sub)

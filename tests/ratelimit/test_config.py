@@ -164,3 +164,12 @@ def test_empty_value_is_no_value_and_null_descriptors_are_none() -> None:
     [rule] = config.rules
     assert rule.key_path == (("k", None),)
     assert "d" in config.domains
+
+
+def test_null_blocks_are_absent() -> None:
+    config = parse_config_text(
+        "domain: d\ndescriptors:\n  - key: a\n    rate_limit:\n  - key: b\n    rate_limits:\n"
+        "  - key: c\n    rate_limit:\n      unit: second\n      requests_per_unit: 1\n      replaces:\n"
+    )
+    assert [rule.stats_key for rule in config.rules] == ["d.c"]
+    assert config.match("d", [("a", "x")]) is None
