@@ -57,7 +57,7 @@ def read_sources(path: str | Path) -> list[Source]:
     errors: list[ConfigError] = []
     for file in files:
         try:
-            sources.append(Source(str(file), file.read_text(encoding="utf-8")))
+            sources.append(Source(str(file), file.read_text(encoding="utf-8-sig")))
         except (OSError, UnicodeDecodeError) as exc:
             errors.append(ConfigError(f"cannot read: {exc}", location=Location(str(file))))
     if errors:

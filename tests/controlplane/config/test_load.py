@@ -200,3 +200,14 @@ services:
     assert b.health_check == model.HealthCheck("/h", 2.0, 3.0)
     assert errors_of(("a.yaml", "services:\n  <<: 3\n")) == [
         "a.yaml:2:7: a merge key (<<) takes a mapping or a list of mappings"]
+
+
+def test_kubernetes_configmap_layout_reads_each_file_once(tmp_path: Path) -> None:
+    # A mounted ConfigMap: real files in a hidden timestamped folder, `..data` and top-level symlinks.
+    data = tmp_path / "..2026_11_27_14_00_00.123"
+    data.mkdir()
+    (data / "gateway.yaml").write_text("\ufeff" + BASE, encoding="utf-8")  # with a byte order mark
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "gateway.yaml").symlink_to("..data/gateway.yaml")
+    assert yaml_files(tmp_path) == [tmp_path / "gateway.yaml"]
+    assert [s.name for s in load_config(tmp_path).services] == ["accounts"]
