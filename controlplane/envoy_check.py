@@ -171,6 +171,8 @@ def _validate(binary: str, config: Config, region: str, role: str) -> list[str]:
             capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False)
     except subprocess.TimeoutExpired:
         return [f"envoy --mode validate did not finish within {TIMEOUT_SECONDS:.0f}s"]
+    except OSError as exc:
+        raise EnvoyNotFound(f"cannot run {binary}: {exc.strerror or exc}") from None
     finally:
         path.unlink(missing_ok=True)
     if completed.returncode == 0:
