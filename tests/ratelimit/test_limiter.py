@@ -307,3 +307,38 @@ def test_storage_keys_escape_separators_and_hash_tag_braces() -> None:
     # Entries that would run together if joined naively stay apart.
     assert storage_key("d", [("a", "b|c=d")], Limit("second", 1), 0) != storage_key(
         "d", [("a", "b"), ("c", "d")], Limit("second", 1), 0)
+
+
+ALGORITHMS = """
+domain: d
+descriptors:
+  - key: fixed
+    rate_limit: {unit: minute, requests_per_unit: 10}
+  - key: sliding
+    rate_limit: {unit: minute, requests_per_unit: 10, algorithm: sliding_window}
+  - key: bucket
+    rate_limit: {unit: minute, requests_per_unit: 10, algorithm: token_bucket}
+"""
+
+
+@pytest.mark.parametrize(("key", "admitted_after_boundary"), [("fixed", 10), ("sliding", 1), ("bucket", 0)])
+async def test_a_burst_across_the_minute_boundary(key: str, admitted_after_boundary: int) -> None:
+    # Fixed windows admit a second full burst; the sliding estimate floor(10 * 59.9/60) = 9 leaves one.
+    limiter, _, clock = make(ALGORITHMS)
+    clock.set(T0 - 0.25 + 59.9)  # 100 ms before the minute ends
+    before = await run(limiter, "d", 10, d((key, "v")))
+    assert all(x.code is Code.OK for x in before)
+    clock.advance(0.2)  # 100 ms into the next minute
+    after = await run(limiter, "d", 10, d((key, "v")))
+    assert sum(x.code is Code.OK for x in after) == admitted_after_boundary
+
+
+async def test_token_bucket_burst_from_config_then_steady_rate() -> None:
+    limiter, _, clock = make("domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n"
+                             "      unit_multiplier: 10\n      requests_per_unit: 10\n"
+                             "      algorithm: token_bucket\n      burst: 4\n")
+    burst = await run(limiter, "d", 6, d(("k", "v")))
+    assert [x.code for x in burst] == [Code.OK] * 4 + [Code.OVER_LIMIT] * 2
+    assert burst[-1].statuses[0].duration_until_reset == pytest.approx(1.0)  # T = 10 s / 10
+    clock.advance(3)
+    assert sum(x.code is Code.OK for x in await run(limiter, "d", 5, d(("k", "v")))) == 3
