@@ -74,7 +74,7 @@ def check_with_envoy(config: Config, envoy: str | None = None, role: str = EDGE)
         errors = _validate(binary, remaining, region, role)
         if not errors:
             continue
-        culprits = _route_culprits(binary, remaining, region, role)
+        culprits = _route_culprits(binary, remaining, region, role, errors)
         if not culprits:
             for line in _validate(binary, replace(remaining, routes=()), region, role) or errors:
                 other.setdefault(f"envoy: {line}", []).append(region)
@@ -97,16 +97,19 @@ def rejected_routes(config: Config, region: str, envoy: str | None = None, role:
     return {r.name: lines for r, lines in _route_culprits(find_envoy(envoy), config, region, role)}
 
 
-def _route_culprits(binary: str, config: Config, region: str, role: str) -> list[tuple[Route, list[str]]]:
-    """The routes Envoy refuses, each with its errors; empty when the fault is elsewhere or only in combination."""
+def _route_culprits(binary: str, config: Config, region: str, role: str,
+                    errors: list[str] | None = None) -> list[tuple[Route, list[str]]]:
+    """The routes Envoy refuses, each with its errors; empty when the fault is elsewhere or only in
+    combination. `errors`: Envoy's verdict on the whole `config`, when already known."""
     if not config.routes or _validate(binary, replace(config, routes=()), region, role):
         return []
-    return _bad_routes(binary, config, list(config.routes), region, role)
+    return _bad_routes(binary, config, list(config.routes), region, role, errors)
 
 
-def _bad_routes(binary: str, config: Config, routes: list[Route], region: str,
-                role: str) -> list[tuple[Route, list[str]]]:
-    errors = _validate(binary, replace(config, routes=tuple(routes)), region, role)
+def _bad_routes(binary: str, config: Config, routes: list[Route], region: str, role: str,
+                errors: list[str] | None = None) -> list[tuple[Route, list[str]]]:
+    if errors is None:
+        errors = _validate(binary, replace(config, routes=tuple(routes)), region, role)
     if not errors:
         return []
     if len(routes) == 1:
