@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.bootstrap import render_bootstrap
+from controlplane.cache import config_version
+from controlplane.config.load import load_config
 from tests.procs import ENVOY, PAVILION, Proc, free_port, http_ok, start_echo
 
 
@@ -71,6 +73,10 @@ class ControlPlane:
                 return status
             time.sleep(0.02)
         raise TimeoutError(f"control plane not synced with {nodes} nodes: {json.dumps(status)[:3000]}")
+
+    def wait_current(self, nodes: int, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until the config now on disk is served and acked (earlier edits have all landed)."""
+        return self.wait_synced(nodes, timeout, version=config_version(load_config(self.config_dir)))
 
 
 @dataclass

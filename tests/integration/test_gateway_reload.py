@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +27,7 @@ services:
   - name: green
     endpoints: [{{address: 127.0.0.1:{green}, region: eu-west}}]
 routes:
-  - {{name: base, match: {{prefix: /base}}, service: blue}}
+  - {{name: base, listener: public, match: {{prefix: /base}}, service: blue}}
 """
 
 
@@ -52,8 +54,8 @@ def seconds_until_served(gateway: Gateway, path: str, name: str, timeout: float 
 
 
 def test_new_route_file_is_live_within_a_second(gateway: Gateway) -> None:
+    before = gateway.plane.wait_current(1)["version"]
     assert gateway.get("/late").status == 404
-    before = gateway.plane.status()["version"]
     path = gateway.plane.config_dir / "late.yaml"
     started = time.monotonic()
     path.write_text("routes:\n  - {name: late, match: {prefix: /late}, service: green}\n")
@@ -63,6 +65,7 @@ def test_new_route_file_is_live_within_a_second(gateway: Gateway) -> None:
     assert took < 5.0
     status = gateway.plane.wait_synced(1)
     assert status["version"] != before
+    path.unlink()
 
 
 def test_changed_route_switches_service_within_a_second(gateway: Gateway) -> None:
@@ -75,11 +78,12 @@ def test_changed_route_switches_service_within_a_second(gateway: Gateway) -> Non
     took = time.monotonic() - started
     print(f"changed route served by its new service {took * 1000:.0f} ms after the write")
     assert took < 5.0
+    path.unlink()
 
 
 def test_broken_edit_is_rejected_and_traffic_is_untouched(gateway: Gateway) -> None:
     plane = gateway.plane
-    good = plane.wait_synced(1)
+    good = plane.wait_current(1)
     failures: list[int] = []
     sent = 0
     stop = threading.Event()
@@ -121,3 +125,36 @@ def test_broken_edit_is_rejected_and_traffic_is_untouched(gateway: Gateway) -> N
         seconds_until_served(gateway, "/fixed", "green")
     finally:
         broken.unlink()
+
+
+def pushes(gateway: Gateway, kind: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gateway.plane.admin_port}/metrics", timeout=5).read().decode()
+    prefix = f'pavilion_xds_pushes_total{{type="{kind}"}} '
+    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_a_change_envoy_rejects_is_shown_and_never_resent(gateway: Gateway) -> None:
+    plane = gateway.plane
+    good = plane.wait_current(1)
+    acked = good["nodes"][0]["types"]["Listener"]["acked_version"]
+    bad = plane.config_dir / "remote.yaml"
+    # Valid YAML, but Envoy cannot bind an address this machine does not have: it NACKs the listeners.
+    bad.write_text(f"listeners:\n  - {{name: remote, address: 192.0.2.10, port: {free_port()}}}\n")
+    try:
+        deadline = time.monotonic() + 10
+        listener: dict[str, Any] = {}
+        while time.monotonic() < deadline and "last_nack" not in listener:
+            time.sleep(0.05)
+            listener = plane.status()["nodes"][0]["types"]["Listener"]
+        assert "cannot bind '192.0.2.10" in listener["last_nack"]["error"], listener
+        assert listener["acked_version"] == acked
+        sent = pushes(gateway, "Listener")
+        time.sleep(1.0)
+        assert pushes(gateway, "Listener") == sent  # the rejected version is not sent again
+        assert gateway.get("/base").served_by == "blue"
+    finally:
+        bad.unlink()
+    # the fix (here: the file removed) is a different version, so it is sent and acked
+    status = plane.wait_current(1)
+    fixed = status["nodes"][0]["types"]["Listener"]
+    assert fixed["acked_version"] not in (None, listener["last_nack"]["version"])
