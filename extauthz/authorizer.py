@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from extauthz import decision
 from extauthz.decision import Outcome
@@ -24,6 +25,15 @@ from pavilion.log import get_logger
 log = get_logger(__name__)
 
 Verify = Callable[[str, Tenant, KeySet, float], Awaitable[VerifiedToken]]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a verified token admits, computed once and cached: its revocation keys and its OK outcome."""
+
+    verified: VerifiedToken
+    query: RevocationQuery
+    outcome: Outcome
 
 
 class Authorizer:
@@ -52,29 +62,26 @@ class Authorizer:
         digest = token_digest(token)
         cached = self.cache.get(digest)
         if cached is not None and tenants.is_current(cached[0]):
-            tenant, verified = cached
+            tenant, admission = cached
         else:
-            found = await self._verified(token, digest, tenants)
+            found = await self._admission(token, digest, tenants)
             if isinstance(found, Outcome):
                 return found
-            tenant, verified = found
+            tenant, admission = found
 
         if route is not None and tenant.id not in route:
             return decision.insufficient_scope("wrong_tenant", "the token's tenant is not accepted on this route")
-
-        query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
         try:
-            if await self.store.is_revoked(query):
+            if await self.store.is_revoked(admission.query):
                 return decision.invalid_token("revoked", "the token has been revoked")
         except BackendUnavailable as exc:
             if tenant.on_store_error != "allow":
                 log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="deny")
                 return decision.unavailable("store_unavailable")
             log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="allow")
-        return decision.allowed(tenant.id, verified.subject, verified.claims, tenant.claims_to_headers)
+        return admission.outcome
 
-    async def _verified(self, token: str, digest: bytes,
-                        tenants: Tenants) -> tuple[Tenant, VerifiedToken] | Outcome:
+    async def _admission(self, token: str, digest: bytes, tenants: Tenants) -> tuple[Tenant, Admission] | Outcome:
         try:
             issuer = unverified_issuer(token, tenants.max_token_bytes)
         except TokenError as exc:
@@ -89,5 +96,10 @@ class Authorizer:
         except BackendUnavailable as exc:
             log.warning("keys_unavailable", tenant=tenant.id, detail=str(exc))
             return decision.unavailable("keys_unavailable")
-        self.cache.put(digest, tenant, verified, verified.expires_at)
-        return tenant, verified
+        outcome = decision.allowed(tenant.id, verified.subject, verified.claims, tenant.claims_to_headers)
+        if not outcome.allowed:
+            return outcome  # a claim that cannot become a header: refused, and not cached
+        query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
+        admission = Admission(verified, query, outcome)
+        self.cache.put(digest, tenant, admission, verified.expires_at)
+        return tenant, admission

@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -37,13 +37,18 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class RevocationQuery:
-    """The facts of one verified token that revocation looks at."""
+    """The facts of one verified token that revocation looks at. Built once per verified token (it is
+    cached beside it), so its store keys are computed once too."""
 
     tenant_id: str
     issuer: str
     subject: str
     jti: str | None
     issued_at: float | None
+    keys: tuple[str, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(keys_for(self)))
 
 
 def token_key(issuer: str, jti: str) -> str:
@@ -62,6 +67,7 @@ def tenant_key(tenant_id: str) -> str:
 
 
 def keys_for(query: RevocationQuery) -> list[str]:
+    """Subject cut-off, tenant cut-off, then the token's own key when it has a jti."""
     keys = [subject_key(query.tenant_id, query.subject), tenant_key(query.tenant_id)]
     if query.jti is not None:
         keys.append(token_key(query.issuer, query.jti))
@@ -112,7 +118,7 @@ class MemoryRevocations:
         return value
 
     async def is_revoked(self, query: RevocationQuery) -> bool:
-        return is_revoked_by([self._get(key) for key in keys_for(query)], query)
+        return is_revoked_by([self._get(key) for key in query.keys], query)
 
     async def revoke_token(self, issuer: str, jti: str, expires_at: float) -> bool:
         if expires_at <= self._clock():
@@ -165,7 +171,7 @@ class RedisRevocations:
         await self._subscriber.aclose()
 
     async def is_revoked(self, query: RevocationQuery) -> bool:
-        keys = keys_for(query)
+        keys = query.keys
         values = self._cached(keys) if self._subscribed else None
         if values is None:
             try:
@@ -176,7 +182,7 @@ class RedisRevocations:
                 self._remember(keys, values)
         return is_revoked_by(values, query)
 
-    def _cached(self, keys: list[str]) -> list[str | None] | None:
+    def _cached(self, keys: tuple[str, ...]) -> list[str | None] | None:
         oldest = self._monotonic() - self._local_ttl
         values: list[str | None] = []
         for key in keys:
@@ -186,7 +192,7 @@ class RedisRevocations:
             values.append(entry[0])
         return values
 
-    def _remember(self, keys: list[str], values: list[str | None]) -> None:
+    def _remember(self, keys: tuple[str, ...], values: list[str | None]) -> None:
         now = self._monotonic()
         if len(self._local) + len(keys) > self._max_local:
             self._local.clear()  # cheaper than tracking age order; a miss costs one MGET

@@ -28,6 +28,7 @@ SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].fu
 
 CHECKS = Counter("pavilion_extauthz_checks", "Check answers by HTTP status and reason", ["status", "reason"])
 
+_MAX_MEMO = 50_000
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 _DENIED_STATUS = {
@@ -58,6 +59,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
         self._counters: dict[tuple[int, str], Any] = {}
+        self._responses: dict[int, tuple[Outcome, external_auth_pb2.CheckResponse]] = {}
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
                     context: grpc.aio.ServicerContext[Any, Any]) -> external_auth_pb2.CheckResponse:
@@ -71,7 +73,16 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._count(outcome)
         if not outcome.allowed:
             log.info("check_denied", status=outcome.status, reason=outcome.reason)
-        return to_response(outcome)
+            return to_response(outcome)
+        # A cached token returns its very same OK outcome: build its protobuf answer once.
+        memo = self._responses.get(id(outcome))
+        if memo is not None and memo[0] is outcome:
+            return memo[1]
+        response = to_response(outcome)
+        if len(self._responses) >= _MAX_MEMO:
+            self._responses.clear()
+        self._responses[id(outcome)] = (outcome, response)
+        return response
 
     def _count(self, outcome: Outcome) -> None:
         key = (outcome.status, outcome.reason)

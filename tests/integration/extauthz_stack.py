@@ -82,7 +82,7 @@ def _address(port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port))
 
 
-def _cluster(name: str, ports: Sequence[int], http2: bool) -> cluster_pb2.Cluster:
+def _cluster(name: str, ports: Sequence[int], http2: bool, max_streams: int = 0) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
         name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration_pb2.Duration(seconds=1),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
@@ -94,6 +94,9 @@ def _cluster(name: str, ports: Sequence[int], http2: bool) -> cluster_pb2.Cluste
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
                 http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+        if max_streams:
+            # Few streams per connection make Envoy open several, so SO_REUSEPORT workers all get some.
+            options.explicit_http_config.http2_protocol_options.max_concurrent_streams.value = max_streams
         cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Pack(options)
     return cluster
 
@@ -104,10 +107,11 @@ def _packed(message: object) -> any_pb2.Any:
     return packed
 
 
-def envoy_bootstrap(listen_port: int, admin_port: int, extauthz_ports: Sequence[int], echo_port: int,
-                    route_tenants: dict[str, str], timeout_ms: int = 1000) -> bootstrap_pb2.Bootstrap:
-    """Envoy with one listener: each `/PREFIX` route goes to the echo upstream, checked by ext_authz with
-    `context_extensions{tenant}`; ext_authz fails closed (`failure_mode_allow: false`)."""
+def envoy_bootstrap(listen_port: int, admin_port: int, extauthz_ports: Sequence[int], echo_port: int | None,
+                    route_tenants: dict[str, str], timeout_ms: int = 1000,
+                    max_streams: int = 0) -> bootstrap_pb2.Bootstrap:
+    """Envoy with one listener: each `/PREFIX` route goes to the echo upstream (or, without one, answers
+    200 itself), checked by ext_authz with `context_extensions{tenant}`; ext_authz fails closed."""
     ext_authz = ext_authz_pb2.ExtAuthz(
         grpc_service=grpc_service_pb2.GrpcService(
             envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name="extauthz"),
@@ -116,9 +120,12 @@ def envoy_bootstrap(listen_port: int, admin_port: int, extauthz_ports: Sequence[
         transport_api_version=config_source_pb2.V3, failure_mode_allow=False)
     routes = []
     for prefix, tenants in route_tenants.items():
-        route = route_components_pb2.Route(
-            match=route_components_pb2.RouteMatch(prefix=prefix),
-            route=route_components_pb2.RouteAction(cluster="echo"))
+        route = route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix=prefix))
+        if echo_port is None:
+            route.direct_response.status = 200
+            route.direct_response.body.inline_string = "ok\n"
+        else:
+            route.route.cluster = "echo"
         route.typed_per_filter_config[EXT_AUTHZ_FILTER].CopyFrom(_packed(ext_authz_pb2.ExtAuthzPerRoute(
             check_settings=ext_authz_pb2.CheckSettings(context_extensions={"tenant": tenants}))))
         routes.append(route)
@@ -136,15 +143,16 @@ def envoy_bootstrap(listen_port: int, admin_port: int, extauthz_ports: Sequence[
         admin=bootstrap_pb2.Admin(address=_address(admin_port)),
         static_resources=bootstrap_pb2.Bootstrap.StaticResources(
             listeners=[listener],
-            clusters=[_cluster("extauthz", extauthz_ports, http2=True), _cluster("echo", [echo_port], http2=False)]))
+            clusters=[_cluster("extauthz", extauthz_ports, http2=True, max_streams=max_streams),
+                      *([_cluster("echo", [echo_port], http2=False)] if echo_port is not None else [])]))
 
 
-def start_envoy(directory: Path, extauthz_ports: Sequence[int], echo_port: int, route_tenants: dict[str, str],
-                concurrency: int = 1) -> tuple[Proc, int]:
+def start_envoy(directory: Path, extauthz_ports: Sequence[int], echo_port: int | None,
+                route_tenants: dict[str, str], concurrency: int = 1, max_streams: int = 0) -> tuple[Proc, int]:
     listen_port, admin_port = free_port(), free_port()
     config = directory / f"envoy-{listen_port}.json"
     config.write_text(json_format.MessageToJson(
-        envoy_bootstrap(listen_port, admin_port, extauthz_ports, echo_port, route_tenants)))
+        envoy_bootstrap(listen_port, admin_port, extauthz_ports, echo_port, route_tenants, max_streams=max_streams)))
     proc = Proc([ENVOY, "-c", str(config), "--concurrency", str(concurrency), "--log-level", "warn",
                  "--base-id", str(listen_port)], name="envoy")
     proc.wait_http(f"http://127.0.0.1:{admin_port}/ready", 60)

@@ -1,0 +1,305 @@
+"""ext_authz Check throughput and latency, beside a do-nothing grpc.aio Check server in the same run.
+
+    .venv/bin/python -m bench.extauthz_check [--seconds 4] [--concurrency 32]
+
+For 1 process and for `--workers 2`, it measures:
+- direct: a grpc.aio load generator in its own process (several channels, so SO_REUSEPORT spreads them);
+- through Envoy: wrk against an Envoy whose route answers 200 itself after the ext_authz filter
+  (skipped when `wrk` is not installed).
+The full check is `pavilion extauthz --redis` with a pool of valid tokens, so every request is a cached
+verification plus a revocation check (local cache kept current by pub/sub). The baseline is a grpc.aio
+servicer that returns a constant OK. The figures and the ratio full/baseline are printed; no asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import status_pb2
+
+from pavilion.grpc_server import GrpcServer
+from pavilion.lifecycle import run_until_stopped
+from pavilion.workers import run_workers
+from tests.extauthz.issuer import Issuer
+from tests.integration.extauthz_stack import check_direct, check_request, start_envoy, start_extauthz, write_tenants
+from tests.procs import Proc, free_port, start_redis
+
+TOKENS = 64
+
+
+# -- the do-nothing server ---------------------------------------------------------------------------
+
+class NullAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
+    RESPONSE = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=0),
+                                               ok_response=external_auth_pb2.OkHttpResponse())
+
+    async def Check(self, request: Any, context: Any) -> external_auth_pb2.CheckResponse:
+        return self.RESPONSE
+
+
+def _serve_null(_index: int, port: int) -> int:
+    async def main(stop: asyncio.Event) -> None:
+        server = GrpcServer("127.0.0.1", port, service_names=[], register=lambda s: (
+            external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NullAuthorization(), s)))
+        await server.start()
+        await stop.wait()
+        await server.stop(0)
+
+    return run_until_stopped(main)
+
+
+def serve_null(port: int, workers: int) -> int:
+    if workers <= 1:
+        return _serve_null(0, port)
+    return run_workers(workers, _serve_null, args=(port,))
+
+
+# -- the direct load generator -----------------------------------------------------------------------
+
+async def _load(port: int, seconds: float, concurrency: int, channels: int, tokens: list[str]) -> dict[str, Any]:
+    requests = [check_request({"authorization": f"Bearer {t}"}, "acme").SerializeToString() for t in tokens]
+    opened = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(channels)]
+    methods = [ch.unary_unary("/envoy.service.auth.v3.Authorization/Check", request_serializer=None,
+                              response_deserializer=external_auth_pb2.CheckResponse.FromString) for ch in opened]
+    latencies: list[float] = []
+    errors = 0
+    denied = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(index: int) -> None:
+        nonlocal errors, denied
+        call = methods[index % len(methods)]
+        i = index
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                response = await call(requests[i % len(requests)], timeout=5)
+            except grpc.RpcError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            if response.status.code != 0:
+                denied += 1
+            i += 1
+
+    begun = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    elapsed = time.perf_counter() - begun
+    for channel in opened:
+        await channel.close()
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50_ms": _pct(latencies, 50) * 1e3, "p99_ms": _pct(latencies, 99) * 1e3,
+            "errors": errors, "denied": denied}
+
+
+def _pct(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+def direct_load(port: int, seconds: float, concurrency: int, tokens_file: Path) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.extauthz_check", "load", "--port", str(port),
+                           "--seconds", str(seconds), "--concurrency", str(concurrency), "--tokens", str(tokens_file)],
+                          capture_output=True, text=True, timeout=seconds + 60, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- through Envoy with wrk ---------------------------------------------------------------------------
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"wrk printed a latency this script cannot read: {text!r}")
+    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[match.group(2)]
+
+
+def envoy_load(listen_port: int, seconds: float, concurrency: int, token: str) -> dict[str, Any]:
+    done = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency",
+                           "-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{listen_port}/acme/"],
+                          capture_output=True, text=True, timeout=seconds + 60, check=True)
+    out = done.stdout
+    if "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed:\n{out}\n{done.stderr}")
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(non2xx.group(1)) if non2xx else 0, "denied": 0}
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+def in_process_cost(config: Path, tokens: list[str], redis_url: str) -> dict[str, float]:
+    """CPU microseconds per Check inside one process, servicer to response, without gRPC's own cost."""
+    from extauthz.authorizer import Authorizer
+    from extauthz.config import load_tenants
+    from extauthz.revocation import RedisRevocations
+    from extauthz.service import AuthorizationService
+    from extauthz.tenant_set import build_tenants, retire
+
+    async def main() -> dict[str, float]:
+        tenants = await build_tenants(load_tenants(config))
+        store = RedisRevocations(redis_url)
+        await store.start()
+        for _ in range(500):  # the local revocation cache is used once subscribed
+            if store.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        full, null = AuthorizationService(Authorizer(tenants, store)), NullAuthorization()
+        requests = [check_request({"authorization": f"Bearer {t}"}, "acme") for t in tokens]
+        result = {}
+        for name, servicer in (("baseline", null), ("full", full)):
+            for request in requests:
+                await servicer.Check(request, None)
+            rounds = 20_000
+            started = time.process_time()
+            for n in range(rounds):
+                await servicer.Check(requests[n % len(requests)], None)
+            result[name] = (time.process_time() - started) / rounds * 1e6
+        await store.close()
+        await retire(tenants, None)
+        return result
+
+    return asyncio.run(main())
+
+
+def one_figure(how: str, port: int, listen: int | None, args: argparse.Namespace, tokens_file: Path,
+               token: str) -> dict[str, Any]:
+    if how == "direct":
+        return direct_load(port, args.seconds, args.concurrency, tokens_file)
+    assert listen is not None
+    return envoy_load(listen, args.seconds, args.concurrency, token)
+
+
+def median_figure(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    best = sorted(samples, key=lambda r: r["rps"])[len(samples) // 2]
+    return {**best, "samples": [round(r["rps"]) for r in samples]}
+
+
+def measure_pair(workers: int, ports: dict[str, int], args: argparse.Namespace, tokens_file: Path, token: str,
+                 directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Figures for baseline and full, measured in alternation (rounds) so drift on a shared machine hits both."""
+    hows = ["direct"] + (["envoy"] if shutil.which("wrk") else [])
+    envoys: dict[str, tuple[Proc, int]] = {}
+    try:
+        if "envoy" in hows:
+            for name, port in ports.items():
+                envoys[name] = start_envoy(directory, [port], None, {"/acme": "acme"},
+                                           max_streams=8 if workers > 1 else 0)
+                envoy_load(envoys[name][1], 1, args.concurrency, token)  # warm-up: connections, caches
+        results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ports}
+        for how in hows:
+            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
+            for _ in range(args.rounds):
+                for name, port in ports.items():
+                    listen = envoys[name][1] if name in envoys else None
+                    samples[name].append(one_figure(how, port, listen, args, tokens_file, token))
+            for name in ports:
+                results[name][how] = median_figure(samples[name])
+    finally:
+        for proc, _ in envoys.values():
+            proc.stop()
+    for name in ports:
+        print(f"  {name:<9} workers={workers}: " + "  ".join(
+            f"{how} {r['rps']:6.0f}/s p50 {r['p50_ms']:5.2f} ms p99 {r['p99_ms']:6.2f} ms"
+            + (f" (errors {r['errors']}, denied {r['denied']})" if r["errors"] or r["denied"] else "")
+            for how, r in results[name].items()), flush=True)
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = Path(tempfile.mkdtemp(prefix="bench-extauthz-"))
+    issuer = Issuer(algs=("ES256",))
+    config = write_tenants(directory / "tenants.yaml", {"acme": issuer})
+    tokens = [issuer.token("ES256", sub=f"user-{n}", jti=f"bench-{n}", exp=int(time.time()) + 3600)
+              for n in range(TOKENS)]
+    tokens_file = directory / "tokens.json"
+    tokens_file.write_text(json.dumps(tokens))
+    redis, redis_port = start_redis()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    table: dict[int, dict[str, dict[str, dict[str, Any]]]] = {}
+    print(f"ext_authz Check: {args.rounds} alternating rounds of {args.seconds:g} s per figure (median shown), "
+          f"{args.concurrency} in flight, {TOKENS} tokens"
+          + ("" if shutil.which("wrk") else " (wrk not installed: no Envoy figures)"), flush=True)
+    try:
+        cost = in_process_cost(config, tokens, redis_url)
+        print(f"  in-process CPU per Check (servicer only): baseline {cost['baseline']:.1f} us, "
+              f"full {cost['full']:.1f} us", flush=True)
+        for workers in (1, 2):
+            null_port = free_port()
+            null = Proc([sys.executable, "-m", "bench.extauthz_check", "serve-null", "--port", str(null_port),
+                         "--workers", str(workers)], name="null-check")
+            procs = [null]
+            try:
+                null.wait_until(lambda p=null_port: check_direct(p, {}, timeout=0.5) is not None,  # type: ignore[misc]
+                                30, "serving")
+                proc, port = start_extauthz(config, redis_url=redis_url, workers=workers)
+                procs.append(proc)
+                for _ in range(3 * workers):  # verify each token in every worker: measured checks are cache hits
+                    for token in tokens:
+                        response = check_direct(port, {"authorization": f"Bearer {token}"})
+                        if response is None or response.status.code != 0:
+                            raise SystemExit(f"warm-up check refused: {response}")
+                table[workers] = measure_pair(workers, {"baseline": null_port, "full": port}, args, tokens_file,
+                                              tokens[0], directory)
+            finally:
+                for started in procs:
+                    started.stop()
+    finally:
+        redis.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    print("\nratio full / baseline (requests per second; 1.00 = as fast as doing nothing)")
+    ratios = []
+    for workers, results in table.items():
+        for how in results["baseline"]:
+            base, full = results["baseline"][how], results["full"][how]
+            ratios.append(full["rps"] / base["rps"])
+            print(f"  workers={workers} {how:<6} {ratios[-1]:.2f}   "
+                  f"p50 {full['p50_ms'] - base['p50_ms']:+.2f} ms   p99 {full['p99_ms'] - base['p99_ms']:+.2f} ms   "
+                  f"(samples/s baseline {base['samples']}, full {full['samples']})")
+    print(f"\nmedian of the ratios: {statistics.median(ratios):.2f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.extauthz_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    sub = parser.add_subparsers(dest="command")
+    null = sub.add_parser("serve-null")
+    null.add_argument("--port", type=int, required=True)
+    null.add_argument("--workers", type=int, default=1)
+    load = sub.add_parser("load")
+    load.add_argument("--port", type=int, required=True)
+    load.add_argument("--seconds", type=float, default=4.0)
+    load.add_argument("--concurrency", type=int, default=32)
+    load.add_argument("--channels", type=int, default=8)
+    load.add_argument("--tokens", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "serve-null":
+        return serve_null(args.port, args.workers)
+    if args.command == "load":
+        tokens = json.loads(args.tokens.read_text())
+        print(json.dumps(asyncio.run(_load(args.port, args.seconds, args.concurrency, args.channels, tokens))))
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
