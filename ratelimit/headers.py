@@ -40,23 +40,40 @@ def _quota(limit: Limit) -> int:
     return limit.capacity if limit.algorithm == TOKEN_BUCKET else limit.requests_per_unit
 
 
+# (id(rule), id(limit)) -> (rule, limit, quoted name, policy item). Rules and limits live as long as
+# their config; keeping them in the entry makes a reused id harmless. Overrides are not cached.
+_POLICIES: dict[tuple[int, int], tuple[Rule | None, Limit, str, str]] = {}
+
+
+def _policy(limit: Limit, rule: Rule | None, override: bool) -> tuple[str, str]:
+    key = (id(rule), id(limit))
+    entry = _POLICIES.get(key)
+    if entry is not None and entry[0] is rule and entry[1] is limit:
+        return entry[2], entry[3]
+    quoted = _sf_string(policy_name(limit, rule, override))
+    item = f"{quoted};q={_quota(limit)};w={limit.window_seconds}"
+    if not override:
+        if len(_POLICIES) > 10_000:
+            _POLICIES.clear()
+        _POLICIES[key] = (rule, limit, quoted, item)
+    return quoted, item
+
+
 def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
     policies: list[str] = []
     current: list[str] = []
     seen: set[str] = set()
     for status in decision.statuses:
-        if status.fallback in ("allow", "deny"):
+        if not status.limits or status.fallback in ("allow", "deny"):
             continue
         override = _is_override(status)
         for limit_status in status.limits:
-            name = policy_name(limit_status.limit, status.rule, override)
-            if name in seen:
+            quoted, item = _policy(limit_status.limit, status.rule, override)
+            if quoted in seen:
                 continue
-            seen.add(name)
-            quoted = _sf_string(name)
-            limit = limit_status.limit
+            seen.add(quoted)
             outcome = limit_status.outcome
-            policies.append(f"{quoted};q={_quota(limit)};w={limit.window_seconds}")
+            policies.append(item)
             current.append(f"{quoted};r={max(0, outcome.remaining)};t={max(0, math.ceil(outcome.reset_after))}")
     headers: list[tuple[str, str]] = []
     if policies:

@@ -60,6 +60,38 @@ def script_args(checks: Sequence[Check], now_us: int | None = None) -> list[byte
     return args
 
 
+_ARGS_CACHE: dict[tuple[str, int, int, int, int], str] = {}
+_EVALSHA_HEAD = f"$7\r\nEVALSHA\r\n$40\r\n{SCRIPT_SHA}\r\n"
+
+
+def _check_args(check: Check) -> str:
+    """The RESP form of one check's five ARGV values; few distinct shapes, so cached."""
+    shape = (check.algorithm, check.limit, check.window, check.burst, check.hits)
+    text = _ARGS_CACHE.get(shape)
+    if text is None:
+        if len(_ARGS_CACHE) > 10_000:
+            _ARGS_CACHE.clear()
+        values = (str(ALGORITHM_CODES[check.algorithm]), str(check.limit), str(check.window), str(check.burst),
+                  str(check.hits))
+        text = _ARGS_CACHE[shape] = "".join(f"${len(v)}\r\n{v}\r\n" for v in values)
+    return text
+
+
+def encode_evalsha(checks: Sequence[Check]) -> bytes:
+    """`encode_command(["EVALSHA", *script_args(checks)])`, built the cheap way for the hot path.
+
+    Keys are ASCII (storage keys are percent-encoded), so a character count is a byte count.
+    """
+    count = str(len(checks))
+    parts = [f"*{4 + 6 * len(checks)}\r\n", _EVALSHA_HEAD, f"${len(count)}\r\n{count}\r\n"]
+    for check in checks:
+        key = f"{KEY_PREFIX}{{{check.key}}}"
+        parts.append(f"${len(key)}\r\n{key}\r\n")
+    parts.append("$0\r\n\r\n")
+    parts.extend(_check_args(check) for check in checks)
+    return "".join(parts).encode("ascii")
+
+
 def parse_outcomes(reply: Reply, count: int) -> list[Outcome]:
     if not isinstance(reply, list) or len(reply) != count:
         raise BackendUnavailable("redis", f"unexpected script reply {reply!r:.80}")
@@ -109,17 +141,18 @@ class _Node:
         conn = await self.connection()
         return await conn.call(*args)
 
-    async def evalsha(self, args: Sequence[bytes | str | int], asking: bool = False) -> Reply:
+    async def evalsha(self, command: bytes, asking: bool = False) -> Reply:
+        """Run the script; `command` is `encode_evalsha(checks)`."""
         conn = await self.connection()
         if asking:
             conn.call("ASKING")  # its +OK is read and dropped in order; only the script's reply matters
-        reply = await conn.call("EVALSHA", *args)
+        reply = await conn.send(command)
         if isinstance(reply, RedisReplyError) and reply.kind == "NOSCRIPT":
             # Redis restarted or SCRIPT FLUSH ran on a connection we kept: load once and go again.
             await conn.call("SCRIPT", "LOAD", SCRIPT)
             if asking:
                 conn.call("ASKING")
-            reply = await conn.call("EVALSHA", *args)
+            reply = await conn.send(command)
         return reply
 
     def close(self) -> None:
@@ -152,7 +185,7 @@ class RedisStore:
         if not checks:
             return []
         try:
-            reply = await self._node.evalsha(script_args(checks))
+            reply = await self._node.evalsha(encode_evalsha(checks))
         except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
             raise _translate(self._node.address, exc) from exc
         if isinstance(reply, RedisReplyError):
@@ -244,14 +277,14 @@ class RedisClusterStore:
         if self._slots is None or not self._slots[slot]:
             raise RedisConnectionError(f"slot {slot} has no node")
         node = self._node(self._slots[slot])
-        args = script_args(checks)
-        reply = await node.evalsha(args)
+        command = encode_evalsha(checks)
+        reply = await node.evalsha(command)
         if isinstance(reply, RedisReplyError) and reply.kind in ("MOVED", "ASK"):
             # `MOVED <slot> <host:port>`: the map is old. ASK: one-off redirect during a migration.
             target = str(reply).split(" ")[2]
             if reply.kind == "MOVED":
                 await self._refresh_slots()
-            reply = await self._node(target).evalsha(args, asking=reply.kind == "ASK")
+            reply = await self._node(target).evalsha(command, asking=reply.kind == "ASK")
         if isinstance(reply, RedisReplyError):
             raise RedisConnectionError(f"{node.address}: {reply}")
         return parse_outcomes(reply, len(checks))

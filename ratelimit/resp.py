@@ -7,7 +7,8 @@ keeps one socket per Redis node, writes every command issued during one event-lo
 
 The timeout measures Redis, not the event loop: each command's clock starts when its bytes are
 handed to the socket (at the flush, not when the caller asked), and replies are parsed inside
-`data_received`, which asyncio runs before the timer callbacks of the same loop turn. So a reply that
+`data_received`, which asyncio runs before the timer callbacks of the same loop turn (one timer per
+connection, armed for the oldest deadline, serves every command in flight). So a reply that
 is already in the socket buffer when a busy loop comes back always wins over its timer; a loaded
 service does not time out (and fail open) because it was slow to look at an answer that came in time.
 A caller whose command timed out gets `RedisTimeout` at once; its late reply is read and dropped,
@@ -58,36 +59,55 @@ class _Incomplete(Exception):
 
 
 def _parse(buf: bytes, pos: int) -> tuple[Reply, int]:
-    """One reply starting at `pos`; raises _Incomplete when the buffer does not hold all of it."""
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise _Incomplete
-    kind = buf[pos]
-    line = buf[pos + 1:end]
-    pos = end + 2
-    if kind == 58:  # ':'
-        return int(line), pos
-    if kind == 42:  # '*'
-        count = int(line)
-        if count < 0:
-            return None, pos
-        items = []
-        for _ in range(count):
-            item, pos = _parse(buf, pos)
-            items.append(item)
-        return items, pos
-    if kind == 36:  # '$'
-        size = int(line)
-        if size < 0:
-            return None, pos
-        if len(buf) < pos + size + 2:
+    """One reply starting at `pos`; raises _Incomplete when the buffer does not hold all of it.
+
+    Iterative, not recursive: a script reply is an array of small arrays of integers, and a Python
+    call per element would cost more than the parsing itself.
+    """
+    stack: list[tuple[list[Reply], int]] = []
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
             raise _Incomplete
-        return buf[pos:pos + size], pos + size + 2
-    if kind == 43:  # '+'
-        return line.decode(), pos
-    if kind == 45:  # '-'
-        return RedisReplyError(line.decode(errors="replace")), pos
-    raise RedisConnectionError(f"unexpected RESP type byte {kind!r}")
+        kind = buf[pos]
+        value: Reply
+        if kind == 58:  # ':'
+            value = int(buf[pos + 1:end])
+            pos = end + 2
+        elif kind == 42:  # '*'
+            count = int(buf[pos + 1:end])
+            pos = end + 2
+            if count > 0:
+                stack.append(([], count))
+                continue
+            value = [] if count == 0 else None
+        elif kind == 36:  # '$'
+            size = int(buf[pos + 1:end])
+            pos = end + 2
+            if size < 0:
+                value = None
+            else:
+                if len(buf) < pos + size + 2:
+                    raise _Incomplete
+                value = buf[pos:pos + size]
+                pos += size + 2
+        elif kind == 43:  # '+'
+            value = buf[pos + 1:end].decode()
+            pos = end + 2
+        elif kind == 45:  # '-'
+            value = RedisReplyError(buf[pos + 1:end].decode(errors="replace"))
+            pos = end + 2
+        else:
+            raise RedisConnectionError(f"unexpected RESP type byte {kind!r}")
+        while stack:
+            items, count = stack[-1]
+            items.append(value)
+            if len(items) < count:
+                break
+            stack.pop()
+            value = items
+        else:
+            return value, pos
 
 
 class RespConnection(asyncio.Protocol):
@@ -100,7 +120,10 @@ class RespConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._unsent: list[bytes] = []
         self._waiting_flush: list[asyncio.Future[Reply]] = []
-        self._pending: deque[tuple[asyncio.Future[Reply], asyncio.TimerHandle | None]] = deque()
+        self._pending: deque[asyncio.Future[Reply]] = deque()  # in send order, matched to replies
+        # (deadline, future) in send order, so in deadline order: one timer serves them all.
+        self._deadlines: deque[tuple[float, asyncio.Future[Reply]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._buffer = b""
         self._flush_scheduled = False
         self._lost: Exception | None = None
@@ -129,11 +152,15 @@ class RespConnection(asyncio.Protocol):
 
     def call(self, *args: bytes | str | int) -> asyncio.Future[Reply]:
         """Queue one command; the future resolves to its reply (an error reply is a RedisReplyError value)."""
+        return self.send(encode_command(args))
+
+    def send(self, command: bytes) -> asyncio.Future[Reply]:
+        """Queue one command already in RESP form (see `encode_command`)."""
         future: asyncio.Future[Reply] = self._loop.create_future()
         if not self.usable:
             future.set_exception(RedisConnectionError(f"connection to {self.address} is closed"))
             return future
-        self._unsent.append(encode_command(args))
+        self._unsent.append(command)
         self._waiting_flush.append(future)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -152,14 +179,27 @@ class RespConnection(asyncio.Protocol):
                     future.set_exception(RedisConnectionError(f"connection to {self.address} is closed"))
             return
         self._transport.write(data)
-        deadline = self._loop.time() + self.timeout
-        for future in futures:
-            timer = self._loop.call_at(deadline, self._expire, future) if self.timeout > 0 else None
-            self._pending.append((future, timer))
+        self._pending.extend(futures)
+        if self.timeout > 0:
+            deadline = self._loop.time() + self.timeout
+            self._deadlines.extend((deadline, future) for future in futures)
+            if self._timer is None:
+                self._timer = self._loop.call_at(deadline, self._sweep)
 
-    def _expire(self, future: asyncio.Future[Reply]) -> None:
-        if not future.done():
-            future.set_exception(RedisTimeout(f"no reply from {self.address} within {self.timeout * 1000:.0f} ms"))
+    def _sweep(self) -> None:
+        """Fail the commands whose deadline passed; answered ones are just dropped from the queue."""
+        self._timer = None
+        now = self._loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, future = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._timer = self._loop.call_at(deadline, self._sweep)
+                    return
+                future.set_exception(RedisTimeout(
+                    f"no reply from {self.address} within {self.timeout * 1000:.0f} ms"))
+            deadlines.popleft()
 
     def data_received(self, data: bytes) -> None:
         self.last_reply_at = self._loop.time()
@@ -171,9 +211,7 @@ class RespConnection(asyncio.Protocol):
                 reply, pos = _parse(buf, pos)
                 if not pending:
                     raise RedisConnectionError(f"{self.address} sent a reply nobody asked for")
-                future, timer = pending.popleft()
-                if timer is not None:
-                    timer.cancel()
+                future = pending.popleft()
                 if not future.done():
                     future.set_result(reply)
         except _Incomplete:
@@ -190,10 +228,12 @@ class RespConnection(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         self._lost = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         while self._pending:
-            future, timer = self._pending.popleft()
-            if timer is not None:
-                timer.cancel()
+            future = self._pending.popleft()
             if not future.done():
                 future.set_exception(error)
         for future in self._waiting_flush:

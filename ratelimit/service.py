@@ -14,13 +14,12 @@ from typing import Any
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from google.protobuf import duration_pb2
 
 from pavilion.log import get_logger
 from ratelimit.headers import rate_limit_headers
 from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter
 from ratelimit.metrics import LATENCY, REQUESTS, RuleMetrics
-from ratelimit.rules import Limit
+from ratelimit.rules import Limit, Rule
 
 log = get_logger(__name__)
 
@@ -57,26 +56,43 @@ def to_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
     return descriptors
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    micros = max(0, round(seconds * 1_000_000))
-    return duration_pb2.Duration(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+def _current_limit(limit: Limit, rule: Rule | None) -> rls_pb2.RateLimitResponse.RateLimit:
+    proto = _RESPONSE.RateLimit(requests_per_unit=limit.requests_per_unit, unit=_RESPONSE_UNITS[limit.unit])
+    name = limit.name or (rule.name if rule else None)
+    if limit.unit_multiplier != 1:
+        # The proto has no multiplier; say it in the name rather than report a wrong window.
+        name = f"{name or 'limit'} ({limit.requests_per_unit} per {limit.window_seconds}s)"
+    if name:
+        proto.name = name
+    return proto
+
+
+# id(limit) -> (limit, its RateLimit message); the entry keeps the limit, so a reused id is harmless.
+_LIMITS: dict[int, tuple[Limit, rls_pb2.RateLimitResponse.RateLimit]] = {}
+
+
+def _cached_limit(limit: Limit, rule: Rule | None) -> rls_pb2.RateLimitResponse.RateLimit:
+    entry = _LIMITS.get(id(limit))
+    if entry is not None and entry[0] is limit:
+        return entry[1]
+    proto = _current_limit(limit, rule)
+    if len(_LIMITS) > 10_000:
+        _LIMITS.clear()
+    _LIMITS[id(limit)] = (limit, proto)
+    return proto
 
 
 def to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
     response = _RESPONSE(overall_code=int(decision.code))
+    add = response.statuses.add
     for status in decision.statuses:
-        item = response.statuses.add(code=int(status.code), limit_remaining=status.limit_remaining)
+        item = add(code=int(status.code), limit_remaining=status.limit_remaining)
         limit = status.current_limit
         if limit is not None:
-            item.current_limit.requests_per_unit = limit.requests_per_unit
-            item.current_limit.unit = _RESPONSE_UNITS[limit.unit]
-            name = limit.name or (status.rule.name if status.rule else None)
-            if limit.unit_multiplier != 1:
-                # The proto has no multiplier; say it in the name rather than report a wrong window.
-                name = f"{name or 'limit'} ({limit.requests_per_unit} per {limit.window_seconds}s)"
-            if name:
-                item.current_limit.name = name
-            item.duration_until_reset.CopyFrom(_duration(status.duration_until_reset))
+            item.current_limit.CopyFrom(_cached_limit(limit, status.rule))
+            micros = max(0, round(status.duration_until_reset * 1_000_000))
+            item.duration_until_reset.seconds = micros // 1_000_000
+            item.duration_until_reset.nanos = micros % 1_000_000 * 1000
     for key, value in rate_limit_headers(decision):
         response.response_headers_to_add.add(key=key, value=value)
     return response
@@ -94,6 +110,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self.limiter = limiter
         self.metrics = metrics or RuleMetrics()
         self._requests: dict[tuple[str, str], Any] = {}
+        self._labels: dict[int, tuple[Rule, str]] = {}
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> rls_pb2.RateLimitResponse:
@@ -120,13 +137,22 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             rule = status.rule
             if rule is None or not status.limits or status.fallback in ("allow", "deny"):
                 continue
-            label = rule.name or rule.stats_key
-            if rule.detailed_metric:
-                label = _detailed_label(status) or label
+            label = (_detailed_label(status) if rule.detailed_metric else None) or self._label(rule)
             for limit_status in status.limits:
                 self.metrics.record(domain, label, hits=status.hits, over=limit_status.over,
                                     near=limit_status.near,
                                     shadow=limit_status.over and (status.shadowed or decision.global_shadowed))
+
+    def _label(self, rule: Rule) -> str:
+        """The rule's metric label (its name, else its key path), cached: stats_key builds a string."""
+        entry = self._labels.get(id(rule))
+        if entry is not None and entry[0] is rule:
+            return entry[1]
+        label = rule.name or rule.stats_key
+        if len(self._labels) > 10_000:
+            self._labels.clear()
+        self._labels[id(rule)] = (rule, label)
+        return label
 
     def _count(self, code: Code, cause: str) -> None:
         key = (code.name, cause)

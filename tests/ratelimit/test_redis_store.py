@@ -18,8 +18,8 @@ import pytest
 from pavilion.errors import BackendUnavailable
 from ratelimit.clock import MICROS, ManualClock
 from ratelimit.memory_store import MemoryStore
-from ratelimit.redis_store import SCRIPT, RedisStore, parse_outcomes, script_args
-from ratelimit.resp import RedisReplyError, RespConnection
+from ratelimit.redis_store import SCRIPT, RedisStore, encode_evalsha, parse_outcomes, script_args
+from ratelimit.resp import RedisReplyError, RespConnection, encode_command
 from ratelimit.store import Check, Outcome
 from tests.procs import Proc, start_redis
 from tests.ratelimit.vectors import T0_US, VECTORS, Vector
@@ -211,3 +211,9 @@ def test_now_argument_is_microseconds() -> None:
     # The test-only time argument and the store's own encoding agree on units.
     args = script_args([Check("k", "fixed_window", 1, 1)], 5 * MICROS)
     assert args[3] == 5 * MICROS and args[4:] == [1, 1, 1, 0, 1]
+
+
+def test_the_hot_path_encoding_is_the_generic_one() -> None:
+    checks = [Check("d|k=v|0.fixed_window.60", "fixed_window", 10, 60, 0, 1),
+              Check("d|k=%7B%7D|1.token_bucket.1", "token_bucket", 5, 1, 20, 0)]
+    assert encode_evalsha(checks) == encode_command(["EVALSHA", *script_args(checks)])
