@@ -90,6 +90,12 @@ def all_synced(nodes: int, version: str | None = None, not_version: str | None =
     return check
 
 
+def counted_more(result: str, before: int) -> Check:
+    def check(status: dict[str, Any]) -> bool:
+        return int(status["reloads"][result]) > before
+    return check
+
+
 def measure(routes: int, changes: int, envoys: int = 2) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix=f"bench-routes-{routes}-"))
     files = write_config(directory, routes, free_port(), free_port())
@@ -121,7 +127,7 @@ def measure(routes: int, changes: int, envoys: int = 2) -> dict[str, Any]:
             text = files[0].read_text()
             mark = time.perf_counter()
             files[0].write_text(text)
-            wait_for(lambda s, b=before: s["reloads"]["unchanged"] > b, status_url)
+            wait_for(counted_more("unchanged", before), status_url)
             noop_times.append(time.perf_counter() - mark)
             status = get_json(status_url)
 

@@ -34,7 +34,7 @@ class Group(NamedTuple):
 def _metadata_string(node: base_pb2.Node, key: str) -> str:
     fields = node.metadata.fields
     if key in fields and fields[key].WhichOneof("kind") == "string_value":
-        return fields[key].string_value
+        return str(fields[key].string_value)
     return ""
 
 

@@ -131,4 +131,4 @@ def response_head(*, type_url: str, version: str, nonce: str, identifier: str) -
     """The per-stream part of a DiscoveryResponse; append resource fields to complete it."""
     head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
     head.control_plane.identifier = identifier
-    return head.SerializeToString(deterministic=True)
+    return bytes(head.SerializeToString(deterministic=True))
