@@ -24,6 +24,7 @@ class JwksServer:
     redirect_to: str | None = None
     body_override: bytes | None = None
     cache_control: str | None = None
+    chunked: bool = False            # stream the body without a Content-Length
     jwks_uri: str | None = None      # discovery `jwks_uri`; None means this server's /jwks.json
     hits: Counter[str] = field(default_factory=Counter)
     port: int = 0
@@ -51,6 +52,14 @@ class JwksServer:
             return web.Response(status=self.status, text="unavailable")
         body = self.body_override if self.body_override is not None else json.dumps(self.jwks).encode()
         headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
+        if self.chunked:
+            stream = web.StreamResponse(headers={"Content-Type": "application/json", **headers})
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            for start in range(0, len(body), 1024):
+                await stream.write(body[start:start + 1024])
+            await stream.write_eof()
+            return stream
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def _discovery(self, request: web.Request) -> web.Response:

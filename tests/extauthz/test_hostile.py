@@ -137,6 +137,9 @@ CASES = [
     Case("tampered signature EC", lambda: flip_sig(acme("ES256")), "bad_signature"),
     Case("truncated signature", lambda: replace_part(acme(), 2, b64url_encode(
         b64url_decode(acme().split(".")[2].encode(), "s")[:-6])), "bad_signature"),
+    Case("ES256 signature with a zero-padded s", lambda: replace_part(acme("ES256"), 2, b64url_encode(
+        b64url_decode(acme("ES256").split(".")[2].encode(), "s")[:32] + b"\x00"
+        + b64url_decode(acme("ES256").split(".")[2].encode(), "s")[32:])), "bad_signature"),
     Case("one-byte signature", lambda: replace_part(acme("ES256"), 2, "AA"), "bad_signature"),
     Case("signature of another token", lambda: replace_part(acme(), 2, acme(jti="other").split(".")[2]),
          "bad_signature"),

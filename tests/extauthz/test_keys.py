@@ -110,6 +110,13 @@ def test_weak_rsa_rejected() -> None:
         parse_jwk(weak_rsa_jwk())
 
 
+def test_huge_rsa_rejected() -> None:
+    # Checked before the numbers reach cryptography, so an odd 8200-bit integer is enough.
+    n = b64url_encode((2**8200 + 1).to_bytes(1026, "big"))
+    with pytest.raises(RejectedKey, match="over 8192"):
+        parse_jwk({"kty": "RSA", "kid": "huge", "n": n, "e": "AQAB"})
+
+
 def test_wrong_curve_for_alg_rejected() -> None:
     with pytest.raises(RejectedKey, match="does not match"):
         parse_jwk(wrong_curve_jwk())
@@ -327,7 +334,9 @@ async def test_redirect_refused(server: JwksServer) -> None:
         await keys.close()
 
 
-async def test_oversize_document_refused(server: JwksServer) -> None:
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_oversize_document_refused(server: JwksServer, chunked: bool) -> None:
+    server.chunked = chunked
     server.body_override = json.dumps({"keys": IDP.jwks()["keys"], "pad": "x" * 5000}).encode()
     keys = key_set_for(remote_tenant(server, max_bytes=4096))
     try:
@@ -480,6 +489,9 @@ async def test_file_source_reloads_when_mtime_changes(tmp_path: Path) -> None:
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
         with pytest.raises(UnknownKey):
             await keys.key_for(EC_KID, "ES256")
+        loaded_at = keys.status()["last_fetch"]
+        await keys.refresh()
+        assert keys.status()["last_fetch"] == loaded_at   # unchanged mtime: not read or parsed again
         write_jwks(path, {"keys": [cached_key("ES256")[1]]}, 1_000_100)
         clock.now += 31
         assert (await keys.key_for(EC_KID, "ES256")).kid == EC_KID

@@ -91,8 +91,15 @@ def test_non_canonical_trailing_bits_refused() -> None:
 
 
 def test_impossible_base64_length_refused() -> None:
-    with pytest.raises(MalformedToken):
+    with pytest.raises(MalformedToken, match="impossible base64url length"):
         b64url_decode(b"abcde", "x")
+
+
+@pytest.mark.parametrize("segment", [b"ab+d", b"ab/d", b"abc=", b"ab d", b"ab\nd"])
+def test_only_the_base64url_alphabet_without_padding(segment: bytes) -> None:
+    # The alphabet check names the problem; the canonical re-encoding alone would call it "not canonical".
+    with pytest.raises(MalformedToken, match="not unpadded base64url"):
+        b64url_decode(segment, "x")
 
 
 @pytest.mark.parametrize("header", [b"not json", b"[1,2]", b'"alg"', b"\xff\xfe", b'{"alg":"RS256",}'])
@@ -131,7 +138,9 @@ def test_duplicate_in_nested_object_refused() -> None:
 @pytest.mark.parametrize("name", ["jku", "x5u", "jwk", "x5c"])
 def test_key_pointer_headers_refused(name: str) -> None:
     token = unsigned_token({"alg": "RS256", name: "https://evil.test/k"}, {}, "c2ln")
-    assert reason_of(token) == "forbidden_header"
+    with pytest.raises(MalformedToken, match=f"parameter {name} is refused") as info:
+        parse_token(token, CAP)
+    assert info.value.reason == "forbidden_header"
 
 
 def test_unknown_header_parameter_refused() -> None:

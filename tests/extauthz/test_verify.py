@@ -256,3 +256,45 @@ def test_inline_source_round_trips_jwks() -> None:
     source = JwksSource.of_keys(IDP.jwks()["keys"])
     assert source.inline_keys() == json.loads(source.inline or "")["keys"]
     assert hash(source) == hash(JwksSource(inline=IDP.jwks()))
+
+
+# -- defence in depth ---------------------------------------------------------------------------
+
+class WrongKeySet:
+    """A key set with a bug: hands out the key named by kid without checking it fits the alg."""
+
+    async def key_for(self, kid: str | None, alg: str) -> Any:
+        return parse_jwk(cached_key("RS256")[1])   # pinned to RS256 by its JWK alg
+
+
+async def test_verify_rebinds_alg_to_key_even_if_the_key_set_errs() -> None:
+    # Same RSA private key, signed RS512: only the JWK's alg pin stands between it and acceptance.
+    token = sign_token(IDP.claims(NOW), IDP.private("RS256"), "RS512", IDP.kid("RS256"))
+    assert await reason(token) == "alg_key_mismatch"
+    assert await reason(token, keys=WrongKeySet()) == "alg_key_mismatch"  # type: ignore[arg-type]
+
+
+async def test_pss_salt_must_equal_the_hash_length() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    token = tok("PS256")
+    head, body, _ = token.split(".")
+    private = IDP.private("PS256")
+    sig = private.sign(f"{head}.{body}".encode(), padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=0),
+                       hashes.SHA256())  # type: ignore[union-attr, call-arg, arg-type]
+    assert await reason(f"{head}.{body}.{b64url_encode(sig)}") == "bad_signature"
+
+
+async def test_ecdsa_signature_with_a_zero_padded_half_refused() -> None:
+    # r || 0x00 || s decodes to the same integers: without the exact-length rule it would verify.
+    token = tok("ES256")
+    raw = b64url_decode(token.split(".")[2].encode(), "s")
+    assert await reason(replace_part(token, 2, b64url_encode(raw[:32] + b"\x00" + raw[32:]))) == "bad_signature"
+
+
+async def test_json_number_overflowing_to_infinity_refused() -> None:
+    token = IDP.raw_token(json.dumps({"alg": "RS256", "kid": IDP.kid("RS256")}),
+                          json.dumps(IDP.claims(NOW))[:-1].replace(f'"exp": {int(NOW) + 300}', '"exp": 1e400') + "}")
+    assert '1e400' in json.dumps(b64url_decode(token.split(".")[1].encode(), "p").decode())
+    assert await reason(token) == "bad_claim"
