@@ -50,14 +50,18 @@ class RateLimitSettings(Settings):
     metric_label_cap: int = 1000
 
 
-def make_store(settings: RateLimitSettings) -> tuple[CounterStore, CircuitBreaker | None]:
+def make_redis(settings: RateLimitSettings) -> RedisStore | RedisClusterStore | None:
     timeout = settings.redis_timeout_ms / 1000
-    redis: RedisStore | RedisClusterStore
     if settings.redis_cluster:
-        redis = RedisClusterStore.from_hosts(settings.redis_cluster, timeout=timeout)
-    elif settings.redis_url:
-        redis = RedisStore.from_url(settings.redis_url, timeout=timeout)
-    else:
+        return RedisClusterStore.from_hosts(settings.redis_cluster, timeout=timeout)
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url, timeout=timeout)
+    return None
+
+
+def make_store(settings: RateLimitSettings,
+               redis: RedisStore | RedisClusterStore | None) -> tuple[CounterStore, CircuitBreaker | None]:
+    if redis is None:
         return MemoryStore(), None
 
     def on_change(state: BreakerState) -> None:
@@ -134,7 +138,10 @@ async def reload_once(path: Path, limiter: Limiter) -> bool:
 async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
     path = Path(settings.config)
     config = load_config(path)
-    store, breaker = make_store(settings)
+    redis = make_redis(settings)
+    if redis is not None:
+        await redis.start()
+    store, breaker = make_store(settings, redis)
     limiter = Limiter(config, store, replicas=max(1, settings.replicas) * max(1, settings.workers),
                       global_shadow_mode=settings.shadow_mode)
     service = RateLimitService(limiter, RuleMetrics(settings.metric_label_cap))

@@ -113,6 +113,7 @@ class _Node:
         self._connect_timeout = connect_timeout
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Task[RespConnection] | None = None
+        self._ever_connected = False
 
     async def connection(self) -> RespConnection:
         conn = self._conn
@@ -123,8 +124,20 @@ class _Node:
             conn.close()
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.create_task(self._connect())
-        # A caller waits no longer than its own timeout; the connect attempt goes on for the next ones.
-        return await asyncio.wait_for(asyncio.shield(self._connecting), self._timeout)
+            self._connecting.add_done_callback(_retrieve)
+        if self._ever_connected:
+            # A reconnect: fail this request now (the rule's on_backend_error answers it) rather than
+            # make it wait on a connect whose timer would also count event-loop lag under a burst.
+            raise RedisConnectionError(f"reconnecting to {self.address}")
+        return await asyncio.wait_for(asyncio.shield(self._connecting), self._connect_timeout)
+
+    async def start(self) -> None:
+        """Connect (and load the script) before the first request; a failure is logged, not raised:
+        the service starts anyway, answers by on_backend_error, and connects when Redis is there."""
+        try:
+            await self.connection()
+        except (RedisConnectionError, TimeoutError, OSError) as exc:
+            log.warning("redis_unavailable_at_start", node=self.address, error=str(exc))
 
     async def _connect(self) -> RespConnection:
         conn = await RespConnection.open(self.host, self.port, timeout=self._timeout,
@@ -134,6 +147,7 @@ class _Node:
             conn.close()
             raise RedisConnectionError(f"SCRIPT LOAD on {self.address}: {reply}")
         self._conn = conn
+        self._ever_connected = True
         log.info("redis_connected", node=self.address)
         return conn
 
@@ -162,6 +176,12 @@ class _Node:
             self._conn.close()
 
 
+def _retrieve(task: asyncio.Task[RespConnection]) -> None:
+    # A background connect nobody awaited must not log "exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
 def _translate(node: str, exc: BaseException) -> BackendUnavailable:
     if isinstance(exc, RedisTimeout | TimeoutError):
         return BackendUnavailable("redis", f"timeout from {node}")
@@ -180,6 +200,9 @@ class RedisStore:
         if parts.scheme != "redis" or not parts.hostname:
             raise ValueError(f"--redis {url!r}: expected redis://HOST:PORT")
         return cls(parts.hostname, parts.port or 6379, timeout=timeout)
+
+    async def start(self) -> None:
+        await self._node.start()
 
     async def apply(self, checks: Sequence[Check]) -> list[Outcome]:
         if not checks:
@@ -230,7 +253,17 @@ class RedisClusterStore:
     async def _refresh_slots(self) -> None:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.create_task(self._load_slots())
-        await asyncio.wait_for(asyncio.shield(self._refreshing), max(self._timeout, 0.01) * 4)
+        await asyncio.wait_for(asyncio.shield(self._refreshing), self._connect_timeout)
+
+    async def start(self) -> None:
+        """Learn the slot map and connect to every master before the first request (failures logged)."""
+        try:
+            await self._refresh_slots()
+        except (RedisConnectionError, RedisTimeout, TimeoutError, OSError) as exc:
+            log.warning("redis_cluster_unavailable_at_start", error=str(exc))
+            return
+        for address in sorted(set(self._slots or []) - {""}):
+            await self._node(address).start()
 
     async def _load_slots(self) -> None:
         addresses = [n.address for n in self._nodes.values()] + [f"{h}:{p}" for h, p in self._seeds]

@@ -179,6 +179,8 @@ class RespConnection(asyncio.Protocol):
                     future.set_exception(RedisConnectionError(f"connection to {self.address} is closed"))
             return
         self._transport.write(data)
+        if not self._pending:
+            self.last_reply_at = self._loop.time()  # idle until now: the hung-peer clock starts here
         self._pending.extend(futures)
         if self.timeout > 0:
             deadline = self._loop.time() + self.timeout

@@ -15,10 +15,11 @@ from typing import Any
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
 from ratelimit.headers import rate_limit_headers
 from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter
-from ratelimit.metrics import LATENCY, REQUESTS, RuleMetrics
+from ratelimit.metrics import BACKEND_ERRORS, LATENCY, REQUESTS, RuleMetrics
 from ratelimit.rules import Limit, Rule
 
 log = get_logger(__name__)
@@ -111,6 +112,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
         self.metrics = metrics or RuleMetrics()
         self._requests: dict[tuple[str, str], Any] = {}
         self._labels: dict[int, tuple[Rule, str]] = {}
+        self._last_error_log = 0.0
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> rls_pb2.RateLimitResponse:
@@ -120,6 +122,8 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             decision = await self.limiter.should_rate_limit(request.domain, descriptors, request.hits_addend or 1)
             response = to_response(decision)
             self._record(request.domain, decision)
+            if decision.backend_error is not None:
+                self._backend_error(decision.backend_error)
             cause = _cause(decision)
             code = decision.code
         except BadRequest as exc:
@@ -142,6 +146,16 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
                 self.metrics.record(domain, label, hits=status.hits, over=limit_status.over,
                                     near=limit_status.near,
                                     shadow=limit_status.over and (status.shadowed or decision.global_shadowed))
+
+    def _backend_error(self, error: BackendUnavailable) -> None:
+        """Count every store failure; log one a second at most (an outage must not flood the log)."""
+        kind = "breaker_open" if "breaker open" in error.detail else "timeout" if "timeout" in error.detail \
+            else "error"
+        BACKEND_ERRORS.labels(kind=kind).inc()
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.warning("ratelimit_backend_unavailable", kind=kind, detail=str(error))
 
     def _label(self, rule: Rule) -> str:
         """The rule's metric label (its name, else its key path), cached: stats_key builds a string."""

@@ -1,5 +1,11 @@
 """Exact counting: three `pavilion ratelimit` processes share one Redis; 2,000 concurrent requests
-against a limit of 100 per hour admit exactly 100."""
+against a limit of 100 per hour admit exactly 100.
+
+This measures counting, so the Redis timeout is generous: on the 2-core test machine, with three
+services, the load generator and Redis all runnable, the kernel can leave Redis unscheduled for more
+than the 20 ms default, and a timed-out request is (correctly) answered by `on_backend_error: allow`,
+which would over-admit. The test also checks no request was answered that way.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +38,8 @@ async def test_three_replicas_admit_exactly_the_limit(tmp_path: Path) -> None:
     try:
         ports = []
         for _ in range(3):
-            proc, port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}"])
+            proc, port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}",
+                                                                   "--redis-timeout-ms", "1000"])
             services.append(proc)
             ports.append(port)
         request = rls_pb2.RateLimitRequest(domain="exact", descriptors=[ratelimit_pb2.RateLimitDescriptor(
@@ -55,7 +62,7 @@ async def test_three_replicas_admit_exactly_the_limit(tmp_path: Path) -> None:
         assert codes.count(rls_pb2.RateLimitResponse.OVER_LIMIT) == 1900
         for proc in services:
             assert "ratelimit_internal_error" not in proc.output()
-            assert "breaker" not in proc.output()  # no Redis failure was answered by a fallback
+            assert "ratelimit_backend_unavailable" not in proc.output()  # no answer came from a fallback
     finally:
         for proc in services:
             proc.stop()
