@@ -87,6 +87,13 @@ async def fetch_json(session: aiohttp.ClientSession, url: str, source: JwksSourc
     return _json_document(bytes(body), what), max_age
 
 
+def discovery_url(configured: str) -> str:
+    """The discovery document URL: as configured, or the issuer URL plus the well-known path (OIDC Discovery 4)."""
+    if "/.well-known/" in configured:
+        return configured
+    return configured.rstrip("/") + "/.well-known/openid-configuration"
+
+
 class KeyLoader(Protocol):
     remote: bool    # needs an HTTP session
     static: bool    # never changes: no refresh, no refetch on an unknown kid
@@ -175,7 +182,8 @@ class DiscoveryLoader:
     async def load(self, session: aiohttp.ClientSession | None) -> Loaded | None:
         if session is None:
             raise FetchError("no HTTP session")
-        doc, doc_age = await fetch_json(session, self._source.discovery or "", self._source, "discovery document")
+        doc, doc_age = await fetch_json(session, discovery_url(self._source.discovery or ""), self._source,
+                                        "discovery document")
         if not isinstance(doc, dict):
             raise FetchError("discovery document is not a JSON object")
         if doc.get("issuer") != self._issuer:

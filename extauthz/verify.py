@@ -4,6 +4,10 @@ Order matters for cost and for what a forger learns: the parse and the algorithm
 first (no key work), then the unverified `iss` must be the tenant's (so a token of another issuer
 never triggers a key refetch here), then the signature, and only then the claims.
 
+ECDSA signatures are malleable: (r, n - s) verifies as well as (r, s), so one token has two valid
+spellings. Accepted on purpose (as every JOSE library does); anything keyed on a token must use
+(issuer, jti) or the claims, never the token text, when uniqueness matters (revocation).
+
 Every refusal is a TokenError with a stable `reason` (a metric label) and a `description` safe
 for a WWW-Authenticate error_description: it never quotes token content.
 """

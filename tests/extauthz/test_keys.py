@@ -449,6 +449,17 @@ async def test_discovery_fetches_jwks_uri(server: JwksServer) -> None:
         await keys.close()
 
 
+async def test_discovery_from_the_issuer_url(server: JwksServer) -> None:
+    tenant = IDP.tenant(issuer=server.base, jwks=JwksSource(discovery=server.base + "/", allow_http_loopback=True))
+    keys = key_set_for(tenant)
+    try:
+        await keys.start()
+        assert (await keys.key_for(EC_KID, "ES256")).kid == EC_KID
+        assert server.hits["discovery"] == 1
+    finally:
+        await keys.close()
+
+
 async def test_discovery_issuer_must_equal_tenant_issuer(server: JwksServer) -> None:
     server.issuer = "https://evil.test"
     keys = key_set_for(remote_tenant(server, discovery=True, issuer=server.base))
