@@ -22,6 +22,7 @@ class AdsClient:
             while True:
                 response = await self.call.read()
                 if response is grpc.aio.EOF:
+                    await self.responses.put(EOFError("the server ended the stream"))
                     return
                 await self.responses.put(response)
         except grpc.aio.AioRpcError as exc:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 import pytest
@@ -10,7 +11,15 @@ from controlplane import resources as urls
 from controlplane.cache import Group, SnapshotCache, config_version, group_of
 from controlplane.config.model import Config, Listener
 from pavilion.errors import Location
+from pavilion.log import configure_logging
 from tests.controlplane.xds_fixtures import ToyConfig, toy_translate
+
+
+@pytest.fixture(autouse=True)
+def _log_to_a_stream_that_stays_open() -> None:
+    # Other tests run `pavilion.cli.main`, which points structlog at pytest's captured stderr; that file is
+    # closed once they end, and a logger first used afterwards would write to it.
+    configure_logging("warning", "console", io.StringIO())
 
 CONFIG = ToyConfig(services={"accounts": 9001}, offset={"us-east": 100})
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,8 +13,16 @@ from controlplane.cache import SnapshotCache
 from controlplane.server.sotw import SERVICE, AdsServer
 from controlplane.status import StatusBoard
 from pavilion.grpc_server import GrpcServer
+from pavilion.log import configure_logging
 from tests.controlplane.ads_client import AdsClient
 from tests.controlplane.xds_fixtures import ToyConfig, toy_translate
+
+
+@pytest.fixture(autouse=True)
+def _log_to_a_stream_that_stays_open() -> None:
+    # Other tests run `pavilion.cli.main`, which points structlog at pytest's captured stderr; that file is
+    # closed once they end, and a logger first used afterwards would write to it.
+    configure_logging("warning", "console", io.StringIO())
 
 CONFIG = ToyConfig(services={"accounts": 9001, "billing": 9002}, offset={"us-east": 100})
 IDENTIFIER = "pavilion-test"

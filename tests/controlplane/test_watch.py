@@ -1,14 +1,25 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from controlplane.cache import SnapshotCache
 from controlplane.status import StatusBoard
 from controlplane.watch import Reloader, watch_config
 from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.log import configure_logging
 from tests.controlplane.xds_fixtures import ToyConfig, toy_translate
+
+
+@pytest.fixture(autouse=True)
+def _log_to_a_stream_that_stays_open() -> None:
+    # Other tests run `pavilion.cli.main`, which points structlog at pytest's captured stderr; that file is
+    # closed once they end, and a logger first used afterwards would write to it.
+    configure_logging("warning", "console", io.StringIO())
 
 
 class Loader:
