@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from extauthz.jwk import parse_jwk
@@ -140,7 +142,8 @@ async def test_exp_required() -> None:
 @pytest.mark.parametrize("value", [str(int(NOW) + 60), True, False, None, [int(NOW)], {"t": 1}, 1e30, -1,
                                    10**40, 253402300800])
 async def test_numeric_dates_must_be_sane_json_numbers(name: str, value: object) -> None:
-    assert await reason(tok(**{name: value})) == "bad_claim"
+    claims: dict[str, Any] = {name: value}
+    assert await reason(tok(**claims)) == "bad_claim"
 
 
 async def test_float_numeric_dates_accepted() -> None:
@@ -255,7 +258,7 @@ async def test_descriptions_never_quote_claims() -> None:
 def test_inline_source_round_trips_jwks() -> None:
     source = JwksSource.of_keys(IDP.jwks()["keys"])
     assert source.inline_keys() == json.loads(source.inline or "")["keys"]
-    assert hash(source) == hash(JwksSource(inline=IDP.jwks()))
+    assert hash(source) == hash(JwksSource(inline=IDP.jwks()))  # type: ignore[arg-type]  # converted at init
 
 
 # -- defence in depth ---------------------------------------------------------------------------
@@ -275,14 +278,12 @@ async def test_verify_rebinds_alg_to_key_even_if_the_key_set_errs() -> None:
 
 
 async def test_pss_salt_must_equal_the_hash_length() -> None:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     token = tok("PS256")
     head, body, _ = token.split(".")
     private = IDP.private("PS256")
+    assert isinstance(private, rsa.RSAPrivateKey)
     sig = private.sign(f"{head}.{body}".encode(), padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=0),
-                       hashes.SHA256())  # type: ignore[union-attr, call-arg, arg-type]
+                       hashes.SHA256())
     assert await reason(f"{head}.{body}.{b64url_encode(sig)}") == "bad_signature"
 
 
