@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 
@@ -31,7 +32,22 @@ ALG_KEY: dict[str, tuple[str, str | None]] = {
     "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
     "EdDSA": ("OKP", None),
 }
+# Size in bytes of each half of a JWS ECDSA signature (r || s, RFC 7518 3.4).
+EC_HALF_SIZE = {"ES256": 32, "ES384": 48, "ES512": 66}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
+
+
+def hash_for(alg: str) -> hashes.HashAlgorithm:
+    """The digest of an RS/PS/ES algorithm (its last three characters)."""
+    return _HASHES[alg[2:]]()
+
+
+def rsa_padding(alg: str) -> padding.AsymmetricPadding:
+    """PKCS#1 v1.5 for RS*, PSS with MGF1 and a salt as long as the digest for PS* (RFC 7518 3.5)."""
+    if alg.startswith("RS"):
+        return padding.PKCS1v15()
+    return padding.PSS(mgf=padding.MGF1(hash_for(alg)), salt_length=hash_for(alg).digest_size)
 
 
 class RejectedKey(ValueError):

@@ -11,10 +11,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from extauthz.jwk import EC_HALF_SIZE, hash_for, rsa_padding
 from extauthz.tokens import b64url_encode
 
 __all__ = ["PrivateKey", "encode_jws", "generate_key", "jwk_thumbprint", "load_private_key", "private_key_pem",
@@ -22,11 +23,7 @@ __all__ = ["PrivateKey", "encode_jws", "generate_key", "jwk_thumbprint", "load_p
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
-_CURVES: dict[str, tuple[ec.EllipticCurve, str, int]] = {
-    "ES256": (ec.SECP256R1(), "P-256", 32), "ES384": (ec.SECP384R1(), "P-384", 48),
-    "ES512": (ec.SECP521R1(), "P-521", 66),
-}
+_CURVES: dict[str, ec.EllipticCurve] = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}
 
 
 def _b64_uint(value: int, size: int | None = None) -> str:
@@ -74,7 +71,7 @@ def generate_key(alg: str, *, kid: str | None = None, rsa_bits: int = 2048) -> t
     if alg.startswith(("RS", "PS")):
         private = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
     elif alg in _CURVES:
-        private = ec.generate_private_key(_CURVES[alg][0])
+        private = ec.generate_private_key(_CURVES[alg])
     elif alg == "EdDSA":
         private = ed25519.Ed25519PrivateKey.generate()
     else:
@@ -87,14 +84,10 @@ def generate_key(alg: str, *, kid: str | None = None, rsa_bits: int = 2048) -> t
 def sign(signing_input: bytes, private_key: PrivateKey, alg: str) -> bytes:
     """The JWS signature bytes of `signing_input` (ECDSA as fixed-size r||s)."""
     if alg.startswith(("RS", "PS")) and isinstance(private_key, rsa.RSAPrivateKey):
-        digest = _HASHES[alg[2:]]()
-        pad: padding.AsymmetricPadding = (
-            padding.PKCS1v15() if alg.startswith("RS")
-            else padding.PSS(mgf=padding.MGF1(_HASHES[alg[2:]]()), salt_length=digest.digest_size))
-        return private_key.sign(signing_input, pad, digest)
+        return private_key.sign(signing_input, rsa_padding(alg), hash_for(alg))
     if alg in _CURVES and isinstance(private_key, ec.EllipticCurvePrivateKey):
-        size = _CURVES[alg][2]
-        r, s = decode_dss_signature(private_key.sign(signing_input, ec.ECDSA(_HASHES[alg[2:]]())))
+        size = EC_HALF_SIZE[alg]
+        r, s = decode_dss_signature(private_key.sign(signing_input, ec.ECDSA(hash_for(alg))))
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
     if alg == "EdDSA" and isinstance(private_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return private_key.sign(signing_input)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from extauthz.jwk import Key
+from extauthz.jwk import EC_HALF_SIZE, Key, hash_for, rsa_padding
 from extauthz.keys import KeySet
 from extauthz.tenant import Tenant
 from extauthz.tokens import ParsedToken, parse_token
@@ -40,8 +39,6 @@ REASONS = (
 # NumericDate bounds: 0 .. year 9999. Anything else is an attack or a bug, not a time.
 MAX_NUMERIC_DATE = 253402300799
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
-_EC_SIZE = {"ES256": 32, "ES384": 48, "ES512": 66}
 
 
 @dataclass(frozen=True)
@@ -60,20 +57,16 @@ def check_signature(key: Key, alg: str, signing_input: bytes, signature: bytes) 
     public = key.public_key
     try:
         if alg.startswith(("RS", "PS")) and isinstance(public, rsa.RSAPublicKey):
-            digest = _HASHES[alg[2:]]()
-            pad: padding.AsymmetricPadding = (
-                padding.PKCS1v15() if alg.startswith("RS")
-                else padding.PSS(mgf=padding.MGF1(_HASHES[alg[2:]]()), salt_length=digest.digest_size))
-            public.verify(signature, signing_input, pad, digest)
+            public.verify(signature, signing_input, rsa_padding(alg), hash_for(alg))
             return
-        if alg in _EC_SIZE and isinstance(public, ec.EllipticCurvePublicKey):
-            size = _EC_SIZE[alg]
+        if alg in EC_HALF_SIZE and isinstance(public, ec.EllipticCurvePublicKey):
+            size = EC_HALF_SIZE[alg]
             # JWS uses fixed-size r||s (RFC 7518 3.4), not DER: any other length is refused outright.
             if len(signature) != 2 * size:
                 raise BadSignature("signature has the wrong length")
             r = int.from_bytes(signature[:size], "big")
             s = int.from_bytes(signature[size:], "big")
-            public.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(_HASHES[alg[2:]]()))
+            public.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hash_for(alg)))
             return
         if alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
             public.verify(signature, signing_input)

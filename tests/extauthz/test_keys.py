@@ -31,6 +31,15 @@ RSA_KID = IDP.kid("RS256")
 EC_KID = IDP.kid("ES256")
 
 
+@contextlib.asynccontextmanager
+async def running(keys: KeySet) -> AsyncIterator[KeySet]:
+    """`keys`, closed on the way out whatever happens."""
+    try:
+        yield keys
+    finally:
+        await keys.close()
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -191,8 +200,7 @@ def test_cache_control_parsing(header: str | None, age: float | None) -> None:
 # -- remote key sets ----------------------------------------------------------------------------
 
 async def test_uri_keys_load_once_and_serve_without_network(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         for _ in range(20):
             assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
@@ -202,27 +210,21 @@ async def test_uri_keys_load_once_and_serve_without_network(server: JwksServer) 
         assert status["keys"] == 2 and status["last_error"] is None and status["source"] == "uri"
         text = json.dumps(status)
         assert cached_key("RS256")[1]["n"] not in text
-    finally:
-        await keys.close()
 
 
 async def test_kid_naming_another_key_type_is_not_a_miss(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         with pytest.raises(TokenError) as info:
             await keys.key_for(RSA_KID, "ES256")
         assert info.value.reason == "alg_key_mismatch"
         assert server.hits["jwks"] == 1
-    finally:
-        await keys.close()
 
 
 async def test_down_cold_is_backend_unavailable_and_retries_after_backoff(server: JwksServer) -> None:
     server.status = 503
     clock = FakeClock()
-    keys = key_set_for(remote_tenant(server, error_retry=5.0), clock=clock)
-    try:
+    async with running(key_set_for(remote_tenant(server, error_retry=5.0), clock=clock)) as keys:
         await keys.start()   # does not raise: the service starts and answers 503s while cold
         assert server.hits["jwks"] == 1
         with pytest.raises(BackendUnavailable) as info:
@@ -233,13 +235,10 @@ async def test_down_cold_is_backend_unavailable_and_retries_after_backoff(server
         clock.now += 5.0
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
         assert server.hits["jwks"] == 2
-    finally:
-        await keys.close()
 
 
 async def test_down_warm_serves_stale_keys(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         server.status = 500
         assert await keys.refresh() is True
@@ -247,14 +246,11 @@ async def test_down_warm_serves_stale_keys(server: JwksServer) -> None:
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
         status = keys.status()
         assert status["stale"] is True and "500" in status["last_error"] and status["keys"] == 2
-    finally:
-        await keys.close()
 
 
 async def test_unknown_kid_flood_refetches_once_per_cooldown(server: JwksServer) -> None:
     clock = FakeClock()
-    keys = key_set_for(remote_tenant(server, cooldown=30.0), clock=clock)
-    try:
+    async with running(key_set_for(remote_tenant(server, cooldown=30.0), clock=clock)) as keys:
         await keys.start()
         for i in range(50):
             with pytest.raises(UnknownKey):
@@ -268,13 +264,10 @@ async def test_unknown_kid_flood_refetches_once_per_cooldown(server: JwksServer)
         with pytest.raises(UnknownKey):
             await keys.key_for("flood-y", "RS256")
         assert server.hits["jwks"] == 3
-    finally:
-        await keys.close()
 
 
 async def test_concurrent_misses_share_one_fetch(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         _, rotated_jwk = generate_key("ES256", kid="rotated")
         server.jwks = {"keys": [*IDP.jwks()["keys"], rotated_jwk]}
@@ -282,24 +275,18 @@ async def test_concurrent_misses_share_one_fetch(server: JwksServer) -> None:
         found = await asyncio.gather(*(keys.key_for("rotated", "ES256") for _ in range(25)))
         assert {k.kid for k in found} == {"rotated"}
         assert server.hits["jwks"] == 2
-    finally:
-        await keys.close()
 
 
 async def test_concurrent_cold_requests_share_one_fetch(server: JwksServer) -> None:
     server.delay = 0.2
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         found = await asyncio.gather(*(keys.key_for(EC_KID, "ES256") for _ in range(25)))
         assert len(found) == 25 and server.hits["jwks"] == 1
-    finally:
-        await keys.close()
 
 
 async def test_cancelled_request_does_not_cancel_the_shared_fetch(server: JwksServer) -> None:
     server.delay = 0.3
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         waiter = asyncio.ensure_future(keys.key_for(EC_KID, "ES256"))
         await asyncio.sleep(0.1)
         waiter.cancel()
@@ -307,121 +294,91 @@ async def test_cancelled_request_does_not_cancel_the_shared_fetch(server: JwksSe
             await waiter
         assert (await keys.key_for(EC_KID, "ES256")).kid == EC_KID
         assert server.hits["jwks"] == 1
-    finally:
-        await keys.close()
 
 
 async def test_removed_keys_are_forgotten_on_refresh(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         server.jwks = {"keys": [cached_key("ES256")[1]]}
         await keys.refresh()
         with pytest.raises(UnknownKey):
             await keys.key_for(RSA_KID, "RS256")
-    finally:
-        await keys.close()
 
 
 async def test_redirect_refused(server: JwksServer) -> None:
     server.redirect_to = server.jwks_url.replace("jwks.json", "elsewhere.json")
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="redirect"):
             await keys.key_for(RSA_KID, "RS256")
-    finally:
-        await keys.close()
 
 
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_oversize_document_refused(server: JwksServer, chunked: bool) -> None:
     server.chunked = chunked
     server.body_override = json.dumps({"keys": IDP.jwks()["keys"], "pad": "x" * 5000}).encode()
-    keys = key_set_for(remote_tenant(server, max_bytes=4096))
-    try:
+    async with running(key_set_for(remote_tenant(server, max_bytes=4096))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="larger than 4096"):
             await keys.key_for(RSA_KID, "RS256")
-    finally:
-        await keys.close()
 
 
 async def test_too_many_keys_refused_and_last_good_kept(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server, max_keys=2))
-    try:
+    async with running(key_set_for(remote_tenant(server, max_keys=2))) as keys:
         await keys.start()
         server.jwks = {"keys": [*IDP.jwks()["keys"], cached_key("ES384")[1]]}
         await keys.refresh()
         assert "cap" in keys.status()["last_error"]
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
-    finally:
-        await keys.close()
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1]", b'{"keys": "x"}', b"\xff"])
 async def test_unusable_documents_refused(server: JwksServer, body: bytes) -> None:
     server.body_override = body
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable):
             await keys.key_for(RSA_KID, "RS256")
-    finally:
-        await keys.close()
 
 
 async def test_timeout_is_a_fetch_error(server: JwksServer) -> None:
     server.delay = 2.0
-    keys = key_set_for(remote_tenant(server, timeout=0.2))
-    try:
+    async with running(key_set_for(remote_tenant(server, timeout=0.2))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="TimeoutError"):
             await keys.key_for(RSA_KID, "RS256")
-    finally:
-        await keys.close()
 
 
 async def test_unsafe_keys_dropped_at_load(server: JwksServer) -> None:
     server.jwks = {"keys": [*IDP.jwks()["keys"], SYMMETRIC, weak_rsa_jwk(), wrong_curve_jwk()]}
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         assert keys.status()["kids"] == sorted([RSA_KID, EC_KID])
         assert {d["kid"] for d in keys.status()["dropped"]} == {"sym", "weak", "curve"}
         for kid, alg in (("sym", "RS256"), ("weak", "RS256"), ("curve", "ES256")):
             with pytest.raises(UnknownKey):
                 await keys.key_for(kid, alg)
-    finally:
-        await keys.close()
 
 
 async def test_only_unusable_keys_is_a_failed_load(server: JwksServer) -> None:
     server.jwks = {"keys": [SYMMETRIC]}
-    keys = key_set_for(remote_tenant(server))
-    try:
+    async with running(key_set_for(remote_tenant(server))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="no usable key"):
             await keys.key_for("sym", "RS256")
-    finally:
-        await keys.close()
 
 
 @pytest.mark.parametrize(("header", "ttl"), [("max-age=5", 60.0), ("max-age=120", 120.0),
                                              ("max-age=9999999", 3600.0), (None, 300.0), ("no-store", 60.0)])
 async def test_cache_control_honoured_within_bounds(server: JwksServer, header: str | None, ttl: float) -> None:
     server.cache_control = header
-    keys = key_set_for(remote_tenant(server, min_refresh=60.0, max_refresh=3600.0))
-    try:
+    async with running(key_set_for(remote_tenant(server, min_refresh=60.0, max_refresh=3600.0))) as keys:
         await keys.start()
         assert keys.status()["ttl"] == ttl
-    finally:
-        await keys.close()
 
 
 async def test_background_refresh_ahead_of_expiry(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server, refresh=0.3, min_refresh=0.2))
-    try:
+    async with running(key_set_for(remote_tenant(server, refresh=0.3, min_refresh=0.2))) as keys:
         await keys.start()
         _, rotated_jwk = generate_key("ES256", kid="bg-rotated")
         server.jwks = {"keys": [rotated_jwk]}
@@ -429,8 +386,6 @@ async def test_background_refresh_ahead_of_expiry(server: JwksServer) -> None:
             while "bg-rotated" not in keys.status()["kids"]:  # noqa: ASYNC110 - polls what status() shows
                 await asyncio.sleep(0.05)
         assert server.hits["jwks"] >= 2
-    finally:
-        await keys.close()
     hits = server.hits["jwks"]
     await asyncio.sleep(0.5)
     assert server.hits["jwks"] == hits   # close() stopped the refresher
@@ -439,48 +394,36 @@ async def test_background_refresh_ahead_of_expiry(server: JwksServer) -> None:
 # -- discovery ----------------------------------------------------------------------------------
 
 async def test_discovery_fetches_jwks_uri(server: JwksServer) -> None:
-    keys = key_set_for(remote_tenant(server, discovery=True, issuer=server.base))
-    try:
+    async with running(key_set_for(remote_tenant(server, discovery=True, issuer=server.base))) as keys:
         await keys.start()
         assert (await keys.key_for(EC_KID, "ES256")).kid == EC_KID
         assert server.hits["discovery"] == 1 and server.hits["jwks"] == 1
         assert keys.status()["origin"] == server.jwks_url
-    finally:
-        await keys.close()
 
 
 async def test_discovery_from_the_issuer_url(server: JwksServer) -> None:
     tenant = IDP.tenant(issuer=server.base, jwks=JwksSource(discovery=server.base + "/", allow_http_loopback=True))
-    keys = key_set_for(tenant)
-    try:
+    async with running(key_set_for(tenant)) as keys:
         await keys.start()
         assert (await keys.key_for(EC_KID, "ES256")).kid == EC_KID
         assert server.hits["discovery"] == 1
-    finally:
-        await keys.close()
 
 
 async def test_discovery_issuer_must_equal_tenant_issuer(server: JwksServer) -> None:
     server.issuer = "https://evil.test"
-    keys = key_set_for(remote_tenant(server, discovery=True, issuer=server.base))
-    try:
+    async with running(key_set_for(remote_tenant(server, discovery=True, issuer=server.base))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="issuer"):
             await keys.key_for(EC_KID, "ES256")
         assert server.hits["jwks"] == 0
-    finally:
-        await keys.close()
 
 
 async def test_discovery_jwks_uri_must_be_https(server: JwksServer) -> None:
     server.jwks_uri = "http://idp.example.test/jwks.json"
-    keys = key_set_for(remote_tenant(server, discovery=True, issuer=server.base))
-    try:
+    async with running(key_set_for(remote_tenant(server, discovery=True, issuer=server.base))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="plain http"):
             await keys.key_for(EC_KID, "ES256")
-    finally:
-        await keys.close()
 
 
 # -- file ---------------------------------------------------------------------------------------
@@ -494,8 +437,7 @@ async def test_file_source_reloads_when_mtime_changes(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     write_jwks(path, {"keys": [cached_key("RS256")[1]]}, 1_000_000)
     clock = FakeClock()
-    keys = key_set_for(IDP.tenant(jwks=JwksSource(file=str(path))), clock=clock)
-    try:
+    async with running(key_set_for(IDP.tenant(jwks=JwksSource(file=str(path))), clock=clock)) as keys:
         await keys.start()
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
         with pytest.raises(UnknownKey):
@@ -508,14 +450,11 @@ async def test_file_source_reloads_when_mtime_changes(tmp_path: Path) -> None:
         assert (await keys.key_for(EC_KID, "ES256")).kid == EC_KID
         with pytest.raises(UnknownKey):
             await keys.key_for(RSA_KID, "RS256")
-    finally:
-        await keys.close()
 
 
 async def test_file_source_missing_is_cold_and_bad_file_keeps_last_good(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
-    keys = key_set_for(IDP.tenant(jwks=JwksSource(file=str(path))))
-    try:
+    async with running(key_set_for(IDP.tenant(jwks=JwksSource(file=str(path))))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="could not be read"):
             await keys.key_for(RSA_KID, "RS256")
@@ -526,8 +465,6 @@ async def test_file_source_missing_is_cold_and_bad_file_keeps_last_good(tmp_path
         assert await keys.refresh() is True
         assert "not JSON" in keys.status()["last_error"]
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
-    finally:
-        await keys.close()
 
 
 async def test_inline_key_set_never_fetches() -> None:
