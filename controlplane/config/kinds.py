@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -27,6 +28,14 @@ class Value:
     convert: Convert | None = None
     expected: str = ""  # what to call the value in a type error, when "a string" says too little
     schema: dict[str, Any] = field(default_factory=dict, compare=False)  # JSON Schema extras
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", re.compile(self.pattern) if self.pattern is not None else None)
+
+    def matches(self, text: str) -> bool:
+        """Whether `text` fits the pattern (always, without one)."""
+        compiled: re.Pattern[str] | None = self.__dict__["_compiled"]
+        return compiled is None or compiled.search(text) is not None
 
 
 @dataclass(frozen=True)

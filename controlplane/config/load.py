@@ -67,19 +67,12 @@ def read_sources(path: str | Path) -> list[Source]:
 
 def parse_sources(sources: Sequence[Source]) -> Config:
     """Merge the sources, in the order given, into one Config; ConfigErrors lists every problem."""
-    shape = Shape()
     roots: list[Fields] = []
+    errors: list[ConfigError] = []
     for source in sources:
-        try:
-            documents = parse_documents(source.text, source.name)
-        except ConfigError as exc:
-            shape.errors.append(exc)
-            continue
-        for document in documents:
-            got = shape.read(document, ROOT, "")
-            if got is not None:
-                roots.append(got.value)
-    errors = shape.errors
+        file_roots, file_errors = _read_file(source.text, source.name)
+        roots += file_roots
+        errors += file_errors
     names = Names()
     for region in _entries(roots, "regions"):
         names.regions.setdefault(region.value, region.loc)
@@ -97,6 +90,34 @@ def parse_sources(sources: Sequence[Source]) -> Config:
     if errors:
         raise ConfigErrors(sorted(errors, key=_place))
     return config
+
+
+FileResult = tuple[tuple[Fields, ...], tuple[ConfigError, ...]]
+
+# The last result per file name. The pure-Python YAML parser costs about a millisecond per route and
+# a reload usually changes one file of many; keeping one entry per name bounds the memory by the
+# directory's size. Nothing downstream mutates what is kept.
+_LAST_READ: dict[str, tuple[str, FileResult]] = {}
+
+
+def _read_file(text: str, name: str) -> FileResult:
+    """One file's checked documents and its own problems (those visible without the other files)."""
+    kept = _LAST_READ.get(name)
+    if kept is not None and kept[0] == text:
+        return kept[1]
+    result = _check_file(text, name)
+    _LAST_READ[name] = (text, result)
+    return result
+
+
+def _check_file(text: str, name: str) -> FileResult:
+    shape = Shape()
+    try:
+        documents = parse_documents(text, name)
+    except ConfigError as exc:
+        return (), (exc,)
+    roots = tuple(got.value for got in (shape.read(document, ROOT, "") for document in documents) if got is not None)
+    return roots, tuple(shape.errors)
 
 
 def _entries(roots: list[Fields], key: str) -> list[Got]:

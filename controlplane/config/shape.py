@@ -78,6 +78,7 @@ def describe(node: Node) -> str:
     return f"a string ({value!r})"
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
 _EXPECTED = {"string": "a string", "integer": "an integer", "boolean": "a boolean (true or false)"}
 
 
@@ -206,7 +207,7 @@ def _check(value: Any, kind: Value) -> str | None:
         return f"must be at most {kind.maximum}"
     if kind.choices and value not in kind.choices:
         return f"{value!r} is not one of {', '.join(kind.choices)}{suggest(value, kind.choices)}"
-    if kind.pattern is not None and not re.search(kind.pattern, value):
+    if not kind.matches(value):
         return kind.pattern_hint or f"{value!r} does not match {kind.pattern}"
     return None
 
@@ -216,7 +217,7 @@ def _label(node: Node, kind: Kind, index: int) -> str:
     if isinstance(kind, Object) and kind.field("name") is not None and isinstance(node, Mapping):
         for key, value in node.items:
             text = value.value if isinstance(value, Scalar) else None
-            if key.text == "name" and isinstance(text, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+            if key.text == "name" and isinstance(text, str) and _LABEL.fullmatch(text):
                 return text
     return str(index)
 

@@ -7,7 +7,6 @@ habit (`yes`, `on`, `010` as octal) can creep back in through a constructor.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from dataclasses import dataclass
@@ -63,13 +62,8 @@ _SPECIAL_FLOAT = {
 }
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_documents(text: str, file: str) -> tuple[Node, ...]:
-    """Every document of `text` (empty documents are skipped); ConfigError for a syntax error.
-
-    Cached on (text, file): the pure-Python parser costs about a millisecond per route, and a reload
-    usually changes one file of many. Nodes are frozen, so sharing them is safe.
-    """
+    """Every document of `text` (empty documents are skipped); ConfigError for a syntax error."""
     # The pure parser: libyaml (ruamel.yaml.clib) follows YAML 1.1 and rejects `{address: 127.0.0.1:9001}`.
     yaml = YAML(typ="safe", pure=True)
     yaml.version = (1, 2)

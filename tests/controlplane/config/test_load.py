@@ -211,3 +211,20 @@ def test_kubernetes_configmap_layout_reads_each_file_once(tmp_path: Path) -> Non
     (tmp_path / "gateway.yaml").symlink_to("..data/gateway.yaml")
     assert yaml_files(tmp_path) == [tmp_path / "gateway.yaml"]
     assert [s.name for s in load_config(tmp_path).services] == ["accounts"]
+
+
+def test_reload_sees_every_change_to_a_file(tmp_path: Path) -> None:
+    # Files are cached by content, so an edit, a revert and a broken edit must each be seen.
+    (tmp_path / "a.yaml").write_text(BASE)
+    route = "routes: [{name: r, match: {prefix: /}, service: accounts, timeout: %s}]\n"
+    (tmp_path / "b.yaml").write_text(route % "1s")
+    assert load_config(tmp_path).routes[0].timeout == 1.0
+    (tmp_path / "b.yaml").write_text(route % "2s")
+    assert load_config(tmp_path).routes[0].timeout == 2.0
+    (tmp_path / "b.yaml").write_text(route % "soon")
+    with pytest.raises(ConfigErrors, match="'soon' is not a duration"):
+        load_config(tmp_path)
+    (tmp_path / "b.yaml").write_text(route % "1s")
+    assert load_config(tmp_path).routes[0].timeout == 1.0
+    (tmp_path / "b.yaml").unlink()
+    assert load_config(tmp_path).routes == ()
