@@ -9,8 +9,10 @@ sent and acked lives in `StreamState`. The rules (docs/root/api-docs/xds_protoco
   another replica);
 - LDS and CDS responses carry the full state; EDS and RDS carry the names asked for, and a name
   newly asked for is sent even when its version did not change;
-- on a change, clusters go first; endpoints, listeners and routes wait until this stream acked the
-  clusters (or `HOLD_SECONDS` passed), so nothing points at a cluster Envoy does not know yet.
+- on a change, clusters go first, then endpoints (a changed cluster gets its endpoints again, even
+  unchanged: Envoy warms it only on a fresh ClusterLoadAssignment); listeners and routes wait until
+  this stream acked the clusters, which Envoy does once they warmed (or `HOLD_SECONDS` passed), so
+  nothing points at a cluster Envoy cannot use yet.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from pavilion.log import get_logger
 log = get_logger(__name__)
 
 SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
-HOLD_SECONDS = 5.0  # longest wait for a CDS ACK before endpoints, listeners and routes go anyway
-_WAIT_FOR_CLUSTERS = frozenset({urls.ENDPOINT, urls.SECRET, urls.LISTENER, urls.ROUTE})
+HOLD_SECONDS = 5.0  # longest wait for a CDS ACK before listeners and routes go anyway
+# Endpoints are not held: Envoy acks CDS only once the new clusters warmed, and they warm on endpoints.
+_WAIT_FOR_CLUSTERS = frozenset({urls.SECRET, urls.LISTENER, urls.ROUTE})
 
 
 def _raw(response: bytes) -> bytes:

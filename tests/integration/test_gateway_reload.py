@@ -158,3 +158,34 @@ def test_a_change_envoy_rejects_is_shown_and_never_resent(gateway: Gateway) -> N
     status = plane.wait_current(1)
     fixed = status["nodes"][0]["types"]["Listener"]
     assert fixed["acked_version"] not in (None, listener["last_nack"]["version"])
+
+
+def envoy_stat(gateway: Gateway, name: str) -> int:
+    url = f"http://127.0.0.1:{gateway.envoys[0].admin_port}/stats?filter=^{name}$"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return int(text.split(":")[1]) if ":" in text else -1
+
+
+def test_a_changed_cluster_warms_at_once_and_traffic_continues(gateway: Gateway) -> None:
+    plane = gateway.plane
+    plane.wait_current(1)
+    base = plane.config_dir / "base.yaml"
+    original = base.read_text()
+    changed = original.replace("  - name: blue\n", "  - name: blue\n    connect_timeout: 3s\n")
+    assert changed != original
+    updates = envoy_stat(gateway, "cluster_manager.cluster_modified")
+    started = time.monotonic()
+    base.write_text(changed)
+    try:
+        plane.wait_current(1)
+        while envoy_stat(gateway, "cluster_manager.cluster_modified") == updates and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        while envoy_stat(gateway, "cluster_manager.warming_clusters") != 0 and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        took = time.monotonic() - started
+        print(f"changed cluster updated and warmed {took * 1000:.0f} ms after the write")
+        assert envoy_stat(gateway, "cluster_manager.cluster_modified") > updates
+        assert took < 4.0  # without fresh endpoints it would stay warming until a timeout (5 s or more)
+        assert gateway.get("/base").served_by == "blue"
+    finally:
+        base.write_text(original)
