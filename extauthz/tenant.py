@@ -78,7 +78,7 @@ class JwksSource:
     allow_http_loopback: bool = False
 
     def __post_init__(self) -> None:
-        if self.inline is not None and not isinstance(self.inline, str):
+        if self.inline is not None:
             object.__setattr__(self, "inline", _inline_text(self.inline))
         chosen = [name for name in ("inline", "file", "uri", "discovery") if getattr(self, name) is not None]
         if len(chosen) != 1:
@@ -119,6 +119,12 @@ class JwksSource:
 
 
 def _inline_text(value: object) -> str:
+    """Canonical JSON text of a JWK Set given as text, a {keys: [...]} mapping or a list of JWKs."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError("inline is not JSON", path="jwks.inline") from exc
     keys = value.get("keys") if isinstance(value, Mapping) else value
     if not isinstance(keys, list | tuple) or not all(isinstance(k, Mapping) for k in keys):
         raise ConfigError("inline must be a list of JWK objects or {keys: [...]}", path="jwks.inline")

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from extauthz.jwk import parse_jwk
-from extauthz.keys import KeySet
+from extauthz.keys import KeySet, key_set_for
 from extauthz.signing import sign_token
 from extauthz.tenant import JwksSource, Tenant
 from extauthz.tokens import b64url_decode, b64url_encode
@@ -299,3 +299,62 @@ async def test_json_number_overflowing_to_infinity_refused() -> None:
                           json.dumps(IDP.claims(NOW))[:-1].replace(f'"exp": {int(NOW) + 300}', '"exp": 1e400') + "}")
     assert '1e400' in json.dumps(b64url_decode(token.split(".")[1].encode(), "p").decode())
     assert await reason(token) == "bad_claim"
+
+
+# -- tenant validation --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "where"), [
+    ({"id": ""}, "tenants.id"),
+    ({"issuer": ""}, "issuer"),
+    ({"audiences": ()}, "audiences"),
+    ({"audiences": ("ok", "")}, "audiences"),
+    ({"algorithms": ()}, "algorithms"),
+    ({"clock_skew": -1.0}, "clock_skew"),
+    ({"clock_skew": 3600.0}, "clock_skew"),
+    ({"max_lifetime": True}, "max_lifetime"),
+    ({"on_store_error": "maybe"}, "on_store_error"),
+    ({"token_type": ""}, "token_type"),
+    ({"max_token_bytes": 10}, "max_token_bytes"),
+    ({"jwks": {"uri": "https://x.test"}}, "jwks"),
+])
+def test_tenant_refuses_bad_settings(overrides: dict[str, Any], where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        IDP.tenant(**overrides)
+    assert where in info.value.path
+
+
+def test_tenant_accepts_lists_and_stays_hashable() -> None:
+    tenant = IDP.tenant(audiences=["a", "b"], algorithms=["ES256"], claims_to_headers=[["sub", "x-user"]])
+    assert tenant.audiences == ("a", "b") and tenant.algorithms == ("ES256",)
+    assert tenant.claims_to_headers == (("sub", "x-user"),)
+    assert hash(tenant) == hash(IDP.tenant(audiences=("a", "b"), algorithms=("ES256",),
+                                           claims_to_headers=(("sub", "x-user"),)))
+    assert tenant.allows_algorithm("ES256") and not tenant.allows_algorithm("RS256")
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"timeout": 0}, "timeout"), ({"refresh": -5}, "refresh"), ({"cooldown": True}, "cooldown"),
+    ({"max_bytes": 0}, "max_bytes"), ({"max_keys": 1.5}, "max_keys"),
+    ({"min_refresh": 100.0, "max_refresh": 10.0}, "min_refresh"),
+])
+def test_jwks_source_refuses_bad_fetch_settings(settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        JwksSource(uri="https://idp.test/jwks", **settings)
+    assert info.value.path == f"jwks.{field}"
+
+
+@pytest.mark.parametrize("inline", [{"keys": "x"}, [1, 2], "not json", '{"keys": 1}'])
+def test_inline_source_shape_refused(inline: Any) -> None:
+    with pytest.raises(ConfigError, match="inline"):
+        JwksSource(inline=inline)
+
+
+def test_inline_text_is_canonical() -> None:
+    jwk = cached_key("ES256")[1]
+    assert JwksSource(inline=json.dumps({"keys": [jwk]}, indent=2)) == JwksSource.of_keys([jwk])
+
+
+def test_inline_source_over_the_key_cap_refused() -> None:
+    many = [cached_key("ES256", f"k{i}")[1] for i in range(3)]
+    with pytest.raises(ConfigError, match="cap"):
+        key_set_for(IDP.tenant(jwks=JwksSource.of_keys(many, max_keys=2)))
