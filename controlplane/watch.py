@@ -7,6 +7,7 @@ errors go to the log (one `FILE:LINE:COL: field: message` line each) and to /sta
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -57,8 +58,9 @@ class Reloader:
                 return True
             try:
                 snapshots = await self.cache.install(config, version)
-            except ValueError as exc:  # translation refused what validation let through: keep serving the old
-                self._reject([f"{self.path}: translation failed: {exc}"], "failed")
+            except Exception as exc:  # the reload boundary: whatever fails, the last good config keeps serving
+                log.exception("config_translation_failed", path=self.path)
+                self._reject([f"{self.path}: translation failed: {type(exc).__name__}: {exc}"], "failed")
                 return False
             seconds = time.perf_counter() - started
             self.board.record_applied(version, seconds, changed=True)
@@ -80,6 +82,7 @@ class Reloader:
 async def watch_config(path: str, on_change: Callable[[], Awaitable[object]], stop: asyncio.Event, *,
                        quiet_ms: int = 30, max_batch_ms: int = 300) -> None:
     """Call `on_change` after each burst of edits under `path`, `quiet_ms` after the burst ended."""
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch at info; we log our own line
     async for changes in awatch(path, watch_filter=is_config_file, stop_event=stop, step=quiet_ms,
                                 debounce=max_batch_ms, recursive=True):
         log.info("config_changed", files=sorted({Path(p).name for _, p in changes}))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.cache import SnapshotCache
+from controlplane.cache import Group, SnapshotCache
 from controlplane.status import StatusBoard
 from controlplane.watch import Reloader, watch_config
 from pavilion.errors import ConfigError, ConfigErrors, Location
@@ -69,3 +69,24 @@ async def test_watch_calls_back_after_an_edit_but_not_for_hidden_files(tmp_path:
     await asyncio.wait_for(seen.get(), 3)
     stop.set()
     await asyncio.wait_for(task, 3)
+
+
+async def test_a_translation_failure_is_recorded_and_the_old_config_kept() -> None:
+    def exploding(config: Any, region: str, role: str) -> Any:
+        if config.services.get("boom"):
+            raise KeyError("boom")
+        return toy_translate(config, region, role)
+
+    cache = SnapshotCache(exploding)
+    board = StatusBoard(cache, identifier="t")
+    loader = Loader()
+    reloader = Reloader("routes", cache, board, loader=loader)
+    assert await reloader.reload()
+    await cache.snapshot(Group("eu-west", "edge"))
+    good = cache.config_version
+    loader.result = ToyConfig(services={"a": 1, "boom": 2})
+    assert not await reloader.reload()
+    assert cache.config_version == good
+    status = board.render()
+    assert status["last_rejected"]["result"] == "failed"
+    assert "KeyError" in status["last_rejected"]["errors"][0]
