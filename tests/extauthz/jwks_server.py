@@ -25,6 +25,7 @@ class JwksServer:
     body_override: bytes | None = None
     cache_control: str | None = None
     chunked: bool = False            # stream the body without a Content-Length
+    declared_length: int | None = None   # announce this Content-Length, send a little, then stall
     jwks_uri: str | None = None      # discovery `jwks_uri`; None means this server's /jwks.json
     hits: Counter[str] = field(default_factory=Counter)
     port: int = 0
@@ -52,6 +53,13 @@ class JwksServer:
             return web.Response(status=self.status, text="unavailable")
         body = self.body_override if self.body_override is not None else json.dumps(self.jwks).encode()
         headers = {"Cache-Control": self.cache_control} if self.cache_control else {}
+        if self.declared_length is not None:
+            stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+            stream.content_length = self.declared_length
+            await stream.prepare(request)
+            await stream.write(body[:100])
+            await asyncio.sleep(1.0)
+            return stream
         if self.chunked:
             stream = web.StreamResponse(headers={"Content-Type": "application/json", **headers})
             stream.enable_chunked_encoding()

@@ -323,6 +323,15 @@ async def test_oversize_document_refused(server: JwksServer, chunked: bool) -> N
             await keys.key_for(RSA_KID, "RS256")
 
 
+async def test_announced_oversize_refused_before_reading(server: JwksServer) -> None:
+    # The body stalls after 100 bytes: only the Content-Length check can answer before the timeout.
+    server.declared_length = 10_000_000
+    async with running(key_set_for(remote_tenant(server, timeout=0.5))) as keys:
+        await keys.start()
+        with pytest.raises(BackendUnavailable, match="larger than"):
+            await keys.key_for(RSA_KID, "RS256")
+
+
 async def test_too_many_keys_refused_and_last_good_kept(server: JwksServer) -> None:
     async with running(key_set_for(remote_tenant(server, max_keys=2))) as keys:
         await keys.start()
