@@ -162,17 +162,18 @@ class Shape:
             self.problem(f"expected a mapping, got {describe(node)}", node.loc, path)
             return None
         items: dict[str, Got] = {}
-        seen: dict[str, Location] = {}
+        seen: dict[str, Location] = {}  # by the key as kept (header names in lower case)
         for key, value in node.items:
             where = join(path, key.text)
-            if key.text in seen:
-                self.problem(f"{key.text!r} is given twice (first at {seen[key.text]})", key.loc, where)
-                continue
-            seen[key.text] = key.loc
             name = self._value(Scalar(key.text, key.loc), kind.key, where)
+            if name is not None and name.value in seen:
+                self.problem(f"{key.text!r} is given twice (first at {seen[name.value]})", key.loc, where)
+                continue
             got = self._value(value, kind.value, where)
-            if name is not None and got is not None:
-                items[name.value] = got
+            if name is not None:
+                seen[name.value] = key.loc
+                if got is not None:
+                    items[name.value] = got
         return Got(items, node.loc, path)
 
     def _value(self, node: Node, kind: Value, path: str) -> Got | None:

@@ -228,3 +228,10 @@ def test_reload_sees_every_change_to_a_file(tmp_path: Path) -> None:
     assert load_config(tmp_path).routes[0].timeout == 1.0
     (tmp_path / "b.yaml").unlink()
     assert load_config(tmp_path).routes == ()
+
+
+def test_header_given_twice_in_any_case() -> None:
+    text = BASE + "routes:\n  - {name: r, match: {prefix: /}, service: accounts,\n" \
+                  "     request_headers: {add: {X-A: '1', x-a: '2'}}}\n"
+    assert errors_of(("a.yaml", text)) == [
+        "a.yaml:12:40: routes[r].request_headers.add.x-a: 'x-a' is given twice (first at a.yaml:12:30)"]
