@@ -9,6 +9,8 @@ from controlplane.config.load import parse_sources, read_sources
 from controlplane.config.model import Config
 from pavilion.errors import ConfigErrors
 
+__all__ = ["run_validate"]
+
 
 def run_validate(args: argparse.Namespace) -> int:
     try:

@@ -18,6 +18,8 @@ from controlplane.config.spec import ROOT
 from controlplane.config.yaml_nodes import parse_documents
 from pavilion.errors import ConfigError, ConfigErrors, Location
 
+__all__ = ["SUFFIXES", "Source", "load_config", "parse_sources", "read_sources", "yaml_files"]
+
 SUFFIXES = (".yaml", ".yml")
 T = TypeVar("T")
 

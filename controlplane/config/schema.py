@@ -15,6 +15,8 @@ from ruamel.yaml import YAML
 from controlplane.config.kinds import Field, Kind, ListOf, MapOf, Object, Value
 from controlplane.config.spec import ROOT
 
+__all__ = ["json_schema", "print_schema"]
+
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 

@@ -20,6 +20,8 @@ from ruamel.yaml.reader import ReaderError
 
 from pavilion.errors import ConfigError, Location
 
+__all__ = ["Key", "Mapping", "Node", "Scalar", "ScalarValue", "Sequence", "parse_documents"]
+
 ScalarValue: TypeAlias = str | int | float | bool | None
 
 
