@@ -153,13 +153,13 @@ class KeySet:
         except FetchError as exc:
             self._fail(str(exc))
             return
-        if loaded is None:   # unchanged file
+        if loaded is None:   # the file is the one last loaded with success
             self._loaded_at = self._clock()
-            return
-        if not loaded.keys.keys:
+        elif not loaded.keys.keys:
             self._fail(f"{loaded.origin}: no usable key ({len(loaded.keys.dropped)} dropped)", loaded.keys)
             return
-        self._install(loaded)
+        else:
+            self._install(loaded)
         self._last_error = None
         self._backoff = self._source.error_retry
         self._retry_at = 0.0
@@ -178,6 +178,8 @@ class KeySet:
         for key in loaded.keys.keys:
             if key.kid is not None:
                 by_kid.setdefault(key.kid, []).append(key)
+        changed = (self._loaded_at is None or set(by_kid) != set(self._by_kid)
+                   or len(self._all) != len(loaded.keys.keys))
         self._by_kid = {kid: tuple(keys) for kid, keys in by_kid.items()}
         self._all = loaded.keys.keys
         self._dropped = loaded.keys.dropped
@@ -186,6 +188,8 @@ class KeySet:
         self._last_fetch_wall = time.time()
         age = loaded.max_age if loaded.max_age is not None else self._source.refresh
         self._ttl = min(max(age, self._source.min_refresh), self._source.max_refresh)
+        if not changed:   # a routine refresh with the same kids: no log line every few minutes
+            return
         self._log_dropped(loaded.keys)
         log.info("jwks_loaded", tenant=self.tenant.id, origin=loaded.origin, keys=len(self._all),
                  kids=sorted(self._by_kid), dropped=len(loaded.keys.dropped), ttl=self._ttl)

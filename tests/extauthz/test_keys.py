@@ -474,6 +474,9 @@ async def test_file_source_missing_is_cold_and_bad_file_keeps_last_good(tmp_path
         assert await keys.refresh() is True
         assert "not JSON" in keys.status()["last_error"]
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
+        write_jwks(path, IDP.jwks(), 1_000_000)   # the good file back, byte for byte, same mtime
+        assert await keys.refresh() is True
+        assert keys.status()["last_error"] is None and keys.status()["stale"] is False
 
 
 async def test_inline_key_set_never_fetches() -> None:
