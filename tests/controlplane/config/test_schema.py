@@ -18,7 +18,7 @@ from controlplane.config.spec import DURATION_PATTERN, ROOT
 from pavilion.durations import parse_duration
 from tests.controlplane.config.fixtures_bad import bad_files, schema_verdict
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "gateway"
 VALIDATOR = jsonschema.Draft202012Validator(json_schema())
 
 
