@@ -12,7 +12,8 @@ from controlplane.config.yaml_nodes import Mapping, Scalar, Sequence, parse_docu
 from pavilion.errors import ConfigError, Location
 
 ROOT = Path(__file__).resolve().parents[3]
-CORPUS = sorted((ROOT / "examples" / "gateway").rglob("*.yaml")) + sorted((Path(__file__).parent / "fixtures").rglob("*.yaml"))
+CORPUS = [*sorted((ROOT / "examples" / "gateway").rglob("*.yaml")),
+          *sorted((Path(__file__).parent / "fixtures").rglob("*.yaml"))]
 TRICKY = [
     "a: {address: 127.0.0.1:9001, region: eu-west}\n",  # libyaml (YAML 1.1) refuses this; 1.2 reads it
     'a: {"b":c}\n',
