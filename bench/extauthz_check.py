@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import statistics
@@ -102,7 +103,7 @@ async def _load(port: int, seconds: float, concurrency: int, channels: int, toke
         await channel.close()
     latencies.sort()
     return {"rps": len(latencies) / elapsed, "p50_ms": _pct(latencies, 50) * 1e3, "p99_ms": _pct(latencies, 99) * 1e3,
-            "errors": errors, "denied": denied}
+            "errors": errors, "denied": denied, "requests": len(latencies)}
 
 
 def _pct(values: list[float], pct: float) -> float:
@@ -139,7 +140,34 @@ def envoy_load(listen_port: int, seconds: float, concurrency: int, token: str) -
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(non2xx.group(1)) if non2xx else 0, "denied": 0}
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(non2xx.group(1)) if non2xx else 0, "denied": 0,
+            "requests": count}
+
+
+# -- server CPU per request ---------------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User+system CPU seconds of `root` and its descendants (the workers), from /proc."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0.0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
 
 
 # -- the run -------------------------------------------------------------------------------------------
@@ -161,15 +189,16 @@ def in_process_cost(config: Path, tokens: list[str], redis_url: str) -> dict[str
                 break
             await asyncio.sleep(0.01)
         full, null = AuthorizationService(Authorizer(tenants, store)), NullAuthorization()
-        requests = [check_request({"authorization": f"Bearer {t}"}, "acme") for t in tokens]
+        raw = [check_request({"authorization": f"Bearer {t}"}, "acme").SerializeToString() for t in tokens]
+        parse = external_auth_pb2.CheckRequest.FromString
         result = {}
         for name, servicer in (("baseline", null), ("full", full)):
-            for request in requests:
-                await servicer.Check(request, None)
+            for request in raw:
+                await servicer.Check(parse(request), None)
             rounds = 20_000
             started = time.process_time()
-            for n in range(rounds):
-                await servicer.Check(requests[n % len(requests)], None)
+            for n in range(rounds):  # as gRPC does: parse the request, serialize the answer
+                (await servicer.Check(parse(raw[n % len(raw)]), None)).SerializeToString()
             result[name] = (time.process_time() - started) / rounds * 1e6
         await store.close()
         await retire(tenants, None)
@@ -178,21 +207,26 @@ def in_process_cost(config: Path, tokens: list[str], redis_url: str) -> dict[str
     return asyncio.run(main())
 
 
-def one_figure(how: str, port: int, listen: int | None, args: argparse.Namespace, tokens_file: Path,
+def one_figure(how: str, port: int, pid: int, listen: int | None, args: argparse.Namespace, tokens_file: Path,
                token: str) -> dict[str, Any]:
+    before = tree_cpu_seconds(pid)
     if how == "direct":
-        return direct_load(port, args.seconds, args.concurrency, tokens_file)
-    assert listen is not None
-    return envoy_load(listen, args.seconds, args.concurrency, token)
+        result = direct_load(port, args.seconds, args.concurrency, tokens_file)
+    else:
+        assert listen is not None
+        result = envoy_load(listen, args.seconds, args.concurrency, token)
+    result["cpu_us"] = (tree_cpu_seconds(pid) - before) / max(result["requests"], 1) * 1e6
+    return result
 
 
 def median_figure(samples: list[dict[str, Any]]) -> dict[str, Any]:
     best = sorted(samples, key=lambda r: r["rps"])[len(samples) // 2]
-    return {**best, "samples": [round(r["rps"]) for r in samples]}
+    cpu = statistics.median(r["cpu_us"] for r in samples)
+    return {**best, "cpu_us": cpu, "samples": [round(r["rps"]) for r in samples]}
 
 
-def measure_pair(workers: int, ports: dict[str, int], args: argparse.Namespace, tokens_file: Path, token: str,
-                 directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
+def measure_pair(workers: int, ports: dict[str, int], pids: dict[str, int], args: argparse.Namespace,
+                 tokens_file: Path, token: str, directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Figures for baseline and full, measured in alternation (rounds) so drift on a shared machine hits both."""
     hows = ["direct"] + (["envoy"] if shutil.which("wrk") else [])
     envoys: dict[str, tuple[Proc, int]] = {}
@@ -208,7 +242,7 @@ def measure_pair(workers: int, ports: dict[str, int], args: argparse.Namespace, 
             for _ in range(args.rounds):
                 for name, port in ports.items():
                     listen = envoys[name][1] if name in envoys else None
-                    samples[name].append(one_figure(how, port, listen, args, tokens_file, token))
+                    samples[name].append(one_figure(how, port, pids[name], listen, args, tokens_file, token))
             for name in ports:
                 results[name][how] = median_figure(samples[name])
     finally:
@@ -216,7 +250,7 @@ def measure_pair(workers: int, ports: dict[str, int], args: argparse.Namespace, 
             proc.stop()
     for name in ports:
         print(f"  {name:<9} workers={workers}: " + "  ".join(
-            f"{how} {r['rps']:6.0f}/s p50 {r['p50_ms']:5.2f} ms p99 {r['p99_ms']:6.2f} ms"
+            f"{how} {r['rps']:6.0f}/s p50 {r['p50_ms']:5.2f} ms p99 {r['p99_ms']:6.2f} ms cpu {r['cpu_us']:4.0f} us"
             + (f" (errors {r['errors']}, denied {r['denied']})" if r["errors"] or r["denied"] else "")
             for how, r in results[name].items()), flush=True)
     return results
@@ -238,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
           + ("" if shutil.which("wrk") else " (wrk not installed: no Envoy figures)"), flush=True)
     try:
         cost = in_process_cost(config, tokens, redis_url)
-        print(f"  in-process CPU per Check (servicer only): baseline {cost['baseline']:.1f} us, "
+        print(f"  in-process CPU per Check (parse, servicer, serialize; no gRPC): baseline {cost['baseline']:.1f} us, "
               f"full {cost['full']:.1f} us", flush=True)
         for workers in (1, 2):
             null_port = free_port()
@@ -255,24 +289,28 @@ def run(args: argparse.Namespace) -> int:
                         response = check_direct(port, {"authorization": f"Bearer {token}"})
                         if response is None or response.status.code != 0:
                             raise SystemExit(f"warm-up check refused: {response}")
-                table[workers] = measure_pair(workers, {"baseline": null_port, "full": port}, args, tokens_file,
-                                              tokens[0], directory)
+                table[workers] = measure_pair(workers, {"baseline": null_port, "full": port},
+                                              {"baseline": null.popen.pid, "full": proc.popen.pid}, args,
+                                              tokens_file, tokens[0], directory)
             finally:
                 for started in procs:
                     started.stop()
     finally:
         redis.stop()
         shutil.rmtree(directory, ignore_errors=True)
-    print("\nratio full / baseline (requests per second; 1.00 = as fast as doing nothing)")
-    ratios = []
+    print("\nfull / baseline: requests per second, and capacity = baseline CPU per Check / full CPU per Check"
+          " (1.00 = as cheap as doing nothing)")
+    ratios, capacities = [], []
     for workers, results in table.items():
         for how in results["baseline"]:
             base, full = results["baseline"][how], results["full"][how]
             ratios.append(full["rps"] / base["rps"])
-            print(f"  workers={workers} {how:<6} {ratios[-1]:.2f}   "
-                  f"p50 {full['p50_ms'] - base['p50_ms']:+.2f} ms   p99 {full['p99_ms'] - base['p99_ms']:+.2f} ms   "
-                  f"(samples/s baseline {base['samples']}, full {full['samples']})")
-    print(f"\nmedian of the ratios: {statistics.median(ratios):.2f}")
+            capacities.append(base["cpu_us"] / full["cpu_us"])
+            print(f"  workers={workers} {how:<6} rps {ratios[-1]:.2f}  capacity {capacities[-1]:.2f}  "
+                  f"p50 {full['p50_ms'] - base['p50_ms']:+.2f} ms  p99 {full['p99_ms'] - base['p99_ms']:+.2f} ms  "
+                  f"(rounds/s baseline {base['samples']}, full {full['samples']})")
+    print(f"\nmedian rps ratio {statistics.median(ratios):.2f}, "
+          f"median capacity ratio {statistics.median(capacities):.2f}")
     return 0
 
 

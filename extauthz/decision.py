@@ -13,6 +13,7 @@ field) and, for 400/401/403, an RFC 6750 `WWW-Authenticate` challenge:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -96,6 +97,12 @@ def route_tenants(context_extensions: Mapping[str, str]) -> tuple[str, ...] | No
     raw = context_extensions.get("tenant")
     if raw is None:
         return None
+    return _split_tenants(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_tenants(raw: str) -> tuple[str, ...]:
+    # Routes are few and their extension strings never change: split each once.
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
