@@ -9,6 +9,8 @@ sent and acked lives in `StreamState`. The rules (docs/root/api-docs/xds_protoco
   another replica);
 - LDS and CDS responses carry the full state; EDS and RDS carry the names asked for, and a name
   newly asked for is sent even when its version did not change;
+- CDS being full state, a cluster removed by a change is still sent until this stream acked the
+  listeners and routes of the change, so no route points at a deleted cluster;
 - on a change, clusters go first, then endpoints (a changed cluster gets its endpoints again, even
   unchanged: Envoy warms it only on a fresh ClusterLoadAssignment); listeners and routes wait until
   this stream acked the clusters, which Envoy does once they warmed (or `HOLD_SECONDS` passed), so
@@ -27,7 +29,7 @@ from envoy.service.discovery.v3 import ads_pb2, discovery_pb2
 from controlplane import resources as urls
 from controlplane.cache import SnapshotCache, group_of
 from controlplane.server.stream import Nack, StreamState, TypeState
-from controlplane.snapshot import Snapshot, response_head
+from controlplane.snapshot import Snapshot, content_hash, response_head
 from controlplane.status import ACKS, NACKS, PUSH_BYTES, PUSHES, StatusBoard, short_type
 from pavilion.log import get_logger
 
@@ -188,7 +190,20 @@ class SotwStream:
             return False
         if type_state.resend or not type_state.sent_nonce:
             return True
-        return type_state.sent_version != self.snapshot.type(type_state.type_url).version
+        target = self.snapshot.type(type_state.type_url).version
+        if type_state.lingering and type_state.sent_target == target:
+            return not self._routes_behind()  # drop the removed clusters once no route names them
+        return type_state.sent_target != target
+
+    def _routes_behind(self) -> bool:
+        """Listeners or routes of this stream are not yet at the snapshot's version: they may name old clusters."""
+        if self.snapshot is None:
+            return False
+        for type_url in (urls.LISTENER, urls.ROUTE):
+            state = self.state.types.get(type_url)
+            if state is not None and state.subscribed and state.acked_version != self.snapshot.type(type_url).version:
+                return True
+        return False
 
     def _next_due(self) -> TypeState | None:
         for type_url in urls.ADS_ORDER:
@@ -208,29 +223,35 @@ class SotwStream:
         if self.snapshot is None:
             return
         snap = self.snapshot.type(type_state.type_url)
-        if type_state.wildcard:
-            chosen = list(snap.resources.values())
-            body = snap.response_fields
-        else:
-            chosen = snap.select(type_state.names)
-            body = b"".join(resource.response_field for resource in chosen)
+        chosen = list(snap.resources.values()) if type_state.wildcard else snap.select(type_state.names)
+        body = snap.response_fields if type_state.wildcard else b"".join(r.response_field for r in chosen)
+        version, lingering = snap.version, {}
         if type_state.type_url == urls.CLUSTER and type_state.sent_nonce:
-            changed = {r.name for r in chosen if type_state.sent_hashes.get(r.name) != r.hash}
+            changed = {r.name for r in chosen if type_state.sent_hashes().get(r.name) != r.hash}
             eds = self.state.types.get(urls.ENDPOINT)
             if changed and eds is not None and eds.subscribed:
                 eds.resend = True  # Envoy warms a changed cluster only when fresh endpoints arrive
+            if self._routes_behind():
+                # CDS is full state: a cluster left out is deleted at once, while the proxy's routes may
+                # still send to it. Keep removed clusters until its listeners and routes caught up.
+                lingering = {name: resource for name, resource in type_state.sent_resources.items()
+                             if name not in snap.resources and type_state.wants(name)}
+        if lingering:
+            chosen = sorted([*chosen, *lingering.values()], key=lambda r: r.name)
+            body = b"".join(r.response_field for r in chosen)
+            version = f"{snap.version}+{content_hash(''.join(sorted(lingering)).encode())[:8]}"
         nonce = self.state.next_nonce()
-        response = response_head(type_url=type_state.type_url, version=snap.version, nonce=nonce,
+        response = response_head(type_url=type_state.type_url, version=version, nonce=nonce,
                                  identifier=self.server.identifier) + body
         await self.context.write(response)
-        type_state.sent_version, type_state.sent_nonce = snap.version, nonce
+        type_state.sent_version, type_state.sent_target, type_state.sent_nonce = version, snap.version, nonce
         type_state.sent_names = frozenset(r.name for r in chosen)
-        type_state.sent_hashes = {r.name: r.hash for r in chosen}
+        type_state.sent_resources = {r.name: r for r in chosen}
+        type_state.lingering = frozenset(lingering)
         type_state.sent_at = time.monotonic()
         type_state.awaiting_ack, type_state.resend = True, False
         kind = short_type(type_state.type_url)
         PUSHES.labels(kind).inc()
         PUSH_BYTES.labels(kind).inc(len(response))
         log.debug("xds_push", stream=self.state.stream_id, node=self.state.node_id, type=kind,
-                  version=snap.version, resources=len(chosen), bytes=len(response))
-
+                  version=version, resources=len(chosen), lingering=sorted(lingering), bytes=len(response))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.cache import Group
+from controlplane.snapshot import Resource
 
 _stream_ids = itertools.count(1)
 
@@ -29,9 +30,11 @@ class TypeState:
     wildcard: bool = False  # all resources of the type (legacy wildcard or "*")
     names: frozenset[str] = frozenset()  # explicit subscription when not wildcard
     sent_version: str = ""
+    sent_target: str = ""  # the snapshot version the last response moves to (differs while clusters linger)
     sent_nonce: str = ""
     sent_names: frozenset[str] = frozenset()  # names in the last response
-    sent_hashes: dict[str, str] = field(default_factory=dict)  # name -> hash last sent (for Delta, diffs)
+    sent_resources: dict[str, Resource] = field(default_factory=dict)  # what the proxy holds now, by name
+    lingering: frozenset[str] = frozenset()  # removed clusters still sent until routes stop naming them
     sent_at: float = 0.0  # monotonic
     awaiting_ack: bool = False
     resend: bool = False  # send again even when unchanged (a changed cluster warms only on fresh endpoints)
@@ -54,6 +57,9 @@ class TypeState:
         self.subscribed = True
         return added
 
+    def sent_hashes(self) -> dict[str, str]:
+        return {name: resource.hash for name, resource in self.sent_resources.items()}
+
     def wants(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
@@ -64,6 +70,8 @@ class TypeState:
             "awaiting_ack": self.awaiting_ack,
             "subscription": "*" if self.wildcard else sorted(self.names),
         }
+        if self.lingering:
+            entry["lingering"] = sorted(self.lingering)
         if self.acked_at:
             entry["acked_at"] = iso_time(self.acked_at)
         if self.nack is not None:

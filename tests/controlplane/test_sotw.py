@@ -207,3 +207,48 @@ async def test_change_pushes_clusters_first_and_the_rest_after_their_ack(plane: 
     await client.silence()
     assert plane.board.render()["synced"] is True
     await client.close()
+
+
+async def subscribed_and_acked(client: AdsClient) -> None:
+    for type_url, wanted in ((urls.CLUSTER, ()), (urls.ENDPOINT, ("accounts", "billing")),
+                             (urls.LISTENER, ()), (urls.ROUTE, ("public",))):
+        await client.request(type_url, wanted)
+        await client.ack(await client.response(), wanted)
+    await client.silence(0.2)
+
+
+async def test_a_removed_cluster_lingers_until_the_routes_stop_naming_it(plane: Plane) -> None:
+    client = plane.client()
+    await subscribed_and_acked(client)
+    await plane.cache.install(ToyConfig(services={"accounts": 9001, "carts": 9003}), "v2")
+    target = plane.cache.current(("eu-west", "edge")).type(urls.CLUSTER).version  # type: ignore[arg-type, union-attr]
+    cds = await client.response()
+    assert names(cds) == ["accounts", "billing", "carts"]  # billing is still routed to by the proxy
+    assert cds.version_info != target
+    eds = await client.response()
+    await client.ack(eds, ("accounts", "billing", "carts"))
+    await client.ack(await client.response(), ("accounts", "billing", "carts"))  # carts' endpoints
+    await client.ack(cds)
+    rds = await client.response()
+    assert rds.type_url == urls.ROUTE
+    await client.silence(0.2)  # billing stays until the routes are acked
+    await client.ack(rds, ("public",))
+    final = await client.response()
+    assert final.type_url == urls.CLUSTER
+    assert names(final) == ["accounts", "carts"]
+    assert final.version_info == target
+    await client.ack(final)
+    await client.silence(0.2)
+    assert plane.board.render()["synced"] is True
+    await client.close()
+
+
+async def test_a_removed_cluster_no_route_named_goes_at_once(plane: Plane) -> None:
+    client = plane.client()
+    for type_url in (urls.CLUSTER, urls.LISTENER):  # no routes subscribed: nothing can name the cluster
+        await client.request(type_url)
+        await client.ack(await client.response())
+    await plane.cache.install(ToyConfig(services={"accounts": 9001}), "v2")
+    cds = await client.response()
+    assert names(cds) == ["accounts"]
+    await client.close()

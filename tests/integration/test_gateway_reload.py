@@ -189,3 +189,45 @@ def test_a_changed_cluster_warms_at_once_and_traffic_continues(gateway: Gateway)
         assert gateway.get("/base").served_by == "blue"
     finally:
         base.write_text(original)
+
+
+def test_switching_a_route_to_a_new_service_twenty_times_loses_no_request(gateway: Gateway) -> None:
+    plane = gateway.plane
+    plane.wait_current(1)
+    ports = {name: port for name, (_proc, port) in gateway.upstreams.items()}
+    path = plane.config_dir / "switching.yaml"
+
+    def write(step: int) -> str:
+        # Each step's service exists only in that step: the switch adds one cluster and removes another.
+        upstream = ("blue", "green")[step % 2]
+        path.write_text(f"services:\n  - name: switch-{step}\n    endpoints: [{{address: 127.0.0.1:{ports[upstream]},"
+                        f" region: eu-west}}]\nroutes:\n  - {{name: switching, listener: public,"
+                        f" match: {{prefix: /switching}}, service: switch-{step}}}\n")
+        return upstream
+
+    seconds_until_served(gateway, "/switching", write(0))
+    failures: list[int] = []
+    sent = 0
+    stop = threading.Event()
+
+    def traffic() -> None:
+        nonlocal sent
+        while not stop.is_set() and sent < 5000:
+            reply = gateway.get("/switching")
+            sent += 1
+            if reply.status != 200:
+                failures.append(reply.status)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        for step in range(1, 21):
+            seconds_until_served(gateway, "/switching", write(step))
+        plane.wait_current(1)
+    finally:
+        stop.set()
+        worker.join()
+        path.unlink()
+    print(f"20 switches under load: {sent} requests, {len(failures)} failed")
+    assert sent > 100
+    assert failures == []
