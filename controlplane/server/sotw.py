@@ -48,8 +48,10 @@ def _raw(response: bytes) -> bytes:
 class AdsServer:
     """Registers the ADS method on a grpc.aio server. Responses are pre-serialized bytes."""
 
-    def __init__(self, cache: SnapshotCache, board: StatusBoard, *, identifier: str) -> None:
+    def __init__(self, cache: SnapshotCache, board: StatusBoard, *, identifier: str,
+                 hold_seconds: float = HOLD_SECONDS) -> None:
         self.cache = cache
+        self.hold_seconds = hold_seconds
         self.board = board
         self.identifier = identifier
         self._streams: set[SotwStream] = set()
@@ -176,14 +178,15 @@ class SotwStream:
     def _cds_pending(self) -> bool:
         cds = self.state.types.get(urls.CLUSTER)
         return (cds is not None and cds.awaiting_ack
-                and time.monotonic() - cds.sent_at < HOLD_SECONDS)
+                and time.monotonic() - cds.sent_at < self.server.hold_seconds)
 
     def _hold_remaining(self) -> float | None:
         """Seconds until a CDS hold times out, when one is in place and something waits behind it."""
         cds = self.state.types.get(urls.CLUSTER)
         if cds is None or not cds.awaiting_ack:
             return None
-        return max(0.0, HOLD_SECONDS - (time.monotonic() - cds.sent_at)) + 0.01
+        remaining = self.server.hold_seconds - (time.monotonic() - cds.sent_at)
+        return remaining + 0.01 if remaining > 0 else None  # expired: the push that followed it went out
 
     def _due(self, type_state: TypeState) -> bool:
         if not type_state.subscribed or self.snapshot is None or type_state.type_url not in self.snapshot.types:

@@ -26,6 +26,7 @@ def _log_to_a_stream_that_stays_open() -> None:
 
 CONFIG = ToyConfig(services={"accounts": 9001, "billing": 9002}, offset={"us-east": 100})
 IDENTIFIER = "pavilion-test"
+HOLD = 1.0  # seconds routes wait for a CDS ACK that does not come
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Plane:
 async def plane() -> AsyncIterator[Plane]:
     cache = SnapshotCache(toy_translate)
     board = StatusBoard(cache, identifier=IDENTIFIER)
-    ads = AdsServer(cache, board, identifier=IDENTIFIER)
+    ads = AdsServer(cache, board, identifier=IDENTIFIER, hold_seconds=HOLD)
     server = GrpcServer("127.0.0.1", 0, register=ads.register, service_names=[SERVICE])
     port = await server.start()
     await cache.install(CONFIG, "v1")
@@ -251,4 +252,19 @@ async def test_a_removed_cluster_no_route_named_goes_at_once(plane: Plane) -> No
     await plane.cache.install(ToyConfig(services={"accounts": 9001}), "v2")
     cds = await client.response()
     assert names(cds) == ["accounts"]
+    await client.close()
+
+
+async def test_routes_go_anyway_when_the_clusters_are_never_acked(plane: Plane) -> None:
+    client = plane.client()
+    await subscribed_and_acked(client)
+    await plane.cache.install(ToyConfig(services={"accounts": 9001, "billing": 9002, "carts": 9003}), "v2")
+    cds = await client.response()
+    assert cds.type_url == urls.CLUSTER
+    eds = await client.response()
+    assert eds.type_url == urls.ENDPOINT
+    await client.silence(HOLD * 0.6)
+    rds = await client.response(HOLD * 2)
+    assert rds.type_url == urls.ROUTE
+    await client.silence(0.3)  # and nothing spins after the hold expired
     await client.close()
