@@ -104,7 +104,7 @@ class KeySet:
         for key in candidates:
             if key.accepts(alg):
                 return key
-        raise TokenError(f"the key named by kid cannot verify {alg}", reason="alg_key_mismatch")
+        raise TokenError("the key named by kid cannot verify the token algorithm", reason="alg_key_mismatch")
 
     def _may_refetch_for_kid(self) -> bool:
         if self._inflight is not None:

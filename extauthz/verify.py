@@ -73,7 +73,7 @@ def check_signature(key: Key, alg: str, signing_input: bytes, signature: bytes) 
             return
     except InvalidSignature as exc:
         raise BadSignature("signature does not verify") from exc
-    raise TokenError(f"the key cannot verify {alg}", reason="alg_key_mismatch")
+    raise TokenError("the key cannot verify the token algorithm", reason="alg_key_mismatch")
 
 
 def unverified_issuer(token: str, max_bytes: int) -> str | None:
@@ -102,7 +102,7 @@ async def verify_parsed(parsed: ParsedToken, tenant: Tenant, keys: KeySet, now: 
         raise TokenError("token issuer is not accepted here", reason="wrong_issuer")
     key = await keys.key_for(parsed.kid, alg)
     if not key.accepts(alg):   # key_for already filters; kept so a KeySet bug cannot cause alg confusion
-        raise TokenError(f"the key cannot verify {alg}", reason="alg_key_mismatch")
+        raise TokenError("the key cannot verify the token algorithm", reason="alg_key_mismatch")
     check_signature(key, alg, parsed.signing_input, parsed.signature)
     _check_type(parsed.header, tenant)
     return _check_claims(claims, tenant, now)

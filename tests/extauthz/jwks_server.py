@@ -58,7 +58,7 @@ class JwksServer:
             stream.content_length = self.declared_length
             await stream.prepare(request)
             await stream.write(body[:100])
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)
             return stream
         if self.chunked:
             stream = web.StreamResponse(headers={"Content-Type": "application/json", **headers})

@@ -7,6 +7,7 @@ real refetch path); tenant "globex" is another issuer with its own inline keys.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,7 @@ class World:
 async def world() -> AsyncIterator[World]:
     server = await JwksServer(jwks=ACME.jwks()).start()
     clock = FakeClock()
-    remote = JwksSource(uri=server.jwks_url, allow_http_loopback=True, timeout=0.5, cooldown=30.0)
+    remote = JwksSource(uri=server.jwks_url, allow_http_loopback=True, timeout=5.0, cooldown=30.0)
     tenants = {
         "acme": ACME.tenant("acme", jwks=remote),
         "acme-at": ACME.tenant("acme-at", jwks=remote, token_type="at+jwt"),
@@ -218,7 +219,10 @@ async def test_hostile_token(world: World, case: Case) -> None:
         await world.verify(token, case.tenant)
     assert info.value.reason == case.expect
     assert info.value.reason in REASONS
-    assert token[20:60] not in info.value.description or not token[20:60]
+    description = info.value.description
+    # Safe inside a quoted WWW-Authenticate parameter: printable ASCII, no quote or backslash, short.
+    assert re.fullmatch(r"[ -~]{1,120}", description) and '"' not in description and "\\" not in description
+    assert token[20:60] not in description or not token[20:60]
 
 
 def test_catalogue_covers_every_reason() -> None:

@@ -58,7 +58,8 @@ async def server() -> AsyncIterator[JwksServer]:
 
 
 def remote_tenant(srv: JwksServer, *, discovery: bool = False, issuer: str | None = None, **fetch: Any) -> Tenant:
-    settings: dict[str, Any] = {"allow_http_loopback": True, "timeout": 0.5, "error_retry": 0.5, **fetch}
+    # A generous timeout: a busy test machine must not turn a healthy local fetch into a failure.
+    settings: dict[str, Any] = {"allow_http_loopback": True, "timeout": 5.0, "error_retry": 0.5, **fetch}
     source = (JwksSource(discovery=srv.discovery_url, **settings) if discovery
               else JwksSource(uri=srv.jwks_url, **settings))
     return IDP.tenant(jwks=source, issuer=issuer or IDP.issuer)
@@ -326,7 +327,7 @@ async def test_oversize_document_refused(server: JwksServer, chunked: bool) -> N
 async def test_announced_oversize_refused_before_reading(server: JwksServer) -> None:
     # The body stalls after 100 bytes: only the Content-Length check can answer before the timeout.
     server.declared_length = 10_000_000
-    async with running(key_set_for(remote_tenant(server, timeout=0.5))) as keys:
+    async with running(key_set_for(remote_tenant(server, timeout=1.5))) as keys:
         await keys.start()
         with pytest.raises(BackendUnavailable, match="larger than"):
             await keys.key_for(RSA_KID, "RS256")
