@@ -249,7 +249,8 @@ async def test_redis_down_follows_each_tenants_on_store_error() -> None:
 async def test_key_endpoint_down_cold_is_503_and_warm_keeps_serving_stale_keys() -> None:
     jwks = await JwksServer(jwks=ACME.jwks()).start()
     jwks.status = 503
-    source = JwksSource(uri=jwks.jwks_url, allow_http_loopback=True, timeout=0.5, error_retry=0.05)
+    # A long retry delay: no background refetch may run while the test counts fetches.
+    source = JwksSource(uri=jwks.jwks_url, allow_http_loopback=True, timeout=0.5, error_retry=60.0)
     tenants = await build_tenants([ACME.tenant("acme", jwks=source), BETA.tenant("beta")])
     server, check, channel = await serve(Authorizer(tenants, MemoryRevocations()))
     try:
