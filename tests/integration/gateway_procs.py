@@ -104,7 +104,11 @@ def start_controlplane(config_dir: Path) -> ControlPlane:
     xds_port, admin_port = free_port(), free_port()
     proc = Proc([PAVILION, "--log-format", "console", "controlplane", "--config", str(config_dir),
                  "--xds-port", str(xds_port), "--admin-port", str(admin_port)], name="controlplane")
-    proc.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+    except BaseException:
+        proc.stop()
+        raise
     return ControlPlane(proc, xds_port, admin_port, config_dir)
 
 
@@ -116,9 +120,13 @@ def start_envoy(plane: ControlPlane, region: str, node_id: str, listen_port: int
     path.write_text(bootstrap)
     proc = Proc([ENVOY, "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
                 name=f"envoy-{node_id}")
-    proc.wait_http(f"http://127.0.0.1:{admin_port}/ready")
-    if listen_port is not None:
-        proc.wait_port(listen_port)
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin_port}/ready")
+        if listen_port is not None:
+            proc.wait_port(listen_port)
+    except BaseException:
+        proc.stop()
+        raise
     return Envoy(proc, admin_port, region)
 
 
@@ -154,5 +162,9 @@ def start_upstreams(specs: Mapping[str, str]) -> dict[str, tuple[Proc, int]]:
 def restart_echo(name: str, region: str, port: int) -> Proc:
     proc = Proc([sys.executable, "-m", "pavilion.echo", "--port", str(port), "--name", name, "--region", region],
                 name=f"echo-{name}")
-    proc.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 15, "answering again")
+    try:
+        proc.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 15, "answering again")
+    except BaseException:
+        proc.stop()
+        raise
     return proc
