@@ -22,6 +22,9 @@ ALLOWED_HEADER = frozenset({"alg", "kid", "typ", "cty", "crit", "x5t", "x5t#S256
 KEY_POINTERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 
 _B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_VALUE = {char: value for value, char in enumerate(_B64_ALPHABET)}
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _MAX_KID = 256
 
 
@@ -46,16 +49,17 @@ def b64url_decode(segment: bytes, what: str) -> bytes:
     """Bytes of an unpadded, canonical base64url segment (RFC 7515 section 2)."""
     if not _B64URL.fullmatch(segment):
         raise MalformedToken(f"{what} is not unpadded base64url")
-    if len(segment) % 4 == 1:
+    tail = len(segment) % 4
+    if tail == 1:
         raise MalformedToken(f"{what} has an impossible base64url length")
-    try:
-        raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedToken(f"{what} is not base64url") from exc
-    # Non-zero trailing bits decode to the same bytes: a second spelling of one token.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment:
+    # Unused low bits of the last character must be zero, or one token has several spellings
+    # (2 characters left carry 1 byte and 4 spare bits; 3 carry 2 bytes and 2 spare bits).
+    if tail and _B64_VALUE[segment[-1]] & (0x0F if tail == 2 else 0x03):
         raise MalformedToken(f"{what} is not canonical base64url")
-    return raw
+    try:
+        return binascii.a2b_base64(segment.translate(_TO_STANDARD) + b"=" * (-tail % 4))
+    except binascii.Error as exc:
+        raise MalformedToken(f"{what} is not base64url") from exc
 
 
 def b64url_encode(raw: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -192,3 +193,19 @@ def test_error_description_never_quotes_the_token() -> None:
     with pytest.raises(MalformedToken) as info:
         parse_token(token, CAP)
     assert "evil" not in info.value.description and "secret" not in info.value.description
+
+
+@pytest.mark.parametrize("prefix", [b"", b"QUJD"])
+def test_canonical_means_what_re_encoding_gives_back(prefix: bytes) -> None:
+    # Every 2- and 3-character tail: accepted exactly when decoding and re-encoding returns it unchanged.
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    tails = [bytes([a, b]) for a in alphabet for b in alphabet]
+    tails += [bytes([a, b, c]) for a in alphabet[:8] for b in alphabet[::7] for c in alphabet]
+    for tail in tails:
+        segment = prefix + tail
+        raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+        canonical = base64.urlsafe_b64encode(raw).rstrip(b"=") == segment
+        try:
+            assert b64url_decode(segment, "x") == raw and canonical, segment
+        except MalformedToken:
+            assert not canonical, segment
