@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.nodes import Node as RuamelNode
 from ruamel.yaml.reader import ReaderError
+from ruamel.yaml.resolver import BaseResolver
 
 from pavilion.errors import ConfigError, Location
 
@@ -109,9 +110,27 @@ def parse_documents(text: str, file: str, *, fast: bool = True) -> tuple[Node, .
     return _documents(roots, file)
 
 
+class _NoResolver(BaseResolver):
+    """Gives every node its kind's default tag. `_scalar_value` resolves scalars (YAML 1.2), and
+    ruamel's versioned resolver costs more than libyaml's whole parse (it looks up the version by
+    catching an AttributeError per scalar)."""
+
+    def __init__(self, version: Any = None, loader: Any = None, loadumper: Any = None) -> None:
+        super().__init__(loadumper=loadumper if loadumper is not None else loader)
+
+    @property
+    def processing_version(self) -> tuple[int, int]:
+        return (1, 2)  # ruamel's pure parser asks: YAML 1.2 parsing rules, whatever a %YAML line says
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is MappingNode:
+            return self.DEFAULT_MAPPING_TAG
+        return self.DEFAULT_SEQUENCE_TAG if kind is SequenceNode else self.DEFAULT_SCALAR_TAG
+
+
 def _parser(*, pure: bool) -> YAML:
     yaml = YAML(typ="safe", pure=pure)
-    yaml.version = (1, 2)
+    yaml.Resolver = _NoResolver
     return yaml
 
 
@@ -121,11 +140,6 @@ def _documents(roots: list[RuamelNode | None], file: str) -> tuple[Node, ...]:
 
 def _is_empty(node: RuamelNode) -> bool:
     return isinstance(node, ScalarNode) and node.style in (None, "") and node.value in _NULL
-
-
-def _tag(node: RuamelNode) -> str:
-    tag = str(getattr(node.tag, "value", node.tag))
-    return tag[len(_TAG):] if tag.startswith(_TAG) else tag
 
 
 def _where(node: RuamelNode, file: str) -> Location:
@@ -147,7 +161,7 @@ def _mapping(node: MappingNode, file: str) -> Mapping:
     written: list[tuple[Key, Node]] = []
     merged: dict[str, tuple[Key, Node]] = {}
     for key, value in node.value:
-        if _tag(key) == "merge" or (isinstance(key, ScalarNode) and key.value == "<<" and not key.style):
+        if isinstance(key, ScalarNode) and key.value == "<<" and not key.style:
             for source in value.value if isinstance(value, SequenceNode) else [value]:
                 if not isinstance(source, MappingNode):
                     raise ConfigError("a merge key (<<) takes a mapping or a list of mappings",

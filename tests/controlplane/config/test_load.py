@@ -235,3 +235,19 @@ def test_header_given_twice_in_any_case() -> None:
                   "     request_headers: {add: {X-A: '1', x-a: '2'}}}\n"
     assert errors_of(("a.yaml", text)) == [
         "a.yaml:12:40: routes[r].request_headers.add.x-a: 'x-a' is given twice (first at a.yaml:12:30)"]
+
+
+def test_garbage_collector_is_restored_after_loading() -> None:
+    import gc
+
+    assert gc.isenabled()
+    parse_sources([Source("a.yaml", BASE)])
+    assert gc.isenabled()
+    errors_of(("a.yaml", "bogus: 1\n"))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_sources([Source("a.yaml", BASE)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
