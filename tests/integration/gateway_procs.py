@@ -67,7 +67,11 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            status = self.status()
+            try:
+                status = self.status()
+            except OSError:  # not listening yet (a restart)
+                time.sleep(0.05)
+                continue
             if (len(status["nodes"]) >= nodes and status["synced"]
                     and (version is None or status["version"] == version)):
                 return status
