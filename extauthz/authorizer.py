@@ -61,6 +61,8 @@ class Authorizer:
 
         digest = token_digest(token)
         cached = self.cache.get(digest)
+        tenant: Tenant
+        admission: Admission
         if cached is not None and tenants.is_current(cached[0]):
             tenant, admission = cached
         else:

@@ -172,14 +172,15 @@ class RedisRevocations:
 
     async def is_revoked(self, query: RevocationQuery) -> bool:
         keys = query.keys
-        values = self._cached(keys) if self._subscribed else None
-        if values is None:
-            try:
-                values = await self._client.mget(keys)
-            except _REDIS_ERRORS as exc:
-                raise BackendUnavailable("redis", type(exc).__name__) from exc
-            if self._subscribed:
-                self._remember(keys, values)
+        cached = self._cached(keys) if self._subscribed else None
+        if cached is not None:
+            return is_revoked_by(cached, query)
+        try:
+            values: list[str | None] = await self._client.mget(keys)  # type: ignore[assignment]  # decode_responses
+        except _REDIS_ERRORS as exc:
+            raise BackendUnavailable("redis", type(exc).__name__) from exc
+        if self._subscribed:
+            self._remember(keys, values)
         return is_revoked_by(values, query)
 
     def _cached(self, keys: tuple[str, ...]) -> list[str | None] | None:
@@ -215,7 +216,7 @@ class RedisRevocations:
                 self._subscribed = False
                 self._local.clear()
                 with contextlib.suppress(*_REDIS_ERRORS):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 

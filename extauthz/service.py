@@ -55,7 +55,7 @@ def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
             status=http_status_pb2.HttpStatus(code=outcome.status), headers=headers, body=outcome.body))
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
         self._counters: dict[tuple[int, str], Any] = {}
