@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controlplane.config.build import Builder, Names
-from controlplane.config.model import Config
+from controlplane.config.model import Config, Match, Route
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
 from controlplane.config.yaml_nodes import parse_documents
@@ -109,6 +109,7 @@ def _merge(sources: Sequence[Source]) -> Config:
         routes=_built(builder.route(f) for f in routes),
     )
     _check_ports(listeners, errors)
+    _check_shadowed(config.routes, errors)
     if errors:
         raise ConfigErrors(sorted(errors, key=_place))
     return config
@@ -180,6 +181,19 @@ def _check_ports(listeners: list[Fields], errors: list[ConfigError]) -> None:
                     f"port {port} on {address} is already taken by listener {earlier.get('name')!r} "
                     f"at {earlier.at('port')}", location=item.at("port"), path=item.path_of("port")))
                 break
+
+
+def _check_shadowed(routes: tuple[Route, ...], errors: list[ConfigError]) -> None:
+    """Two routes with the same listener, hosts and match: Envoy would only ever use one of them."""
+    first: dict[tuple[str, frozenset[str], Match], Route] = {}
+    for route in routes:
+        key = (route.listener, frozenset(route.hosts), route.match)
+        if key in first:
+            other = first[key]
+            errors.append(ConfigError(
+                f"route {other.name!r} at {other.source} has the same listener, hosts and match; "
+                "Envoy would only ever use one of the two", location=route.source, path=f"routes[{route.name}].match"))
+        first.setdefault(key, route)
 
 
 def _place(error: ConfigError) -> tuple[str, int, int]:

@@ -33,7 +33,7 @@ class Fields:
         self.got = got
         self.loc = loc
         self.path = path
-        self.complete = complete  # every required field present and valid
+        self.complete = complete  # no problem anywhere inside: safe to build a model object from
 
     def __contains__(self, name: str) -> bool:
         return name in self.got
@@ -106,6 +106,7 @@ class Shape:
             return None
         got: dict[str, Got] = {}
         complete = True
+        errors_before = len(self.errors)
         seen: dict[str, Location] = {}
         for key, value in node.items:
             name = key.text
@@ -126,7 +127,7 @@ class Shape:
             if spec.required and spec.name not in seen:
                 self.problem(f"required field {spec.name!r} is missing", node.loc, join(path, spec.name))
                 complete = False
-        complete = self._exactly_one(kind, node, seen, path) and complete
+        complete = self._exactly_one(kind, node, seen, path) and complete and len(self.errors) == errors_before
         return Got(Fields(kind, got, node.loc, path, complete, frozenset(seen)), node.loc, path)
 
     def _exactly_one(self, kind: Object, node: Mapping, seen: dict[str, Location], path: str) -> bool:
