@@ -43,3 +43,13 @@ def test_config_errors_print_file_line_column_path_message() -> None:
     error = ConfigError("unknown field", location=Location("routes/a.yaml", 3, 5), path="routes[0].matchh")
     assert str(error) == "routes/a.yaml:3:5: routes[0].matchh: unknown field"
     assert str(ConfigErrors([error, error])).count("\n") == 1
+
+
+def test_logging_follows_a_replaced_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging("info", "json")
+    first.close()  # as a test runner's capture is closed after the test that configured logging
+    monkeypatch.setattr("sys.stderr", second)
+    get_logger("t").info("after_capture_closed")
+    assert "after_capture_closed" in second.getvalue()
