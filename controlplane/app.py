@@ -10,7 +10,7 @@ import socket
 
 from controlplane.cache import SnapshotCache
 from controlplane.config.load import load_config
-from controlplane.server.sotw import SERVICE, AdsServer
+from controlplane.server.ads import SERVICE, AdsServer
 from controlplane.status import StatusBoard
 from controlplane.translate import translate
 from controlplane.watch import Reloader, watch_config

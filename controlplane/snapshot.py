@@ -2,7 +2,7 @@
 
 Versions are hashes of content only (no clock, no counter), so every replica that translates the
 same config produces the same versions, and an Envoy moving between replicas sees no change.
-Each resource keeps its own hash so Delta xDS can version resources one by one.
+Each resource keeps its own hash, which is its Delta xDS version.
 
 The wire bytes of every resource are prepared here as an encoded `DiscoveryResponse.resources`
 field. Protobuf allows a message's fields in any order and concatenated encodings merge, so a
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -56,6 +57,13 @@ class Resource:
 
     def packed(self) -> any_pb2.Any:
         return any_pb2.Any(type_url=self.type_url, value=self.serialized)
+
+    @cached_property
+    def delta_field(self) -> bytes:
+        """`DeltaDiscoveryResponse.resources` (field 2) holding this resource, versioned by its hash;
+        built on first Delta use only, then shared by every Delta stream."""
+        entry = discovery_pb2.Resource(name=self.name, version=self.hash, resource=self.packed())
+        return bytes(discovery_pb2.DeltaDiscoveryResponse(resources=[entry]).SerializeToString(deterministic=True))
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,15 @@ def build_snapshot(resources: Mapping[str, Sequence[Message]]) -> Snapshot:
     types = {type_url: build_type(type_url, resources.get(type_url, ())) for type_url in urls.ADS_ORDER}
     digest = "".join(f"{type_url}\0{snap.version}\n" for type_url, snap in types.items())
     return Snapshot(types=MappingProxyType(types), version=content_hash(digest.encode()))
+
+
+def delta_response_head(*, type_url: str, version: str, nonce: str, identifier: str,
+                        removed: list[str]) -> bytes:
+    """The per-stream part of a DeltaDiscoveryResponse; append `Resource.delta_field`s to complete it."""
+    head = discovery_pb2.DeltaDiscoveryResponse(system_version_info=version, type_url=type_url, nonce=nonce,
+                                                removed_resources=removed)
+    head.control_plane.identifier = identifier
+    return bytes(head.SerializeToString(deterministic=True))
 
 
 def response_head(*, type_url: str, version: str, nonce: str, identifier: str) -> bytes:

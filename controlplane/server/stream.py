@@ -1,5 +1,5 @@
 """What the server remembers about one xDS stream: the node, and per type URL what was asked,
-sent, acked and rejected. Shared by the SotW server and, later, the Delta server; /status reads it."""
+sent, acked and rejected. Shared by the SotW and Delta servers; /status reads it."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ class TypeState:
     sent_at: float = 0.0  # monotonic
     awaiting_ack: bool = False
     resend: bool = False  # send again even when unchanged (a changed cluster warms only on fresh endpoints)
+    refresh: set[str] = field(default_factory=set)  # Delta: names to send again even when unchanged
+    reported_absent: set[str] = field(default_factory=set)  # Delta: names told absent (removed_resources)
+    acked_resources: dict[str, Resource] = field(default_factory=dict)  # what the proxy acked, by name
+    held: dict[str, str] = field(default_factory=dict)  # Delta: name -> version (hash) the proxy holds
     acked_version: str = ""
     acked_at: float = 0.0  # wall-clock seconds
     nack: Nack | None = None

@@ -10,7 +10,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controlplane import resources as urls
 from controlplane.cache import SnapshotCache
-from controlplane.server.sotw import SERVICE, AdsServer
+from controlplane.server.ads import SERVICE, AdsServer
 from controlplane.status import StatusBoard
 from pavilion.grpc_server import GrpcServer
 from pavilion.log import configure_logging

@@ -1,0 +1,117 @@
+"""ADS in Delta (incremental) xDS: `AggregatedDiscoveryService/DeltaAggregatedResources`.
+
+Each resource is versioned by its content hash (the same on every replica), so a response carries
+only the resources whose hash differs from what the proxy holds, and `removed_resources` names what
+it must drop. The rules (docs/root/api-docs/xds_protocol.rst, "Incremental xDS"):
+- subscriptions change by `resource_names_subscribe` / `_unsubscribe`; `*` is the wildcard, and a
+  first LDS or CDS request with no names is the legacy wildcard;
+- the first request for a type may list `initial_resource_versions` (a reconnect, maybe to another
+  replica): what it holds at the version we would send is not sent again;
+- a request echoing the latest nonce is an ACK, or a NACK with `error_detail`; neither is answered,
+  and a rejected resource version is not sent again: the proxy is taken to hold what it was sent, so
+  only a resource whose content changes again goes out;
+- an explicitly subscribed name we do not have is reported once in `removed_resources`;
+- the push order (make before break) is `base.AdsStream`'s: a removed cluster is only named in
+  `removed_resources` once this stream acked the listeners and routes of the change, and its
+  endpoints not before the cluster itself went.
+"""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from controlplane import resources as urls
+from controlplane.server.base import AdsStream, lingering_version
+from controlplane.server.stream import TypeState
+from controlplane.snapshot import Resource, delta_response_head
+
+
+class DeltaStream(AdsStream):
+    async def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        type_state = self.state.type(request.type_url)
+        if type_state.sent_nonce and request.response_nonce == type_state.sent_nonce:
+            if request.HasField("error_detail"):
+                self.record_nack(type_state, request.error_detail.message)
+            else:
+                self.record_ack(type_state)
+        first = not type_state.subscribed
+        subscribe, unsubscribe = list(request.resource_names_subscribe), set(request.resource_names_unsubscribe)
+        if first:
+            type_state.subscribed = True
+            type_state.held = dict(request.initial_resource_versions)
+            type_state.wildcard = "*" in subscribe or (not subscribe and request.type_url in urls.FULL_STATE_TYPES)
+        elif "*" in subscribe:
+            type_state.wildcard = True
+        if "*" in unsubscribe:
+            type_state.wildcard = False
+        added = frozenset(subscribe) - {"*"} - type_state.names
+        type_state.names = (type_state.names | added) - unsubscribe
+        for name in unsubscribe:  # the proxy forgets what it unsubscribed from
+            type_state.held.pop(name, None)
+            type_state.sent_resources.pop(name, None)
+            type_state.reported_absent.discard(name)
+        if not first:
+            type_state.refresh |= added  # a newly subscribed name is sent even when the proxy had it
+
+    def _changes(self, type_state: TypeState) -> tuple[list[Resource], list[str]]:
+        """What to send and what to name as removed, make before break applied to removals."""
+        if self.snapshot is None:
+            return [], []
+        snap = self.snapshot.type(type_state.type_url)
+        if type_state.wildcard:
+            wanted = snap.resources
+        else:
+            wanted = {name: snap.resources[name] for name in type_state.names if name in snap.resources}
+        held = type_state.held
+        send = [resource for name, resource in sorted(wanted.items())
+                if held.get(name) != resource.hash or name in type_state.refresh]
+        removed = {name for name in held if name not in wanted}
+        if type_state.type_url == urls.CLUSTER and self.routes_behind():
+            removed = set()  # CDS: routes may still name a removed cluster
+        elif type_state.type_url == urls.ENDPOINT:
+            cds = self.state.types.get(urls.CLUSTER)
+            if cds is not None:
+                removed -= set(cds.held)  # a cluster still there keeps its endpoints
+        absent = {name for name in type_state.names
+                  if name not in snap.resources and name not in held and name not in type_state.reported_absent}
+        return send, sorted(removed | absent)
+
+    def due(self, type_state: TypeState) -> bool:
+        if self.snapshot is None:
+            return False
+        send, removed = self._changes(type_state)
+        if send or removed:
+            return True
+        if not type_state.awaiting_ack:
+            # Nothing this proxy holds differs from the snapshot: it is at the snapshot's version.
+            target = self.snapshot.type(type_state.type_url).version
+            type_state.sent_version = type_state.sent_target = type_state.acked_version = target
+            type_state.lingering = frozenset()
+        return False
+
+    async def send(self, type_state: TypeState) -> None:
+        if self.snapshot is None:
+            return
+        snap = self.snapshot.type(type_state.type_url)
+        send, removed = self._changes(type_state)
+        if type_state.type_url == urls.CLUSTER:
+            self.refresh_endpoints_of({r.name for r in send if r.name in type_state.held})
+        lingering = frozenset(name for name in type_state.held
+                              if name not in snap.resources and name not in removed)
+        nonce = self.state.next_nonce()
+        response = delta_response_head(type_url=type_state.type_url, version=snap.version, nonce=nonce,
+                                       identifier=self.server.identifier, removed=removed) \
+            + b"".join(r.delta_field for r in send)
+        await self.context.write(response)
+        for name in removed:
+            type_state.held.pop(name, None)
+            type_state.sent_resources.pop(name, None)
+        type_state.reported_absent |= {name for name in removed if name in type_state.names}
+        for resource in send:
+            type_state.held[resource.name] = resource.hash
+            type_state.sent_resources[resource.name] = resource
+        type_state.refresh.clear()
+        version = lingering_version(snap.version, lingering)
+        self.record_sent(type_state, version=version, target=snap.version, nonce=nonce,
+                         held=dict(type_state.sent_resources), lingering=lingering,
+                         size=len(response), count=len(send))
