@@ -54,7 +54,8 @@ def render_bootstrap(*, node_id: str, region: str, xds_address: str, role: str =
 def run_bootstrap(args: argparse.Namespace) -> int:
     try:
         text = render_bootstrap(node_id=args.node_id, region=args.region, role=args.role,
-                                xds_address=args.xds_address, admin_port=args.admin_port)
+                                xds_address=args.xds_address, admin_port=args.admin_port,
+                                delta=args.delta)
     except ValueError as exc:
         print(f"envoy-bootstrap: {exc}", file=sys.stderr)
         return 2

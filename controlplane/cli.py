@@ -29,6 +29,8 @@ def register(subparsers: Any) -> None:
     bootstrap.add_argument("--role", default="edge")
     bootstrap.add_argument("--xds-address", required=True, help="HOST:PORT of the control plane's xDS port")
     bootstrap.add_argument("--admin-port", type=int, default=9901)
+    bootstrap.add_argument("--delta", action="store_true",
+                           help="use Delta (incremental) xDS: api_type DELTA_GRPC instead of State of the World")
     bootstrap.set_defaults(func=_bootstrap)
 
 

@@ -82,8 +82,9 @@ class DeltaStream(AdsStream):
         send, removed = self._changes(type_state)
         if send or removed:
             return True
-        if not type_state.awaiting_ack:
-            # Nothing this proxy holds differs from the snapshot: it is at the snapshot's version.
+        if not type_state.awaiting_ack and type_state.acked_version == type_state.sent_version:
+            # Nothing this proxy holds differs from the snapshot (and it took our last response):
+            # it is at the snapshot's version. After a NACK it stays at the version it kept.
             target = self.snapshot.type(type_state.type_url).version
             type_state.sent_version = type_state.sent_target = type_state.acked_version = target
             type_state.lingering = frozenset()

@@ -40,3 +40,12 @@ def test_bad_addresses_are_refused() -> None:
     for bad in ("127.0.0.1", ":18000", "host:0", "host:99999", "host:port"):
         with pytest.raises(ValueError, match="HOST:PORT"):
             split_address(bad)
+
+
+def test_delta_flag_asks_envoy_for_delta_xds(capsys: pytest.CaptureFixture[str]) -> None:
+    from pavilion.cli import main
+
+    assert main(["envoy-bootstrap", "--node-id", "e1", "--region", "eu-west", "--xds-address", "127.0.0.1:1",
+                 "--delta"]) == 0
+    doc = YAML(typ="safe").load(capsys.readouterr().out)
+    assert doc["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"

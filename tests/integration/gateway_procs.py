@@ -116,10 +116,11 @@ def start_controlplane(config_dir: Path) -> ControlPlane:
     return ControlPlane(proc, xds_port, admin_port, config_dir)
 
 
-def start_envoy(plane: ControlPlane, region: str, node_id: str, listen_port: int | None = None) -> Envoy:
+def start_envoy(plane: ControlPlane, region: str, node_id: str, listen_port: int | None = None, *,
+                delta: bool = False) -> Envoy:
     admin_port = free_port()
     bootstrap = render_bootstrap(node_id=node_id, region=region, xds_address=f"127.0.0.1:{plane.xds_port}",
-                                 admin_port=admin_port)
+                                 admin_port=admin_port, delta=delta)
     path = Path(tempfile.mkdtemp(prefix="envoy-")) / "bootstrap.yaml"
     path.write_text(bootstrap)
     proc = Proc([ENVOY, "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
@@ -136,7 +137,7 @@ def start_envoy(plane: ControlPlane, region: str, node_id: str, listen_port: int
 
 @contextmanager
 def running_gateway(config_dir: Path, listen_port: int, upstreams: dict[str, tuple[Proc, int]],
-                    regions: tuple[str, ...] = ("eu-west",)) -> Iterator[Gateway]:
+                    regions: tuple[str, ...] = ("eu-west",), *, delta: bool = False) -> Iterator[Gateway]:
     with ExitStack() as stack:
         # Tests may replace an upstream (kill and restart it): stop whatever is there at the end.
         stack.callback(lambda: [proc.stop() for proc, _port in upstreams.values()])
@@ -144,7 +145,8 @@ def running_gateway(config_dir: Path, listen_port: int, upstreams: dict[str, tup
         stack.callback(plane.proc.stop)
         envoys = []
         for index, region in enumerate(regions):
-            envoy = start_envoy(plane, region, f"edge-{region}-{index}", listen_port if index == 0 else None)
+            envoy = start_envoy(plane, region, f"edge-{region}-{index}", listen_port if index == 0 else None,
+                                delta=delta)
             stack.callback(envoy.proc.stop)
             envoys.append(envoy)
         yield Gateway(plane, envoys, listen_port, upstreams)
