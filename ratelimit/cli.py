@@ -34,5 +34,6 @@ def _ratelimit(args: argparse.Namespace) -> int:
     settings = RateLimitSettings.from_env(
         config=args.config, port=args.port, grpc_host=args.host, redis_url=args.redis,
         redis_cluster=args.redis_cluster, redis_timeout_ms=args.redis_timeout_ms, workers=args.workers,
-        replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode)
+        replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode,
+        log_level=getattr(args, "log_level", None), log_format=getattr(args, "log_format", None))
     return run(settings)

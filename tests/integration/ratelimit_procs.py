@@ -77,6 +77,7 @@ def start_ratelimit(config: Path, *, port: int | None = None, extra: Sequence[st
     proc = Proc([PAVILION, "--log-format", "console", "ratelimit", "--config", str(config), "--port", str(port),
                  "--admin-port", str(admin_port), *extra], name=f"ratelimit-{port}")
     proc.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin_port}/readyz"), 30, "ready")
+    proc.wait_port(port)  # with --workers the parent's admin server is up before the workers
     return proc, port, admin_port
 
 

@@ -1,0 +1,56 @@
+"""Config reload in the rate-limit app: a change is picked up, a broken edit keeps the last good config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from ratelimit.app import Health, reload_on_change
+from ratelimit.config import load_config
+from ratelimit.limiter import Limiter
+from ratelimit.memory_store import MemoryStore
+
+GOOD = "domain: app\ndescriptors:\n  - key: k\n    rate_limit: {{unit: hour, requests_per_unit: {n}}}\n"
+
+
+class NoServer:
+    async def set_serving(self, service: str, serving: bool) -> None:
+        pass
+
+
+async def _until(predicate, what: str, deadline: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError(f"not {what} within {deadline}s")
+        await asyncio.sleep(0.05)
+
+
+def _limit(limiter: Limiter) -> int:
+    return limiter.config.rules[0].limits[0].requests_per_unit
+
+
+async def test_reload_on_change_keeps_the_last_good_config(tmp_path: Path) -> None:
+    path = tmp_path / "rules" / "app.yaml"
+    path.parent.mkdir()
+    path.write_text(GOOD.format(n=5))
+    limiter = Limiter(load_config(path.parent), MemoryStore())
+    health = Health(NoServer(), limiter, None, interval=1.0)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(reload_on_change(path.parent, limiter, health, stop))
+    try:
+        await asyncio.sleep(0.3)  # the watch is in place
+        path.write_text(GOOD.format(n=7))
+        await _until(lambda: _limit(limiter) == 7, "reloaded")
+        path.write_text("domain: app\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight}\n")
+        (tmp_path / "rules" / "other.yaml").write_text(GOOD.format(n=9).replace("domain: app", "domain: other"))
+        await asyncio.sleep(1.0)
+        assert _limit(limiter) == 7  # the broken edit was refused as a whole
+        path.write_text(GOOD.format(n=8))
+        await _until(lambda: len(limiter.config.rules) == 2 and _limit(limiter) == 8, "reloaded after the fix")
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(watcher, 5)
