@@ -10,6 +10,10 @@ import socket
 
 from controlplane.cache import SnapshotCache
 from controlplane.config.load import load_config
+from controlplane.fallback import RouteFallback
+from controlplane.nacks import NackAttributor
+from controlplane.plan import ServedResources
+from controlplane.route_status import RouteStatus
 from controlplane.server.ads import SERVICE, AdsServer
 from controlplane.status import StatusBoard
 from controlplane.translate import translate
@@ -44,10 +48,16 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     identifier = settings.identifier or f"pavilion-{socket.gethostname()}"
     cache = SnapshotCache(translate)
     board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
-    reloader = Reloader(settings.config, cache, board, loader=load_config)
+    fallback = RouteFallback()
+    reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply)
+    nacks = NackAttributor(cache, reloader, fallback)
     ads = AdsServer(cache, board, identifier=identifier)
+    ads.ack_listeners.append(nacks.on_ack)
+    ads.nack_listeners.append(nacks.on_nack)
     grpc_server = GrpcServer(settings.xds_host, settings.xds_port, register=ads.register, service_names=[SERVICE])
-    admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded, routes=board.routes())
+    admin_routes = [*board.routes(), *RouteStatus(board, reloader, fallback, nacks).routes(),
+                    *ServedResources(cache).routes()]
+    admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded, routes=admin_routes)
     # A first config that fails leaves the server up but not ready; a fixed edit makes it ready.
     await reloader.reload()
     await grpc_server.start()

@@ -80,11 +80,12 @@ class SnapshotCache:
     def current(self, group: Group) -> Snapshot | None:
         return self._snapshots.get(group)
 
-    def _build(self, config: Any, group: Group) -> Snapshot:
+    def build(self, config: Any, group: Group) -> Snapshot:
+        """The snapshot `config` gives `group`, without installing it (pure; call from a thread)."""
         return build_snapshot(self._translate(config, group.region, group.role))
 
     def _build_all(self, config: Any, groups: Sequence[Group]) -> dict[Group, Snapshot]:
-        return {group: self._build(config, group) for group in groups}
+        return {group: self.build(config, group) for group in groups}
 
     async def install(self, config: Any, config_version: str) -> dict[Group, Snapshot]:
         """Translate `config` for every known group, then swap everything at once and wake the streams.
@@ -109,7 +110,7 @@ class SnapshotCache:
         async with self._lock:
             existing = self._snapshots.get(group)
             if existing is None:
-                existing = await asyncio.to_thread(self._build, self._config, group)
+                existing = await asyncio.to_thread(self.build, self._config, group)
                 self._snapshots[group] = existing
             return existing
 

@@ -23,6 +23,18 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind both ports on")
     serve.set_defaults(func=_controlplane)
 
+    status = subparsers.add_parser("status", help="per route and per proxy: accepted, resolved, programmed, acked")
+    status.add_argument("--admin", required=True, help="HOST:PORT of the control plane's admin API")
+    status.add_argument("--json", action="store_true", help="print the JSON of /status and /status/routes")
+    status.set_defaults(func=_status)
+
+    plan = subparsers.add_parser("plan", help="what serving DIR would change in the xDS served now (exit 2: changes)")
+    plan.add_argument("directory", help="directory of route YAML files")
+    plan.add_argument("--admin", required=True, help="HOST:PORT of the control plane's admin API")
+    plan.add_argument("--role", default="edge")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(func=_plan)
+
     bootstrap = subparsers.add_parser("envoy-bootstrap", help="print an Envoy bootstrap pointing at the control plane")
     bootstrap.add_argument("--node-id", required=True)
     bootstrap.add_argument("--region", required=True)
@@ -56,3 +68,15 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from controlplane.bootstrap import run_bootstrap
 
     return run_bootstrap(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from controlplane.status_cli import run_status
+
+    return run_status(args)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from controlplane.plan import run_plan
+
+    return run_plan(args)

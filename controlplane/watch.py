@@ -36,11 +36,14 @@ def is_config_file(change: Change, path: str) -> bool:
 class Reloader:
     """Loads the config at `path` and installs it in the cache when its content changed."""
 
-    def __init__(self, path: str, cache: SnapshotCache, board: StatusBoard, *, loader: Loader) -> None:
+    def __init__(self, path: str, cache: SnapshotCache, board: StatusBoard, *, loader: Loader,
+                 served: Callable[[Any], Any] = lambda config: config) -> None:
         self.path = path
         self.cache = cache
         self.board = board
+        self.loaded: Any = None  # the last config read from disk that passed validation
         self._load = loader
+        self._served = served  # loaded config -> the config to serve (routes Envoy refused fall back)
         self._lock = asyncio.Lock()
 
     async def reload(self) -> bool:
@@ -48,28 +51,39 @@ class Reloader:
         async with self._lock:
             started = time.perf_counter()
             try:
-                config, version = await asyncio.to_thread(self._load_with_version)
+                self.loaded = await asyncio.to_thread(self._load, self.path)
             except ConfigErrors as exc:
                 self._reject([str(error) for error in exc.errors], "rejected")
                 return False
-            if version == self.cache.config_version:
-                self.board.record_applied(version, time.perf_counter() - started, changed=False)
-                log.info("config_unchanged", version=version)
-                return True
-            try:
-                snapshots = await self.cache.install(config, version)
-            except Exception as exc:  # the reload boundary: whatever fails, the last good config keeps serving
-                log.exception("config_translation_failed", path=self.path)
-                self._reject([f"{self.path}: translation failed: {type(exc).__name__}: {exc}"], "failed")
-                return False
-            seconds = time.perf_counter() - started
-            self.board.record_applied(version, seconds, changed=True)
-            log.info("config_applied", version=version, seconds=round(seconds, 4),
-                     groups={str(group): snapshot.version for group, snapshot in snapshots.items()})
-            return True
+            return await self._install(started)
 
-    def _load_with_version(self) -> tuple[Any, str]:
-        config = self._load(self.path)
+    async def reapply(self) -> bool:
+        """Serve the last loaded config again through `served` (after a route was refused by Envoy)."""
+        async with self._lock:
+            if self.loaded is None:
+                return False
+            return await self._install(time.perf_counter())
+
+    async def _install(self, started: float) -> bool:
+        config, version = await asyncio.to_thread(self._served_with_version)
+        if version == self.cache.config_version:
+            self.board.record_applied(version, time.perf_counter() - started, changed=False)
+            log.info("config_unchanged", version=version)
+            return True
+        try:
+            snapshots = await self.cache.install(config, version)
+        except Exception as exc:  # the reload boundary: whatever fails, the last good config keeps serving
+            log.exception("config_translation_failed", path=self.path)
+            self._reject([f"{self.path}: translation failed: {type(exc).__name__}: {exc}"], "failed")
+            return False
+        seconds = time.perf_counter() - started
+        self.board.record_applied(version, seconds, changed=True)
+        log.info("config_applied", version=version, seconds=round(seconds, 4),
+                 groups={str(group): snapshot.version for group, snapshot in snapshots.items()})
+        return True
+
+    def _served_with_version(self) -> tuple[Any, str]:
+        config = self._served(self.loaded)
         return config, config_version(config)
 
     def _reject(self, errors: list[str], result: str) -> None:

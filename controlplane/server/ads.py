@@ -17,7 +17,7 @@ from controlplane.status import StatusBoard
 
 __all__ = ["HOLD_SECONDS", "SERVICE", "AdsServer"]
 
-NackListener = Callable[[StreamState, TypeState], None]
+NackListener = Callable[[StreamState, TypeState], None]  # called on the event loop: must not block
 
 
 def _raw(response: bytes) -> bytes:
@@ -33,6 +33,7 @@ class AdsServer:
         self.hold_seconds = hold_seconds
         self.board = board
         self.identifier = identifier
+        self.ack_listeners: list[NackListener] = []
         self.nack_listeners: list[NackListener] = []
         self._streams: set[AdsStream] = set()
 
@@ -63,6 +64,10 @@ class AdsServer:
             await stream.run(requests)
         finally:
             self._streams.discard(stream)
+
+    def on_ack(self, stream: StreamState, type_state: TypeState) -> None:
+        for listener in self.ack_listeners:
+            listener(stream, type_state)
 
     def on_nack(self, stream: StreamState, type_state: TypeState) -> None:
         for listener in self.nack_listeners:

@@ -129,6 +129,8 @@ class AdsStream(ABC):
         ACKS.labels(short_type(type_state.type_url)).inc()
         log.debug("xds_ack", stream=self.state.stream_id, node=self.state.node_id,
                   type=short_type(type_state.type_url), version=type_state.sent_version)
+        if self.state.group is not None:
+            self.server.on_ack(self.state, type_state)
 
     def record_nack(self, type_state: TypeState, error: str, kept_version: str = "") -> None:
         type_state.awaiting_ack = False

@@ -1,0 +1,114 @@
+"""Who is at fault when Envoy refuses a version, and what is served instead.
+
+A NACK of route tables is attributed by `envoy_check.rejected_routes` (it halves the routes and
+runs `envoy --mode validate` until each refused route is found alone), in a worker thread: it runs
+Envoy several times and must not stall the streams. Each refused route then falls back to its last
+accepted form (controlplane.fallback) and the rest of the config is served under a new version.
+A refused listener (an address that cannot be bound only fails at runtime, so validation cannot
+find it) is attributed by the names in Envoy's message and shown; it has no fallback: the proxy
+keeps its previous listeners and the refused version is not sent again until the config changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controlplane import resources as urls
+from controlplane.cache import SnapshotCache
+from controlplane.config.model import Config
+from controlplane.envoy_check import EnvoyNotFound, rejected_routes
+from controlplane.fallback import RouteFallback
+from controlplane.server.stream import StreamState, TypeState, iso_time
+from controlplane.watch import Reloader
+from pavilion.log import get_logger
+
+log = get_logger(__name__)
+
+RouteCheck = Callable[[Config, str], dict[str, list[str]]]
+
+
+def _rejected_routes(config: Config, region: str) -> dict[str, list[str]]:
+    return rejected_routes(config, region)
+
+
+class NackAttributor:
+    def __init__(self, cache: SnapshotCache, reloader: Reloader, fallback: RouteFallback, *,
+                 check: RouteCheck = _rejected_routes) -> None:
+        self.cache = cache
+        self.reloader = reloader
+        self.fallback = fallback
+        self.check = check
+        self.unattributed: dict[str, dict[str, Any]] = {}  # short type -> the last refusal no entry explains
+        self.listeners: dict[str, dict[str, Any]] = {}  # listener name -> its last refusal
+        self._seen: set[tuple[str, str, str]] = set()  # (type URL, refused version, region)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_ack(self, stream: StreamState, type_state: TypeState) -> None:
+        snapshot = self.cache.current(stream.group) if stream.group else None
+        if snapshot is None or type_state.acked_version != snapshot.type(type_state.type_url).version:
+            return
+        if type_state.type_url == urls.ROUTE and isinstance(self.cache.config, Config):
+            self.fallback.record_accepted(self.cache.config)
+        elif type_state.type_url == urls.LISTENER:
+            self.listeners.clear()
+
+    def on_nack(self, stream: StreamState, type_state: TypeState) -> None:
+        nack = type_state.nack
+        if nack is None or stream.group is None or type_state.type_url not in (urls.ROUTE, urls.LISTENER):
+            return
+        key = (type_state.type_url, nack.version, stream.group.region)
+        if key in self._seen:
+            return  # another proxy of the region refused the same version: one attribution is enough
+        self._seen.add(key)
+        if type_state.type_url == urls.LISTENER:
+            self._attribute_listeners(nack.error, stream.group.region, nack.version)
+            return
+        task = asyncio.create_task(self._attribute_routes(nack.error, stream.group.region, nack.version))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _attribute_listeners(self, error: str, region: str, version: str) -> None:
+        config = self.cache.config
+        if not isinstance(config, Config):
+            return
+        named = [item for item in config.listeners if re.search(rf"(?<![\w.-]){re.escape(item.name)}(?![\w.-])", error)]
+        for item in named:
+            self.listeners[item.name] = {"error": error, "region": region, "version": version,
+                                         "source": str(item.source), "at": iso_time(time.time())}
+        if not named:
+            self._unexplained(urls.LISTENER, error, region, version)
+        log.warning("xds_nack_attributed", type="Listener", listeners=[item.name for item in named],
+                    sources=[str(item.source) for item in named], region=region)
+
+    async def _attribute_routes(self, error: str, region: str, version: str) -> None:
+        config = self.cache.config
+        if not isinstance(config, Config):
+            return
+        try:
+            refused = await asyncio.to_thread(self.check, config, region)
+        except EnvoyNotFound as exc:
+            log.error("xds_nack_unattributed", type="RouteConfiguration", reason=str(exc))
+            refused = {}
+        if not refused:
+            self._unexplained(urls.ROUTE, error, region, version)
+            return
+        by_name = {route.name: route for route in config.routes}
+        for name, lines in refused.items():
+            self.fallback.refuse(by_name[name], lines, region)
+            log.warning("xds_nack_attributed", type="RouteConfiguration", route=name,
+                        source=str(by_name[name].source), region=region, error=" ".join(lines),
+                        fallback="last accepted form" if name in self.fallback.accepted else "left out")
+        await self.reloader.reapply()
+
+    def _unexplained(self, type_url: str, error: str, region: str, version: str) -> None:
+        self.unattributed[type_url.rsplit(".", 1)[-1]] = {"error": error, "region": region, "version": version,
+                                                          "at": iso_time(time.time())}
+
+    async def drain(self) -> None:
+        """Wait for attributions in flight (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
