@@ -55,9 +55,6 @@ class Authorizer:
             return token
         tenants = self.tenants
         route = decision.route_tenants(context_extensions)
-        if route is not None and not any(tenants.get(t) for t in route):
-            log.warning("route_tenant_unknown", route_tenants=list(route))
-            return decision.unavailable("route_tenant_unknown")
 
         digest = token_digest(token)
         cached = self.cache.get(digest)
@@ -72,6 +69,9 @@ class Authorizer:
             tenant, admission = found
 
         if route is not None and tenant.id not in route:
+            if not any(tenants.get(t) for t in route):
+                log.warning("route_tenant_unknown", route_tenants=list(route))
+                return decision.unavailable("route_tenant_unknown")
             return decision.insufficient_scope("wrong_tenant", "the token's tenant is not accepted on this route")
         try:
             if await self.store.is_revoked(admission.query):

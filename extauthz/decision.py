@@ -108,10 +108,14 @@ def _split_tenants(raw: str) -> tuple[str, ...]:
 
 def bearer_token(headers: Mapping[str, str], path: str) -> str | Outcome:
     """The one bearer token of the request, or the refusal when there is none or more than one."""
+    header = headers.get("authorization")
+    if header is not None and header[:7] in ("Bearer ", "bearer ") and "access_token" not in path:
+        token = header[7:]
+        if _B64TOKEN.fullmatch(token):  # the common case: one token, nothing else (no comma, no space)
+            return token
     query = path.partition("?")[2]
     in_query = "access_token" in query and any(
         name == "access_token" for name, _ in parse_qsl(query, keep_blank_values=True))
-    header = headers.get("authorization")
     if header is None:
         if in_query:
             return invalid_request("query_token", "send the token in the Authorization header")
