@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+
+from controlplane import resources as urls
+from controlplane.cache import Group, SnapshotCache
+from controlplane.config.load import load_config
+from controlplane.config.model import Config
+from controlplane.fallback import RouteFallback
+from controlplane.nacks import NackAttributor
+from controlplane.server.stream import Nack, StreamState
+from controlplane.status import StatusBoard
+from controlplane.translate import translate
+from controlplane.watch import Reloader
+from pavilion.log import configure_logging
+
+BASE = """
+regions: [eu-west]
+listeners: [{name: public, address: 127.0.0.1, port: 10000}]
+services: [{name: blue, endpoints: [{address: 127.0.0.1:9000, region: eu-west}]}]
+routes:
+  - {name: a, match: {prefix: /a}, service: blue, timeout: %s}
+  - {name: b, match: {prefix: /b}, service: blue}
+"""
+
+
+def config(tmp_path: Path, timeout: str, extra: str = "") -> Config:
+    (tmp_path / "r.yaml").write_text(BASE % timeout + extra)
+    return load_config(tmp_path)
+
+
+def test_a_refused_route_serves_its_accepted_form_until_edited(tmp_path: Path) -> None:
+    fallback = RouteFallback()
+    good = config(tmp_path, "2s")
+    fallback.record_accepted(good)
+    bad = config(tmp_path, "9s", "  - {name: c, match: {prefix: /c}, service: blue}\n")
+    fallback.refuse(next(r for r in bad.routes if r.name == "a"), ["envoy: no"], "eu-west")
+    fallback.refuse(next(r for r in bad.routes if r.name == "c"), ["envoy: no"], "eu-west")
+    served = fallback.apply(bad)
+    assert {r.name: r.timeout for r in served.routes} == {"a": 2.0, "b": None}  # c never accepted: left out
+    assert fallback.status("a")["serving"] == "last accepted form"  # type: ignore[index]
+    assert fallback.status("c")["serving"] == "left out (never accepted)"  # type: ignore[index]
+    edited = config(tmp_path, "3s", "  - {name: c, match: {prefix: /c}, service: blue}\n")
+    assert {r.name: r.timeout for r in fallback.apply(edited).routes} == {"a": 3.0, "b": None}  # a edited: tried
+    assert fallback.status("a") is None and fallback.status("c") is not None
+
+
+async def test_a_route_nack_is_attributed_off_the_loop_and_the_rest_is_served(tmp_path: Path) -> None:
+    configure_logging("warning", "console", io.StringIO())
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier="t")
+    fallback = RouteFallback()
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
+    config(tmp_path, "2s")
+    assert await reloader.reload()
+    fallback.record_accepted(cache.config)
+    config(tmp_path, "9s")
+    assert await reloader.reload()
+    refused_version = cache.config_version
+    checked: list[str] = []
+
+    def check(served: Config, region: str) -> dict[str, list[str]]:
+        checked.append(region)
+        return {"a": ["envoy: timeout out of range"]}
+
+    nacks = NackAttributor(cache, reloader, fallback, check=check)
+    stream = StreamState(peer="test")
+    stream.group = Group("eu-west", "edge")
+    await cache.snapshot(stream.group)
+    routes = stream.type(urls.ROUTE)
+    routes.nack = Nack(version="v-bad", error="Proto constraint validation failed", at=0.0)
+    nacks.on_nack(stream, routes)
+    nacks.on_nack(stream, routes)  # the same refusal from a second proxy: attributed once
+    await nacks.drain()
+    assert checked == ["eu-west"]
+    assert cache.config_version != refused_version
+    assert {r.name: r.timeout for r in cache.config.routes} == {"a": 2.0, "b": None}
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("error, named", [
+    ("Error adding/updating listener(s) public: cannot bind '1.2.3.4:1': Cannot assign", ["public"]),
+    ("Error adding/updating listener(s) public-2: cannot bind", []),
+])
+async def test_a_listener_nack_is_attributed_by_name(tmp_path: Path, error: str, named: list[str]) -> None:
+    configure_logging("warning", "console", io.StringIO())
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier="t")
+    fallback = RouteFallback()
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
+    config(tmp_path, "2s")
+    assert await reloader.reload()
+    nacks = NackAttributor(cache, reloader, fallback)
+    stream = StreamState(peer="test")
+    stream.group = Group("eu-west", "edge")
+    listeners = stream.type(urls.LISTENER)
+    listeners.nack = Nack(version="v-bad", error=error, at=0.0)
+    nacks.on_nack(stream, listeners)
+    assert sorted(nacks.listeners) == named
+    if named:
+        assert nacks.listeners["public"]["source"].endswith("r.yaml:3:13")
+    else:
+        assert nacks.unattributed["Listener"]["error"] == error
