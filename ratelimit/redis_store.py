@@ -30,7 +30,7 @@ from redis.crc import key_slot
 
 from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
-from ratelimit.resp import RedisConnectionError, RedisReplyError, RedisTimeout, Reply, RespConnection
+from ratelimit.resp import RedisConnectionError, RedisError, RedisReplyError, RedisTimeout, Reply, RespConnection
 from ratelimit.store import Check, Outcome
 
 log = get_logger(__name__)
@@ -136,16 +136,23 @@ class _Node:
         the service starts anyway, answers by on_backend_error, and connects when Redis is there."""
         try:
             await self.connection()
-        except (RedisConnectionError, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError) as exc:
             log.warning("redis_unavailable_at_start", node=self.address, error=str(exc))
 
     async def _connect(self) -> RespConnection:
-        conn = await RespConnection.open(self.host, self.port, timeout=self._timeout,
+        # The script loads under the connect timeout; only then does the connection get the request
+        # timeout and become visible to requests, so no request ever queues behind the load.
+        conn = await RespConnection.open(self.host, self.port, timeout=self._connect_timeout,
                                          connect_timeout=self._connect_timeout)
-        reply = await conn.call("SCRIPT", "LOAD", SCRIPT)
+        try:
+            reply = await conn.call("SCRIPT", "LOAD", SCRIPT)
+        except RedisError:
+            conn.close()
+            raise
         if isinstance(reply, RedisReplyError):
             conn.close()
             raise RedisConnectionError(f"SCRIPT LOAD on {self.address}: {reply}")
+        conn.timeout = self._timeout
         self._conn = conn
         self._ever_connected = True
         log.info("redis_connected", node=self.address)
@@ -209,7 +216,7 @@ class RedisStore:
             return []
         try:
             reply = await self._node.evalsha(encode_evalsha(checks))
-        except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError) as exc:
             raise _translate(self._node.address, exc) from exc
         if isinstance(reply, RedisReplyError):
             raise BackendUnavailable("redis", f"{self._node.address}: {reply}")
@@ -259,7 +266,7 @@ class RedisClusterStore:
         """Learn the slot map and connect to every master before the first request (failures logged)."""
         try:
             await self._refresh_slots()
-        except (RedisConnectionError, RedisTimeout, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError) as exc:
             log.warning("redis_cluster_unavailable_at_start", error=str(exc))
             return
         for address in sorted(set(self._slots or []) - {""}):
@@ -271,7 +278,7 @@ class RedisClusterStore:
         for address in dict.fromkeys(addresses):
             try:
                 reply = await self._node(address).call("CLUSTER", "SLOTS")
-            except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
+            except (RedisError, TimeoutError, OSError) as exc:
                 last = exc
                 continue
             if isinstance(reply, RedisReplyError) or not isinstance(reply, list):
@@ -298,7 +305,7 @@ class RedisClusterStore:
                 groups.setdefault(key_slot(redis_key(check).encode()), []).append(index)
             results = await asyncio.gather(*(self._apply_slot(slot, [checks[i] for i in indexes])
                                              for slot, indexes in groups.items()))
-        except (RedisTimeout, RedisConnectionError, TimeoutError, OSError) as exc:
+        except (RedisError, TimeoutError, OSError) as exc:
             raise _translate("redis cluster", exc) from exc
         outcomes: list[Outcome | None] = [None] * len(checks)
         for indexes, group_outcomes in zip(groups.values(), results, strict=True):

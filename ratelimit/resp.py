@@ -33,11 +33,15 @@ class RedisReplyError(Exception):
         return str(self).split(" ", 1)[0]
 
 
-class RedisTimeout(Exception):
+class RedisError(Exception):
+    """Redis could not be asked or did not answer: the base of the two below."""
+
+
+class RedisTimeout(RedisError):
     """No reply within the command's timeout."""
 
 
-class RedisConnectionError(Exception):
+class RedisConnectionError(RedisError):
     """The connection could not be made or was lost with commands in flight."""
 
 
@@ -185,7 +189,10 @@ class RespConnection(asyncio.Protocol):
         if self.timeout > 0:
             deadline = self._loop.time() + self.timeout
             self._deadlines.extend((deadline, future) for future in futures)
-            if self._timer is None:
+            if self._timer is None or self._timer.when() > deadline:
+                # (A later timer exists only if the timeout was just lowered, after the script load.)
+                if self._timer is not None:
+                    self._timer.cancel()
                 self._timer = self._loop.call_at(deadline, self._sweep)
 
     def _sweep(self) -> None:
@@ -199,8 +206,7 @@ class RespConnection(asyncio.Protocol):
                 if deadline > now:
                     self._timer = self._loop.call_at(deadline, self._sweep)
                     return
-                future.set_exception(RedisTimeout(
-                    f"no reply from {self.address} within {self.timeout * 1000:.0f} ms"))
+                future.set_exception(RedisTimeout(f"no reply from {self.address} in time"))
             deadlines.popleft()
 
     def data_received(self, data: bytes) -> None:
