@@ -16,7 +16,7 @@ from controlplane.plan import ServedResources
 from controlplane.route_status import RouteStatus
 from controlplane.server.ads import SERVICE, AdsServer
 from controlplane.status import StatusBoard
-from controlplane.translate import translate
+from controlplane.translate import translate, translate_regional
 from controlplane.watch import Reloader, watch_config
 from pavilion.admin import AdminServer
 from pavilion.grpc_server import GrpcServer
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     identifier = settings.identifier or f"pavilion-{socket.gethostname()}"
-    cache = SnapshotCache(translate)
+    cache = SnapshotCache(translate, regional=translate_regional)
     board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
     fallback = RouteFallback()
     reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply)

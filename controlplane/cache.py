@@ -48,8 +48,11 @@ def group_of(node: base_pb2.Node) -> Group:
 class SnapshotCache:
     """Owns which snapshot each group is served; `generation` grows by one per installed config."""
 
-    def __init__(self, translator: Translator) -> None:
+    def __init__(self, translator: Translator, regional: Translator | None = None) -> None:
         self._translate = translator
+        # Only the types `regional` returns depend on the region; the others are translated once per
+        # role and shared by every region's snapshot (the same objects, so the same bytes and versions).
+        self._regional = regional
         self._config: Any = None
         self._config_version = ""
         self._snapshots: dict[Group, Snapshot] = {}
@@ -80,12 +83,20 @@ class SnapshotCache:
     def current(self, group: Group) -> Snapshot | None:
         return self._snapshots.get(group)
 
-    def build(self, config: Any, group: Group) -> Snapshot:
-        """The snapshot `config` gives `group`, without installing it (pure; call from a thread)."""
+    def build(self, config: Any, group: Group, like: Snapshot | None = None) -> Snapshot:
+        """The snapshot `config` gives `group`, without installing it (pure; call from a thread).
+        `like`: the snapshot of another group of the same role for the same config, to share from."""
+        if like is not None and self._regional is not None:
+            return build_snapshot(self._regional(config, group.region, group.role), reuse=like.types)
         return build_snapshot(self._translate(config, group.region, group.role))
 
     def _build_all(self, config: Any, groups: Sequence[Group]) -> dict[Group, Snapshot]:
-        return {group: self.build(config, group) for group in groups}
+        built: dict[Group, Snapshot] = {}
+        by_role: dict[str, Snapshot] = {}
+        for group in sorted(groups):
+            built[group] = self.build(config, group, by_role.get(group.role))
+            by_role.setdefault(group.role, built[group])
+        return built
 
     async def install(self, config: Any, config_version: str) -> dict[Group, Snapshot]:
         """Translate `config` for every known group, then swap everything at once and wake the streams.
@@ -110,7 +121,8 @@ class SnapshotCache:
         async with self._lock:
             existing = self._snapshots.get(group)
             if existing is None:
-                existing = await asyncio.to_thread(self.build, self._config, group)
+                like = next((snap for known, snap in self._snapshots.items() if known.role == group.role), None)
+                existing = await asyncio.to_thread(self.build, self._config, group, like)
                 self._snapshots[group] = existing
             return existing
 

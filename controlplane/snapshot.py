@@ -125,12 +125,19 @@ def build_type(type_url: str, messages: Sequence[Message]) -> TypeSnapshot:
         response_fields=b"".join(resource.response_field for resource in ordered.values()))
 
 
-def build_snapshot(resources: Mapping[str, Sequence[Message]]) -> Snapshot:
-    """Freeze translate()'s output. Unknown type URLs are a bug in the caller and raise ValueError."""
+def build_snapshot(resources: Mapping[str, Sequence[Message]],
+                   reuse: Mapping[str, TypeSnapshot] | None = None) -> Snapshot:
+    """Freeze translate()'s output. Unknown type URLs are a bug in the caller and raise ValueError.
+
+    `reuse`: types already built for another node group, taken as they are (shared, not copied)
+    where `resources` has no entry for the type.
+    """
     unknown = set(resources) - set(urls.ADS_ORDER)
     if unknown:
         raise ValueError(f"no xDS type is known by the URL {sorted(unknown)[0]!r}")
-    types = {type_url: build_type(type_url, resources.get(type_url, ())) for type_url in urls.ADS_ORDER}
+    shared = reuse or {}
+    types = {type_url: shared[type_url] if type_url in shared and type_url not in resources
+             else build_type(type_url, resources.get(type_url, ())) for type_url in urls.ADS_ORDER}
     digest = "".join(f"{type_url}\0{snap.version}\n" for type_url, snap in types.items())
     return Snapshot(types=MappingProxyType(types), version=content_hash(digest.encode()))
 

@@ -1,6 +1,7 @@
 """Pure translation of the route YAML model into Envoy v3 resources (xds-protos messages).
 
     translate(config, region, role) -> {type URL: [message, ...]}   sorted by name, no I/O
+    translate_regional(...)         -> the region-dependent part of it (endpoints)
     resource_sources(config)        -> {(type URL, name): Location}  which YAML entry made a resource
     route_sources(config)           -> {route name: Location}        Envoy `Route.name` is the YAML name
 
@@ -11,6 +12,6 @@ carries the YAML route name. Routes reach Envoy in precedence order (see _routes
 
 from controlplane.translate._listeners import http_filters
 from controlplane.translate._routes import precedence
-from controlplane.translate._translate import resource_sources, route_sources, translate
+from controlplane.translate._translate import resource_sources, route_sources, translate, translate_regional
 
-__all__ = ["http_filters", "precedence", "resource_sources", "route_sources", "translate"]
+__all__ = ["http_filters", "precedence", "resource_sources", "route_sources", "translate", "translate_regional"]

@@ -11,7 +11,7 @@ from controlplane.translate._listeners import EDGE, listener
 from controlplane.translate._routes import route_configuration
 from pavilion.errors import Location
 
-__all__ = ["resource_sources", "route_sources", "translate"]
+__all__ = ["resource_sources", "route_sources", "translate", "translate_regional"]
 
 
 def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[Message]]:
@@ -29,6 +29,12 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
         urls.LISTENER: [listener(item, config, role) for item in listeners],
         urls.ROUTE: [route_configuration(item, config) for item in listeners],
     }
+
+
+def translate_regional(config: Config, region: str, role: str = EDGE) -> dict[str, list[Message]]:
+    """The part of `translate` that depends on the region: endpoints (locality priorities). The rest
+    is the same for every region of a role, so the cache translates it once and shares it."""
+    return {urls.ENDPOINT: [load_assignment(s, region) for s in sorted(config.services, key=lambda s: s.name)]}
 
 
 def resource_sources(config: Config) -> dict[tuple[str, str], Location]:

@@ -91,3 +91,25 @@ def test_config_version_is_content_only() -> None:
     other = Config(regions=("eu-west",), listeners=(Listener("public", "127.0.0.1", 10081),), services=(), routes=())
     assert config_version(here) == config_version(moved)
     assert config_version(here) != config_version(other)
+
+
+async def test_regions_share_region_independent_types_and_match_a_full_translation() -> None:
+    from controlplane.snapshot import build_snapshot
+    from controlplane.translate import translate, translate_regional
+    from tests.controlplane.translate.sample import sample_config
+
+    config = sample_config()
+    shared = SnapshotCache(translate, regional=translate_regional)
+    await shared.install(config, "v1")
+    groups = [Group("eu-west", "edge"), Group("us-east", "edge"), Group("us-east", "internal")]
+    built = {group: await shared.snapshot(group) for group in groups}
+    await shared.install(config, "v2")  # and the rebuild of every group at once shares the same way
+    for snapshots in (built, shared.groups()):
+        for group, snapshot in snapshots.items():
+            alone = build_snapshot(translate(config, group.region, group.role))
+            assert snapshot.version == alone.version
+            assert {url: t.response_fields for url, t in snapshot.types.items()} == \
+                {url: t.response_fields for url, t in alone.types.items()}
+        eu, us = snapshots[Group("eu-west", "edge")], snapshots[Group("us-east", "edge")]
+        assert eu.type(urls.ROUTE) is us.type(urls.ROUTE)  # one object for both regions
+        assert eu.type(urls.ENDPOINT) is not us.type(urls.ENDPOINT)
