@@ -15,6 +15,7 @@ from aiohttp import web
 
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
+from extauthz.keys import key_set_for
 from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from extauthz.service import SERVICE_NAME, register
 from extauthz.tenant_set import build_tenants, retire
@@ -144,7 +145,8 @@ def _serve_admin_in_thread(settings: ExtAuthzSettings) -> None:
 def run(settings: ExtAuthzSettings) -> int:
     settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
     try:
-        load_tenants(settings.config)  # fail fast, in the parent, with file:line errors
+        for tenant in load_tenants(settings.config):  # fail fast, in the parent, with file:line errors
+            key_set_for(tenant)  # inline keys are parsed here; nothing is fetched or started
     except ConfigError as exc:
         log.error("config_rejected", file=settings.config, errors=str(exc).splitlines())
         return 2

@@ -152,6 +152,7 @@ class RedisRevocations:
         self._clock = clock
         self._local: dict[str, tuple[str | None, float]] = {}  # key -> (value, fetched_at monotonic)
         self._subscribed = False
+        self._generation = 0  # bumped by every event and flush
         self._listener: asyncio.Task[None] | None = None
 
     @property
@@ -175,11 +176,13 @@ class RedisRevocations:
         cached = self._cached(keys) if self._subscribed else None
         if cached is not None:
             return is_revoked_by(cached, query)
+        generation = self._generation
         try:
             values: list[str | None] = await self._client.mget(keys)  # type: ignore[assignment]  # decode_responses
         except _REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", type(exc).__name__) from exc
-        if self._subscribed:
+        # An event or a flush that arrived while MGET was in flight may be newer than its answer.
+        if self._subscribed and generation == self._generation:
             self._remember(keys, values)
         return is_revoked_by(values, query)
 
@@ -214,6 +217,7 @@ class RedisRevocations:
                     log.warning("revocation_pubsub_lost", error=type(exc).__name__)
             finally:
                 self._subscribed = False
+                self._generation += 1
                 self._local.clear()
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -221,6 +225,7 @@ class RedisRevocations:
             backoff = min(backoff * 2, 1.0)
 
     def _on_message(self, message: dict[str, Any]) -> None:
+        self._generation += 1
         kind = message.get("type")
         if kind == "subscribe":
             # Also sent again after redis-py reconnects by itself: whatever was published meanwhile

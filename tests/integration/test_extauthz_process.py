@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import check_direct, pavilion_revoke, start_extauthz, wait_for, write_tenants
-from tests.procs import free_port, start_redis
+from tests.procs import PAVILION, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +74,17 @@ def test_two_workers_share_one_port_revocations_and_metrics(tmp_path: Path) -> N
     finally:
         proc.stop()
         redis.stop()
+
+
+def test_a_broken_tenant_file_stops_the_start_with_file_line_errors(tmp_path: Path) -> None:
+    config = write_tenants(tmp_path / "tenants.yaml", {"acme": ACME})
+    config.write_text(config.read_text() + "    max_lifetime: 1 day\n")
+    symmetric = tmp_path / "symmetric.yaml"
+    symmetric.write_text("tenants:\n  - id: acme\n    issuer: https://i\n    audiences: [a]\n"
+                         "    jwks: {inline: {keys: [{kty: oct, k: c2VjcmV0, kid: s}]}}\n")
+    for path, expected in ((config, r"tenants\.yaml:\d+:\d+: tenants\[0\]\.max_lifetime"),
+                           (symmetric, r"no usable key")):
+        done = subprocess.run([PAVILION, "extauthz", "--config", str(path), "--port", str(free_port())],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 2, done.stderr
+        assert re.search(expected, done.stderr + done.stdout), done.stderr
