@@ -93,14 +93,13 @@ def encode_evalsha(checks: Sequence[Check]) -> bytes:
 
 
 def parse_outcomes(reply: Reply, count: int) -> list[Outcome]:
-    if not isinstance(reply, list) or len(reply) != count:
+    """The script's reply, `allowed remaining reset_after_us used` per check, space-separated."""
+    values = reply.split() if isinstance(reply, bytes) else []
+    if len(values) != 4 * count:
         raise BackendUnavailable("redis", f"unexpected script reply {reply!r:.80}")
-    outcomes = []
-    for item in reply:
-        allowed, remaining, reset_after_us, used = item
-        outcomes.append(Outcome(allowed=allowed == 1, remaining=int(remaining),
-                                reset_after=int(reset_after_us) / 1_000_000, used=int(used)))
-    return outcomes
+    numbers = list(map(int, values))
+    return [Outcome(numbers[i] == 1, numbers[i + 1], numbers[i + 2] / 1_000_000, numbers[i + 3])
+            for i in range(0, 4 * count, 4)]
 
 
 class _Node:

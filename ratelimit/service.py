@@ -43,7 +43,7 @@ class BadRequest(ValueError):
 def to_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
     descriptors = []
     for index, proto in enumerate(request.descriptors):
-        entries = tuple((entry.key, entry.value) for entry in proto.entries)
+        entries = tuple([(entry.key, entry.value) for entry in proto.entries])
         if not entries:
             raise BadRequest("empty_descriptor", f"descriptor {index} has no entries")
         override = None

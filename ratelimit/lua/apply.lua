@@ -6,7 +6,8 @@
 --          which only the tests send to replay the shared vectors at chosen instants.
 -- ARGV[1 + 5(i-1) + 1 .. 5]: algorithm (1 fixed_window, 2 sliding_window, 3 token_bucket),
 --          limit, window (seconds), burst, hits.
--- Returns one {allowed 1|0, remaining, reset_after_us, used} per check, in order.
+-- Returns one string: `allowed remaining reset_after_us used` (allowed 1|0) per check, in order,
+-- all space-separated: the client splits it in one C call instead of walking nested replies.
 --
 -- The maths is ratelimit/algorithms.py operation for operation (same integers, same doubles), and
 -- so is the state: a counter per epoch-aligned window `<key>:<window start>` whose expiry is set
@@ -124,4 +125,9 @@ for i = 1, #KEYS do
     return redis.error_reply('unknown algorithm code ' .. tostring(ARGV[base + 1]))
   end
 end
-return results
+local out = {}
+for i = 1, #results do
+  local r = results[i]
+  out[i] = int(r[1]) .. ' ' .. int(r[2]) .. ' ' .. int(r[3]) .. ' ' .. int(r[4])
+end
+return table.concat(out, ' ')
