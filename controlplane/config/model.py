@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from extauthz.tenant import Tenant
 from pavilion.errors import Location
 
 NO_SOURCE = Location("<memory>")
@@ -64,6 +65,7 @@ class Service:
     circuit_breaker: CircuitBreaker | None = None
     outlier_detection: OutlierDetection | None = None
     connect_timeout: float = 1.0
+    protocol: str = "http1"  # http1 | http2 | grpc (grpc: HTTP/2 upstream, e.g. Pavilion's own services)
     source: Location = field(default=NO_SOURCE, compare=False)
 
 
@@ -104,6 +106,44 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class RouteAuth:
+    tenants: tuple[str, ...]  # empty: `auth: none`
+
+
+@dataclass(frozen=True)
+class RouteRateLimit:
+    """`{per: [tenant, subject], unit: second, requests: 5, algorithm: token_bucket, burst: 10}`."""
+
+    per: tuple[str, ...]  # facts the counter is kept per: tenant, subject (from ext_authz), client_ip
+    unit: str  # second | minute | hour | day
+    requests: int
+    unit_multiplier: int = 1
+    algorithm: str = "fixed_window"  # fixed_window | sliding_window | token_bucket
+    burst: int = 0
+    shadow_mode: bool = False
+    on_backend_error: str = "allow"  # allow | deny | local
+
+
+@dataclass(frozen=True)
+class ExtAuthzSettings:
+    """Top-level `extauthz:`: which service (a `services:` entry with protocol grpc) answers Check."""
+
+    service: str
+    timeout: float = 0.25
+    # An ext_authz error or timeout is a 503, never a pass: Envoy's failure_mode_allow stays false.
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Top-level `ratelimit:`: which service answers ShouldRateLimit, and what Envoy does when it cannot."""
+
+    service: str
+    domain: str = "pavilion"
+    timeout: float = 0.05
+    failure_mode_deny: bool = False
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     listener: str
@@ -115,6 +155,10 @@ class Route:
     retries: Retries | None = None
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
+    # None: any configured tenant may call the route (a token is required whenever ext_authz is set up);
+    # RouteAuth(tenants=()) is `auth: none`, a public route with ext_authz disabled.
+    auth: RouteAuth | None = None
+    rate_limits: tuple[RouteRateLimit, ...] = ()
     source: Location = field(default=NO_SOURCE, compare=False)
 
 
@@ -126,6 +170,9 @@ class Config:
     listeners: tuple[Listener, ...]
     services: tuple[Service, ...]
     routes: tuple[Route, ...]
+    tenants: tuple[Tenant, ...] = ()
+    extauthz: ExtAuthzSettings | None = None
+    ratelimit: RateLimitSettings | None = None
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
