@@ -172,3 +172,14 @@ def test_redis_down_fails_closed_through_envoy(tmp_path: Path) -> None:
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+def test_two_authorization_headers_are_400_through_envoy(stack: dict[str, Any]) -> None:
+    token = ACME.token(jti="two-1")
+    status, headers, body = get(stack["listen"], "/acme/orders", [bearer(token), bearer(token)])
+    assert status == 400
+    assert headers["www-authenticate"].startswith('Bearer error="invalid_request"')
+    assert body == {"error": "multiple_credentials"}
+    status, _, body = get(stack["listen"], f"/acme/orders?access_token={token}", [bearer(token)])
+    assert (status, body) == (400, {"error": "multiple_credentials"})
+    assert get(stack["listen"], "/acme/orders", [("authorization", "Bearer ")])[0] == 400
