@@ -127,7 +127,6 @@ def test_pavilion_revoke_is_refused_within_a_second_by_envoy_and_by_both_replica
         assert response is not None and response.status.code == 0
     assert get(stack["listen"], "/acme/orders", [bearer(token)])[0] == 200
 
-    started = time.monotonic()
     pavilion_revoke(stack["redis_url"], "acme", ACME.issuer, "--jti", "revoke-me", "--expires", str(exp))
 
     def refused_everywhere() -> bool:
@@ -136,8 +135,9 @@ def test_pavilion_revoke_is_refused_within_a_second_by_envoy_and_by_both_replica
         return all(r is not None and r.denied_response.status.code == 401 for r in direct) and \
             through_envoy == [401] * 4
 
-    wait_for(refused_everywhere, 5.0, "refused by both replicas")
-    assert time.monotonic() - started < 1.0 + 0.5, "revocation took longer than 1 s (+ the time to ask)"
+    # Timed from the command's exit (its start-up is not the service's business): within 1 s.
+    took = wait_for(refused_everywhere, 5.0, "refused by both replicas")
+    assert took < 1.0, f"revocation took {took:.2f} s to reach every replica"
     status, _, body = get(stack["listen"], "/acme/orders", [bearer(token)])
     assert (status, body) == (401, {"error": "revoked"})
     other = ACME.token(sub="erin", jti="another")
