@@ -90,7 +90,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
     def _count(self, outcome: Outcome) -> None:
         # Counted in a dict and added to Prometheus at most twice a second: a labelled inc() per
-        # request (a lock, and an mmap write with --workers) costs more than the rest of a cached check.
+        # request (a lock, and an mmap write with --workers) is a noticeable share of a cached check.
         key = (outcome.status, outcome.reason)
         self._pending[key] = self._pending.get(key, 0) + 1
         if not self._flush_scheduled:
