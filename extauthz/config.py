@@ -190,6 +190,15 @@ def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> J
         return None
 
 
+def read_tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) -> Tenant | None:
+    """One tenant entry from its YAML node, or None with its problems appended to `errors`.
+
+    The route YAML's `tenants:` entries are read by this same function (controlplane.config.tenants),
+    so a tenant means the same thing in both files.
+    """
+    return _tenant(node, path, base_dir, errors)
+
+
 def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) -> Tenant | None:
     if not isinstance(node, Mapping):
         errors.append(ConfigError("each tenant must be a mapping", location=node.loc, path=path))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from controlplane.config import model
+from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.shape import Fields, Got, suggest
 from pavilion.durations import format_duration
 from pavilion.errors import ConfigError, Location
@@ -22,6 +23,7 @@ class Names:
     regions: dict[str, Location] = field(default_factory=dict)
     listeners: dict[str, Location] = field(default_factory=dict)
     services: dict[str, Location] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy)
 
 
 class Builder:
@@ -57,12 +59,13 @@ class Builder:
             circuit_breaker=_optional(f, "circuit_breaker", _circuit_breaker),
             outlier_detection=_optional(f, "outlier_detection", _outlier_detection),
             connect_timeout=f.get("connect_timeout", 1.0),
+            protocol=f.get("protocol", "http1"),
             source=f.loc,
         )
 
     def endpoint(self, e: Fields) -> model.Endpoint | None:
         if "region" in e:
-            self._refer(e, "region", self.names.regions, "region", " (add it to `regions`)")
+            self.refer(e, "region", self.names.regions, "region", " (add it to `regions`)")
         if not e.complete:
             return None
         host, port = e.get("address")
@@ -76,7 +79,9 @@ class Builder:
         rewrite: Fields | None = f.get("rewrite")
         if rewrite is not None and isinstance(match, Fields) and "regex" in match:
             self.problem("a prefix rewrite needs a prefix or path match, not a regex", rewrite.loc, rewrite.path)
-        if not f.complete or listener is None or backends is None:
+        auth_ok, auth = route_auth(f, self.names.policy, self.problem)
+        rate_limits = route_rate_limits(f, auth, self.names.policy, self.problem)
+        if not f.complete or listener is None or backends is None or not auth_ok or rate_limits is None:
             return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
@@ -90,12 +95,14 @@ class Builder:
             retries=retries,
             request_headers=_header_rules(request) if request is not None else model.HeaderRules(),
             response_headers=_header_rules(response) if response is not None else model.HeaderRules(),
+            auth=auth,
+            rate_limits=rate_limits,
             source=f.loc,
         )
 
     def _route_listener(self, f: Fields) -> str | None:
         if "listener" in f:
-            return f.get("listener") if self._refer(f, "listener", self.names.listeners, "listener") else None
+            return f.get("listener") if self.refer(f, "listener", self.names.listeners, "listener") else None
         listeners = list(self.names.listeners)
         if len(listeners) == 1:
             return listeners[0]
@@ -110,7 +117,7 @@ class Builder:
 
     def _backends(self, f: Fields) -> tuple[model.Backend, ...] | None:
         if "service" in f:
-            ok = self._refer(f, "service", self.names.services, "service")
+            ok = self.refer(f, "service", self.names.services, "service")
             return (model.Backend(f.get("service"), 100),) if ok else None
         items: list[Got] = f.get("backends", [])
         if not items:
@@ -125,7 +132,7 @@ class Builder:
                     self.problem(f"service {name!r} is listed twice (first at {seen[name]})", b.at("service"),
                                  b.path_of("service"))
                 seen.setdefault(name, b.at("service"))
-                if self._refer(b, "service", self.names.services, "service") and b.complete:
+                if self.refer(b, "service", self.names.services, "service") and b.complete:
                     result.append(model.Backend(name, b.get("weight")))
         if len(result) != len(items):
             return None
@@ -148,7 +155,7 @@ class Builder:
         on = tuple(g.value for g in r.get("on", [])) or model.Retries.on
         return model.Retries(r.get("attempts"), on, base, most, r.get("per_try_timeout"))
 
-    def _refer(self, f: Fields, name: str, defined: dict[str, Location], what: str, hint: str = "") -> bool:
+    def refer(self, f: Fields, name: str, defined: dict[str, Location], what: str, hint: str = "") -> bool:
         value = f.get(name)
         if value in defined:
             return True

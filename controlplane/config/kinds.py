@@ -80,4 +80,31 @@ class Object:
         return tuple(f.name for f in self.fields)
 
 
-Kind: TypeAlias = Value | ListOf | MapOf | Object
+@dataclass(frozen=True)
+class Either:
+    """One of several kinds, chosen by the YAML node's form: a scalar, a list or a mapping.
+
+    `auth: none` or `auth: {tenants: [a]}`; `per: tenant` or `per: [tenant, subject]`. At most one
+    option per form, so the node alone says which applies.
+    """
+
+    options: tuple[Kind, ...]
+    title: str  # what to call the whole, in a type error
+
+
+# Reads a node the kinds cannot describe (a tenant entry, read by extauthz's own parser): returns
+# the value to keep, or None after appending its problems to `errors`. Arguments: node, path, errors.
+CustomRead = Callable[[Any, str, list[Any]], Any]
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A value read by its own function, with its JSON Schema and docs given by hand."""
+
+    title: str
+    read: CustomRead = field(compare=False)
+    schema: dict[str, Any] = field(default_factory=dict, compare=False)
+    label: str = ""  # the field whose value names a list entry in error paths (`tenants[acme]`)
+
+
+Kind: TypeAlias = Value | ListOf | MapOf | Object | Either | Custom

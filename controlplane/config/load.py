@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from controlplane.config.build import Builder, Names
 from controlplane.config.model import Config, Match, Route
+from controlplane.config.sections import check_services, read_sections
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
 from controlplane.config.yaml_nodes import parse_documents
@@ -101,12 +102,18 @@ def _merge(sources: Sequence[Source]) -> Config:
     listeners = _unique(_entries(roots, "listeners"), "listener", names.listeners, errors)
     services = _unique(_entries(roots, "services"), "service", names.services, errors)
     routes = _unique(_entries(roots, "routes"), "route", {}, errors)
+    sections = read_sections(roots, errors)
+    names.policy = sections.policy
     builder = Builder(names, errors)
+    check_services(sections, services, builder)
     config = Config(
         regions=tuple(names.regions),
         listeners=_built(builder.listener(f) for f in listeners),
         services=_built(builder.service(f) for f in services),
         routes=_built(builder.route(f) for f in routes),
+        tenants=sections.model_tenants(),
+        extauthz=sections.model_extauthz(),
+        ratelimit=sections.model_ratelimit(),
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)

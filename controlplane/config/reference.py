@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from controlplane.config.kinds import Kind, ListOf, MapOf, Object, Value
+from controlplane.config.kinds import Custom, Either, Kind, ListOf, MapOf, Object, Value
 from controlplane.config.rules import NAME_PATTERN
 from controlplane.config.spec import ROOT
 
@@ -33,6 +33,10 @@ def type_name(kind: Kind) -> str:
         return f"list of {type_name(kind.item)}{least}"
     if isinstance(kind, MapOf):
         return "map of header name to string"
+    if isinstance(kind, Either):
+        return " or ".join(type_name(option) for option in kind.options)
+    if isinstance(kind, Custom):
+        return f"[{kind.title}](#{_anchor(kind.title)})"
     return _value_name(kind)
 
 
@@ -57,10 +61,19 @@ def _exactly_one(kind: Object) -> str:
 def _objects(kind: Object) -> list[Object]:
     found = [kind]
     for f in kind.fields:
-        inner = f.kind.item if isinstance(f.kind, ListOf) else f.kind
-        if isinstance(inner, Object) and all(inner.title != seen.title for seen in found):
-            found += [o for o in _objects(inner) if all(o.title != seen.title for seen in found)]
+        for inner in _inner(f.kind):
+            if all(inner.title != seen.title for seen in found):
+                found += [o for o in _objects(inner) if all(o.title != seen.title for seen in found)]
     return found
+
+
+def _inner(kind: Kind) -> list[Object]:
+    """The objects a field's kind holds, through lists and alternatives."""
+    if isinstance(kind, ListOf):
+        return _inner(kind.item)
+    if isinstance(kind, Either):
+        return [o for option in kind.options for o in _inner(option)]
+    return [kind] if isinstance(kind, Object) else []
 
 
 def _anchor(title: str) -> str:

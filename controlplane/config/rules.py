@@ -20,6 +20,10 @@ RETRY_ON = (
     "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
 )
 
+PROTOCOLS = ("http1", "http2", "grpc")
+# Facts a route's rate limit counts per, in the order their descriptor entries are sent.
+RATE_LIMIT_FACTS = ("tenant", "subject", "client_ip")
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_HINT = "a name starts with a letter or digit and holds only letters, digits, '.', '_' and '-'"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from controlplane.config.kinds import Field, Kind, ListOf, MapOf, Object, Value
+from controlplane.config.kinds import Custom, Either, Field, Kind, ListOf, MapOf, Object, Value
 from controlplane.config.spec import ROOT
 
 __all__ = ["json_schema", "print_schema"]
@@ -41,6 +41,10 @@ def _kind(kind: Kind) -> dict[str, Any]:
         return result
     if isinstance(kind, MapOf):
         return {"type": "object", "propertyNames": _value(kind.key), "additionalProperties": _value(kind.value)}
+    if isinstance(kind, Either):
+        return {"oneOf": [_kind(option) for option in kind.options]}
+    if isinstance(kind, Custom):
+        return dict(kind.schema)
     return _value(kind)
 
 

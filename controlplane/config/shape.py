@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.config.kinds import Field, Kind, ListOf, MapOf, Object, Value
+from controlplane.config.kinds import Custom, Either, Field, Kind, ListOf, MapOf, Object, Value
 from controlplane.config.yaml_nodes import Mapping, Node, Scalar, Sequence
 from pavilion.errors import ConfigError, Location
 
@@ -98,7 +98,19 @@ class Shape:
             return self._list(node, kind, path)
         if isinstance(kind, MapOf):
             return self._map(node, kind, path)
+        if isinstance(kind, Either):
+            return self._either(node, kind, path)
+        if isinstance(kind, Custom):
+            value = kind.read(node, path, self.errors)
+            return None if value is None else Got(value, node.loc, path)
         return self._value(node, kind, path)
+
+    def _either(self, node: Node, kind: Either, path: str) -> Got | None:
+        for option in kind.options:
+            if _form_fits(node, option):
+                return self.read(node, option, path)
+        self.problem(f"expected {kind.title}, got {describe(node)}", node.loc, path)
+        return None
 
     def _object(self, node: Node, kind: Object, path: str) -> Got | None:
         if not isinstance(node, Mapping):
@@ -194,6 +206,14 @@ class Shape:
         return Got(value, node.loc, path)
 
 
+def _form_fits(node: Node, kind: Kind) -> bool:
+    if isinstance(kind, Object | MapOf):
+        return isinstance(node, Mapping)
+    if isinstance(kind, ListOf):
+        return isinstance(node, Sequence)
+    return isinstance(node, Scalar)
+
+
 def _has_type(value: Any, type_name: str) -> bool:
     if type_name == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
@@ -216,10 +236,12 @@ def _check(value: Any, kind: Value) -> str | None:
 
 def _label(node: Node, kind: Kind, index: int) -> str:
     """An entry's name where it has a usable one (`routes[accounts]`), else its 0-based index."""
-    if isinstance(kind, Object) and kind.field("name") is not None and isinstance(node, Mapping):
+    label = "name" if isinstance(kind, Object) and kind.field("name") is not None else ""
+    label = kind.label if isinstance(kind, Custom) else label
+    if label and isinstance(node, Mapping):
         for key, value in node.items:
             text = value.value if isinstance(value, Scalar) else None
-            if key.text == "name" and isinstance(text, str) and _LABEL.fullmatch(text):
+            if key.text == label and isinstance(text, str) and _LABEL.fullmatch(text):
                 return text
     return str(index)
 

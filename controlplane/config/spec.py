@@ -7,7 +7,9 @@ docs/route-yaml.md describes the same fields (tests/controlplane/config/test_doc
 from __future__ import annotations
 
 from controlplane.config import rules
-from controlplane.config.kinds import Field, ListOf, MapOf, Object, Value
+from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
+from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
+from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
 
 # The spelling pavilion.durations.parse_duration reads, for editors (test_schema checks they agree).
 DURATION_PATTERN = r"^\s*\d+(\.\d+)?(us|ms|s|m|h|d)\s*$"
@@ -74,6 +76,9 @@ SERVICE = Object("service", "An upstream service; becomes an Envoy Cluster (EDS)
     Field("circuit_breaker", CIRCUIT_BREAKER, "Connection and request limits; Envoy's defaults when absent."),
     Field("outlier_detection", OUTLIER_DETECTION, "Ejection of failing hosts; none when absent."),
     Field("connect_timeout", POSITIVE_DURATION, "Time to open a connection to a host.", default="1s"),
+    Field("protocol", Value("string", choices=rules.PROTOCOLS),
+          "How Envoy speaks to the hosts: HTTP/1.1, or HTTP/2 for `http2` and `grpc` (gRPC services such as "
+          "Pavilion's ext_authz and ratelimit).", default="http1"),
 ))
 
 MATCH = Object("match", "Which requests the route takes: a path condition, plus headers and methods.", (
@@ -118,6 +123,32 @@ REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
     Field("prefix", URL_PATH, "Replaces the matched prefix or path; starts with / (Envoy prefix_rewrite).", True),
 ))
 
+AUTH = Object("auth", "Which tenants' tokens the route accepts; checked by ext_authz.", (
+    Field("tenants", ListOf(Value("string"), min_items=1),
+          "Tenant ids (from `tenants`); a valid token of one of them is required.", True),
+))
+
+RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelimit service per the facts in `per`.", (
+    Field("per", Either((Value("string", choices=rules.RATE_LIMIT_FACTS),
+                         ListOf(Value("string", choices=rules.RATE_LIMIT_FACTS), min_items=1)),
+                        "a fact or a list of facts"),
+          "What the counter is kept per: `tenant` and `subject` (the token's, from ext_authz; subject needs "
+          "tenant too), `client_ip` (the TCP peer). Absent: one counter for the whole route."),
+    Field("unit", Value("string", choices=tuple(UNIT_SECONDS)), "The window: a month is 30 days, a year 365.", True),
+    Field("requests", Value("integer", minimum=1, maximum=MAX_UINT32), "Requests allowed per window.", True),
+    Field("unit_multiplier", Value("integer", minimum=1, maximum=MAX_UINT32),
+          "Windows of this many units (5 with `unit: second` is a 5 s window).", default="1"),
+    Field("algorithm", Value("string", choices=ALGORITHMS),
+          "How requests are counted: fixed windows aligned to the epoch, a sliding window, or a token bucket.",
+          default="fixed_window"),
+    Field("burst", Value("integer", minimum=1, maximum=MAX_UINT32),
+          "Token bucket only: the bucket's size; `requests` when absent."),
+    Field("shadow_mode", Value("boolean"), "Count and report, never refuse.", default="false"),
+    Field("on_backend_error", Value("string", choices=ON_BACKEND_ERROR),
+          "When the ratelimit service cannot reach its store: allow, deny, or count in the replica's memory.",
+          default="allow"),
+))
+
 ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration.", (
     Field("name", NAME, "Unique name, for errors and status. Also the Envoy route name.", True),
     Field("listener", NAME, "Listener this route serves; may be left out when there is only one listener."),
@@ -132,11 +163,36 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("retries", RETRIES, "Retry policy; no retries when absent."),
     Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
     Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),
+    Field("auth", Either((Value("string", choices=("none",)), AUTH), "`none` or a mapping {tenants: [...]}"),
+          "Who may call the route when `extauthz` is set. Absent: a valid token of any tenant. `none`: public, "
+          "ext_authz is not asked."),
+    Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),
 ), exactly_one=(("service", "backends"),))
+
+TENANT = Custom("tenant", read_tenant_node, TENANT_SCHEMA, label="id")
+
+EXTAUTHZ = Object("extauthz", "The ext_authz service Envoy asks before protected routes (Envoy ext_authz filter).", (
+    Field("service", NAME, "A service with `protocol: grpc` answering envoy.service.auth.v3.Authorization.", True),
+    Field("timeout", POSITIVE_DURATION, "Time Envoy waits for an answer; after it the request gets a 503.",
+          default="250ms"),
+))
+
+RATELIMIT = Object("ratelimit", "The ratelimit service Envoy asks on routes with `rate_limits` (ratelimit filter).", (
+    Field("service", NAME, "A service with `protocol: grpc` answering envoy.service.ratelimit.v3.RateLimitService.",
+          True),
+    Field("domain", NAME, "The rate-limit domain of every descriptor Envoy sends.", default="pavilion"),
+    Field("timeout", POSITIVE_DURATION, "Time Envoy waits for an answer.", default="50ms"),
+    Field("failure_mode_deny", Value("boolean"),
+          "When the service does not answer in time: false lets the request through, true answers 503.",
+          default="false"),
+))
 
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (
     Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
     Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
     Field("services", ListOf(SERVICE), "Upstream services; names unique across all files."),
     Field("routes", ListOf(ROUTE), "Routes; names unique across all files. Envoy tries the most specific first."),
+    Field("tenants", ListOf(TENANT), "Token issuers ext_authz accepts; ids and issuers unique across all files."),
+    Field("extauthz", EXTAUTHZ, "Turns token checks on for every route (see `auth`); in one file only."),
+    Field("ratelimit", RATELIMIT, "Turns `rate_limits` on; in one file only."),
 ))

@@ -1,0 +1,117 @@
+"""A route's `auth` and `rate_limits`, checked against what the whole config sets up: the tenants,
+and whether `extauthz:` and `ratelimit:` sections exist anywhere in the directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.config import model
+from controlplane.config.rules import RATE_LIMIT_FACTS
+from controlplane.config.shape import Fields, Got, suggest
+from pavilion.errors import Location
+from ratelimit.rules import TOKEN_BUCKET
+
+Problem = Callable[[str, Location, str], None]
+
+# The facts ext_authz finds in the token; they exist only on routes it checks.
+TOKEN_FACTS = ("tenant", "subject")
+
+
+@dataclass
+class Policy:
+    """What routes may rely on: defined tenants, and where `extauthz:`/`ratelimit:` are (None: absent)."""
+
+    tenants: dict[str, Location] = field(default_factory=dict)
+    extauthz: Location | None = None
+    ratelimit: Location | None = None
+
+
+def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model.RouteAuth | None]:
+    """(ok, the route's auth): None when absent, RouteAuth(()) for `auth: none`."""
+    if "auth" not in f:
+        return "auth" not in f.given, None
+    value = f.get("auth")
+    if value == "none":
+        return True, model.RouteAuth(())
+    auth: Fields = value
+    if policy.extauthz is None:
+        problem("auth needs ext_authz: add an `extauthz:` section naming its service", f.at("auth"), f.path_of("auth"))
+        return False, None
+    items: list[Got] = auth.get("tenants", [])
+    ok = auth.complete
+    seen: dict[str, Location] = {}
+    for got in items:
+        if got.value in seen:
+            problem(f"tenant {got.value!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
+            ok = False
+        elif got.value not in policy.tenants:
+            known = list(policy.tenants)
+            listed = f"; known: {', '.join(known)}" if known and len(known) <= 8 else "; no tenant is defined"
+            problem(f"unknown tenant {got.value!r}{suggest(got.value, known) or listed}", got.loc, got.path)
+            ok = False
+        seen.setdefault(got.value, got.loc)
+    return ok, model.RouteAuth(tuple(got.value for got in items)) if ok else None
+
+
+def route_rate_limits(f: Fields, auth: model.RouteAuth | None, policy: Policy,
+                      problem: Problem) -> tuple[model.RouteRateLimit, ...] | None:
+    """The route's rate limits, or None when any is wrong (every problem reported)."""
+    if "rate_limits" not in f:
+        return None if "rate_limits" in f.given else ()
+    if policy.ratelimit is None:
+        problem("rate_limits need a `ratelimit:` section naming the ratelimit service", f.at("rate_limits"),
+                f.path_of("rate_limits"))
+        return None
+    public = auth is not None and not auth.tenants
+    items: list[Got] = f.get("rate_limits")
+    built = [_rate_limit(got.value, public, policy, problem) for got in items]
+    if len(built) != len(items) or any(item is None for item in built):
+        return None
+    return tuple(item for item in built if item is not None)
+
+
+def _rate_limit(r: Fields, public: bool, policy: Policy, problem: Problem) -> model.RouteRateLimit | None:
+    per = _per(r, public, policy, problem)
+    algorithm = r.get("algorithm", "fixed_window")
+    ok = per is not None
+    if "burst" in r and algorithm != TOKEN_BUCKET:
+        problem(f"burst applies to algorithm token_bucket only, not {algorithm}", r.at("burst"), r.path_of("burst"))
+        ok = False
+    if not ok or not r.complete or per is None:
+        return None
+    return model.RouteRateLimit(
+        per=per, unit=r.get("unit"), requests=r.get("requests"), unit_multiplier=r.get("unit_multiplier", 1),
+        algorithm=algorithm, burst=r.get("burst", 0), shadow_mode=r.get("shadow_mode", False),
+        on_backend_error=r.get("on_backend_error", "allow"))
+
+
+def _per(r: Fields, public: bool, policy: Policy, problem: Problem) -> tuple[str, ...] | None:
+    """The facts in their canonical order (the order of the descriptor entries)."""
+    if "per" not in r:
+        return None if "per" in r.given else ()
+    value = r.get("per")
+    got: list[Got] = [Got(value, r.at("per"), r.path_of("per"))] if isinstance(value, str) else value
+    where, path = r.at("per"), r.path_of("per")
+    facts: list[str] = []
+    ok = True
+    for item in got:
+        if item.value in facts:
+            problem(f"{item.value!r} is listed twice", item.loc, item.path)
+            ok = False
+        facts.append(item.value)
+    token_facts = [fact for fact in facts if fact in TOKEN_FACTS]
+    if token_facts and policy.extauthz is None:
+        problem(f"per {token_facts[0]} needs ext_authz, which finds it in the token: add an `extauthz:` section",
+                where, path)
+        ok = False
+    elif token_facts and public:
+        problem(f"per {token_facts[0]} needs a token, but the route has `auth: none`", where, path)
+        ok = False
+    if "subject" in facts and "tenant" not in facts:
+        problem("per subject needs tenant too: a subject is unique only within its tenant", where, path)
+        ok = False
+    return tuple(fact for fact in RATE_LIMIT_FACTS if fact in facts) if ok else None
+
+
+__all__ = ["Policy", "route_auth", "route_rate_limits"]

@@ -1,0 +1,66 @@
+"""`tenants:` entries of the route YAML, read by the ext_authz tenant parser itself.
+
+One parser for a tenant entry (extauthz.config.read_tenant): a tenant written in the route YAML and
+one in ext_authz's own file accept the same fields, defaults and checks, and give the same errors.
+`jwks: {file: PATH}` is relative to the YAML file that names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from controlplane.config.yaml_nodes import Node
+from extauthz.config import read_tenant
+from extauthz.tenant import Tenant
+from pavilion.errors import ConfigError
+
+__all__ = ["TENANT_SCHEMA", "read_tenant_node"]
+
+_DURATION = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?(us|ms|s|m|h|d)\s*$"}
+_STRINGS = {"oneOf": [{"type": "string", "minLength": 1},
+                      {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}]}
+_JWKS = {
+    "type": "object",
+    "description": "Where the tenant's public keys come from: exactly one of inline, file, uri, discovery.",
+    "properties": {
+        "inline": {"description": "A JWK Set: {keys: [...]} or a list of JWKs."},
+        "file": {"type": "string", "description": "A JWK Set file, relative to this YAML file."},
+        "uri": {"type": "string", "description": "An https URL serving the JWK Set."},
+        "discovery": {"type": "string", "description": "An OpenID discovery URL naming jwks_uri."},
+        **{name: _DURATION for name in ("timeout", "refresh", "min_refresh", "max_refresh", "cooldown", "error_retry")},
+        "max_bytes": {"type": "integer", "minimum": 1},
+        "max_keys": {"type": "integer", "minimum": 1},
+        "allow_http_loopback": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+    "oneOf": [{"required": [name]} for name in ("inline", "file", "uri", "discovery")],
+}
+
+# For editors; the loader's checks are extauthz.config's (test_schema keeps the field names in step).
+TENANT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A tenant: an issuer whose tokens ext_authz accepts (see the Tenants section).",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"},
+        "issuer": {"type": "string", "minLength": 1},
+        "audiences": _STRINGS,
+        "algorithms": _STRINGS,
+        "jwks": _JWKS,
+        "discovery": {"type": "string"},
+        "clock_skew": _DURATION,
+        "max_lifetime": _DURATION,
+        "claims_to_headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "on_store_error": {"enum": ["deny", "allow"]},
+        "token_type": {"type": "string", "minLength": 1},
+        "max_token_bytes": {"type": "integer", "minimum": 256, "maximum": 1048576},
+    },
+    "required": ["id", "issuer", "audiences"],
+    "additionalProperties": False,
+    "oneOf": [{"required": ["jwks"]}, {"required": ["discovery"]}],
+}
+
+
+def read_tenant_node(node: Node, path: str, errors: list[ConfigError]) -> Tenant | None:
+    """A `tenants:` entry (a `Custom` kind's reader); `path` is like `tenants[acme]`."""
+    return read_tenant(node, path, Path(node.loc.file).parent, errors)
