@@ -27,5 +27,8 @@ def test_every_rule_has_a_fixture() -> None:
         "zero_duration", "bad_address", "listener_port", "duplicate_name", "duplicate_key", "unknown_service",
         "unknown_listener", "listener_required", "unknown_region", "bad_regex", "header_host", "header_invalid",
         "weights", "service_and_backends", "match_one", "path_slash", "methods", "retry_on", "backoff", "limits",
+        "auth_unknown_tenant", "auth_without_extauthz", "per_token_on_public", "section_service",
+        "rate_limits_without_ratelimit", "tenant_duplicate", "tenant_invalid", "tenants_without_extauthz",
+        "rate_limit_values",
     }
     assert rules <= names
