@@ -62,4 +62,5 @@ def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == {"regions", "listeners", "services", "routes", "tenants", "extauthz", "ratelimit"}
+    assert set(schema["properties"]) == {
+        "regions", "listeners", "services", "routes", "tenants", "extauthz", "ratelimit"}
