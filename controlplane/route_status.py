@@ -9,6 +9,7 @@ is served instead (controlplane.fallback).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -50,23 +51,32 @@ class RouteStatus:
         self.nacks = nacks
 
     def programmed(self) -> dict[str, dict[str, list[int]]]:
-        """Route name -> region -> [proxies that acked its current form, proxies subscribed to its table]."""
+        """Route name -> region -> [proxies that acked its current form, proxies subscribed to its table].
+
+        Proxies are counted by the route table they acked (few distinct ones), not one by one, so this
+        stays cheap with thousands of proxies and routes."""
         counts: dict[str, dict[str, list[int]]] = {}
         served = self.board.cache.config
         if not isinstance(served, Config):
             return counts
-        listeners = {route.name: route.listener for route in served.routes}
         for group, snapshot in self.board.cache.groups().items():
             tables = snapshot.type(urls.ROUTE).resources
-            current = {name: route_forms(tables.get(name)) for name in {item.name for item in served.listeners}}
-            streams = [s for s in self.board.streams.values()
+            streams = [s.types[urls.ROUTE] for s in self.board.streams.values()
                        if s.group == group and urls.ROUTE in s.types and s.types[urls.ROUTE].subscribed]
-            held = [{name: route_forms(resource) for name, resource in s.types[urls.ROUTE].acked_resources.items()}
-                    for s in streams]
-            for name, listener in listeners.items():
-                want = current.get(listener, {}).get(name)
-                acked = sum(1 for tables_held in held if want and tables_held.get(listener, {}).get(name) == want)
-                entry = counts.setdefault(name, {}).setdefault(group.region, [0, 0])
+            held: dict[str, Counter[str]] = {}  # listener -> hash of the acked table -> proxies
+            acked_tables: dict[str, Resource] = {}
+            for item in served.listeners:
+                held[item.name] = Counter()
+                for state in streams:
+                    table = state.acked_resources.get(item.name)
+                    if table is not None:
+                        held[item.name][table.hash] += 1
+                        acked_tables[table.hash] = table
+            for route in served.routes:
+                want = route_forms(tables.get(route.listener)).get(route.name)
+                acked = sum(number for digest, number in held.get(route.listener, Counter()).items()
+                            if want is not None and route_forms(acked_tables[digest]).get(route.name) == want)
+                entry = counts.setdefault(route.name, {}).setdefault(group.region, [0, 0])
                 entry[0] += acked
                 entry[1] += len(streams)
         return counts

@@ -105,3 +105,32 @@ async def test_a_listener_nack_is_attributed_by_name(tmp_path: Path, error: str,
         assert nacks.listeners["public"]["source"].endswith("r.yaml:3:13")
     else:
         assert nacks.unattributed["Listener"]["error"] == error
+
+
+async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_path: Path) -> None:
+    from controlplane.route_status import RouteStatus
+
+    configure_logging("warning", "console", io.StringIO())
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier="t")
+    fallback = RouteFallback()
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
+    config(tmp_path, "2s")
+    assert await reloader.reload()
+    group = Group("eu-west", "edge")
+    snapshot = await cache.snapshot(group)
+    for number in range(2):
+        stream = StreamState(peer=f"p{number}")
+        stream.group = group
+        routes = stream.type(urls.ROUTE)
+        routes.subscribed = True
+        if number == 0:  # the other proxy has acked nothing yet
+            routes.acked_resources = dict(snapshot.type(urls.ROUTE).resources)
+        board.streams[stream.stream_id] = stream
+    config(tmp_path, "5s")  # route a changes; b is the same inside the same, changed, route table
+    assert await reloader.reload()
+    status = RouteStatus(board, reloader, fallback, NackAttributor(cache, reloader, fallback))
+    shown = {r["name"]: r for r in status.render()["routes"]}
+    assert shown["a"]["proxies"] == {"eu-west": {"acked": 0, "of": 2}} and not shown["a"]["programmed"]
+    assert shown["b"]["proxies"] == {"eu-west": {"acked": 1, "of": 2}} and not shown["b"]["programmed"]
+    assert shown["a"]["accepted"] and shown["a"]["resolved_refs"] and shown["a"]["source"].endswith("r.yaml:6:5")
