@@ -1,6 +1,6 @@
 """ShouldRateLimit throughput and latency: `pavilion ratelimit` on Redis against a do-nothing server.
 
-Run: .venv/bin/python -m bench.ratelimit_rls [--seconds 3] [--clients 2] [--concurrency 32]
+Run: .venv/bin/python -m bench.ratelimit_rls [--seconds 1.5] [--rounds 3] [--clients 2] [--concurrency 32]
 
 For 1 and 10 descriptors per request, and for one process and `--workers 2`, it measures requests
 per second and p50/p99 latency (seen by the client) of:
@@ -8,11 +8,15 @@ per second and p50/p99 latency (seen by the client) of:
   descriptor, no config, no Redis): the baseline, measured in the same run;
 - `pavilion ratelimit --redis ...`, every descriptor matching a rule counted in Redis (one EVALSHA).
 Throughput: `--clients` separate load processes, each with `--concurrency` requests in flight over 4
-connections, for `--seconds` after a 1 s warm-up. Latency: one load process with a few requests in
-flight, so queueing does not hide the cost of a request. It prints figures and ratios, and how many
+connections, for `--seconds` after a short warm-up; both servers run side by side and are measured
+in alternating rounds, so a burst of unrelated load on the shared machine hits both alike.
+Latency: one load process with a few requests in flight, so queueing does not hide the cost of a
+request. It prints figures and ratios, and how many
 requests Pavilion answered by a fallback (a Redis timeout); it asserts nothing.
-The machine's cores are shared by the servers, Redis and the load generators, so absolute figures
-say little; the ratios against the baseline are the result.
+The machine's cores are shared by the servers, Redis and the load generators (and, here, by other
+work), so req/s swing from run to run; the servers' CPU time per request (from /proc, workers
+included, Redis not) is the steadier figure, and its ratio is what throughput would be on cores of
+its own.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +38,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 DOMAIN = "bench"
+WARMUP = 0.5
 CONFIG = "domain: bench\ndescriptors:\n" + "".join(
     f"  - key: d{i}\n    rate_limit: {{unit: hour, requests_per_unit: 1000000000}}\n" for i in range(10))
 
@@ -67,7 +73,8 @@ def _request(descriptors: int, client: int) -> rls_pb2.RateLimitRequest:
             key=f"d{i}", value=f"client-{client}")]) for i in range(descriptors)])
 
 
-async def _load(port: int, descriptors: int, concurrency: int, seconds: float, seed: int) -> tuple[int, list[float]]:
+async def _load(port: int, descriptors: int, concurrency: int, seconds: float, seed: int,
+                warmup: float = WARMUP) -> tuple[int, list[float], int]:
     # Separate subchannel pools: each channel its own TCP connection, so SO_REUSEPORT spreads them.
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(4)]
@@ -76,10 +83,12 @@ async def _load(port: int, descriptors: int, concurrency: int, seconds: float, s
     latencies: list[float] = []
     count = 0
     start = time.perf_counter()
-    warm_until, end = start + 1.0, start + 1.0 + seconds
+    warm_until, end = start + warmup, start + warmup + seconds
+
+    everything = 0
 
     async def worker(index: int) -> None:
-        nonlocal count
+        nonlocal count, everything
         stub = stubs[index % len(stubs)]
         i = index
         while True:
@@ -89,6 +98,7 @@ async def _load(port: int, descriptors: int, concurrency: int, seconds: float, s
             await stub.ShouldRateLimit(requests[i % len(requests)], timeout=5)
             done = time.perf_counter()
             i += 1
+            everything += 1
             if sent >= warm_until and done <= end:
                 count += 1
                 latencies.append(done - sent)
@@ -96,7 +106,7 @@ async def _load(port: int, descriptors: int, concurrency: int, seconds: float, s
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     for channel in channels:
         await channel.close()
-    return count, latencies
+    return count, latencies, everything
 
 
 def _load_process(port: int, descriptors: int, concurrency: int, seconds: float, seed: int, out: Any) -> None:
@@ -104,7 +114,22 @@ def _load_process(port: int, descriptors: int, concurrency: int, seconds: float,
     out.close()
 
 
-def measure(port: int, descriptors: int, clients: int, concurrency: int, seconds: float) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and all its descendants (the workers), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(int(child)) for child in children)
+
+
+def measure(port: int, descriptors: int, clients: int, concurrency: int, seconds: float,
+            server_pids: Sequence[int] = ()) -> dict[str, float]:
+    """Requests per second and latency seen by the clients; with `server_pids`, also the servers'
+    CPU per request (CPU time does not depend on what else runs on the machine, unlike req/s)."""
+    cpu_before = sum(_cpu_seconds(pid) for pid in server_pids)
     context = multiprocessing.get_context("spawn")
     pipes, procs = [], []
     for seed in range(clients):
@@ -113,15 +138,18 @@ def measure(port: int, descriptors: int, clients: int, concurrency: int, seconds
         proc.start()
         pipes.append(receive)
         procs.append(proc)
-    total, latencies = 0, []
+    total, latencies, everything = 0, [], 0
     for receive in pipes:
-        count, lat = receive.recv()
+        count, lat, all_count = receive.recv()
         total += count
+        everything += all_count
         latencies.extend(lat)
     for proc in procs:
         proc.join(30)
+    cpu = sum(_cpu_seconds(pid) for pid in server_pids) - cpu_before
     latencies.sort()
     return {
+        "cpu_us": cpu / everything * 1e6 if everything and server_pids else float("nan"),
         "rps": total / seconds,
         "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan"),
@@ -161,9 +189,24 @@ def _backend_errors(admin_port: int) -> float:
                if line.startswith("pavilion_ratelimit_backend_errors_total"))
 
 
+def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: Path, redis_port: int,
+                   timeout_ms: float) -> list[Any]:
+    from tests.procs import PAVILION, Proc
+
+    if kind == "null":
+        return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port)],
+                     name=f"null-{port}-{i}") for i in range(workers)]
+    return [Proc([PAVILION, "--log-level", "warning", "ratelimit", "--config", str(config), "--port", str(port),
+                  "--workers", str(workers), "--admin-port", str(admin_port),
+                  "--redis", f"redis://127.0.0.1:{redis_port}", "--redis-timeout-ms", str(timeout_ms)],
+                 name=f"ratelimit-{port}")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run (after 1 s warm-up)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="measured seconds per run (after a warm-up)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating do-nothing/pavilion throughput runs per case; medians are reported")
     parser.add_argument("--clients", type=int, default=2, help="load generator processes for throughput")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight per load generator")
     parser.add_argument("--latency-concurrency", type=int, default=4,
@@ -178,54 +221,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_serve_null(args.null_server))
         return 0
 
-    from tests.procs import PAVILION, Proc, free_port, start_redis
+    from tests.procs import free_port, start_redis
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
-    (workdir / "ratelimit.yaml").write_text(CONFIG)
+    config = workdir / "ratelimit.yaml"
+    config.write_text(CONFIG)
     redis, redis_port = start_redis()
     results: dict[tuple[str, int, int], dict[str, float]] = {}
-    print(f"throughput: {args.clients} load processes x {args.concurrency} in flight; "
-          f"latency: 1 load process x {args.latency_concurrency} in flight; {args.seconds:g} s each", flush=True)
+    print(f"throughput: {args.clients} load processes x {args.concurrency} in flight, {args.rounds} alternating "
+          f"rounds of {args.seconds:g} s, median; latency: 1 load process x {args.latency_concurrency} in flight",
+          flush=True)
     try:
         for workers in (1, 2):
-            for kind in ("null", "pavilion"):
-                port, admin_port = free_port(), free_port()
-                if kind == "null":
-                    procs = [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port)],
-                                  name=f"null-{port}-{i}") for i in range(workers)]
-                else:
-                    procs = [Proc([PAVILION, "--log-level", "warning", "ratelimit", "--config",
-                                   str(workdir / "ratelimit.yaml"), "--port", str(port), "--workers", str(workers),
-                                   "--admin-port", str(admin_port), "--redis", f"redis://127.0.0.1:{redis_port}",
-                                   "--redis-timeout-ms", str(args.redis_timeout_ms)],
-                                  name=f"ratelimit-{port}")]
-                try:
+            ports = {kind: (free_port(), free_port()) for kind in ("null", "pavilion")}
+            procs = [proc for kind, (port, admin) in ports.items()
+                     for proc in _start_servers(kind, workers, port, admin, config, redis_port, args.redis_timeout_ms)]
+            pids = {kind: [proc.popen.pid for proc in procs if proc.name.startswith(prefix)]
+                    for kind, prefix in (("null", "null-"), ("pavilion", "ratelimit-"))}
+            try:
+                for port, _admin in ports.values():
                     _wait_ready(port)
-                    time.sleep(0.5 if workers == 1 else 1.0)  # the second worker binds a moment later
-                    for descriptors in (1, 10):
-                        rate = measure(port, descriptors, args.clients, args.concurrency, args.seconds)
+                time.sleep(0.5 if workers == 1 else 1.0)  # the second worker binds a moment later
+                for descriptors in (1, 10):
+                    rates: dict[str, list[float]] = {"null": [], "pavilion": []}
+                    cpus: dict[str, list[float]] = {"null": [], "pavilion": []}
+                    for _ in range(args.rounds):
+                        for kind, (port, _admin) in ports.items():
+                            run = measure(port, descriptors, args.clients, args.concurrency, args.seconds,
+                                          pids[kind])
+                            rates[kind].append(run["rps"])
+                            cpus[kind].append(run["cpu_us"])
+                    for kind, (port, _admin) in ports.items():
                         latency = measure(port, descriptors, 1, args.latency_concurrency, args.seconds)
                         r = results[(kind, workers, descriptors)] = {
-                            "rps": rate["rps"], "p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"]}
-                        print(f"{kind:9} workers={workers} descriptors={descriptors:2}: {r['rps']:7.0f} req/s  "
+                            "rps": statistics.median(rates[kind]), "cpu_us": statistics.median(cpus[kind]),
+                            "p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"]}
+                        print(f"{kind:9} workers={workers} descriptors={descriptors:2}: {r['rps']:7.0f} req/s "
+                              f"(runs {', '.join(f'{x:.0f}' for x in rates[kind])})  "
+                              f"server CPU {r['cpu_us']:4.0f} us/req  "
                               f"p50 {r['p50_ms']:5.2f} ms  p99 {r['p99_ms']:5.2f} ms", flush=True)
-                    if kind == "pavilion":
-                        print(f"          requests answered by on_backend_error (Redis timeouts): "
-                              f"{_backend_errors(admin_port):.0f}", flush=True)
-                finally:
-                    for proc in procs:
-                        proc.stop()
+                print(f"          pavilion requests answered by on_backend_error (Redis timeouts): "
+                      f"{_backend_errors(ports['pavilion'][1]):.0f}", flush=True)
+            finally:
+                for proc in procs:
+                    proc.stop()
     finally:
         redis.stop()
     print()
-    print("| workers | descriptors | do-nothing req/s | pavilion req/s | ratio | do-nothing p50 / p99 ms "
-          "| pavilion p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | descriptors | do-nothing req/s | pavilion req/s | ratio | server CPU µs/req do-nothing "
+          "/ pavilion (ratio) | do-nothing p50 / p99 ms | pavilion p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for workers in (1, 2):
         for descriptors in (1, 10):
             null, ours = results[("null", workers, descriptors)], results[("pavilion", workers, descriptors)]
             print(f"| {workers} | {descriptors} | {null['rps']:.0f} | {ours['rps']:.0f} | "
-                  f"{ours['rps'] / null['rps']:.2f} | {null['p50_ms']:.2f} / {null['p99_ms']:.2f} | "
+                  f"{ours['rps'] / null['rps']:.2f} | {null['cpu_us']:.0f} / {ours['cpu_us']:.0f} "
+                  f"({null['cpu_us'] / ours['cpu_us']:.2f}) | {null['p50_ms']:.2f} / {null['p99_ms']:.2f} | "
                   f"{ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} |")
     for workers in (1, 2):
         one, ten = results[("pavilion", workers, 1)], results[("pavilion", workers, 10)]

@@ -106,7 +106,7 @@ def _cause(decision: Decision) -> str:
     return "backend_" + "_".join(sorted(fallbacks)) if fallbacks else "backend"
 
 
-class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     def __init__(self, limiter: Limiter, metrics: RuleMetrics | None = None) -> None:
         self.limiter = limiter
         self.metrics = metrics or RuleMetrics()
