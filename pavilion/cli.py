@@ -14,6 +14,7 @@ from pavilion import __version__
 COMMAND_MODULES = (
     "controlplane.cli",
     "extauthz.cli",
+    "extauthz.token_cli",
     "ratelimit.cli",
     "pavilion.launcher_cli",
 )

@@ -1,0 +1,91 @@
+"""`pavilion token --tenant demo`: a signed token for a tenant whose key was generated on this machine.
+
+The tenant (issuer, audiences, algorithms) is read from the route YAML directory, the private key
+from beside the tenant's JWK Set file (see local_keys.py), or from `--key FILE`. Only the token is
+printed, on stdout, so `TOKEN=$(pavilion token --tenant demo)` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "examples/gateway"
+
+
+def register(subparsers: Any) -> None:
+    token = subparsers.add_parser("token", help="print a signed token of a tenant whose key `pavilion run` made")
+    token.add_argument("--tenant", required=True, help="tenant id in the route YAML")
+    token.add_argument("--config", default=DEFAULT_CONFIG, help=f"route YAML directory (default {DEFAULT_CONFIG})")
+    token.add_argument("--subject", default="demo-user", help="the token's sub (default demo-user)")
+    token.add_argument("--ttl", default="1h", help="lifetime, e.g. 10m or 1h (default 1h)")
+    token.add_argument("--audience", default=None, help="the token's aud (default: the tenant's first audience)")
+    token.add_argument("--claims", default=None, metavar="JSON", help='extra claims, e.g. \'{"email": "a@b.test"}\'')
+    token.add_argument("--key", default=None, metavar="FILE",
+                       help="PEM private key (default: <tenant>-key.pem beside the tenant's JWK Set file)")
+    token.set_defaults(func=_token)
+
+
+def _fail(message: str) -> int:
+    print(f"pavilion token: {message}", file=sys.stderr)
+    return 1
+
+
+def _token(args: argparse.Namespace) -> int:
+    from controlplane.config.load import load_config
+    from extauthz.local_keys import load_local_key, private_key_path, signing_algorithm
+    from extauthz.signing import jwk_thumbprint, public_jwk, sign_token
+    from pavilion.durations import parse_duration
+    from pavilion.errors import ConfigErrors
+
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        return _fail(f"--ttl: {exc}")
+    extra: dict[str, Any] = {}
+    if args.claims is not None:
+        try:
+            extra = json.loads(args.claims)
+        except ValueError as exc:
+            return _fail(f"--claims is not JSON: {exc}")
+        if not isinstance(extra, dict):
+            return _fail("--claims must be a JSON object")
+    try:
+        config = load_config(args.config)
+    except ConfigErrors as exc:
+        return _fail(f"{args.config} does not load:\n" + "\n".join(str(e) for e in exc.errors))
+    tenant = next((t for t in config.tenants if t.id == args.tenant), None)
+    if tenant is None:
+        known = ", ".join(t.id for t in config.tenants) or "none"
+        return _fail(f"no tenant {args.tenant!r} in {args.config} (tenants: {known})")
+    if ttl > tenant.max_lifetime:
+        return _fail(f"--ttl {args.ttl} is above tenant {tenant.id}'s max_lifetime ({tenant.max_lifetime:g} s)")
+    if args.key is not None:
+        key_path = Path(args.key)
+    elif tenant.jwks.file is not None:
+        key_path = private_key_path(tenant)
+    else:
+        return _fail(f"tenant {tenant.id} has no jwks file, so no local key: give --key FILE")
+    if not key_path.exists():
+        return _fail(f"no private key at {key_path}; `pavilion run --config {args.config}` creates it")
+    try:
+        private = load_local_key(key_path)
+    except (OSError, ValueError, TypeError) as exc:
+        return _fail(f"cannot read the private key {key_path}: {type(exc).__name__}")
+    alg = signing_algorithm(tenant)
+    jwk = public_jwk(private, alg=alg)
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": tenant.issuer, "aud": args.audience or tenant.audiences[0],
+                              "sub": args.subject, "iat": now, "exp": now + int(ttl), "jti": uuid.uuid4().hex}
+    claims.update(extra)
+    try:
+        token = sign_token(claims, private, alg, jwk_thumbprint(jwk))
+    except ValueError as exc:
+        return _fail(f"{exc} (tenant {tenant.id} allows {', '.join(tenant.algorithms)})")
+    print(token)
+    return 0
