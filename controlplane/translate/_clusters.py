@@ -46,10 +46,7 @@ def cluster(service: Service) -> cluster_pb2.Cluster:
             locality_weighted_lb_config=cluster_pb2.Cluster.CommonLbConfig.LocalityWeightedLbConfig(),
         ),
     )
-    options = http_protocol_options_pb2.HttpProtocolOptions(
-        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http_protocol_options=protocol_pb2.Http1ProtocolOptions()))
-    result.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
+    result.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_protocol_options(service)))
     if service.circuit_breaker is not None:
         limits = service.circuit_breaker
         result.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(thresholds=[
@@ -79,9 +76,21 @@ def cluster(service: Service) -> cluster_pb2.Cluster:
             unhealthy_threshold=uint32(check.unhealthy_threshold),
             healthy_threshold=uint32(check.healthy_threshold),
             http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(
-                path=check.path, codec_client_type=http_pb2.CodecClientType.HTTP1),
+                path=check.path,
+                codec_client_type=http_pb2.CodecClientType.HTTP1 if service.protocol == "http1"
+                else http_pb2.CodecClientType.HTTP2),
         ))
     return result
+
+
+def _protocol_options(service: Service) -> http_protocol_options_pb2.HttpProtocolOptions:
+    """HTTP/1.1 to the hosts, or HTTP/2 (prior knowledge) for `http2` and `grpc` services."""
+    explicit = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig
+    if service.protocol == "http1":
+        config = explicit(http_protocol_options=protocol_pb2.Http1ProtocolOptions())
+    else:
+        config = explicit(http2_protocol_options=protocol_pb2.Http2ProtocolOptions())
+    return http_protocol_options_pb2.HttpProtocolOptions(explicit_http_config=config)
 
 
 def load_assignment(service: Service, region: str) -> endpoint_pb2.ClusterLoadAssignment:

@@ -12,6 +12,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from controlplane.config.model import Config, Listener
+from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
@@ -73,7 +74,15 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
 
 
 def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP filters of `item`'s connection manager, in order; the router is always last."""
-    del item, config, role  # ext_authz and ratelimit (issue 6) will depend on them
-    return [hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))]
+    """The HTTP filters of `item`'s connection manager, in order: ext_authz (when `extauthz:` is set),
+    ratelimit (when `ratelimit:` is set), and the router, always last. The same for every listener
+    and role: which requests are checked and counted is decided per route (see _policy)."""
+    del item, role
+    filters = []
+    if config.extauthz is not None:
+        filters.append(ext_authz_filter(config.extauthz))
+    if config.ratelimit is not None:
+        filters.append(ratelimit_filter(config.ratelimit))
+    filters.append(hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())))
+    return filters
 

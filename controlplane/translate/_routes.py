@@ -27,6 +27,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from controlplane.config.model import Config, HeaderRules, Listener, Match, Retries, Route
 from controlplane.translate._hosts import covers, normalized
+from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
 
 __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
@@ -38,6 +39,10 @@ def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfig
     routes = [r for r in config.routes if r.listener == item.name]
     # A `hosts: ["*"]` route sits in every virtual host: build its message once.
     built = {r.name: route(r) for r in routes}
+    if config.extauthz is not None or config.ratelimit is not None:
+        identity = identity_headers(config)
+        for r in routes:
+            apply_route_policy(built[r.name], r, config, identity)
     return route_pb2.RouteConfiguration(
         name=item.name,
         virtual_hosts=[

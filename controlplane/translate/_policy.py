@@ -1,0 +1,102 @@
+"""`extauthz:`, `ratelimit:`, route `auth` and `rate_limits` → Envoy's ext_authz and ratelimit filters
+and their per-route settings.
+
+Filter order (see `_listeners.http_filters`): ext_authz, then ratelimit, then the router, so the rate
+limit descriptors can carry the tenant and subject ext_authz found in the token.
+
+- ext_authz is on for every route of a listener; a route opts out with `auth: none` (`disabled`).
+  Its `context_extensions` carry the route's tenants (`tenant: "acme,beta"`, which ext_authz admits)
+  and the route name. Any failure to get an answer (timeout, connection refused, a gRPC error) is a
+  503: `failure_mode_allow` stays false, so an outage never lets a request through.
+- Only the `authorization` header goes to ext_authz (path, method and host are sent apart from the
+  headers): the one the service reads, and a small Check message for every request.
+- ratelimit: the service itself adds `RateLimit`, `RateLimit-Policy` and `Retry-After`
+  (ratelimit/headers.py), so Envoy's own X-RateLimit headers stay off: no header twice.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
+from envoy.config.ratelimit.v3 import rls_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import http_status_pb2
+
+from controlplane.config.model import Config, ExtAuthzSettings, RateLimitSettings, Route
+from controlplane.translate._protos import duration, packed
+from controlplane.translate._ratelimit import route_rate_limits
+
+__all__ = [
+    "EXT_AUTHZ_FILTER", "IDENTITY_HEADERS", "RATELIMIT_FILTER", "apply_route_policy", "ext_authz_filter",
+    "ext_authz_per_route", "identity_headers", "ratelimit_filter",
+]
+
+# The filter names are also the dynamic metadata namespace ext_authz writes the tenant and subject to.
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
+# Headers ext_authz sets on the request it lets through (extauthz/decision.py).
+IDENTITY_HEADERS = ("x-pavilion-tenant", "x-pavilion-subject")
+_SERVICE_UNAVAILABLE = http_status_pb2.HttpStatus(code=http_status_pb2.StatusCode.ServiceUnavailable)
+_V3 = config_source_pb2.ApiVersion.V3
+
+
+def _grpc_service(cluster: str, timeout: float) -> grpc_service_pb2.GrpcService:
+    return grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster), timeout=duration(timeout))
+
+
+def ext_authz_filter(settings: ExtAuthzSettings) -> hcm_pb2.HttpFilter:
+    config = ext_authz_pb2.ExtAuthz(
+        grpc_service=_grpc_service(settings.service, settings.timeout),
+        transport_api_version=_V3,
+        failure_mode_allow=False,
+        status_on_error=_SERVICE_UNAVAILABLE,
+        allowed_headers=string_pb2.ListStringMatcher(patterns=[string_pb2.StringMatcher(exact="authorization")]),
+    )
+    return hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=packed(config))
+
+
+def ratelimit_filter(settings: RateLimitSettings) -> hcm_pb2.HttpFilter:
+    config = rate_limit_pb2.RateLimit(
+        domain=settings.domain,
+        timeout=duration(settings.timeout),
+        failure_mode_deny=settings.failure_mode_deny,
+        rate_limit_service=rls_pb2.RateLimitServiceConfig(
+            grpc_service=_grpc_service(settings.service, settings.timeout), transport_api_version=_V3),
+        # The service answers with its own RateLimit headers; Envoy's would repeat them.
+        enable_x_ratelimit_headers=rate_limit_pb2.RateLimit.OFF,
+        # With failure_mode_deny, an unanswered check is refused like an ext_authz error: 503, not 500.
+        status_on_error=_SERVICE_UNAVAILABLE,
+    )
+    return hcm_pb2.HttpFilter(name=RATELIMIT_FILTER, typed_config=packed(config))
+
+
+def ext_authz_per_route(route: Route) -> ext_authz_pb2.ExtAuthzPerRoute:
+    if route.auth is not None and not route.auth.tenants:
+        return ext_authz_pb2.ExtAuthzPerRoute(disabled=True)
+    extensions = {"route": route.name}
+    if route.auth is not None:
+        extensions["tenant"] = ",".join(route.auth.tenants)
+    return ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings(context_extensions=extensions))
+
+
+def identity_headers(config: Config) -> list[str]:
+    """Headers only ext_authz may set: its own and every tenant's claim headers, sorted."""
+    claims = {header for tenant in config.tenants for _claim, header in tenant.claims_to_headers}
+    return sorted(claims | set(IDENTITY_HEADERS))
+
+
+def apply_route_policy(message: rc.Route, route: Route, config: Config, identity: list[str]) -> None:
+    """Add the route's ext_authz settings and rate-limit actions to its Envoy Route."""
+    if config.extauthz is not None:
+        message.typed_per_filter_config[EXT_AUTHZ_FILTER].CopyFrom(packed(ext_authz_per_route(route)))
+        if route.auth is not None and not route.auth.tenants:
+            # ext_authz is not asked on a public route, so nothing overwrites identity headers a
+            # client made up: remove them, or the upstream would trust `x-user-id: admin`.
+            known = set(message.request_headers_to_remove)
+            message.request_headers_to_remove.extend(h for h in identity if h not in known)
+    if config.ratelimit is not None:
+        message.route.rate_limits.extend(route_rate_limits(route))
