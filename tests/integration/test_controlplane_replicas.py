@@ -1,19 +1,28 @@
 """Two control-plane processes serving the same directory give byte-identical resources and the same
-versions, in SotW and in Delta, so a proxy moving between them sees no change."""
+versions, in SotW and in Delta, so a proxy moving between them sees no change: scripted clients
+compare bytes, and a real Envoy whose bootstrap lists both replicas moves from one to the other
+without adding, modifying or reloading anything."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
 import pytest
+from ruamel.yaml import YAML
 
 from controlplane import resources as urls
+from controlplane.bootstrap import render_bootstrap
 from tests.controlplane.ads_client import AdsClient
 from tests.controlplane.delta_client import DeltaClient
-from tests.integration.gateway_procs import ControlPlane, start_controlplane
+from tests.integration.gateway_procs import ControlPlane, request, start_controlplane
+from tests.procs import ENVOY, Proc, free_port, start_echo
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +105,66 @@ def test_two_replicas_serve_identical_bytes_and_versions(replicas: tuple[Control
     held = {type_url: {name: version for name, (version, _) in resources.items()}
             for type_url, resources in delta[0].items()}
     asyncio.run(delta_view(second.xds_port, region, initial=held))
+
+
+def envoy_stats(admin_port: int, names: tuple[str, ...]) -> dict[str, int]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats", timeout=5).read().decode()
+    values = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    return {name: int(values.get(name, "-1")) for name in names}
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_an_envoy_moving_between_replicas_changes_nothing(tmp_path: Path, delta: bool) -> None:
+    listen = free_port()
+    with ExitStack() as stack:
+        echo, echo_port = start_echo("hello", "eu-west")
+        stack.callback(echo.stop)
+        (tmp_path / "gateway.yaml").write_text(
+            f"regions: [eu-west]\nlisteners: [{{name: public, address: 127.0.0.1, port: {listen}}}]\n"
+            f"services: [{{name: hello, endpoints: [{{address: 127.0.0.1:{echo_port}, region: eu-west}}]}}]\n"
+            "routes: [{name: hello, match: {prefix: /}, service: hello}]\n")
+        planes = []
+        for _ in range(2):
+            plane = start_controlplane(tmp_path)
+            stack.callback(plane.proc.stop)
+            planes.append(plane)
+        admin_port = free_port()
+        yaml = YAML(typ="safe")
+        bootstrap = yaml.load(render_bootstrap(node_id="mover", region="eu-west", admin_port=admin_port,
+                                               xds_address=f"127.0.0.1:{planes[0].xds_port}", delta=delta))
+        endpoints = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        endpoints.append({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                      "port_value": planes[1].xds_port}}}})
+        path = tmp_path / "bootstrap.json"
+        path.write_text(json.dumps(bootstrap))
+        envoy = Proc([ENVOY, "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
+                     name="envoy-mover")
+        stack.callback(envoy.stop)
+        envoy.wait_http(f"http://127.0.0.1:{admin_port}/ready")
+        envoy.wait_port(listen)
+
+        def serving() -> ControlPlane | None:
+            for plane in planes:
+                status = plane.status()
+                if status["nodes"] and status["synced"]:
+                    return plane
+            return None
+
+        deadline = time.monotonic() + 15
+        while (first := serving()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first is not None
+        names = ("cluster_manager.cluster_added", "cluster_manager.cluster_modified",
+                 "listener_manager.listener_added", "listener_manager.listener_modified",
+                 "http.public.rds.public.config_reload")
+        before = envoy_stats(admin_port, names)
+        assert before["cluster_manager.cluster_added"] >= 1 and before["http.public.rds.public.config_reload"] >= 1
+        assert min(before.values()) >= 0, before  # every counter exists, so an equal count means something
+        acked = {kind: entry["acked_version"] for kind, entry in first.status()["nodes"][0]["types"].items()}
+        first.proc.stop()
+        assert request(f"http://127.0.0.1:{listen}/while-moving").served_by == "hello"
+        other = planes[1] if first is planes[0] else planes[0]
+        moved = other.wait_synced(1, timeout=30)  # Envoy's reconnect backoff
+        assert {kind: entry["acked_version"] for kind, entry in moved["nodes"][0]["types"].items()} == acked
+        assert envoy_stats(admin_port, names) == before  # nothing was added, modified or reloaded
+        assert request(f"http://127.0.0.1:{listen}/after").served_by == "hello"
