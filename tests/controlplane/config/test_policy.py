@@ -134,3 +134,10 @@ services: [{name: app, endpoints: [{address: 127.0.0.1:9001, region: local}]}]
 routes: [{name: x, match: {prefix: /}, service: app, auth: none}]
 """)
     assert config.extauthz is None and config.routes[0].auth == model.RouteAuth(())
+
+
+def test_section_naming_an_unknown_service() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load(SETUP.replace("extauthz: {service: authz}", "extauthz: {service: auth}"))
+    assert [str(e) for e in caught.value.errors] == [
+        "/conf/f0.yaml:8:21: extauthz.service: unknown service 'auth'; did you mean 'authz'?"]

@@ -275,3 +275,15 @@ def test_route_source_is_kept_on_rules(route: str) -> None:
 def test_route_model_names_are_unchanged() -> None:
     # Other helpers code against these names.
     assert Route.__dataclass_fields__.keys() >= {"auth", "rate_limits"}
+
+
+def test_a_limit_without_per_is_one_counter_for_the_route() -> None:
+    config = protected()
+    status = next(r for r in config.routes if r.name == "status")
+    whole = replace(config, routes=(replace(status, rate_limits=(RouteRateLimit((), "second", 1),)),))
+    action = routes(whole)["status"].route.rate_limits[0]
+    first = envoy_descriptor(action, {}, "10.0.0.1")
+    assert first == (("route", "status"), ("limit", "0"))
+    assert envoy_descriptor(action, {}, "10.0.0.2") == first  # every client shares it
+    rule = ratelimit_config(whole).match("pavilion", first)
+    assert rule is not None and rule.limits[0].requests_per_unit == 1
