@@ -25,7 +25,7 @@ from google.protobuf import text_format
 from controlplane.cache import DEFAULT_ROLE, Group, SnapshotCache
 from controlplane.config.model import Config
 from controlplane.snapshot import Snapshot, build_snapshot
-from controlplane.status import _dumps, short_type
+from controlplane.status import json_dumps, short_type
 
 TIMEOUT = 30.0
 
@@ -65,7 +65,7 @@ class ServedResources:
             roles = sorted({group.role for group in self.cache.groups()} | {DEFAULT_ROLE})
             regions = list(config.regions) if isinstance(config, Config) else []
             return web.json_response({"version": self.cache.config_version or None, "regions": regions,
-                                      "roles": roles}, dumps=_dumps)
+                                      "roles": roles}, dumps=json_dumps)
         if config is None:
             return web.json_response({"error": "no config is served yet"}, status=503)
         group = Group(request.query["region"], request.query.get("role", DEFAULT_ROLE))
@@ -74,7 +74,7 @@ class ServedResources:
             snapshot = await asyncio.to_thread(self.cache.build, config, group)
         names = set(request.query.getall("name")) if "name" in request.query else None
         body = listing(snapshot, text=request.query.get("text") == "1", names=names)
-        return web.json_response(body | {"config_version": self.cache.config_version}, dumps=_dumps)
+        return web.json_response(body | {"config_version": self.cache.config_version}, dumps=json_dumps)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/resources", self.handle)]
@@ -137,7 +137,7 @@ def run_plan(args: argparse.Namespace) -> int:
         return 1
     changes = sum(len(r["added"]) + len(r["removed"]) + len(r["changed"]) for r in result["regions"].values())
     if args.json:
-        sys.stdout.write(_dumps(result))
+        sys.stdout.write(json_dumps(result))
     else:
         print(f"served config version {result['served_version']}")
         for region, found in result["regions"].items():

@@ -9,6 +9,7 @@ is served instead (controlplane.fallback).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -20,9 +21,10 @@ from controlplane.config.model import Config
 from controlplane.fallback import RouteFallback
 from controlplane.nacks import NackAttributor
 from controlplane.snapshot import Resource, content_hash
-from controlplane.status import StatusBoard, _dumps
+from controlplane.status import StatusBoard, json_dumps
 from controlplane.watch import Reloader
 
+_ROUTE_IN_ERROR = re.compile(r"\broutes\[([^\]]+)\]")
 _FORMS_KEPT = 256
 _forms: dict[str, dict[str, str]] = {}  # RouteConfiguration hash -> {route name: hash of its form}
 
@@ -104,6 +106,7 @@ class RouteStatus:
                 if refusal is not None:
                     entry["rejected"] = refusal
                 routes.append(entry)
+        self._mark_refused_edit(routes)
         return {
             "version": self.board.cache.config_version or None,
             "last_rejected": self.board.rejected,
@@ -112,11 +115,31 @@ class RouteStatus:
             "unattributed_nacks": self.nacks.unattributed,
         }
 
+    def _mark_refused_edit(self, routes: list[dict[str, Any]]) -> None:
+        """Routes named in the errors of an edit refused after the last applied one: Accepted is false
+        (for the edit; the form served before it may still be programmed), with the errors."""
+        rejected = self.board.rejected
+        if rejected is None or self.board.last_result not in ("rejected", "failed"):
+            return
+        errors: dict[str, list[str]] = {}
+        for line in rejected["errors"]:
+            for name in set(_ROUTE_IN_ERROR.findall(line)):
+                errors.setdefault(name, []).append(line)
+        shown = {entry["name"]: entry for entry in routes}
+        for name, lines in errors.items():
+            entry = shown.get(name)
+            if entry is None:  # a new route that never passed the checks
+                entry = {"name": name, "listener": None, "source": lines[0].split(": ", 1)[0],
+                         "resolved_refs": False, "programmed": False, "proxies": {}}
+                routes.append(entry)
+            entry["accepted"] = False
+            entry["errors"] = lines
+
     async def handle_routes(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.render(), dumps=_dumps)
+        return web.json_response(self.render(), dumps=json_dumps)
 
     async def handle_proxies(self, _request: web.Request) -> web.Response:
-        return web.json_response({"proxies": self.board.render()["nodes"]}, dumps=_dumps)
+        return web.json_response({"proxies": self.board.render()["nodes"]}, dumps=json_dumps)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/status/routes", self.handle_routes), web.get("/status/proxies", self.handle_proxies)]

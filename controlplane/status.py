@@ -49,6 +49,7 @@ class StatusBoard:
         self.applied: dict[str, Any] | None = None
         self.rejected: dict[str, Any] | None = None
         self.reloads = {"applied": 0, "unchanged": 0, "rejected": 0, "failed": 0}
+        self.last_result = ""  # of the latest load: the directory on disk is served unless rejected or failed
 
     # streams
 
@@ -66,6 +67,7 @@ class StatusBoard:
 
     def record_applied(self, version: str, seconds: float, *, changed: bool) -> None:
         result = "applied" if changed else "unchanged"
+        self.last_result = result
         RELOADS.labels(result).inc()
         self.reloads[result] += 1
         RELOAD_SECONDS.observe(seconds)
@@ -77,6 +79,7 @@ class StatusBoard:
             self.applied = {"version": version, "at": iso_time(time.time()), "seconds": round(seconds, 4)}
 
     def record_rejected(self, errors: list[str], *, result: str = "rejected") -> None:
+        self.last_result = result
         RELOADS.labels(result).inc()
         self.reloads[result] = self.reloads.get(result, 0) + 1
         self.rejected = {"at": iso_time(time.time()), "result": result, "errors": errors}
@@ -112,11 +115,12 @@ class StatusBoard:
         return snapshot.versions() if snapshot is not None else {}
 
     async def handle_status(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.render(), dumps=_dumps)
+        return web.json_response(self.render(), dumps=json_dumps)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/status", self.handle_status)]
 
 
-def _dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
+    """The admin API's JSON: indented, one trailing newline."""
     return json.dumps(value, indent=2, sort_keys=False) + "\n"

@@ -41,8 +41,10 @@ def render(status: dict[str, Any], routes: dict[str, Any]) -> str:
     notes: list[str] = []
     for route in routes["routes"]:
         proxies = ", ".join(f"{region or '-'} {n['acked']}/{n['of']}" for region, n in route["proxies"].items())
-        rows.append([route["name"], route["listener"], route["source"], _yes(route["accepted"]),
+        rows.append([route["name"], route["listener"] or "-", route["source"], _yes(route["accepted"]),
                      _yes(route["resolved_refs"]), _yes(route["programmed"]), proxies or "no proxy"])
+        for error in route.get("errors", []):
+            notes.append(f"route {route['name']}: last edit refused: {error}")
         if "rejected" in route:
             refused = route["rejected"]
             notes.append(f"{route['source']}: route {route['name']} refused by Envoy in {refused['region']}, "

@@ -132,13 +132,17 @@ class AdsStream(ABC):
         if self.state.group is not None:
             self.server.on_ack(self.state, type_state)
 
-    def record_nack(self, type_state: TypeState, error: str, kept_version: str = "") -> None:
-        type_state.awaiting_ack = False
-        type_state.resend = False
-        type_state.nack = Nack(version=type_state.sent_version, error=error, at=time.time())
+    def record_nack(self, type_state: TypeState, error: str, kept_version: str = "", *,
+                    refused_version: str | None = None) -> None:
+        """`refused_version`: when an earlier response than the latest is refused (Delta)."""
+        if refused_version is None:
+            type_state.awaiting_ack = False
+            type_state.resend = False
+        refused = type_state.sent_version if refused_version is None else refused_version
+        type_state.nack = Nack(version=refused, error=error, at=time.time())
         NACKS.labels(short_type(type_state.type_url)).inc()
         log.warning("xds_nack", stream=self.state.stream_id, node=self.state.node_id,
-                    type=short_type(type_state.type_url), rejected_version=type_state.sent_version,
+                    type=short_type(type_state.type_url), rejected_version=refused,
                     kept_version=kept_version or type_state.acked_version, error=error)
         if self.state.group is not None:
             self.server.on_nack(self.state, type_state)
@@ -198,7 +202,7 @@ class AdsStream(ABC):
             eds.refresh |= {name for name in changed if eds.wants(name)}
 
     def _next_due(self) -> TypeState | None:
-        for type_url in urls.ADS_ORDER:
+        for type_url in urls.SERVED_ORDER:
             type_state = self.state.types.get(type_url)
             if type_state is None or not type_state.subscribed or self.snapshot is None:
                 continue

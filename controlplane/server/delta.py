@@ -7,9 +7,10 @@ it must drop. The rules (docs/root/api-docs/xds_protocol.rst, "Incremental xDS")
   first LDS or CDS request with no names is the legacy wildcard;
 - the first request for a type may list `initial_resource_versions` (a reconnect, maybe to another
   replica): what it holds at the version we would send is not sent again;
-- a request echoing the latest nonce is an ACK, or a NACK with `error_detail`; neither is answered,
-  and a rejected resource version is not sent again: the proxy is taken to hold what it was sent, so
-  only a resource whose content changes again goes out;
+- a request echoing the latest nonce is an ACK, or a NACK with `error_detail` (a NACK of an earlier
+  response still in flight counts too); neither is answered, and a rejected resource version is not
+  sent again: the proxy is taken to hold what it was sent, so only a resource whose content changes
+  again goes out;
 - an explicitly subscribed name we do not have is reported once in `removed_resources`;
 - the push order (make before break) is `base.AdsStream`'s: a removed cluster is only named in
   `removed_resources` once this stream acked the listeners and routes of the change, and its
@@ -30,10 +31,17 @@ class DeltaStream(AdsStream):
     async def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         type_state = self.state.type(request.type_url)
         if type_state.sent_nonce and request.response_nonce == type_state.sent_nonce:
+            type_state.in_flight.clear()
             if request.HasField("error_detail"):
                 self.record_nack(type_state, request.error_detail.message)
             else:
                 self.record_ack(type_state)
+        elif request.response_nonce in type_state.in_flight:
+            # An answer to an earlier response while a later one is in flight: each Delta response is
+            # acked on its own, so a refusal of the earlier one counts; an ACK of it tells nothing new.
+            refused = type_state.in_flight.pop(request.response_nonce)
+            if request.HasField("error_detail"):
+                self.record_nack(type_state, request.error_detail.message, refused_version=refused)
         first = not type_state.subscribed
         subscribe, unsubscribe = list(request.resource_names_subscribe), set(request.resource_names_unsubscribe)
         if first:
@@ -104,6 +112,8 @@ class DeltaStream(AdsStream):
                                        identifier=self.server.identifier, removed=removed) \
             + b"".join(r.delta_field for r in send)
         await self.context.write(response)
+        if type_state.awaiting_ack:
+            type_state.in_flight[type_state.sent_nonce] = type_state.sent_version
         for name in removed:
             type_state.held.pop(name, None)
             type_state.sent_resources.pop(name, None)

@@ -42,6 +42,7 @@ class TypeState:
     reported_absent: set[str] = field(default_factory=set)  # Delta: names told absent (removed_resources)
     acked_resources: dict[str, Resource] = field(default_factory=dict)  # what the proxy acked, by name
     held: dict[str, str] = field(default_factory=dict)  # Delta: name -> version (hash) the proxy holds
+    in_flight: dict[str, str] = field(default_factory=dict)  # Delta: earlier unanswered nonce -> its version
     acked_version: str = ""
     acked_at: float = 0.0  # wall-clock seconds
     nack: Nack | None = None

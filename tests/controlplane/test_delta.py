@@ -170,3 +170,21 @@ async def test_new_clusters_go_first_and_removed_ones_only_after_the_routes(plan
     await client.silence(0.2)
     assert plane.board.render()["synced"] is True
     await client.close()
+
+
+async def test_a_nack_of_an_earlier_response_still_in_flight_counts(plane: Plane) -> None:
+    client = DeltaClient(plane.channel)
+    await synced(client)
+    await plane.cache.install(ToyConfig(services={"accounts": 9001, "billing": 9555}), "v2")
+    earlier = await client.response()
+    await plane.cache.install(ToyConfig(services={"accounts": 9444, "billing": 9555}), "v3")
+    later = await client.response()
+    assert names(earlier) == ["billing"] and names(later) == ["accounts"]
+    await client.nack(earlier, "billing refused")
+    await client.ack(later)
+    await client.silence()
+    endpoints = plane.board.render()["nodes"][0]["types"]["ClusterLoadAssignment"]
+    assert endpoints["last_nack"] == {**endpoints["last_nack"], "error": "billing refused",
+                                      "version": earlier.system_version_info}
+    assert endpoints["acked_version"] == later.system_version_info
+    await client.close()

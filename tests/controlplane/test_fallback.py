@@ -134,3 +134,30 @@ async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_pa
     assert shown["a"]["proxies"] == {"eu-west": {"acked": 0, "of": 2}} and not shown["a"]["programmed"]
     assert shown["b"]["proxies"] == {"eu-west": {"acked": 1, "of": 2}} and not shown["b"]["programmed"]
     assert shown["a"]["accepted"] and shown["a"]["resolved_refs"] and shown["a"]["source"].endswith("r.yaml:6:5")
+
+
+async def test_routes_of_a_refused_edit_are_not_accepted(tmp_path: Path) -> None:
+    from controlplane.route_status import RouteStatus
+    from controlplane.status_cli import render
+
+    configure_logging("warning", "console", io.StringIO())
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier="t")
+    fallback = RouteFallback()
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
+    config(tmp_path, "2s")
+    assert await reloader.reload()
+    status = RouteStatus(board, reloader, fallback, NackAttributor(cache, reloader, fallback))
+    assert all(r["accepted"] for r in status.render()["routes"])
+    (tmp_path / "z.yaml").write_text("routes:\n  - {name: z, match: {prefix: /z}, service: nowhere}\n"
+                                     "  - {name: a, match: {prefix: /a}, service: blue}\n")
+    assert not await reloader.reload()
+    shown = {r["name"]: r for r in status.render()["routes"]}
+    assert not shown["z"]["accepted"] and "nowhere" in shown["z"]["errors"][0]
+    assert "z.yaml:2:" in shown["z"]["source"]
+    assert not shown["a"]["accepted"] and shown["b"]["accepted"]  # a clashes with r.yaml's a
+    text = render(board.render(), status.render())
+    assert "route z: last edit refused:" in text
+    (tmp_path / "z.yaml").unlink()
+    assert await reloader.reload()  # unchanged config, applied again: the refusal is over
+    assert all(r["accepted"] for r in status.render()["routes"])
