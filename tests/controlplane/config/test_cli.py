@@ -17,7 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway"
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--no-envoy", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out == "ok: 4 files, 1 listener, 3 services, 4 routes\n"
+    assert capsys.readouterr().out == "ok: 5 files, 1 listener, 5 services, 4 routes\n"
 
 
 def test_validate_prints_one_line_per_problem(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,7 +46,7 @@ def test_envoy_problems_fail_validation(capsys: pytest.CaptureFixture[str], monk
     assert main(["validate", str(EXAMPLE)]) == 1
     # Envoy's lines that name no entry get the directory; located lines are printed as they are.
     assert capsys.readouterr().out == f"{EXAMPLE}: envoy: bad listener\na.yaml:3:5: routes.r: envoy: invalid domain\n"
-    assert [s.name for s in seen[0].services] == ["accounts", "payments", "payments-canary"]
+    assert [s.name for s in seen[0].services] == ["extauthz", "ratelimit", "accounts", "payments", "payments-canary"]
 
 
 def test_envoy_check_skipped_when_module_missing(capsys: pytest.CaptureFixture[str],

@@ -41,14 +41,14 @@ def test_example_gateway_loads() -> None:
         ("127.0.0.1", 9101, "eu-west"), ("127.0.0.1", 9102, "us-east")]
     assert accounts.health_check == model.HealthCheck("/healthz", 1.0)
     assert accounts.outlier_detection == model.OutlierDetection(3, 1.0, 10.0)
-    # files sorted by path: listeners.yaml, routes/accounts.yaml, routes/payments.yaml, services.yaml
+    # files sorted by path: listeners.yaml, routes/accounts.yaml, routes/payments.yaml, services.yaml, tenants.yaml
     assert [r.name for r in config.routes] == ["accounts-health", "accounts", "payments-debug", "payments"]
     route = next(r for r in config.routes if r.name == "accounts")
     assert route.listener == "public"
     assert route.timeout == 2.0
     assert route.retries == model.Retries(3, ("5xx", "reset", "connect-failure"), 0.025, 0.25)
     assert route.request_headers == model.HeaderRules((("x-from", "gateway"),), ("x-debug",))
-    assert route.source == Location(str(EXAMPLE / "routes" / "accounts.yaml"), 9, 5)
+    assert route.source == Location(str(EXAMPLE / "routes" / "accounts.yaml"), 10, 5)
     split = next(r for r in config.routes if r.name == "payments")
     assert split.backends == (model.Backend("payments", 90), model.Backend("payments-canary", 10))
 
