@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/gateway
 
-.PHONY: run test lint bench redis-server clean
+.PHONY: run test lint bench redis-server wrk clean protos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,8 +33,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy pavilion controlplane extauthz ratelimit
 
-bench: $(STAMP) redis-server
+# The load tool of the whole-gateway and ext_authz benches comes from the distribution.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+bench: $(STAMP) redis-server wrk
 	$(BIN)/python -m bench
+
+# Pavilion's own resource types: protos/pavilion/v1/*.proto -> pavilion/v1/*_pb2.py(i), committed.
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I protos --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	  --python_out=. --mypy_out=. protos/pavilion/v1/*.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info
