@@ -41,7 +41,10 @@ class RateLimitSettings(Settings):
     port: int = 8081
     redis_url: str | None = None
     redis_cluster: str | None = None     # HOST:PORT,HOST:PORT seeds
-    redis_timeout_ms: float = 20.0       # per script call, from send to reply (see ratelimit.resp)
+    # Per script call, from send to reply (see ratelimit.resp). Below Envoy's own 20 ms default for the
+    # ratelimit filter, so the rule's on_backend_error (say deny) answers before Envoy gives up and
+    # fails open on its own. Raise both together.
+    redis_timeout_ms: float = 10.0
     breaker_failures: int = 5            # consecutive store failures that open the breaker
     breaker_cool_down: float = 1.0       # seconds open before one probe goes through
     shadow_mode: bool = False            # global: count and report, never answer OVER_LIMIT

@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
     backend.add_argument("--redis", default=None, metavar="URL", help="redis://HOST:PORT shared by every replica")
     backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...", help="Redis Cluster seed nodes")
     serve.add_argument("--redis-timeout-ms", type=float, default=None,
-                       help="per request, from send to reply (default 20); past it the rule's on_backend_error")
+                       help="per request, from send to reply (default 10, below Envoy's 20 ms filter timeout); "
+                            "past it the rule's on_backend_error answers")
     serve.add_argument("--workers", type=int, default=None, help="processes serving the one port (SO_REUSEPORT)")
     serve.add_argument("--replicas", type=int, default=None,
                        help="replicas sharing the limits, for on_backend_error: local (limit / replicas each)")

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit
 
 from redis.crc import key_slot
@@ -182,7 +183,7 @@ class _Node:
             self._conn.close()
 
 
-def _retrieve(task: asyncio.Task[RespConnection]) -> None:
+def _retrieve(task: asyncio.Task[Any]) -> None:
     # A background connect nobody awaited must not log "exception was never retrieved".
     if not task.cancelled():
         task.exception()
@@ -238,6 +239,7 @@ class RedisClusterStore:
         self._nodes: dict[str, _Node] = {}
         self._slots: list[str] | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._last_refresh = 0.0
 
     @classmethod
     def from_hosts(cls, text: str, *, timeout: float = 0.05) -> RedisClusterStore:
@@ -305,12 +307,23 @@ class RedisClusterStore:
             results = await asyncio.gather(*(self._apply_slot(slot, [checks[i] for i in indexes])
                                              for slot, indexes in groups.items()))
         except (RedisError, TimeoutError, OSError) as exc:
+            if isinstance(exc, RedisConnectionError):
+                self._refresh_soon()  # a failed-over master: its replica may own the slots now
             raise _translate("redis cluster", exc) from exc
         outcomes: list[Outcome | None] = [None] * len(checks)
         for indexes, group_outcomes in zip(groups.values(), results, strict=True):
             for index, outcome in zip(indexes, group_outcomes, strict=True):
                 outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _refresh_soon(self) -> None:
+        """Reload the slot map in the background, at most once a second."""
+        now = asyncio.get_running_loop().time()
+        if now - self._last_refresh < 1.0 or (self._refreshing is not None and not self._refreshing.done()):
+            return
+        self._last_refresh = now
+        self._refreshing = asyncio.create_task(self._load_slots())
+        self._refreshing.add_done_callback(_retrieve)
 
     async def _apply_slot(self, slot: int, checks: list[Check]) -> list[Outcome]:
         if self._slots is None or not self._slots[slot]:

@@ -70,7 +70,7 @@ def test_the_service_on_a_cluster_with_several_descriptors_per_request(tmp_path:
                       "  - key: path\n    rate_limit: {unit: hour, requests_per_unit: 3, algorithm: sliding_window}\n"
                       "  - key: ip\n    rate_limit: {unit: hour, requests_per_unit: 9, algorithm: token_bucket}\n")
     service, port, _admin = start_ratelimit(
-        config, extra=["--redis-cluster", ",".join(f"127.0.0.1:{p}" for p in ports)])
+        config, extra=["--redis-cluster", ",".join(f"127.0.0.1:{p}" for p in ports), "--redis-timeout-ms", "500"])
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = rls_pb2_grpc.RateLimitServiceStub(channel)

@@ -43,7 +43,8 @@ def test_envoy_enforces_limits_with_ratelimit_headers(tmp_path: Path) -> None:
     try:
         redis, redis_port = start_redis()
         procs.append(redis)
-        service, rl_port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}"])
+        service, rl_port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}",
+                                                                    "--redis-timeout-ms", "500"])
         procs.append(service)
         echo, echo_port = start_echo("backend")
         procs.append(echo)
