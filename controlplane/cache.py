@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
+from controlplane import resources as urls
 from controlplane.snapshot import Snapshot, build_snapshot, content_hash
 
 DEFAULT_ROLE = "edge"
@@ -83,18 +84,20 @@ class SnapshotCache:
     def current(self, group: Group) -> Snapshot | None:
         return self._snapshots.get(group)
 
-    def build(self, config: Any, group: Group, like: Snapshot | None = None) -> Snapshot:
+    def build(self, config: Any, group: Group, like: Snapshot | None = None, version: str = "") -> Snapshot:
         """The snapshot `config` gives `group`, without installing it (pure; call from a thread).
-        `like`: the snapshot of another group of the same role for the same config, to share from."""
+        `like`: the snapshot of another group of the same role for the same config, to share from.
+        `version`: the config's version, which Pavilion's own types are served under."""
+        pinned = dict.fromkeys(urls.PAVILION_TYPES, version) if version else None
         if like is not None and self._regional is not None:
-            return build_snapshot(self._regional(config, group.region, group.role), reuse=like.types)
-        return build_snapshot(self._translate(config, group.region, group.role))
+            return build_snapshot(self._regional(config, group.region, group.role), reuse=like.types, versions=pinned)
+        return build_snapshot(self._translate(config, group.region, group.role), versions=pinned)
 
-    def _build_all(self, config: Any, groups: Sequence[Group]) -> dict[Group, Snapshot]:
+    def _build_all(self, config: Any, groups: Sequence[Group], version: str) -> dict[Group, Snapshot]:
         built: dict[Group, Snapshot] = {}
         by_role: dict[str, Snapshot] = {}
         for group in sorted(groups):
-            built[group] = self.build(config, group, by_role.get(group.role))
+            built[group] = self.build(config, group, by_role.get(group.role), version)
             by_role.setdefault(group.role, built[group])
         return built
 
@@ -104,7 +107,7 @@ class SnapshotCache:
         Raises whatever translation raises; the cache then keeps serving the previous config.
         """
         async with self._lock:
-            snapshots = await asyncio.to_thread(self._build_all, config, list(self._snapshots))
+            snapshots = await asyncio.to_thread(self._build_all, config, list(self._snapshots), config_version)
             self._config, self._config_version, self._snapshots = config, config_version, snapshots
             self._generation += 1
             self._loaded.set()
@@ -122,7 +125,7 @@ class SnapshotCache:
             existing = self._snapshots.get(group)
             if existing is None:
                 like = next((snap for known, snap in self._snapshots.items() if known.role == group.role), None)
-                existing = await asyncio.to_thread(self.build, self._config, group, like)
+                existing = await asyncio.to_thread(self.build, self._config, group, like, self._config_version)
                 self._snapshots[group] = existing
             return existing
 

@@ -31,6 +31,8 @@ _NAME_FIELD = {
     urls.LISTENER: "name",
     urls.ROUTE: "name",
     urls.SECRET: "name",
+    urls.TENANT_POLICY: "id",
+    urls.RATE_LIMIT_POLICY: "domain",
 }
 
 HASH_CHARS = 16  # 64 bits of sha256: collisions are not a concern at gateway scale
@@ -111,7 +113,8 @@ def build_resource(type_url: str, message: Message) -> Resource:
                     serialized=serialized, hash=content_hash(serialized), response_field=field)
 
 
-def build_type(type_url: str, messages: Sequence[Message]) -> TypeSnapshot:
+def build_type(type_url: str, messages: Sequence[Message], version: str | None = None) -> TypeSnapshot:
+    """`version`: the type's version when the caller pins it; by default a hash of every resource's hash."""
     built: dict[str, Resource] = {}
     for message in messages:
         resource = build_resource(type_url, message)
@@ -119,25 +122,35 @@ def build_type(type_url: str, messages: Sequence[Message]) -> TypeSnapshot:
             raise ValueError(f"two {type_url.rsplit('.', 1)[-1]} resources are named {resource.name!r}")
         built[resource.name] = resource
     ordered = {name: built[name] for name in sorted(built)}
-    digest = "".join(f"{name}\0{resource.hash}\n" for name, resource in ordered.items())
+    if version is None:
+        digest = "".join(f"{name}\0{resource.hash}\n" for name, resource in ordered.items())
+        version = content_hash(digest.encode())
     return TypeSnapshot(
-        type_url=type_url, resources=MappingProxyType(ordered), version=content_hash(digest.encode()),
+        type_url=type_url, resources=MappingProxyType(ordered), version=version,
         response_fields=b"".join(resource.response_field for resource in ordered.values()))
 
 
 def build_snapshot(resources: Mapping[str, Sequence[Message]],
-                   reuse: Mapping[str, TypeSnapshot] | None = None) -> Snapshot:
+                   reuse: Mapping[str, TypeSnapshot] | None = None,
+                   versions: Mapping[str, str] | None = None) -> Snapshot:
     """Freeze translate()'s output. Unknown type URLs are a bug in the caller and raise ValueError.
 
     `reuse`: types already built for another node group, taken as they are (shared, not copied)
     where `resources` has no entry for the type.
+    `versions`: type URL -> the version to serve it under instead of its content hash. Pavilion's own
+    types carry the config version, so ext_authz and ratelimit report the control plane's version;
+    each resource keeps its content hash, so Delta still sends only what changed.
+    The Envoy types are always present (empty when not given); a Pavilion type only when given.
     """
-    unknown = set(resources) - set(urls.ADS_ORDER)
+    unknown = set(resources) - set(urls.SERVED_ORDER)
     if unknown:
         raise ValueError(f"no xDS type is known by the URL {sorted(unknown)[0]!r}")
     shared = reuse or {}
+    pinned = versions or {}
+    present = [type_url for type_url in urls.SERVED_ORDER
+               if type_url in urls.ADS_ORDER or type_url in resources or type_url in shared]
     types = {type_url: shared[type_url] if type_url in shared and type_url not in resources
-             else build_type(type_url, resources.get(type_url, ())) for type_url in urls.ADS_ORDER}
+             else build_type(type_url, resources.get(type_url, ()), pinned.get(type_url)) for type_url in present}
     digest = "".join(f"{type_url}\0{snap.version}\n" for type_url, snap in types.items())
     return Snapshot(types=MappingProxyType(types), version=content_hash(digest.encode()))
 

@@ -8,6 +8,7 @@ from controlplane import resources as urls
 from controlplane.config.model import Config
 from controlplane.translate._clusters import cluster, load_assignment
 from controlplane.translate._listeners import EDGE, listener
+from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
 from pavilion.errors import Location
 
@@ -19,7 +20,11 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
 
     Pure and deterministic: the same config gives byte-identical deterministic serializations, on
     any machine. Versions are not computed here; controlplane.snapshot hashes the result.
+    A Pavilion service node (role extauthz or ratelimit) gets its own type and no Envoy resources.
     """
+    if role in PAVILION_ROLES:
+        nothing: dict[str, list[Message]] = {type_url: [] for type_url in urls.ADS_ORDER}
+        return {**nothing, **pavilion_resources(config, role)}
     services = sorted(config.services, key=lambda s: s.name)
     listeners = sorted(config.listeners, key=lambda item: item.name)
     return {
@@ -34,6 +39,8 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
 def translate_regional(config: Config, region: str, role: str = EDGE) -> dict[str, list[Message]]:
     """The part of `translate` that depends on the region: endpoints (locality priorities). The rest
     is the same for every region of a role, so the cache translates it once and shares it."""
+    if role in PAVILION_ROLES:
+        return {}
     return {urls.ENDPOINT: [load_assignment(s, region) for s in sorted(config.services, key=lambda s: s.name)]}
 
 
