@@ -105,6 +105,7 @@ class Custom:
     read: CustomRead = field(compare=False)
     schema: dict[str, Any] = field(default_factory=dict, compare=False)
     label: str = ""  # the field whose value names a list entry in error paths (`tenants[acme]`)
+    anchor: str = ""  # the docs section describing it (the field tables link there)
 
 
 Kind: TypeAlias = Value | ListOf | MapOf | Object | Either | Custom

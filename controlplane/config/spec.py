@@ -169,7 +169,7 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),
 ), exactly_one=(("service", "backends"),))
 
-TENANT = Custom("tenant", read_tenant_node, TENANT_SCHEMA, label="id")
+TENANT = Custom("tenant", read_tenant_node, TENANT_SCHEMA, label="id", anchor="tenants-auth-and-rate-limits")
 
 EXTAUTHZ = Object("extauthz", "The ext_authz service Envoy asks before protected routes (Envoy ext_authz filter).", (
     Field("service", NAME, "A service with `protocol: grpc` answering envoy.service.auth.v3.Authorization.", True),
