@@ -27,7 +27,7 @@ def field_tables() -> str:
 
 def type_name(kind: Kind) -> str:
     if isinstance(kind, Object):
-        return f"[{kind.title}](#{kind.anchor or _anchor(kind.title)})"
+        return f"[{kind.title}](#{_anchor(kind.title)})"
     if isinstance(kind, ListOf):
         least = f" (at least {kind.min_items})" if kind.min_items else ""
         return f"list of {type_name(kind.item)}{least}"
