@@ -202,11 +202,11 @@ class AdsStream(ABC):
             eds.refresh |= {name for name in changed if eds.wants(name)}
 
     def _next_due(self) -> TypeState | None:
-        for type_url in urls.SERVED_ORDER:
+        if self.snapshot is None:
+            return None
+        for type_url in self.snapshot.types:  # a snapshot holds its types in push order (Envoy's ADS order first)
             type_state = self.state.types.get(type_url)
-            if type_state is None or not type_state.subscribed or self.snapshot is None:
-                continue
-            if type_url not in self.snapshot.types or not self.due(type_state):
+            if type_state is None or not type_state.subscribed or not self.due(type_state):
                 continue
             if type_url in WAIT_FOR_CLUSTERS and self.cds_pending():
                 return None  # make before break: wait for this stream to take the clusters
