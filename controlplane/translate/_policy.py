@@ -28,10 +28,11 @@ from envoy.type.v3 import http_status_pb2
 from controlplane.config.model import Config, ExtAuthzSettings, RateLimitSettings, Route
 from controlplane.translate._protos import duration, packed
 from controlplane.translate._ratelimit import route_rate_limits
+from extauthz.tenant import Tenant
 
 __all__ = [
     "EXT_AUTHZ_FILTER", "IDENTITY_HEADERS", "RATELIMIT_FILTER", "apply_route_policy", "ext_authz_filter",
-    "ext_authz_per_route", "identity_headers", "ratelimit_filter",
+    "ext_authz_per_route", "ext_authz_tenants", "identity_headers", "ratelimit_filter",
 ]
 
 # The filter names are also the dynamic metadata namespace ext_authz writes the tenant and subject to.
@@ -81,6 +82,14 @@ def ext_authz_per_route(route: Route) -> ext_authz_pb2.ExtAuthzPerRoute:
     if route.auth is not None:
         extensions["tenant"] = ",".join(route.auth.tenants)
     return ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings(context_extensions=extensions))
+
+
+def ext_authz_tenants(config: Config) -> tuple[Tenant, ...]:
+    """The tenants ext_authz must know, ordered by id (so moving one between files changes nothing);
+    empty without an `extauthz:` section, since then no token is checked."""
+    if config.extauthz is None:
+        return ()
+    return tuple(sorted(config.tenants, key=lambda t: t.id))
 
 
 def identity_headers(config: Config) -> list[str]:

@@ -23,7 +23,7 @@ from google.protobuf import descriptor_pool, text_format
 from controlplane import resources as urls
 from controlplane.config.load import load_config
 from controlplane.config.model import Config, RateLimitSettings, Route, RouteAuth, RouteRateLimit
-from controlplane.translate import ratelimit_config, ratelimit_rules, translate
+from controlplane.translate import ext_authz_tenants, ratelimit_config, ratelimit_rules, translate
 from ratelimit.clock import ManualClock
 from ratelimit.limiter import Code, Descriptor, Limiter
 from ratelimit.memory_store import MemoryStore
@@ -287,3 +287,11 @@ def test_a_limit_without_per_is_one_counter_for_the_route() -> None:
     assert envoy_descriptor(action, {}, "10.0.0.2") == first  # every client shares it
     rule = ratelimit_config(whole).match("pavilion", first)
     assert rule is not None and rule.limits[0].requests_per_unit == 1
+
+
+def test_ext_authz_tenants_by_id_only_with_extauthz() -> None:
+    config = protected()
+    swapped = replace(config, tenants=tuple(reversed(config.tenants)))
+    assert [t.id for t in ext_authz_tenants(swapped)] == ["acme", "beta"]
+    assert ext_authz_tenants(swapped) == ext_authz_tenants(config)
+    assert ext_authz_tenants(replace(config, extauthz=None)) == ()
