@@ -38,11 +38,16 @@ class RouteFallback:
 
     def refuse(self, route: Route, errors: list[str], region: str) -> None:
         self.refused[route.name] = Refusal(route, tuple(errors), region, time.time())
+        if self.accepted.get(route.name) == route:
+            # Acked in another region, refused here: serving it again would change nothing. Leave it out.
+            del self.accepted[route.name]
 
     def record_accepted(self, served: Config) -> None:
         """A proxy acked the route tables of `served`: every route in it is accepted in that form."""
         for route in served.routes:
-            self.accepted[route.name] = route
+            refusal = self.refused.get(route.name)
+            if refusal is None or refusal.route != route:
+                self.accepted[route.name] = route
 
     def apply(self, loaded: Any) -> Any:
         """The config to serve for `loaded`; anything that is not a Config (tests' toys) passes through."""

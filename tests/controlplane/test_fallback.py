@@ -161,3 +161,12 @@ async def test_routes_of_a_refused_edit_are_not_accepted(tmp_path: Path) -> None
     (tmp_path / "z.yaml").unlink()
     assert await reloader.reload()  # unchanged config, applied again: the refusal is over
     assert all(r["accepted"] for r in status.render()["routes"])
+
+
+def test_a_form_refused_in_one_region_and_acked_in_another_is_left_out(tmp_path: Path) -> None:
+    fallback = RouteFallback()
+    served = config(tmp_path, "9s")
+    fallback.record_accepted(served)  # eu-west took it
+    fallback.refuse(next(r for r in served.routes if r.name == "a"), ["envoy: no"], "us-east")
+    fallback.record_accepted(served)  # a late ACK of the same version does not bring it back
+    assert [r.name for r in fallback.apply(served).routes] == ["b"]  # a new version: never the refused one
