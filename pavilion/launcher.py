@@ -1,13 +1,14 @@
 """`pavilion run`: the whole gateway on one machine, for trying it out.
 
-It starts, in order, whatever the plan lists (demo upstreams for the config's loopback endpoints,
-the control plane, an Envoy edge with a generated bootstrap), waits until each is ready, prints what
-to curl, and stops everything it started on Ctrl-C. The plan is a list of `ProcessSpec`, so more
-services (ext_authz, ratelimit, Redis) are added as entries, not as code paths.
+It starts, in order, whatever the plan lists (launch_plan.py: Redis, demo upstreams, the control
+plane, ext_authz, ratelimit, an Envoy edge), waits until each is ready, and stops everything it
+started on Ctrl-C, each process as its own process group so workers go with their parent. The plan
+is a list of `ProcessSpec`, so a new service is an entry, not a code path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -106,23 +107,45 @@ class Launcher:
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="pavilion-run-"))
         self.out = out
         self.running: list[Running] = []
+        self.stopped: list[tuple[str, int]] = []  # (name, pid) of every process stopped, in stop order
 
     def start_all(self, timeout: float = 60.0) -> None:
         for spec in self.specs:
-            busy = [port for port in spec.ports if not port_free(port)]
-            if busy:
-                raise LaunchError(f"{spec.name}: port {busy[0]} is already in use; stop what holds it or pick "
-                                  "another port")
-            for path, text in spec.files.items():
-                Path(path).write_text(text, encoding="utf-8")
-            log_path = self.log_dir / f"{spec.name}.log"
-            log_file = log_path.open("wb")
-            popen = subprocess.Popen(list(spec.argv), stdout=log_file, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **spec.env}, start_new_session=True)
-            running = Running(spec, popen, log_path, log_file)
-            self.running.append(running)
-            self._wait_ready(running, timeout)
-            print(f"  started {spec.name} (pid {popen.pid})", file=self.out, flush=True)
+            self.start(spec, timeout)
+
+    def start(self, spec: ProcessSpec, timeout: float = 60.0) -> Running:
+        """Start one spec and wait until it is ready (also how a test restarts a process it killed)."""
+        busy = [port for port in spec.ports if not port_free(port)]
+        if busy:
+            raise LaunchError(f"{spec.name}: port {busy[0]} is already in use; stop what holds it or pick "
+                              "another port")
+        for path, text in spec.files.items():
+            Path(path).write_text(text, encoding="utf-8")
+        log_path = self.log_dir / f"{spec.name}.log"
+        log_file = log_path.open("ab")
+        popen = subprocess.Popen(list(spec.argv), stdout=log_file, stderr=subprocess.STDOUT,
+                                 env={**os.environ, **spec.env}, start_new_session=True)
+        running = Running(spec, popen, log_path, log_file)
+        self.running.append(running)
+        self._wait_ready(running, timeout)
+        print(f"  started {spec.name} (pid {popen.pid})", file=self.out, flush=True)
+        return running
+
+    def get(self, name: str) -> Running:
+        return next(r for r in reversed(self.running) if r.spec.name == name)
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Signal one running process's group and reap it (tests: a dependency dies)."""
+        running = self.get(name)
+        if running.alive():
+            os.killpg(running.popen.pid, signum)
+        running.popen.wait(10)
+        running.log_file.close()
+        self.stopped.append((name, running.popen.pid))
+        self.running.remove(running)
+
+    def pids(self) -> list[tuple[str, int]]:
+        return [(r.spec.name, r.popen.pid) for r in self.running]
 
     def _wait_ready(self, running: Running, timeout: float) -> None:
         spec = running.spec
@@ -159,6 +182,7 @@ class Launcher:
                 signal.signal(signum, handler)
 
     def stop_all(self, timeout: float = 10.0) -> None:
+        """SIGTERM to every process group, newest first; SIGKILL to any still there after `timeout`."""
         for running in reversed(self.running):
             if running.alive():
                 os.killpg(running.popen.pid, signal.SIGTERM)
@@ -169,5 +193,9 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 os.killpg(running.popen.pid, signal.SIGKILL)
                 running.popen.wait(5)
+            # Workers (ext_authz --workers) share the group; make sure none outlives its parent.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(running.popen.pid, signal.SIGKILL)
             running.log_file.close()
+            self.stopped.append((running.spec.name, running.popen.pid))
         self.running.clear()

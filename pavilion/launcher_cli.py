@@ -1,87 +1,123 @@
-"""`pavilion run --config DIR`: start the gateway locally (demo upstreams, control plane, Envoy edge)."""
+"""`pavilion run --config DIR`: start the whole gateway locally and print what to try.
+
+The processes come from launch_plan.build_plan; this module parses the flags, makes local tenants'
+keys, prints the gateway URL, the token command and curl lines derived from the config (a 401
+without a token, a 200 with one, a 429 after a burst), and stops everything on Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from pavilion.launcher import BIN, Launcher, LaunchError, ProcessSpec, envoy_binary, is_loopback
+from pavilion.launch_plan import build_plan, local_tenant_keys, stores
+from pavilion.launcher import BIN, Launcher, LaunchError
+
+__all__ = ["build_plan", "demo_lines", "register", "try_lines"]
 
 
 def register(subparsers: Any) -> None:
-    run = subparsers.add_parser("run", help="run the gateway locally on a route YAML directory, with demo upstreams")
+    run = subparsers.add_parser("run", help="run the whole gateway locally on a route YAML directory")
     run.add_argument("--config", required=True, help="directory of route YAML files")
     run.add_argument("--region", default=None, help="the Envoy edge's region (default: the config's first region)")
     run.add_argument("--xds-port", type=int, default=18000)
     run.add_argument("--admin-port", type=int, default=18001, help="control plane admin HTTP (/status)")
     run.add_argument("--envoy-admin-port", type=int, default=9901)
+    run.add_argument("--redis-port", type=int, default=16379, help="port of the redis-server it starts")
+    run.add_argument("--no-redis", action="store_true", help="keep revocations and counters in memory")
+    run.add_argument("--state-dir", default=".run",
+                     help="local tenants' keys and Redis files (default .run); a tenant whose jwks file lies "
+                          "here gets a key pair generated on first start")
     run.add_argument("--no-upstreams", action="store_true", help="do not start demo echo upstreams")
     run.set_defaults(func=_run)
 
 
-def build_plan(args: argparse.Namespace, config: Any, workdir: str) -> list[ProcessSpec]:
-    from controlplane.bootstrap import render_bootstrap
+def _command() -> str:
+    """How to call `pavilion` from the current directory (the venv's script when it is not on PATH)."""
+    script = BIN / "pavilion"
+    try:
+        relative = os.path.relpath(script)
+    except ValueError:
+        relative = str(script)
+    return relative if not relative.startswith("..") else str(script)
 
-    python = sys.executable
-    specs: list[ProcessSpec] = []
-    if not args.no_upstreams:
-        seen: set[tuple[str, int]] = set()
-        for service in config.services:
-            for endpoint in service.endpoints:
-                key = (endpoint.host, endpoint.port)
-                if key in seen or not is_loopback(endpoint.host):
-                    continue
-                seen.add(key)
-                name = f"{service.name}-{endpoint.region or 'any'}"
-                specs.append(ProcessSpec(
-                    name=f"echo-{name}-{endpoint.port}",
-                    argv=[python, "-m", "pavilion.echo", "--host", endpoint.host, "--port", str(endpoint.port),
-                          "--name", name, "--region", endpoint.region],
-                    ready_url=f"http://{endpoint.host}:{endpoint.port}/healthz", ports=[endpoint.port]))
-    specs.append(ProcessSpec(
-        name="controlplane",
-        argv=[str(BIN / "pavilion"), "--log-format", "console", "controlplane", "--config", args.config,
-              "--xds-port", str(args.xds_port), "--admin-port", str(args.admin_port)],
-        ready_url=f"http://127.0.0.1:{args.admin_port}/readyz", ports=[args.xds_port, args.admin_port]))
-    region = args.region or (config.regions[0] if config.regions else "")
-    bootstrap_path = str(Path(workdir) / "envoy-edge.yaml")
-    bootstrap = render_bootstrap(node_id=f"edge-{region or 'local'}-1", region=region,
-                                 xds_address=f"127.0.0.1:{args.xds_port}", admin_port=args.envoy_admin_port)
-    specs.append(ProcessSpec(
-        name="envoy-edge",
-        argv=[envoy_binary(), "-c", bootstrap_path, "--disable-hot-restart", "--concurrency", "2",
-              "-l", "warning"],
-        ready_url=f"http://127.0.0.1:{args.envoy_admin_port}/ready",
-        ready_ports=[listener.port for listener in config.listeners],
-        ports=[args.envoy_admin_port, *(listener.port for listener in config.listeners)],
-        files={bootstrap_path: bootstrap}))
-    return specs
+
+def _base_url(config: Any, route: Any) -> str | None:
+    listener = next((item for item in config.listeners if item.name == route.listener), None)
+    if listener is None:
+        return None
+    host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
+    return f"http://{host}:{listener.port}"
+
+
+def _path(route: Any) -> str | None:
+    if route.match.prefix is not None:
+        return str(route.match.prefix).rstrip("/") + "/example"
+    if route.match.path is not None:
+        return str(route.match.path)
+    return None  # a regex has no one obvious URL
+
+
+def _options(route: Any) -> str:
+    options = "".join(f" -H '{h.name}: {h.value}'" for h in route.match.headers)
+    if route.match.methods and "GET" not in route.match.methods:
+        options += f" -X {route.match.methods[0]}"
+    return options
 
 
 def try_lines(config: Any) -> list[str]:
     """Example curl commands, one per route that a plain URL can reach."""
     lines: list[str] = []
-    listeners = {item.name: item for item in config.listeners}
     for route in config.routes:
-        listener = listeners.get(route.listener)
-        if listener is None:
+        base, path = _base_url(config, route), _path(route)
+        if base is None or path is None:
             continue
-        match = route.match
-        if match.prefix is not None:
-            path = match.prefix.rstrip("/") + "/example"
-        elif match.path is not None:
-            path = match.path
-        else:
-            continue  # a regex has no one obvious URL
-        host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
-        options = "".join(f" -H '{h.name}: {h.value}'" for h in match.headers)
-        if match.methods and "GET" not in match.methods:
-            options += f" -X {match.methods[0]}"
-        lines.append(f"  curl -i{options} http://{host}:{listener.port}{path}    # route {route.name}")
+        lines.append(f"  curl -i{_options(route)} {base}{path}    # route {route.name}")
     return lines
+
+
+def _admits(route: Any, tenant: str, config: Any) -> bool:
+    if config.extauthz is None:
+        return False
+    return route.auth is None or tenant in route.auth.tenants
+
+
+def demo_lines(config: Any, config_dir: str, tenant: str, redis_url: str | None) -> list[str]:
+    """The three outcomes with a local tenant's token: 401 without, 200 with, 429 after a burst."""
+    pavilion = _command()
+    reachable = [r for r in config.routes if _base_url(config, r) and _path(r) and _admits(r, tenant, config)]
+    if not reachable:
+        return []
+    lines = [f"  TOKEN=$({pavilion} token --tenant {tenant} --config {shlex.quote(config_dir)})"]
+    protected = next((r for r in reachable if not r.rate_limits), reachable[0])
+    url = f"{_base_url(config, protected)}{_path(protected)}"
+    lines += [f"  curl -i{_options(protected)} {url}    # 401: no token",
+              f"  curl -i{_options(protected)} -H \"Authorization: Bearer $TOKEN\" {url}    # 200: the upstream "
+              "echoes x-pavilion-tenant and x-pavilion-subject"]
+    limited = [(min(_allowed(limit) for limit in r.rate_limits), r) for r in reachable if r.rate_limits]
+    if limited:
+        allowed, route = min(limited, key=lambda item: item[0])
+        if allowed <= 50:
+            url = f"{_base_url(config, route)}{_path(route)}"
+            lines.append(f"  for i in $(seq {allowed + 1}); do curl -s -o /dev/null -w '%{{http_code}} ' "
+                         f"-H \"Authorization: Bearer $TOKEN\"{_options(route)} {url}; done; echo"
+                         f"    # {allowed} x 200, then 429 (route {route.name})")
+            lines.append(f"  curl -si -H \"Authorization: Bearer $TOKEN\"{_options(route)} {url} | grep -i "
+                         "'^ratelimit\\|^retry-after\\|^HTTP'    # the RateLimit headers")
+    tenant_entry = next((t for t in config.tenants if t.id == tenant), None)
+    if redis_url and tenant_entry is not None:
+        lines.append(f"  {pavilion} revoke --redis {redis_url} --tenant {tenant} --issuer {tenant_entry.issuer} "
+                     "--subject demo-user    # then the same token is a 401 within a second")
+    return lines
+
+
+def _allowed(limit: Any) -> int:
+    """Requests a burst gets through before the first 429."""
+    return int(limit.requests) + (int(limit.burst) if limit.algorithm == "token_bucket" else 0)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -94,17 +130,32 @@ def _run(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error)
         return 1
-    workdir = tempfile.mkdtemp(prefix="pavilion-run-")
-    launcher = Launcher(build_plan(args, config, workdir), log_dir=workdir)
+    Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+    workdir = str(Path(args.state_dir).resolve() / "logs")
+    Path(workdir).mkdir(exist_ok=True)
+    store = stores(args, config)
     print(f"starting the gateway on {args.config} (logs in {workdir})", flush=True)
+    keys = local_tenant_keys(config, args.state_dir)
+    for tenant, key_path, made in keys:
+        print(f"  tenant {tenant}: signing key {key_path} ({'generated now' if made else 'kept from last run'})",
+              flush=True)
+    if store.redis_url is None:
+        print(f"  in-memory stores ({store.why_memory}): revocations and rate-limit counters live in each "
+              "process's memory and are lost on restart; `pavilion revoke` needs Redis", flush=True)
+    launcher = Launcher(build_plan(args, config, workdir), log_dir=workdir)
     try:
         launcher.start_all()
         listeners = ", ".join(f"http://{item.address}:{item.port}" for item in config.listeners)
         print(f"\nthe gateway is up: {listeners}\n"
               f"control plane status: http://127.0.0.1:{args.admin_port}/status\n"
               f"envoy admin:          http://127.0.0.1:{args.envoy_admin_port}/\n"
-              f"edit files in {args.config} and the change is live within a second.\n\ntry:", flush=True)
-        print("\n".join(try_lines(config)), flush=True)
+              + (f"redis:                {store.redis_url}\n" if store.redis_url else "")
+              + f"edit files in {args.config} and the change is live within a second.\n", flush=True)
+        demo = demo_lines(config, args.config, keys[0][0], store.redis_url) if keys else []
+        if demo:
+            print(f"try, with tenant {keys[0][0]}'s token:", flush=True)
+            print("\n".join(demo), flush=True)
+        print("\nevery route:\n" + "\n".join(try_lines(config)), flush=True)
         print("\nCtrl-C stops everything.", flush=True)
         code = launcher.wait()
     except LaunchError as exc:
@@ -113,4 +164,5 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         print("stopping...", flush=True)
         launcher.stop_all()
+        print("stopped: " + ", ".join(f"{name} (pid {pid})" for name, pid in launcher.stopped), flush=True)
     return code

@@ -1,36 +1,59 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pytest
 
 from controlplane.config.load import load_config
 from pavilion.launcher import Launcher, LaunchError, ProcessSpec, is_loopback
-from pavilion.launcher_cli import build_plan, try_lines
+from pavilion.launcher_cli import build_plan, demo_lines, try_lines
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway"
 
 
 def args(**overrides: object) -> argparse.Namespace:
     values = {"config": str(EXAMPLE), "region": None, "xds_port": 18000, "admin_port": 18001,
-              "envoy_admin_port": 9901, "no_upstreams": False, **overrides}
+              "envoy_admin_port": 9901, "no_upstreams": False, "redis_port": 16379, "no_redis": False,
+              "state_dir": str(overrides.pop("state_dir", ".run")), **overrides}
     return argparse.Namespace(**values)
 
 
-def test_plan_starts_upstreams_then_control_plane_then_envoy(tmp_path: Path) -> None:
+def test_plan_starts_redis_upstreams_control_plane_services_then_envoy(tmp_path: Path) -> None:
     config = load_config(EXAMPLE)
-    plan = build_plan(args(), config, str(tmp_path))
+    plan = build_plan(args(state_dir=tmp_path), config, str(tmp_path))
     names = [spec.name for spec in plan]
-    assert names[-2:] == ["controlplane", "envoy-edge"]
-    endpoints = {(e.host, e.port) for s in config.services for e in s.endpoints}
-    assert len(names) - 2 == len(endpoints)
+    tail = ["controlplane", "extauthz", "ratelimit", "envoy-edge"]
+    assert names[-4:] == tail
+    assert (names[0] == "redis") == (shutil.which("redis-server") is not None)
+    own = {"extauthz", "ratelimit"}
+    endpoints = {(e.host, e.port) for s in config.services if s.name not in own for e in s.endpoints}
+    assert len([n for n in names if n.startswith("echo-")]) == len(endpoints)
     envoy = plan[-1]
     bootstrap = next(iter(envoy.files.values()))
     assert f'region: "{config.regions[0]}"' in bootstrap
     assert "port_value: 18000" in bootstrap
     assert envoy.ready_ports == [item.port for item in config.listeners]
-    assert [spec.name for spec in build_plan(args(no_upstreams=True), config, str(tmp_path))] == names[-2:]
+    extauthz = plan[names.index("extauthz")]
+    argv = list(extauthz.argv)
+    assert argv[argv.index("--port") + 1] == "9191" and argv[argv.index("--admin-port") + 1] == "9192"
+    assert "--xds" in extauthz.argv and "127.0.0.1:18000" in extauthz.argv
+    plain = build_plan(args(no_upstreams=True, no_redis=True), config, str(tmp_path))
+    assert [spec.name for spec in plain] == tail
+    assert not any("--redis" in spec.argv for spec in plain)
+
+
+def test_demo_lines_show_401_200_and_429(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE)
+    lines = demo_lines(config, "examples/gateway", "demo", "redis://127.0.0.1:16379/0")
+    assert "token --tenant demo --config examples/gateway" in lines[0]
+    assert "401" in lines[1] and "/v1/accounts/example" in lines[1] and "Bearer" not in lines[1]
+    assert "200" in lines[2] and "Bearer $TOKEN" in lines[2]
+    burst = next(line for line in lines if "429" in line)
+    assert "seq 6" in burst and "/v1/payments/example" in burst  # payments allows 5 a minute
+    assert any("revoke --redis redis://127.0.0.1:16379/0 --tenant demo" in line for line in lines)
+    assert not any("revoke" in line for line in demo_lines(config, "examples/gateway", "demo", None))
 
 
 def test_try_lines_name_reachable_routes() -> None:
