@@ -166,13 +166,14 @@ class _Node:
         """Run the script; `command` is `encode_evalsha(checks)`."""
         conn = await self.connection()
         if asking:
-            conn.call("ASKING")  # its +OK is read and dropped in order; only the script's reply matters
+            # Its +OK is read in order and dropped; only the script's reply matters.
+            conn.call("ASKING").add_done_callback(_retrieve)
         reply = await conn.send(command)
         if isinstance(reply, RedisReplyError) and reply.kind == "NOSCRIPT":
             # Redis restarted or SCRIPT FLUSH ran on a connection we kept: load once and go again.
             await conn.call("SCRIPT", "LOAD", SCRIPT)
             if asking:
-                conn.call("ASKING")
+                conn.call("ASKING").add_done_callback(_retrieve)
             reply = await conn.send(command)
         return reply
 
@@ -183,10 +184,10 @@ class _Node:
             self._conn.close()
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    # A background connect nobody awaited must not log "exception was never retrieved".
-    if not task.cancelled():
-        task.exception()
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A background task or reply nobody awaits must not log "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def _translate(node: str, exc: BaseException) -> BackendUnavailable:
@@ -293,6 +294,7 @@ class RedisClusterStore:
             self._slots = table
             log.info("redis_cluster_slots", nodes=sorted(set(table) - {""}))
             return
+        log.warning("redis_cluster_slots_unavailable", error=str(last))
         raise RedisConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
 
     async def apply(self, checks: Sequence[Check]) -> list[Outcome]:
@@ -300,7 +302,9 @@ class RedisClusterStore:
             return []
         try:
             if self._slots is None:
-                await self._refresh_slots()
+                # No map yet (the cluster was down at start): ask for one, but never make a request wait.
+                self._refresh_soon()
+                raise RedisConnectionError("no cluster slot map yet")
             groups: dict[int, list[int]] = {}
             for index, check in enumerate(checks):
                 groups.setdefault(key_slot(redis_key(check).encode()), []).append(index)
@@ -335,7 +339,7 @@ class RedisClusterStore:
             # `MOVED <slot> <host:port>`: the map is old. ASK: one-off redirect during a migration.
             target = str(reply).split(" ")[2]
             if reply.kind == "MOVED":
-                await self._refresh_slots()
+                self._refresh_soon()  # in the background; this request goes straight to the new owner
             reply = await self._node(target).evalsha(command, asking=reply.kind == "ASK")
         if isinstance(reply, RedisReplyError):
             raise RedisConnectionError(f"{node.address}: {reply}")

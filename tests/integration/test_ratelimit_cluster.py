@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +14,11 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from redis.crc import key_slot
 
+from pavilion.errors import BackendUnavailable
 from ratelimit.redis_store import RedisClusterStore, redis_key
 from ratelimit.store import Check
 from tests.integration.ratelimit_procs import redis_cluster, start_ratelimit
+from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +31,7 @@ def ports() -> Iterator[list[int]]:
 
 async def test_counts_on_a_three_node_cluster_with_many_descriptors_per_request(ports: list[int]) -> None:
     store = RedisClusterStore.from_hosts(f"127.0.0.1:{ports[0]}", timeout=0.5)
+    await store.start()
     try:
         checks = [Check(f"edge|client=c{i}|0.fixed_window.3600", "fixed_window", 3, 3600) for i in range(12)]
         checks.append(Check("edge|client=c0|1.token_bucket.60", "token_bucket", 2, 60))
@@ -49,6 +55,7 @@ async def test_counts_on_a_three_node_cluster_with_many_descriptors_per_request(
 
 async def test_a_stale_slot_map_is_corrected_by_moved(ports: list[int]) -> None:
     store = RedisClusterStore.from_hosts(",".join(f"127.0.0.1:{p}" for p in ports), timeout=0.5)
+    await store.start()
     try:
         check = Check("edge|client=moved|0.fixed_window.3600", "fixed_window", 10, 3600)
         assert (await store.apply([check]))[0].used == 1
@@ -56,7 +63,11 @@ async def test_a_stale_slot_map_is_corrected_by_moved(ports: list[int]) -> None:
         owner = store._slots[slot] if store._slots else ""
         wrong = next(f"127.0.0.1:{p}" for p in ports if f"127.0.0.1:{p}" != owner)
         store._slots = [wrong] * len(store._slots or [])  # as if every slot had moved
-        assert (await store.apply([check]))[0].used == 2
+        assert (await store.apply([check]))[0].used == 2  # sent on to the owner named by MOVED
+        for _ in range(100):  # and the map is reloaded in the background
+            if store._slots is not None and store._slots[slot] == owner:
+                break
+            await asyncio.sleep(0.02)
         assert store._slots is not None and store._slots[slot] == owner
     finally:
         await store.close()
@@ -91,3 +102,29 @@ def test_the_service_on_a_cluster_with_several_descriptors_per_request(tmp_path:
         assert "redis_breaker" not in service.output()
     finally:
         service.stop()
+
+
+async def test_an_unreachable_cluster_fails_fast_and_is_found_later(ports: list[int]) -> None:
+    dead = free_port()
+    store = RedisClusterStore.from_hosts(f"127.0.0.1:{dead},127.0.0.1:{ports[1]}", timeout=0.5)
+    check = Check("edge|client=late|0.fixed_window.3600", "fixed_window", 10, 3600)
+    try:
+        store._seeds = [("127.0.0.1", dead)]  # only the dead seed at first
+        await store.start()  # logs, does not raise
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await store.apply([check])
+        assert time.monotonic() - started < 0.2
+        store._seeds.append(("127.0.0.1", ports[1]))  # the cluster becomes reachable
+        await asyncio.sleep(1.1)  # past the once-a-second limit on slot map reloads
+        with contextlib.suppress(BackendUnavailable):
+            await store.apply([check])  # asks for the map in the background
+        for _ in range(100):
+            with contextlib.suppress(BackendUnavailable):
+                assert (await store.apply([check]))[0].used >= 1
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the cluster was never found")
+    finally:
+        await store.close()
