@@ -114,7 +114,7 @@ async def test_an_unreachable_cluster_fails_fast_and_is_found_later(ports: list[
         started = time.monotonic()
         with pytest.raises(BackendUnavailable):
             await store.apply([check])
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 1.0  # no wait on the slot map
         store._seeds.append(("127.0.0.1", ports[1]))  # the cluster becomes reachable
         await asyncio.sleep(1.1)  # past the once-a-second limit on slot map reloads
         with contextlib.suppress(BackendUnavailable):

@@ -78,10 +78,10 @@ def test_redis_down_then_back(tmp_path: Path) -> None:
             redis.kill()
             for _ in range(8):  # enough to open the breaker (5 failures)
                 code, took, response = ask(stub, "allow")
-                assert code == OK and took < 1.0
+                assert code == OK and took < 2.0  # well inside the 5 s deadline: never hangs
                 assert "RateLimit" not in {h.key for h in response.response_headers_to_add}
             code, took, _ = ask(stub, "deny")
-            assert code == OVER and took < 1.0
+            assert code == OVER and took < 2.0
             # local: the limit in this replica's memory, from zero (Redis's counts are out of reach)
             assert [ask(stub, "local")[0] for _ in range(3)] == [OK, OK, OVER]
             wait_for(lambda: health(channel) == NOT_SERVING, "health NOT_SERVING while Redis is down")

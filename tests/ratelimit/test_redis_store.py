@@ -162,7 +162,7 @@ async def test_a_hung_redis_times_out_within_the_timeout_then_recovers() -> None
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="timeout"):
             await store.apply([check])
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # not a speed check: without the timeout it would wait forever
         proc.popen.send_signal(signal.SIGCONT)
         # The late reply of the timed-out call is read and dropped; the connection stays in order.
         outcome = await _eventually(store, check)
@@ -185,7 +185,7 @@ async def test_a_stopped_redis_is_unavailable_fast_and_a_restarted_one_is_used_a
         for _ in range(3):
             with pytest.raises(BackendUnavailable):
                 await store.apply([check])
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # three failures, none waiting on a connect
         restarted, _ = start_redis(port=port)
         outcome = await _eventually(store, check)
         assert outcome.used == 1  # a fresh Redis: the counter starts again
