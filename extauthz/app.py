@@ -7,26 +7,34 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import watchfiles
 from aiohttp import web
 
+from controlplane.cache import config_version
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
 from extauthz.keys import key_set_for
 from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from extauthz.service import SERVICE_NAME, register
+from extauthz.tenant_proto import tenants_from_policies
 from extauthz.tenant_set import build_tenants, retire
 from extauthz.token_cache import VerifiedTokenCache
 from pavilion.admin import AdminServer
+from pavilion.config_status import ConfigStatus
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import GrpcServer
 from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.settings import Settings
+from pavilion.v1 import tenant_pb2
 from pavilion.workers import run_workers
+from pavilion.xds_client import Subscription, XdsClient
 
 log = get_logger(__name__)
 
@@ -34,6 +42,9 @@ log = get_logger(__name__)
 @dataclasses.dataclass(frozen=True)
 class ExtAuthzSettings(Settings):
     config: str = ""
+    xds: str = ""                        # HOST:PORT of the control plane; tenants then come over xDS
+    node_id: str = ""                    # xDS node id; default extauthz-<hostname>-<pid>
+    region: str = ""                     # xDS node locality region
     port: int = 9191
     redis_url: str | None = None
     redis_timeout: float = 0.25          # seconds; past it a check follows the tenant's on_store_error
@@ -49,7 +60,8 @@ def make_store(settings: ExtAuthzSettings) -> RevocationStore:
     return MemoryRevocations()
 
 
-async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Event) -> None:
+async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Event,
+                           status: ConfigStatus | None = None) -> None:
     """Swap in the tenants of `path` after each change; a broken edit keeps the last good tenants.
 
     The directory is watched, not the file: editors, `mv` and Kubernetes' ConfigMap symlink swap all
@@ -62,7 +74,7 @@ async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Eve
         if content == last:
             continue
         last = content
-        await reload_once(path, authorizer)
+        await reload_once(path, authorizer, status)
 
 
 def _content(path: Path) -> bytes | None:
@@ -72,49 +84,91 @@ def _content(path: Path) -> bytes | None:
         return None
 
 
-async def reload_once(path: Path, authorizer: Authorizer) -> bool:
+async def reload_once(path: Path, authorizer: Authorizer, status: ConfigStatus | None = None) -> bool:
     old = authorizer.tenants
     try:
         tenants = await asyncio.to_thread(load_tenants, path)
         new = await build_tenants(tenants, previous=old)
     except ConfigError as exc:
         log.error("config_rejected", file=str(path), errors=str(exc).splitlines(), kept="last good config")
+        if status is not None:
+            status.refused(str(exc))
         return False
     authorizer.use(new)
     await retire(old, new)
+    if status is not None:
+        status.applied(config_version(new.tenants))
     log.info("config_reloaded", file=str(path), tenants=[t.id for t in new.tenants])
     return True
 
 
-def _admin_routes(authorizer: Authorizer) -> list[web.RouteDef]:
+def tenants_over_xds(settings: ExtAuthzSettings, authorizer: Authorizer, status: ConfigStatus) -> XdsClient:
+    """An xDS client whose updates swap the tenants as a file reload does (unchanged key sets kept)."""
+
+    async def apply(_type_url: str, policies: dict[str, tenant_pb2.TenantPolicy], version: str) -> None:
+        old = authorizer.tenants
+        try:
+            new = await build_tenants(tenants_from_policies(policies), previous=old)
+        except ConfigError as exc:
+            status.refused(str(exc))
+            raise
+        authorizer.use(new)
+        await retire(old, new)
+        status.applied(version)
+        log.info("config_applied", source="xds", version=version, tenants=[t.id for t in new.tenants])
+
+    node_id = settings.node_id or f"extauthz-{socket.gethostname()}-{os.getpid()}"
+    return XdsClient(settings.xds, [Subscription(tenant_pb2.TenantPolicy, "id")], apply,
+                     node_id=node_id, role="extauthz", cluster="extauthz", region=settings.region)
+
+
+def _admin_routes(authorizer: Authorizer, status: ConfigStatus) -> list[web.RouteDef]:
     async def keys(_request: web.Request) -> web.Response:
         return web.json_response({"tenants": authorizer.tenants.status()})
 
-    return [web.get("/keys", keys)]
+    return [web.get("/keys", keys), *status.routes()]
 
 
 async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
     path = Path(settings.config)
-    tenants = await build_tenants(load_tenants(path))
+    xds: XdsClient | None = None
+    status = ConfigStatus("xds" if settings.xds else "file",
+                          details=lambda: {"xds": dict(xds.status())} if xds is not None else {})
+    if settings.xds:
+        tenants = await build_tenants(())
+    else:
+        tenants = await build_tenants(load_tenants(path))
+        status.applied(config_version(tenants.tenants))
     store = make_store(settings)
     await store.start()
     authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size))
     server = GrpcServer(settings.grpc_host, settings.port, register=register(authorizer),
                         service_names=[SERVICE_NAME])
-    await server.start()
     admin_server = None
     if admin and settings.metrics_port:
-        admin_server = AdminServer(settings.metrics_host, settings.metrics_port, routes=_admin_routes(authorizer))
+        admin_server = AdminServer(settings.metrics_host, settings.metrics_port,
+                                   ready=lambda: status.version is not None, routes=_admin_routes(authorizer, status))
         await admin_server.start()
-    watcher = asyncio.create_task(reload_on_change(path, authorizer, stop), name="config-watch")
-    log.info("extauthz_started", port=server.port, tenants=[t.id for t in tenants.tenants],
-             store="redis" if settings.redis_url else "memory")
+    tasks: list[asyncio.Task[None]] = []
     try:
+        if settings.xds:
+            xds = tenants_over_xds(settings, authorizer, status)
+            tasks.append(asyncio.create_task(xds.run(stop), name="xds"))
+            # Check answers only once the first tenants arrived: before that every token would be refused.
+            await _first_of(xds.wait_ready(), stop.wait())
+            if stop.is_set():
+                return
+        else:
+            tasks.append(asyncio.create_task(reload_on_change(path, authorizer, stop, status), name="config-watch"))
+        await server.start()
+        log.info("extauthz_started", port=server.port, tenants=[t.id for t in authorizer.tenants.tenants],
+                 store="redis" if settings.redis_url else "memory", source=status.source, version=status.version)
         await stop.wait()
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await server.stop(settings.drain_seconds)
         if admin_server is not None:
             await admin_server.stop()
@@ -122,9 +176,21 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
         await retire(authorizer.tenants, None)
 
 
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.create_task(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def _worker(index: int, settings: ExtAuthzSettings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     log.info("worker_starting", worker=index)
+    if settings.xds:  # each worker runs its own xDS client, under its own node id
+        base = settings.node_id or f"extauthz-{socket.gethostname()}"
+        settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
     # Metrics of every worker are served once, by the parent.
     return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
 
@@ -143,13 +209,17 @@ def _serve_admin_in_thread(settings: ExtAuthzSettings) -> None:
 
 
 def run(settings: ExtAuthzSettings) -> int:
-    settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
-    try:
-        for tenant in load_tenants(settings.config):  # fail fast, in the parent, with file:line errors
-            key_set_for(tenant)  # inline keys are parsed here; nothing is fetched or started
-    except ConfigError as exc:
-        log.error("config_rejected", file=settings.config, errors=str(exc).splitlines())
+    if bool(settings.config) == bool(settings.xds):
+        log.error("choose_one_config_source", detail="give --config FILE or --xds HOST:PORT, not both")
         return 2
+    if settings.config:
+        settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
+        try:
+            for tenant in load_tenants(settings.config):  # fail fast, in the parent, with file:line errors
+                key_set_for(tenant)  # inline keys are parsed here; nothing is fetched or started
+        except ConfigError as exc:
+            log.error("config_rejected", file=settings.config, errors=str(exc).splitlines())
+            return 2
     if settings.workers <= 1:
         return run_until_stopped(lambda stop: serve(settings, stop))
     if settings.port == 0:

@@ -9,7 +9,12 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser("extauthz", help="serve envoy.service.auth.v3.Authorization/Check (JWT, tenants)")
-    serve.add_argument("--config", required=True, help="tenant YAML file; reloaded when it changes")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="tenant YAML file; reloaded when it changes")
+    source.add_argument("--xds", metavar="HOST:PORT",
+                        help="the control plane: tenants come from the route YAML over xDS")
+    serve.add_argument("--node-id", default=None, help="with --xds: this node's id (default extauthz-HOST-PID)")
+    serve.add_argument("--region", default=None, help="with --xds: this node's region")
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 9191; env PAVILION_PORT)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--redis", default=None, metavar="URL",
@@ -35,7 +40,8 @@ def register(subparsers: Any) -> None:
 def _extauthz(args: argparse.Namespace) -> int:
     from extauthz.app import ExtAuthzSettings, run
 
-    settings = ExtAuthzSettings.from_env(config=args.config, port=args.port, grpc_host=args.host,
+    settings = ExtAuthzSettings.from_env(config=args.config, xds=args.xds, node_id=args.node_id, region=args.region,
+                                         port=args.port, grpc_host=args.host,
                                          redis_url=args.redis, workers=args.workers, metrics_port=args.admin_port)
     return run(settings)
 

@@ -8,24 +8,32 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import watchfiles
 
+from controlplane.cache import config_version
 from pavilion.admin import AdminServer
+from pavilion.config_status import ConfigStatus
 from pavilion.errors import BackendUnavailable, ConfigError
 from pavilion.grpc_server import GrpcServer
 from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.settings import Settings
+from pavilion.v1 import ratelimit_pb2
 from pavilion.workers import run_workers
+from pavilion.xds_client import Subscription, XdsClient
 from ratelimit.breaker import BreakerState, CircuitBreaker
 from ratelimit.config import RateLimitConfig, load_config
 from ratelimit.limiter import Limiter
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
 from ratelimit.redis_store import RedisClusterStore, RedisStore
+from ratelimit.rules_proto import config_from_policies
 from ratelimit.service import SERVICE_NAME, RateLimitService, register
 from ratelimit.store import Check, CounterStore
 
@@ -38,6 +46,9 @@ PROBE = Check("_probe", "fixed_window", 1, 1, hits=0)
 @dataclasses.dataclass(frozen=True)
 class RateLimitSettings(Settings):
     config: str = ""
+    xds: str = ""                        # HOST:PORT of the control plane; rules then come over xDS
+    node_id: str = ""                    # xDS node id; default ratelimit-<hostname>-<pid>
+    region: str = ""                     # xDS node locality region
     port: int = 8081
     redis_url: str | None = None
     redis_cluster: str | None = None     # HOST:PORT,HOST:PORT seeds
@@ -113,7 +124,8 @@ class Health:
                 await asyncio.wait_for(stop.wait(), self._interval)
 
 
-async def reload_on_change(path: Path, limiter: Limiter, health: Health, stop: asyncio.Event) -> None:
+async def reload_on_change(path: Path, limiter: Limiter, health: Health, stop: asyncio.Event,
+                           status: ConfigStatus | None = None) -> None:
     """Swap in the rules of `path` after each change; a broken edit keeps the last good config.
 
     A file is watched through its directory (editors, `mv` and Kubernetes' ConfigMap symlink swap
@@ -121,26 +133,60 @@ async def reload_on_change(path: Path, limiter: Limiter, health: Health, stop: a
     """
     watched = path if await asyncio.to_thread(path.is_dir) else path.parent
     async for _changes in watchfiles.awatch(watched, stop_event=stop, debounce=200, step=50):
-        await reload_once(path, limiter)
+        await reload_once(path, limiter, status)
         await health.update()
 
 
-async def reload_once(path: Path, limiter: Limiter) -> bool:
+async def reload_once(path: Path, limiter: Limiter, status: ConfigStatus | None = None) -> bool:
     try:
         config = await asyncio.to_thread(load_config, path)
     except (ConfigError, OSError) as exc:
         CONFIG_RELOADS.labels(result="rejected").inc()
         log.error("config_rejected", path=str(path), errors=str(exc).splitlines(), kept="last good config")
+        if status is not None:
+            status.refused(str(exc))
         return False
     limiter.config = config
     CONFIG_RELOADS.labels(result="loaded").inc()
+    if status is not None:
+        status.applied(file_version(config))
     log.info("config_reloaded", path=str(path), rules=len(config.rules))
     return True
 
 
+def file_version(config: RateLimitConfig) -> str:
+    return config_version((config.rules, sorted(config.domains)))
+
+
+def rules_over_xds(settings: RateLimitSettings, limiter: Limiter, health: Health, status: ConfigStatus) -> XdsClient:
+    """An xDS client whose updates swap the limiter's config as a file reload does."""
+
+    async def apply(_type_url: str, policies: dict[str, ratelimit_pb2.RateLimitPolicy], version: str) -> None:
+        try:
+            config = config_from_policies(policies)
+        except ConfigError as exc:
+            CONFIG_RELOADS.labels(result="rejected").inc()
+            status.refused(str(exc))
+            raise
+        limiter.config = config
+        CONFIG_RELOADS.labels(result="loaded").inc()
+        status.applied(version)
+        await health.update()
+        log.info("config_applied", source="xds", version=version, rules=len(config.rules))
+
+    node_id = settings.node_id or f"ratelimit-{socket.gethostname()}-{os.getpid()}"
+    return XdsClient(settings.xds, [Subscription(ratelimit_pb2.RateLimitPolicy, "domain")], apply,
+                     node_id=node_id, role="ratelimit", cluster="ratelimit", region=settings.region)
+
+
 async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
     path = Path(settings.config)
-    config = load_config(path)
+    xds: XdsClient | None = None
+    status = ConfigStatus("xds" if settings.xds else "file",
+                          details=lambda: {"xds": dict(xds.status())} if xds is not None else {})
+    config = RateLimitConfig(()) if settings.xds else load_config(path)
+    if not settings.xds:
+        status.applied(file_version(config))
     redis = make_redis(settings)
     if redis is not None:
         await redis.start()
@@ -149,17 +195,29 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
                       global_shadow_mode=settings.shadow_mode)
     service = RateLimitService(limiter, RuleMetrics(settings.metric_label_cap))
     server = GrpcServer(settings.grpc_host, settings.port, register=register(service), service_names=[SERVICE_NAME])
-    await server.start()
     health = Health(server, limiter, breaker, interval=max(0.05, settings.breaker_cool_down / 2))
     admin_server = None
     if admin and settings.metrics_port:
-        admin_server = AdminServer(settings.metrics_host, settings.metrics_port)
+        admin_server = AdminServer(settings.metrics_host, settings.metrics_port,
+                                   ready=lambda: status.version is not None, routes=status.routes())
         await admin_server.start()
-    tasks = [asyncio.create_task(reload_on_change(path, limiter, health, stop), name="config-watch"),
-             asyncio.create_task(health.run(stop), name="health")]
-    log.info("ratelimit_started", port=server.port, rules=len(config.rules), shadow_mode=settings.shadow_mode,
-             store="redis-cluster" if settings.redis_cluster else "redis" if settings.redis_url else "memory")
+    tasks: list[asyncio.Task[None]] = []
     try:
+        if settings.xds:
+            xds = rules_over_xds(settings, limiter, health, status)
+            tasks.append(asyncio.create_task(xds.run(stop), name="xds"))
+            # ShouldRateLimit answers only once the first rules arrived: before that nothing would be limited.
+            await _first_of(xds.wait_ready(), stop.wait())
+            if stop.is_set():
+                return
+        else:
+            tasks.append(asyncio.create_task(reload_on_change(path, limiter, health, stop, status),
+                                             name="config-watch"))
+        await server.start()
+        tasks.append(asyncio.create_task(health.run(stop), name="health"))
+        log.info("ratelimit_started", port=server.port, rules=len(limiter.config.rules),
+                 shadow_mode=settings.shadow_mode, source=status.source, version=status.version,
+                 store="redis-cluster" if settings.redis_cluster else "redis" if settings.redis_url else "memory")
         await stop.wait()
     finally:
         for task in tasks:
@@ -173,9 +231,21 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         await store.close()
 
 
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.create_task(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def _worker(index: int, settings: RateLimitSettings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     log.info("worker_starting", worker=index)
+    if settings.xds:  # each worker runs its own xDS client, under its own node id
+        base = settings.node_id or f"ratelimit-{socket.gethostname()}"
+        settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
     return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
 
 
@@ -193,12 +263,16 @@ def _serve_admin_in_thread(settings: RateLimitSettings) -> None:
 
 
 def run(settings: RateLimitSettings) -> int:
-    settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
-    try:
-        load_config(settings.config)  # fail fast, in the parent, with file:line errors
-    except ConfigError as exc:
-        log.error("config_rejected", path=settings.config, errors=str(exc).splitlines())
+    if bool(settings.config) == bool(settings.xds):
+        log.error("choose_one_config_source", detail="give --config PATH or --xds HOST:PORT, not both")
         return 2
+    if settings.config:
+        settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
+        try:
+            load_config(settings.config)  # fail fast, in the parent, with file:line errors
+        except ConfigError as exc:
+            log.error("config_rejected", path=settings.config, errors=str(exc).splitlines())
+            return 2
     if settings.redis_url and settings.redis_cluster:
         log.error("choose_one_redis", detail="give --redis or --redis-cluster, not both")
         return 2

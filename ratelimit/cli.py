@@ -10,8 +10,13 @@ from typing import Any
 def register(subparsers: Any) -> None:
     serve = subparsers.add_parser(
         "ratelimit", help="serve envoy.service.ratelimit.v3.RateLimitService (envoyproxy/ratelimit config format)")
-    serve.add_argument("--config", required=True, metavar="PATH",
-                       help="a YAML file or a directory of them; reloaded on change, the last good one kept")
+    source = serve.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="PATH",
+                        help="a YAML file or a directory of them; reloaded on change, the last good one kept")
+    source.add_argument("--xds", metavar="HOST:PORT",
+                        help="the control plane: rules come from the route YAML's rate_limits over xDS")
+    serve.add_argument("--node-id", default=None, help="with --xds: this node's id (default ratelimit-HOST-PID)")
+    serve.add_argument("--region", default=None, help="with --xds: this node's region")
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 8081; env PAVILION_PORT)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     backend = serve.add_mutually_exclusive_group()
@@ -33,7 +38,8 @@ def _ratelimit(args: argparse.Namespace) -> int:
     from ratelimit.app import RateLimitSettings, run
 
     settings = RateLimitSettings.from_env(
-        config=args.config, port=args.port, grpc_host=args.host, redis_url=args.redis,
+        config=args.config, xds=args.xds, node_id=args.node_id, region=args.region,
+        port=args.port, grpc_host=args.host, redis_url=args.redis,
         redis_cluster=args.redis_cluster, redis_timeout_ms=args.redis_timeout_ms, workers=args.workers,
         replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode,
         log_level=getattr(args, "log_level", None), log_format=getattr(args, "log_format", None))
