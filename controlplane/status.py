@@ -14,6 +14,7 @@ from aiohttp import web
 
 from controlplane.cache import Group, SnapshotCache
 from controlplane.server.stream import StreamState, iso_time
+from pavilion.config_status import set_config_info
 from pavilion.metrics import NAMESPACE, Counter, Gauge, Histogram
 
 CONFIG_INFO = Gauge("controlplane_config_info", "The config version being served (value 1).", ["version"],
@@ -75,6 +76,8 @@ class StatusBoard:
             if self.applied is not None:
                 CONFIG_INFO.remove(self.applied["version"])
             CONFIG_INFO.labels(version).set(1)
+            # The name ext_authz and ratelimit report too: one version across the three parts.
+            set_config_info(version, self.applied["version"] if self.applied is not None else None)
             CONFIG_GENERATION.set(self.cache.generation)
             self.applied = {"version": version, "at": iso_time(time.time()), "seconds": round(seconds, 4)}
 
