@@ -111,13 +111,15 @@ def build_plan(args: argparse.Namespace, config: Any, workdir: str) -> list[Proc
               "--admin-port", str(args.admin_port)],
         ready_url=f"http://127.0.0.1:{args.admin_port}/readyz", ports=[args.xds_port, args.admin_port]))
     redis = ["--redis", store.redis_url] if store.redis_url else []
+    region = args.region or (config.regions[0] if config.regions else "")
     for role, (host, port) in pavilion_service_ports(config).items():
+        # A fixed node id: a restarted service is the same node to the control plane's status.
+        node = ["--node-id", f"{role}-{region or 'local'}-1"] + (["--region", region] if region else [])
         specs.append(ProcessSpec(
             name=role,
-            argv=[*log, role, "--xds", xds, "--host", host, "--port", str(port), "--admin-port", str(port + 1),
-                  *redis],
+            argv=[*log, role, "--xds", xds, *node, "--host", host, "--port", str(port),
+                  "--admin-port", str(port + 1), *redis],
             ready_url=f"http://{host}:{port + 1}/readyz", ready_ports=[port], ports=[port, port + 1]))
-    region = args.region or (config.regions[0] if config.regions else "")
     bootstrap_path = str(Path(workdir) / "envoy-edge.yaml")
     bootstrap = render_bootstrap(node_id=f"edge-{region or 'local'}-1", region=region, xds_address=xds,
                                  admin_port=args.envoy_admin_port)
