@@ -9,9 +9,7 @@ import dataclasses
 import os
 import socket
 import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import watchfiles
 from aiohttp import web
@@ -155,8 +153,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
             xds = tenants_over_xds(settings, authorizer, status)
             tasks.append(asyncio.create_task(xds.run(stop), name="xds"))
             # Check answers only once the first tenants arrived: before that every token would be refused.
-            await _first_of(xds.wait_ready(), stop.wait())
-            if stop.is_set():
+            if not await xds.wait_ready(stop):
                 return
         else:
             tasks.append(asyncio.create_task(reload_on_change(path, authorizer, stop, status), name="config-watch"))
@@ -174,15 +171,6 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
             await admin_server.stop()
         await store.close()
         await retire(authorizer.tenants, None)
-
-
-async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
-    tasks = [asyncio.create_task(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _worker(index: int, settings: ExtAuthzSettings) -> int:

@@ -71,8 +71,18 @@ class XdsClient:
         """Every subscribed type was applied once."""
         return self._ready.is_set()
 
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
+    async def wait_ready(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait for the first config of every type; False when `stop` was set first."""
+        if stop is None:
+            await self._ready.wait()
+            return True
+        waits = [asyncio.create_task(self._ready.wait()), asyncio.create_task(stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return self.ready
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a stream open until `stop` is set, reconnecting with jittered backoff."""

@@ -10,9 +10,7 @@ import dataclasses
 import os
 import socket
 import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import watchfiles
 
@@ -207,8 +205,7 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
             xds = rules_over_xds(settings, limiter, health, status)
             tasks.append(asyncio.create_task(xds.run(stop), name="xds"))
             # ShouldRateLimit answers only once the first rules arrived: before that nothing would be limited.
-            await _first_of(xds.wait_ready(), stop.wait())
-            if stop.is_set():
+            if not await xds.wait_ready(stop):
                 return
         else:
             tasks.append(asyncio.create_task(reload_on_change(path, limiter, health, stop, status),
@@ -229,15 +226,6 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         if admin_server is not None:
             await admin_server.stop()
         await store.close()
-
-
-async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
-    tasks = [asyncio.create_task(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def _worker(index: int, settings: RateLimitSettings) -> int:
