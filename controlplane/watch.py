@@ -17,6 +17,7 @@ from watchfiles import Change, awatch
 
 from controlplane.cache import SnapshotCache, config_version
 from controlplane.status import StatusBoard
+from pavilion.config_files import SUFFIXES
 from pavilion.errors import ConfigErrors
 from pavilion.log import get_logger
 
@@ -24,13 +25,10 @@ log = get_logger(__name__)
 
 Loader = Callable[[str], Any]
 
-YAML_SUFFIXES = (".yaml", ".yml")
-
-
 def is_config_file(change: Change, path: str) -> bool:
     """YAML files that are not hidden (editors' swap and backup files are)."""
     name = Path(path).name
-    return path.endswith(YAML_SUFFIXES) and not name.startswith(".")
+    return path.endswith(SUFFIXES) and not name.startswith(".")
 
 
 class Reloader:

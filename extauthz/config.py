@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controlplane.config.yaml_nodes import Key, Mapping, Node, Scalar, Sequence, parse_documents
 from extauthz.tenant import JwksSource, Tenant
 from pavilion.durations import parse_duration
 from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.yaml_nodes import Key, Mapping, Node, Scalar, Sequence, parse_documents
 
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from controlplane.config.load import Source, read_sources
-from controlplane.config.yaml_nodes import parse_documents
+from pavilion.config_files import Source, read_sources
 from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.yaml_nodes import parse_documents
 from ratelimit.config_load import DocumentReader
 from ratelimit.matching import RateLimitConfig
 from ratelimit.rules import Rule

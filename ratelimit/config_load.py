@@ -1,6 +1,6 @@
 """Read one envoyproxy/ratelimit YAML document into `Rule`s, collecting every problem with its place.
 
-The YAML tree with locations comes from controlplane.config.yaml_nodes (shared with the route YAML
+The YAML tree with locations comes from pavilion.yaml_nodes (shared with the route YAML
 loader). Scalars where envoyproxy/ratelimit expects a string (`key`, `value`, `name`, `domain`) may
 be written as numbers or booleans, as Go's yaml.v2 reads them into string fields: `value: 429` is
 "429". They are read as YAML 1.2 numbers first, so `010` becomes "10" and `1.50` "1.5": quote such
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controlplane.config.shape import describe, join, suggest
-from controlplane.config.yaml_nodes import Key, Mapping, Node, Scalar, Sequence
 from pavilion.errors import ConfigError, Location
+from pavilion.yaml_nodes import Key, Mapping, Node, Scalar, Sequence, describe, join, suggest
 from ratelimit.rules import ALGORITHMS, FIXED_WINDOW, ON_BACKEND_ERROR, TOKEN_BUCKET, UNIT_SECONDS, Limit, Rule
 
 ROOT_KEYS = ("domain", "descriptors")

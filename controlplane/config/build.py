@@ -9,9 +9,10 @@ from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
-from controlplane.config.shape import Fields, Got, suggest
+from controlplane.config.shape import Fields, Got
 from pavilion.durations import format_duration
 from pavilion.errors import ConfigError, Location
+from pavilion.yaml_nodes import suggest
 
 T = TypeVar("T")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controlplane.config.load import parse_sources, read_sources
+from controlplane.config.load import parse_sources
 from controlplane.config.model import Config
+from pavilion.config_files import read_sources
 from pavilion.errors import ConfigErrors
 
 __all__ = ["run_validate"]

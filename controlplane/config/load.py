@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,56 +17,18 @@ from controlplane.config.model import Config, Match, Route
 from controlplane.config.sections import check_services, read_sections
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
-from controlplane.config.yaml_nodes import parse_documents
+from pavilion.config_files import Source, read_sources
 from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.yaml_nodes import parse_documents
 
-__all__ = ["SUFFIXES", "Source", "load_config", "parse_sources", "read_sources", "yaml_files"]
+__all__ = ["load_config", "parse_sources"]
 
-SUFFIXES = (".yaml", ".yml")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Source:
-    """One file's text and the name errors give it."""
-
-    name: str
-    text: str
 
 
 def load_config(path: str | Path) -> Config:
     """The merged config of `path` (a directory, searched recursively, or one file); ConfigErrors if bad."""
     return parse_sources(read_sources(path))
-
-
-def yaml_files(path: str | Path) -> list[Path]:
-    """The files `load_config(path)` reads, in merge order. Hidden files and folders are skipped."""
-    root = Path(path)
-    if root.is_file():
-        return [root]
-    found = (p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
-    visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts))
-    return sorted(visible, key=lambda p: p.relative_to(root).as_posix())
-
-
-def read_sources(path: str | Path) -> list[Source]:
-    root = Path(path)
-    if not root.exists():
-        raise ConfigErrors([ConfigError("no such file or directory", location=Location(str(root)))])
-    files = yaml_files(root)
-    if not files:
-        raise ConfigErrors([ConfigError(f"no {' or '.join('*' + s for s in SUFFIXES)} files here",
-                                        location=Location(str(root)))])
-    sources: list[Source] = []
-    errors: list[ConfigError] = []
-    for file in files:
-        try:
-            sources.append(Source(str(file), file.read_text(encoding="utf-8-sig")))
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(ConfigError(f"cannot read: {exc}", location=Location(str(file))))
-    if errors:
-        raise ConfigErrors(errors)
-    return sources
 
 
 def parse_sources(sources: Sequence[Source]) -> Config:

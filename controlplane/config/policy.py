@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from controlplane.config import model
 from controlplane.config.rules import RATE_LIMIT_FACTS
-from controlplane.config.shape import Fields, Got, suggest
+from controlplane.config.shape import Fields, Got
 from pavilion.errors import Location
+from pavilion.yaml_nodes import suggest
 from ratelimit.rules import TOKEN_BUCKET
 
 Problem = Callable[[str, Location, str], None]

@@ -4,14 +4,13 @@ on as `Got`/`Fields` with the location and field path of each value, for the rul
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from controlplane.config.kinds import Custom, Either, Field, Kind, ListOf, MapOf, Object, Value
-from controlplane.config.yaml_nodes import Mapping, Node, Scalar, Sequence
 from pavilion.errors import ConfigError, Location
+from pavilion.yaml_nodes import Mapping, Node, Scalar, Sequence, describe, join, suggest
 
 
 @dataclass(frozen=True)
@@ -48,34 +47,6 @@ class Fields:
 
     def path_of(self, name: str) -> str:
         return join(self.path, name)
-
-
-def join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    """`; did you mean 'x'?` when a choice is close to `word`, else nothing."""
-    lowered = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-    return f"; did you mean {lowered[close[0]]!r}?" if close else ""
-
-
-def describe(node: Node) -> str:
-    if isinstance(node, Mapping):
-        return "a mapping"
-    if isinstance(node, Sequence):
-        return "a list"
-    value = node.value
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a number ({value})"
-    return f"a string ({value!r})"
 
 
 _LABEL = re.compile(r"[A-Za-z0-9_.-]+")

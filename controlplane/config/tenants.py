@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from controlplane.config.yaml_nodes import Node
 from extauthz.config import read_tenant
 from extauthz.tenant import Tenant
 from pavilion.errors import ConfigError
+from pavilion.yaml_nodes import Node
 
 __all__ = ["TENANT_SCHEMA", "read_tenant_node"]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.config import model
-from controlplane.config.load import Source, load_config, parse_sources, yaml_files
+from controlplane.config.load import load_config, parse_sources
+from pavilion.config_files import Source, yaml_files
 from pavilion.errors import ConfigErrors, Location
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,6 +7,7 @@ habit (`yes`, `on`, `010` as octal) can creep back in through a constructor.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -197,3 +198,32 @@ def _scalar_value(node: ScalarNode) -> ScalarValue:
         return _SPECIAL_FLOAT[text]
     return text
 
+
+# How errors speak of fields and values, shared by every config loader.
+
+def join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    """`; did you mean 'x'?` when a choice is close to `word`, else nothing."""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"; did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def describe(node: Node) -> str:
+    if isinstance(node, Mapping):
+        return "a mapping"
+    if isinstance(node, Sequence):
+        return "a list"
+    value = node.value
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value})"
+    return f"a string ({value!r})"

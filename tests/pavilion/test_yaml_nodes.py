@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.config import yaml_nodes
-from controlplane.config.yaml_nodes import Mapping, Scalar, Sequence, parse_documents
+from pavilion import yaml_nodes
 from pavilion.errors import ConfigError, Location
+from pavilion.yaml_nodes import Mapping, Scalar, Sequence, parse_documents
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = [*sorted((ROOT / "examples" / "gateway").rglob("*.yaml")),
