@@ -17,8 +17,9 @@ over-limit), `local` counts in this process's memory with the limit divided by `
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pavilion.errors import BackendUnavailable
 from ratelimit.algorithms import window_start
@@ -36,8 +37,10 @@ class Code(enum.IntEnum):
     OVER_LIMIT = 2
 
 
-@dataclass(frozen=True)
-class Descriptor:
+# The per-request types are NamedTuples, not frozen dataclasses: as immutable, and built several
+# times per descriptor on the hot path, where a frozen dataclass's __init__ costs 3-4 times more.
+
+class Descriptor(NamedTuple):
     """One request descriptor. `hits_addend` None: the request's; 0: check without consuming."""
 
     entries: tuple[tuple[str, str], ...]
@@ -45,8 +48,7 @@ class Descriptor:
     hits_addend: int | None = None
 
 
-@dataclass(frozen=True)
-class LimitStatus:
+class LimitStatus(NamedTuple):
     """One counted limit of a descriptor."""
 
     limit: Limit
@@ -64,8 +66,7 @@ class LimitStatus:
         return self.outcome.allowed and self.outcome.used > (size * 8) // 10
 
 
-@dataclass(frozen=True)
-class DescriptorStatus:
+class DescriptorStatus(NamedTuple):
     """The answer for one descriptor, with what the service needs for the response, headers and metrics.
 
     `current_limit` is the limit that decided: among the limits over, the one that blocks longest;
@@ -92,27 +93,30 @@ class DescriptorStatus:
         return any(status.near for status in self.limits)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     code: Code
     statuses: tuple[DescriptorStatus, ...]
     global_shadowed: bool = False  # OVER_LIMIT turned into OK by global shadow mode
     backend_error: BackendUnavailable | None = None  # the store failed and on_backend_error answered
 
 
-@dataclass(frozen=True)
-class _Planned:
-    """One limit of one descriptor, to be counted."""
+class _Plan(NamedTuple):
+    """What a descriptor without override resolves to under one config: its rule and, for each of the
+    rule's limits in order, the limit and its Check (valid as is when the request replaces nothing)."""
 
-    descriptor: int
-    limit: Limit
-    check: Check
-    on_backend_error: str
+    rule: Rule | None
+    checks: tuple[tuple[Limit, Check], ...]
+
+
+# Plans per (domain, entries, hits): matching and key building cost more than the rest of a
+# request. Bounded (descriptor values can come from clients: one per IP address, say); least
+# recently used first out. Emptied whenever the limiter's config object is swapped.
+PLAN_CACHE_SIZE = 10_000
 
 
 class Limiter:
     def __init__(self, config: RateLimitConfig, store: CounterStore, *, clock: Clock | None = None,
-                 replicas: int = 1, global_shadow_mode: bool = False) -> None:
+                 replicas: int = 1, global_shadow_mode: bool = False, plan_cache_size: int = PLAN_CACHE_SIZE) -> None:
         if replicas < 1:
             raise ValueError("replicas must be at least 1")
         self.config = config  # swapped whole on reload; each request reads it once
@@ -121,6 +125,13 @@ class Limiter:
         self.replicas = replicas
         self.global_shadow_mode = global_shadow_mode
         self.local_store = MemoryStore(self.clock)
+        self._plan_cache_size = plan_cache_size
+        self._plans: OrderedDict[tuple[str, tuple[tuple[str, str], ...], int], _Plan] = OrderedDict()
+        self._plans_config: RateLimitConfig | None = None
+
+    @property
+    def cached_plans(self) -> int:
+        return len(self._plans)
 
     async def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> Decision:
         """Decide one request. `hits_addend` is the request's cost (the service passes 1 when the
@@ -128,36 +139,75 @@ class Limiter:
         if hits_addend < 0 or any(d.hits_addend is not None and d.hits_addend < 0 for d in descriptors):
             raise ValueError("hits_addend cannot be negative")
         config = self.config
-        rules = [self._rule_for(config, domain, descriptor) for descriptor in descriptors]
-        replaced = {name for rule in rules if rule is not None for name in rule.replaces}
-        planned: list[_Planned] = []
-        kept: list[tuple[Limit, ...]] = []
-        for index, (descriptor, rule) in enumerate(zip(descriptors, rules, strict=True)):
-            limits = self._limits_left(rule, replaced)
-            kept.append(limits)
-            if rule is None or not limits:
-                continue
-            hits = _hits(descriptor, hits_addend)
-            override = descriptor.limit_override is not None
-            prefix = descriptor_key(domain, descriptor.entries)
-            for position, limit in enumerate(limits):
-                check = Check(limit_key(prefix, limit, position, override=override), limit.algorithm,
-                              limit.requests_per_unit, limit.window_seconds, limit.burst, hits)
-                planned.append(_Planned(index, limit, check, rule.on_backend_error))
-        outcomes, fallbacks, error = await self._count(planned)
+        if config is not self._plans_config:
+            self._plans.clear()
+            self._plans_config = config
+        hits_of = [hits_addend if d.hits_addend is None else d.hits_addend for d in descriptors]
+        plans = [None if d.limit_override is not None else self._plan(config, domain, d.entries, hits)
+                 for d, hits in zip(descriptors, hits_of, strict=True)]
+        rules = [self._rule_for(config, domain, d) if plan is None else plan.rule
+                 for d, plan in zip(descriptors, plans, strict=True)]
+        replaced = {name for rule in rules if rule is not None and rule.replaces for name in rule.replaces}
+        owners: list[int] = []  # per check: its descriptor
+        planned: list[tuple[Limit, Check]] = []
+        kept: list[bool] = []
+        for index, (descriptor, rule, plan) in enumerate(zip(descriptors, rules, plans, strict=True)):
+            if plan is not None and not replaced:
+                checks = plan.checks
+            else:
+                checks = self._checks(domain, descriptor, rule, replaced, hits_of[index])
+            kept.append(bool(checks))
+            planned.extend(checks)
+            owners.extend([index] * len(checks))
+        outcomes, failed, error = await self._count(planned, rules, owners)
         per_descriptor: list[list[LimitStatus]] = [[] for _ in descriptors]
-        for plan, outcome in zip(planned, outcomes, strict=True):
-            per_descriptor[plan.descriptor].append(LimitStatus(plan.limit, plan.check.key, outcome))
-        statuses = tuple(
-            _status(rule, _hits(descriptor, hits_addend), tuple(per_descriptor[i]),
+        for owner, (limit, check), outcome in zip(owners, planned, outcomes, strict=True):
+            per_descriptor[owner].append(LimitStatus(limit, check.key, outcome))
+        statuses = tuple([
+            _status(rule, hits_of[i], tuple(per_descriptor[i]),
                     replaced=rule is not None and not rule.unlimited and not kept[i],
-                    fallback=fallbacks.get(i))
-            for i, (descriptor, rule) in enumerate(zip(descriptors, rules, strict=True))
-        )
-        over = any(status.code is Code.OVER_LIMIT for status in statuses)
+                    fallback=rule.on_backend_error if failed and rule is not None and i in failed else None)
+            for i, rule in enumerate(rules)
+        ])
+        over = False
+        for status in statuses:
+            if status.code is Code.OVER_LIMIT:
+                over = True
+                break
         if over and self.global_shadow_mode:
-            return Decision(Code.OK, statuses, global_shadowed=True, backend_error=error)
-        return Decision(Code.OVER_LIMIT if over else Code.OK, statuses, backend_error=error)
+            return Decision(Code.OK, statuses, True, error)
+        return Decision(Code.OVER_LIMIT if over else Code.OK, statuses, False, error)
+
+    def _plan(self, config: RateLimitConfig, domain: str, entries: tuple[tuple[str, str], ...], hits: int) -> _Plan:
+        plans = self._plans
+        cache_key = (domain, entries, hits)
+        plan = plans.get(cache_key)
+        if plan is not None:
+            plans.move_to_end(cache_key)
+            return plan
+        rule = config.match(domain, entries)
+        checks: tuple[tuple[Limit, Check], ...] = ()
+        if rule is not None and not rule.unlimited and rule.limits:
+            prefix = descriptor_key(domain, entries)
+            checks = tuple((limit, Check(limit_key(prefix, limit, position), limit.algorithm, limit.requests_per_unit,
+                                         limit.window_seconds, limit.burst, hits))
+                           for position, limit in enumerate(rule.limits))
+        plan = plans[cache_key] = _Plan(rule, checks)
+        if len(plans) > self._plan_cache_size:
+            plans.popitem(last=False)
+        return plan
+
+    def _checks(self, domain: str, descriptor: Descriptor, rule: Rule | None, replaced: set[str],
+                hits: int) -> tuple[tuple[Limit, Check], ...]:
+        """The uncached way: a request's limit override, or a request whose rules replace limits."""
+        limits = self._limits_left(rule, replaced)
+        if rule is None or not limits:
+            return ()
+        override = descriptor.limit_override is not None
+        prefix = descriptor_key(domain, descriptor.entries)
+        return tuple((limit, Check(limit_key(prefix, limit, position, override=override), limit.algorithm,
+                                   limit.requests_per_unit, limit.window_seconds, limit.burst, hits))
+                     for position, limit in enumerate(limits))
 
     @staticmethod
     def _rule_for(config: RateLimitConfig, domain: str, descriptor: Descriptor) -> Rule | None:
@@ -186,29 +236,32 @@ class Limiter:
             return ()
         return tuple(limit for limit in rule.limits if not (limit.name and limit.name in replaced))
 
-    async def _count(self, planned: list[_Planned]) -> tuple[list[Outcome], dict[int, str], BackendUnavailable | None]:
+    async def _count(self, planned: list[tuple[Limit, Check]], rules: list[Rule | None], owners: list[int]
+                     ) -> tuple[list[Outcome], set[int], BackendUnavailable | None]:
+        """The outcomes; on a store failure, the fallbacks' and the descriptors they answered."""
         if not planned:
-            return [], {}, None
+            return [], set(), None
         try:
-            return await self.store.apply([plan.check for plan in planned]), {}, None
+            return await self.store.apply([check for _limit, check in planned]), set(), None
         except BackendUnavailable as error:
-            return self._fall_back(planned), {plan.descriptor: plan.on_backend_error for plan in planned}, error
+            fallbacks = [rules[owner].on_backend_error for owner in owners]  # type: ignore[union-attr]
+            return self._fall_back([check for _limit, check in planned], fallbacks), set(owners), error
 
-    def _fall_back(self, planned: list[_Planned]) -> list[Outcome]:
+    def _fall_back(self, checks: list[Check], fallbacks: list[str]) -> list[Outcome]:
         now = self.clock.now_us()
-        local = [plan for plan in planned if plan.on_backend_error == "local"]
-        local_outcomes = iter(self.local_store.apply_now([self._local_check(plan.check) for plan in local]))
+        local = [check for check, fallback in zip(checks, fallbacks, strict=True) if fallback == "local"]
+        local_outcomes = iter(self.local_store.apply_now([self._local_check(check) for check in local]))
         outcomes: list[Outcome] = []
-        for plan in planned:
-            if plan.on_backend_error == "local":
+        for check, fallback in zip(checks, fallbacks, strict=True):
+            if fallback == "local":
                 outcomes.append(next(local_outcomes))
                 continue
-            window = plan.check.window
+            window = check.window
             reset = ((window_start(now, window) + window) * MICROS - now) / MICROS
-            if plan.on_backend_error == "deny":
+            if fallback == "deny":
                 outcomes.append(Outcome(False, 0, reset, 0))
             else:
-                outcomes.append(Outcome(True, plan.check.limit, reset, 0))
+                outcomes.append(Outcome(True, check.limit, reset, 0))
         return outcomes
 
     def _local_check(self, check: Check) -> Check:
@@ -219,10 +272,6 @@ class Limiter:
         return Check(check.key, check.algorithm, share(check.limit), check.window, share(check.burst), check.hits)
 
 
-def _hits(descriptor: Descriptor, request_hits: int) -> int:
-    return request_hits if descriptor.hits_addend is None else descriptor.hits_addend
-
-
 def _status(rule: Rule | None, hits: int, limits: tuple[LimitStatus, ...], *, replaced: bool,
             fallback: str | None) -> DescriptorStatus:
     if rule is None:
@@ -231,15 +280,18 @@ def _status(rule: Rule | None, hits: int, limits: tuple[LimitStatus, ...], *, re
         return DescriptorStatus(rule, Code.OK, hits, limit_remaining=MAX_UINT32, unlimited=True)
     if not limits:
         return DescriptorStatus(rule, Code.OK, hits, replaced=replaced)
-    over_limits = [status for status in limits if status.over]
-    if over_limits:
-        deciding = max(over_limits, key=lambda status: status.outcome.reset_after)
+    if len(limits) == 1:
+        deciding = limits[0]
+        over = not deciding.outcome.allowed
     else:
-        deciding = min(limits, key=lambda status: (status.outcome.remaining, -status.outcome.reset_after))
-    over = bool(over_limits)
+        over_limits = [status for status in limits if status.over]
+        if over_limits:
+            deciding = max(over_limits, key=lambda status: status.outcome.reset_after)
+        else:
+            deciding = min(limits, key=lambda status: (status.outcome.remaining, -status.outcome.reset_after))
+        over = bool(over_limits)
     shadowed = over and rule.shadow_mode
-    return DescriptorStatus(
-        rule=rule, code=Code.OVER_LIMIT if over and not shadowed else Code.OK, hits=hits, limits=limits,
-        current_limit=deciding.limit, limit_remaining=0 if over else deciding.outcome.remaining,
-        duration_until_reset=deciding.outcome.reset_after, over=over, shadowed=shadowed, fallback=fallback,
-    )
+    outcome = deciding.outcome
+    return DescriptorStatus(rule, Code.OVER_LIMIT if over and not shadowed else Code.OK, hits, limits, deciding.limit,
+                            0 if over else outcome.remaining, outcome.reset_after, over, shadowed, False, False,
+                            fallback)
