@@ -5,15 +5,21 @@ over_limit, near_limit (within the limit but past 80 % of it), within_limit, sha
 The `rule` label is the rule's name, or its key path (`domain.key_value.key`), never a descriptor
 value, unless the rule says `detailed_metric`. Distinct label sets are capped: past the cap they
 are counted under `rule="_other"`, so a flood of client values cannot grow the registry.
+
+Counts are summed in plain ints and added to prometheus_client at most every FLUSH_SECONDS (as
+ext_authz does): a labelled inc() takes a lock and, with --workers, writes an mmap'd file, and a
+request with ten descriptors made twenty of them. A scrape may so lag by up to FLUSH_SECONDS.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pavilion.metrics import NAMESPACE, Counter, Gauge, Histogram
 
 DEFAULT_LABEL_CAP = 1000
+FLUSH_SECONDS = 0.5
 OVERFLOW_LABEL = "_other"
 
 _HITS = {
@@ -26,6 +32,8 @@ _HITS = {
         ("shadow_mode", "Hits over the limit let through because the rule or service is in shadow mode"),
     )
 }
+# The order of RuleMetrics' pending counts.
+_ORDER = [_HITS[name] for name in ("total_hits", "over_limit", "shadow_mode", "within_limit", "near_limit")]
 REQUESTS = Counter(f"{NAMESPACE}_ratelimit_requests", "ShouldRateLimit answers by overall code and cause",
                    ["code", "cause"])
 BACKEND_ERRORS = Counter(f"{NAMESPACE}_ratelimit_backend_errors", "Counter store failures by kind", ["kind"])
@@ -45,7 +53,12 @@ class RuleMetrics:
         # Label children by the pair asked for, so the hot path skips prometheus_client's labels() lookup.
         # Pairs past the cap share the overflow children; this dict is bounded by the cap of distinct
         # pairs plus the overflow pairs asked for, so it is cleared when it grows past 4 x the cap.
-        self._children: dict[tuple[str, str], dict[str, Any]] = {}
+        self._children: dict[tuple[str, str], list[Any]] = {}
+        self._request_children: dict[tuple[str, str], Any] = {}
+        # Summed since the last flush: (domain, rule) -> hits in _ORDER; (code, cause) -> requests.
+        self._pending_hits: dict[tuple[str, str], list[int]] = {}
+        self._pending_requests: dict[tuple[str, str], int] = {}
+        self._flush_scheduled = False
 
     def label(self, domain: str, rule: str) -> tuple[str, str]:
         pair = (domain, rule)
@@ -60,19 +73,55 @@ class RuleMetrics:
         """One counted limit of one descriptor (`near`: within the limit but past 80 % of it)."""
         if hits <= 0:
             return
-        children = self._children.get((domain, rule))
-        if children is None:
-            if len(self._children) > 4 * self._cap:
-                self._children.clear()
-            labels = self.label(domain, rule)
-            children = {name: metric.labels(*labels) for name, metric in _HITS.items()}
-            self._children[(domain, rule)] = children
-        children["total_hits"].inc(hits)
+        counts = self._pending_hits.get((domain, rule))
+        if counts is None:
+            counts = self._pending_hits[(domain, rule)] = [0, 0, 0, 0, 0]
+        counts[0] += hits
         if over:
-            children["over_limit"].inc(hits)
+            counts[1] += hits
             if shadow:
-                children["shadow_mode"].inc(hits)
+                counts[2] += hits
         else:
-            children["within_limit"].inc(hits)
+            counts[3] += hits
             if near:
-                children["near_limit"].inc(hits)
+                counts[4] += hits
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def count_request(self, code: str, cause: str) -> None:
+        """One ShouldRateLimit answer, by overall code and cause (`pavilion_ratelimit_requests`)."""
+        key = (code, cause)
+        self._pending_requests[key] = self._pending_requests.get(key, 0) + 1
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): nothing would run a timer
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Add the counts summed since the last flush to the Prometheus counters."""
+        self._flush_scheduled = False
+        hits, self._pending_hits = self._pending_hits, {}
+        requests, self._pending_requests = self._pending_requests, {}
+        for pair, counts in hits.items():
+            children = self._children.get(pair)
+            if children is None:
+                if len(self._children) > 4 * self._cap:
+                    self._children.clear()
+                labels = self.label(*pair)
+                children = [metric.labels(*labels) for metric in _ORDER]
+                self._children[pair] = children
+            for child, count in zip(children, counts, strict=True):
+                if count:
+                    child.inc(count)
+        for (code, cause), count in requests.items():
+            counter = self._request_children.get((code, cause))
+            if counter is None:
+                counter = self._request_children[(code, cause)] = REQUESTS.labels(code=code, cause=cause)
+            counter.inc(count)

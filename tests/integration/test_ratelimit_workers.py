@@ -3,6 +3,7 @@ and the parent's /metrics sums the workers."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from pathlib import Path
 
@@ -39,11 +40,17 @@ def test_two_workers_count_exactly_and_report_one_sum(tmp_path: Path) -> None:
                 stub = rls_pb2_grpc.RateLimitServiceStub(channel)
                 codes.append(stub.ShouldRateLimit(request, timeout=10).overall_code)
         assert codes.count(rls_pb2.RateLimitResponse.OK) == 10
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
-            metrics = response.read().decode()
-        totals = [line for line in metrics.splitlines()
-                  if line.startswith('pavilion_ratelimit_total_hits_total{domain="w",rule="ten"}')]
-        assert totals and float(totals[0].rsplit(" ", 1)[1]) == 30
+        # Each worker adds its counts to Prometheus in batches (every ratelimit.metrics.FLUSH_SECONDS).
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            totals = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                      if line.startswith('pavilion_ratelimit_total_hits_total{domain="w",rule="ten"}')]
+            if (totals and totals[0] >= 30) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert totals == [30]
     finally:
         if service is not None:
             service.stop()

@@ -83,8 +83,9 @@ def desc(*entries: tuple[str, str], hits: int | None = None,
 
 
 class Client:
-    def __init__(self, stub: rls_pb2_grpc.RateLimitServiceStub, clock: ManualClock, limiter: Limiter) -> None:
-        self.stub, self.clock, self.limiter = stub, clock, limiter
+    def __init__(self, stub: rls_pb2_grpc.RateLimitServiceStub, clock: ManualClock, limiter: Limiter,
+                 service: RateLimitService) -> None:
+        self.stub, self.clock, self.limiter, self.service = stub, clock, limiter, service
 
     async def __call__(self, req: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
         response: rls_pb2.RateLimitResponse = await self.stub.ShouldRateLimit(req, timeout=5)
@@ -99,7 +100,7 @@ async def client() -> AsyncIterator[Client]:
     server = GrpcServer("127.0.0.1", 0, register=register(service), service_names=[SERVICE_NAME])
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield Client(rls_pb2_grpc.RateLimitServiceStub(channel), clock, limiter)
+        yield Client(rls_pb2_grpc.RateLimitServiceStub(channel), clock, limiter, service)
     await server.stop(0)
 
 
@@ -212,6 +213,7 @@ async def test_metrics_per_rule_by_name_or_key_path(client: Client) -> None:
               for n in ("total_hits", "over_limit", "near_limit", "within_limit")}
     for _ in range(4):
         await client(request(desc(("client", "metrics-value"))))
+    client.service.metrics.flush()  # counts reach Prometheus in batches (every FLUSH_SECONDS)
     after = {n: _sample(n, domain="svc", rule="per-client") for n in before}
     assert after["total_hits"] - before["total_hits"] == 4
     assert after["over_limit"] - before["over_limit"] == 1
@@ -220,6 +222,7 @@ async def test_metrics_per_rule_by_name_or_key_path(client: Client) -> None:
     shadow_before = _sample("shadow_mode", domain="svc", rule="svc.shadow")
     await client(request(desc(("shadow", "m"))))
     await client(request(desc(("shadow", "m"))))
+    client.service.metrics.flush()
     assert _sample("shadow_mode", domain="svc", rule="svc.shadow") - shadow_before == 1
 
 
