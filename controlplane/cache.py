@@ -9,7 +9,6 @@ streams keep being served while a large config is translated.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -17,9 +16,12 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from controlplane import resources as urls
-from controlplane.snapshot import Snapshot, build_snapshot, content_hash
+from controlplane.snapshot import Snapshot, build_snapshot
+from pavilion.versions import config_version
 
 DEFAULT_ROLE = "edge"
+
+__all__ = ["DEFAULT_ROLE", "Group", "SnapshotCache", "config_version", "group_of"]
 
 Translator = Callable[[Any, str, str], Mapping[str, Sequence[Message]]]
 
@@ -134,25 +136,3 @@ class SnapshotCache:
         async with self._changed:
             await self._changed.wait_for(lambda: self._generation > generation)
         return self._generation
-
-
-def config_version(config: Any) -> str:
-    """A hash of the config's content: the same on every replica, blind to `source` (file and line)."""
-    return content_hash(repr(_canonical(config)).encode())
-
-
-_COMPARED: dict[type, tuple[str, ...]] = {}
-
-
-def _canonical(value: Any) -> Any:
-    kind = type(value)
-    names = _COMPARED.get(kind)
-    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
-        names = _COMPARED[kind] = tuple(f.name for f in dataclasses.fields(value) if f.compare)
-    if names is not None:
-        return (kind.__name__, *(_canonical(getattr(value, name)) for name in names))
-    if kind is tuple or kind is list:
-        return tuple(_canonical(item) for item in value)
-    if isinstance(value, Mapping):
-        return tuple(sorted((repr(key), _canonical(item)) for key, item in value.items()))
-    return value

@@ -14,7 +14,6 @@ from pathlib import Path
 import watchfiles
 from aiohttp import web
 
-from controlplane.cache import config_version
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
 from extauthz.keys import key_set_for
@@ -31,6 +30,7 @@ from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.settings import Settings
 from pavilion.v1 import tenant_pb2
+from pavilion.versions import config_version
 from pavilion.workers import run_workers
 from pavilion.xds_client import Subscription, XdsClient
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import watchfiles
 
-from controlplane.cache import config_version
 from pavilion.admin import AdminServer
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import BackendUnavailable, ConfigError
@@ -23,6 +22,7 @@ from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.settings import Settings
 from pavilion.v1 import ratelimit_pb2
+from pavilion.versions import config_version
 from pavilion.workers import run_workers
 from pavilion.xds_client import Subscription, XdsClient
 from ratelimit.breaker import BreakerState, CircuitBreaker
