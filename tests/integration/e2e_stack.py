@@ -48,7 +48,8 @@ def tenant_yaml(tenant: str, issuer: str, on_store_error: str = "deny") -> str:
 
 
 def write_config(directory: Path, ports: dict[str, int]) -> None:
-    """gateway.yaml (wiring), tenants.yaml, routes.yaml: every port from `ports`."""
+    """gateway.yaml (wiring), tenants.yaml, routes.yaml: every port from `ports`. Timeouts are generous
+    so a busy test machine does not turn a slow answer into a 503 the tests would count as a failure."""
     (directory / "gateway.yaml").write_text(f"""
 regions: [local]
 listeners: [{{name: public, address: 127.0.0.1, port: {ports["listen"]}}}]
@@ -56,8 +57,8 @@ services:
   - {{name: app, endpoints: [{{address: 127.0.0.1:{ports["app"]}, region: local}}]}}
   - {{name: extauthz, protocol: grpc, endpoints: [{{address: 127.0.0.1:{ports["extauthz"]}, region: local}}]}}
   - {{name: ratelimit, protocol: grpc, endpoints: [{{address: 127.0.0.1:{ports["ratelimit"]}, region: local}}]}}
-extauthz: {{service: extauthz, timeout: 250ms}}
-ratelimit: {{service: ratelimit, domain: e2e, timeout: 100ms, failure_mode_deny: false}}
+extauthz: {{service: extauthz, timeout: 1s}}
+ratelimit: {{service: ratelimit, domain: e2e, timeout: 500ms, failure_mode_deny: false}}
 """)
     (directory / "tenants.yaml").write_text("tenants:" + tenant_yaml("demo", ISSUER))
     (directory / "routes.yaml").write_text("""

@@ -6,6 +6,8 @@ client saw, following the configured failure answers of examples like `make run`
   asked; the ratelimit service allows when Redis is down.
 - `/api` (tenant `demo`, `on_store_error: deny`): a token is checked on every request, with a
   revocation lookup; Redis down means 503, ext_authz down means 503 (never a pass).
+- ratelimit down: Envoy's `failure_mode_deny: false` (the `ratelimit:` section's default) lets
+  requests through unlimited.
 """
 
 from __future__ import annotations
@@ -100,6 +102,21 @@ def test_ext_authz_killed_refuses_everything_then_recovers(stack: Stack) -> None
     assert traffic.statuses("/api", "recovered", "end").keys() == {200}
     public = traffic.statuses("/public")
     assert public.keys() == {200}, public  # auth: none never asks ext_authz
+
+
+def test_ratelimit_killed_fails_open_as_configured(stack: Stack) -> None:
+    """`ratelimit.failure_mode_deny: false`: without the service, limits stop and nothing is refused."""
+    with load(stack) as traffic:
+        time.sleep(1.0)
+        traffic.mark("kill")
+        stack.kill("ratelimit")
+        time.sleep(2.0)
+        traffic.mark("restart")
+        stack.restart("ratelimit")
+        time.sleep(1.0)
+    assert traffic.statuses().keys() == {200}, traffic.statuses()
+    assert sum(traffic.statuses(None, "kill", "restart").values()) > 100
+    assert stack.get("/public/p").headers.get("ratelimit")  # asked again once back
 
 
 def test_a_broken_config_edit_fails_no_request(stack: Stack) -> None:

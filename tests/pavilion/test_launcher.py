@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.config.load import load_config
+from pavilion import launch_plan
+from pavilion.launch_plan import stores
 from pavilion.launcher import Launcher, LaunchError, ProcessSpec, is_loopback
 from pavilion.launcher_cli import build_plan, demo_lines, try_lines
 
@@ -77,3 +79,13 @@ def test_a_process_that_dies_before_ready_is_reported_with_its_output(tmp_path: 
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("10.0.0.1") and not is_loopback("example.com")
+
+
+def test_stores_say_why_they_are_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(EXAMPLE)
+    assert stores(args(no_redis=True), config).why_memory == "--no-redis was given"
+    monkeypatch.setattr(launch_plan, "_redis_server", lambda: None)
+    found = stores(args(), config)
+    assert found.redis_url is None and found.why_memory == "redis-server is not installed"
+    monkeypatch.setattr(launch_plan, "_redis_server", lambda: "/usr/bin/redis-server")
+    assert stores(args(redis_port=7000), config).redis_url == "redis://127.0.0.1:7000/0"
