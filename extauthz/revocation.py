@@ -6,6 +6,11 @@ Two stores share one Protocol: `MemoryRevocations` (one process, no `--redis`) a
 that pub/sub keeps current: a revocation is published on `CHANNEL` and every replica writes it into its
 cache at once. The cache is only trusted while the subscription is up, and is flushed on every
 (re)subscribe, so a missed message can never outlive `local_ttl` (1 s by default).
+
+Both stores can answer without waiting (`revoked_locally`) when local state holds every key of the
+token, so the common check of a known token never awaits. The Redis store re-reads the keys in use in
+the background once half of `local_ttl` has passed, all of them in one MGET, so a busy replica keeps its
+cache fresh with a few round trips a second instead of one per token per second on the request path.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ log = get_logger(__name__)
 CHANNEL = "pavilion:revocations"
 _PREFIX = "pavilion:revoked:"
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+_REFRESH_BATCH = 512  # keys per background MGET
 Clock = Callable[[], float]
 
 
@@ -86,6 +92,8 @@ def is_revoked_by(values: list[str | None], query: RevocationQuery) -> bool:
 class RevocationStore(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+    def revoked_locally(self, query: RevocationQuery) -> bool | None:
+        """The answer from local state without waiting, or None when only `is_revoked` can tell."""
     async def is_revoked(self, query: RevocationQuery) -> bool:
         """True when revoked; raises BackendUnavailable when the store cannot tell."""
     async def revoke_token(self, issuer: str, jti: str, expires_at: float) -> bool:
@@ -117,8 +125,11 @@ class MemoryRevocations:
             return None
         return value
 
-    async def is_revoked(self, query: RevocationQuery) -> bool:
+    def revoked_locally(self, query: RevocationQuery) -> bool:
         return is_revoked_by([self._get(key) for key in query.keys], query)
+
+    async def is_revoked(self, query: RevocationQuery) -> bool:
+        return self.revoked_locally(query)
 
     async def revoke_token(self, issuer: str, jti: str, expires_at: float) -> bool:
         if expires_at <= self._clock():
@@ -154,6 +165,8 @@ class RedisRevocations:
         self._subscribed = False
         self._generation = 0  # bumped by every event and flush
         self._listener: asyncio.Task[None] | None = None
+        self._due: set[str] = set()  # cached keys in use that are past half their life
+        self._refresher: asyncio.Task[None] | None = None
 
     @property
     def subscribed(self) -> bool:
@@ -163,13 +176,18 @@ class RedisRevocations:
         self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        for task in (self._listener, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listener = self._refresher = None
         await self._client.aclose()
         await self._subscriber.aclose()
+
+    def revoked_locally(self, query: RevocationQuery) -> bool | None:
+        cached = self._cached(query.keys) if self._subscribed else None
+        return None if cached is None else is_revoked_by(cached, query)
 
     async def is_revoked(self, query: RevocationQuery) -> bool:
         keys = query.keys
@@ -187,14 +205,41 @@ class RedisRevocations:
         return is_revoked_by(values, query)
 
     def _cached(self, keys: tuple[str, ...]) -> list[str | None] | None:
-        oldest = self._monotonic() - self._local_ttl
+        now = self._monotonic()
+        oldest = now - self._local_ttl
         values: list[str | None] = []
         for key in keys:
             entry = self._local.get(key)
             if entry is None or entry[1] < oldest:
                 return None
+            if entry[1] < now - self._local_ttl / 2:
+                self._due.add(key)
             values.append(entry[0])
+        if self._due and self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_due(), name="revocation-refresh")
         return values
+
+    async def _refresh_due(self) -> None:
+        """Re-read the due keys, a batch per MGET, before they expire from the local cache.
+
+        A failure is only logged: the entries then expire at `local_ttl`, and the next check asks Redis
+        itself and gets the tenant's decided answer if Redis is down.
+        """
+        try:
+            while self._due and self._subscribed:
+                keys = tuple(self._due.pop() for _ in range(min(len(self._due), _REFRESH_BATCH)))
+                generation = self._generation
+                try:
+                    values: list[str | None] = await self._client.mget(keys)  # type: ignore[assignment]
+                except _REDIS_ERRORS as exc:
+                    log.warning("revocation_refresh_failed", error=type(exc).__name__, keys=len(keys))
+                    return
+                # As on the request path: an event or flush during the MGET may be newer than its answer.
+                if self._subscribed and generation == self._generation:
+                    self._remember(keys, values)
+        finally:
+            self._due.clear()
+            self._refresher = None
 
     def _remember(self, keys: tuple[str, ...], values: list[str | None]) -> None:
         now = self._monotonic()

@@ -159,3 +159,42 @@ async def test_redis_down_is_backend_unavailable_quickly_and_recovery_flushes_th
             proc.stop()
     finally:
         await store.close()
+
+
+async def test_both_stores_answer_known_keys_without_waiting(store: RevocationStore) -> None:
+    await store.revoke_token(ISS, "j7", time.time() + 60)
+    if isinstance(store, RedisRevocations):
+        await wait_subscribed(store)
+        assert store.revoked_locally(query("j7")) is None  # never read yet: only is_revoked can tell
+        assert await store.is_revoked(query("j7"))
+    assert store.revoked_locally(query("j7")) is True
+    assert store.revoked_locally(query("j8")) is (None if isinstance(store, RedisRevocations) else False)
+
+
+async def test_keys_in_use_are_refreshed_in_the_background_in_one_mget(redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0", local_ttl=0.4)
+    await store.start()
+    try:
+        await wait_subscribed(store)
+        queries = [query(f"r{n}", subject=f"user{n}") for n in range(20)]
+        for q in queries:
+            assert not await store.is_revoked(q)
+        before = await command_calls(port, "mget")
+        writer = aioredis.Redis(port=port)
+        started = time.monotonic()
+        while time.monotonic() - started < 1.6:
+            # Four lifetimes of the local cache: the request path never has to wait for Redis.
+            assert all(store.revoked_locally(q) is False for q in queries)
+            await asyncio.sleep(0.01)
+        # 20 tokens (41 keys) kept fresh for 1.6 s: a few batched MGETs, not one per token per refresh.
+        assert await command_calls(port, "mget") - before <= 12
+        # Written behind the store's back (no publish): the refresh still sees it within local_ttl.
+        await writer.set(token_key(ISS, "r3"), "1", ex=60)
+        await writer.aclose()
+        seen = time.monotonic()
+        while not store.revoked_locally(queries[3]):
+            assert time.monotonic() - seen < 1.0, "a refreshed key missed a revocation for longer than local_ttl"
+            await asyncio.sleep(0.01)
+    finally:
+        await store.close()
