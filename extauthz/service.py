@@ -3,6 +3,10 @@
 Thin on purpose: it reads the request facts, asks the `Authorizer`, and writes the CheckResponse.
 Check never raises a gRPC error: anything unexpected is logged and answered 503 (deny), so Envoy's
 `failure_mode_allow` never gets the chance to let a request through by accident.
+
+The method is registered with a response serializer that passes bytes through: a cached token's OK
+answer is serialized once and then sent as those very bytes, and the common check (`check_now`) runs
+without a nested coroutine.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
@@ -57,20 +61,27 @@ def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
             status=http_status_pb2.HttpStatus(code=outcome.status), headers=headers, body=outcome.body))
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+def serialize(response: bytes | external_auth_pb2.CheckResponse) -> bytes:
+    """The method's response serializer: pre-serialized answers pass through unchanged."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+class AuthorizationService:
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
         self._counters: dict[tuple[int, str], Any] = {}
         self._pending: dict[tuple[int, str], int] = {}
         self._flush_scheduled = False
-        self._responses: dict[int, tuple[Outcome, external_auth_pb2.CheckResponse]] = {}
+        self._responses: dict[int, tuple[Outcome, bytes]] = {}
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
-                    context: grpc.aio.ServicerContext[Any, Any]) -> external_auth_pb2.CheckResponse:
+                    context: grpc.aio.ServicerContext[Any, Any]) -> bytes | external_auth_pb2.CheckResponse:
         try:
-            http = request.attributes.request.http
-            outcome = await self.authorizer.check(http.headers, http.path,
-                                                  request.attributes.context_extensions)
+            attributes = request.attributes
+            http = attributes.request.http
+            outcome = self.authorizer.check_now(http.headers, http.path, attributes.context_extensions)
+            if outcome is None:
+                outcome = await self.authorizer.check(http.headers, http.path, attributes.context_extensions)
         except Exception:  # the servicer boundary: an unforeseen error is a decided 503, never a gRPC error
             log.exception("check_failed")
             outcome = decision.unavailable("internal_error")
@@ -78,11 +89,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         if not outcome.allowed:
             log.info("check_denied", status=outcome.status, reason=outcome.reason)
             return to_response(outcome)
-        # A cached token returns its very same OK outcome: build its protobuf answer once.
+        # A cached token returns its very same OK outcome: serialize its answer once.
         memo = self._responses.get(id(outcome))
         if memo is not None and memo[0] is outcome:
             return memo[1]
-        response = to_response(outcome)
+        response = to_response(outcome).SerializeToString()
         if len(self._responses) >= _MAX_MEMO:
             self._responses.clear()
         self._responses[id(outcome)] = (outcome, response)
@@ -111,6 +122,14 @@ def register(authorizer: Authorizer) -> Any:
     """A `GrpcServer(register=...)` callback adding the Authorization service."""
 
     def add(server: grpc.aio.Server) -> None:
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(authorizer), server)
+        add_to_server(AuthorizationService(authorizer), server)
 
     return add
+
+
+def add_to_server(servicer: AuthorizationService, server: grpc.aio.Server) -> None:
+    """As the generated `add_AuthorizationServicer_to_server`, with the pass-through serializer."""
+    handlers = {"Check": grpc.unary_unary_rpc_method_handler(
+        servicer.Check, request_deserializer=external_auth_pb2.CheckRequest.FromString, response_serializer=serialize)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -3,6 +3,7 @@ hostile-request catalogue at the service level: every case has its decided answe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,14 +17,15 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from extauthz.app import reload_once
 from extauthz.authorizer import Authorizer
 from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationQuery, RevocationStore
-from extauthz.service import SERVICE_NAME, register
+from extauthz.service import SERVICE_NAME, AuthorizationService, register, serialize, to_response
 from extauthz.tenant import JwksSource, Tenant
 from extauthz.tenant_set import Tenants, build_tenants, retire
 from extauthz.verify import verify_token
 from pavilion.grpc_server import GrpcServer
 from tests.extauthz.issuer import Issuer
 from tests.extauthz.jwks_server import JwksServer
-from tests.procs import free_port
+from tests.extauthz.test_revocation import wait_subscribed
+from tests.procs import Proc, free_port
 
 ACME = Issuer()
 BETA = Issuer(issuer="https://idp.beta.test", name="beta")
@@ -64,6 +66,10 @@ class CountingStore:
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
+
+    def revoked_locally(self, query: RevocationQuery) -> bool | None:
+        self.asked += 1
+        return self.inner.revoked_locally(query)
 
     async def is_revoked(self, query: RevocationQuery) -> bool:
         self.asked += 1
@@ -290,3 +296,56 @@ async def test_reload_swaps_good_configs_and_keeps_the_last_good_one(tmp_path: P
     assert not await reload_once(path, authorizer)
     assert [t.id for t in authorizer.tenants.tenants] == ["acme"]
     assert ok_headers(await stack["check"](bearer(ACME.token())))
+
+
+async def test_a_cached_answer_is_sent_as_the_bytes_of_the_normal_response(stack: dict[str, Any]) -> None:
+    authorizer: Authorizer = stack["authorizer"]
+    servicer = AuthorizationService(authorizer)
+    token = ACME.token(sub="alice", email="alice@acme.test", groups=["admin", "dev"])
+    request = check_request(bearer(token))
+    first = await servicer.Check(request, None)  # type: ignore[arg-type]
+    second = await servicer.Check(request, None)  # type: ignore[arg-type]
+    assert isinstance(first, bytes) and second is first  # serialized once, then the same bytes
+    http = request.attributes.request.http
+    outcome = await authorizer.check(http.headers, http.path, request.attributes.context_extensions)
+    assert first == to_response(outcome).SerializeToString()
+    assert serialize(first) is first
+    denial = await servicer.Check(check_request({}), None)  # type: ignore[arg-type]
+    assert isinstance(denial, external_auth_pb2.CheckResponse)
+    assert serialize(denial) == denial.SerializeToString()
+    # Over the wire the client reads the same message as the one built field by field.
+    assert await stack["check"](bearer(token)) == to_response(outcome)
+
+
+async def test_a_cached_token_answered_without_waiting_is_refused_once_revoked_elsewhere(
+        redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    url = f"redis://127.0.0.1:{port}/0"
+    store, writer = RedisRevocations(url, local_ttl=60.0), RedisRevocations(url)
+    await store.start()
+    await writer.start()
+    tenants = await build_tenants([ACME.tenant("acme", claims_to_headers=CLAIMS)])
+    authorizer = Authorizer(tenants, store)
+    server, check, channel = await serve(authorizer)
+    try:
+        await wait_subscribed(store)
+        token = ACME.token(jti="cached-1")
+        assert ok_headers(await check(bearer(token)))
+        assert ok_headers(await check(bearer(token)))
+        request = check_request(bearer(token))
+        http = request.attributes.request.http
+        args = (http.headers, http.path, request.attributes.context_extensions)
+        assert authorizer.check_now(*args) is not None and authorizer.check_now(*args).allowed  # type: ignore[union-attr]
+        await writer.revoke_token(ACME.issuer, "cached-1", time.time() + 60)
+        started = time.monotonic()
+        while authorizer.check_now(*args).allowed:  # type: ignore[union-attr]
+            assert time.monotonic() - started < 1.0, "a cached token stayed allowed after its revocation"
+            await asyncio.sleep(0.01)
+        code, _, body = denied(await check(bearer(token)))
+        assert (code, body) == (401, '{"error": "revoked"}')
+    finally:
+        await channel.close()
+        await server.stop(0)
+        await store.close()
+        await writer.close()
+        await retire(tenants, None)
