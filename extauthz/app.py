@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import socket
-import threading
 from pathlib import Path
 
-import watchfiles
 from aiohttp import web
 
 from extauthz.authorizer import Authorizer
@@ -26,23 +22,17 @@ from pavilion.admin import AdminServer
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import GrpcServer
-from pavilion.lifecycle import run_until_stopped
-from pavilion.log import configure_logging, get_logger
-from pavilion.settings import Settings
+from pavilion.log import get_logger
+from pavilion.service import ServiceSettings, config_changes, run_service
 from pavilion.v1 import tenant_pb2
 from pavilion.versions import config_version
-from pavilion.workers import run_workers
 from pavilion.xds_client import Subscription, XdsClient
 
 log = get_logger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class ExtAuthzSettings(Settings):
-    config: str = ""
-    xds: str = ""                        # HOST:PORT of the control plane; tenants then come over xDS
-    node_id: str = ""                    # xDS node id; default extauthz-<hostname>-<pid>
-    region: str = ""                     # xDS node locality region
+class ExtAuthzSettings(ServiceSettings):
     port: int = 9191
     redis_url: str | None = None
     redis_timeout: float = 0.25          # seconds; past it a check follows the tenant's on_store_error
@@ -60,26 +50,9 @@ def make_store(settings: ExtAuthzSettings) -> RevocationStore:
 
 async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Event,
                            status: ConfigStatus | None = None) -> None:
-    """Swap in the tenants of `path` after each change; a broken edit keeps the last good tenants.
-
-    The directory is watched, not the file: editors, `mv` and Kubernetes' ConfigMap symlink swap all
-    replace the file, which ends a watch on the file itself. Any change there re-reads the file, and
-    only a different content is loaded.
-    """
-    last = await asyncio.to_thread(_content, path)
-    async for _changes in watchfiles.awatch(path.parent, stop_event=stop, debounce=200, step=50):
-        content = await asyncio.to_thread(_content, path)
-        if content == last:
-            continue
-        last = content
+    """Swap in the tenants of `path` after each change; a broken edit keeps the last good tenants."""
+    async for _ in config_changes(path, stop):
         await reload_once(path, authorizer, status)
-
-
-def _content(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 async def reload_once(path: Path, authorizer: Authorizer, status: ConfigStatus | None = None) -> bool:
@@ -115,9 +88,9 @@ def tenants_over_xds(settings: ExtAuthzSettings, authorizer: Authorizer, status:
         status.applied(version)
         log.info("config_applied", source="xds", version=version, tenants=[t.id for t in new.tenants])
 
-    node_id = settings.node_id or f"extauthz-{socket.gethostname()}-{os.getpid()}"
     return XdsClient(settings.xds, [Subscription(tenant_pb2.TenantPolicy, "id")], apply,
-                     node_id=node_id, role="extauthz", cluster="extauthz", region=settings.region)
+                     node_id=settings.xds_node_id("extauthz"), role="extauthz", cluster="extauthz",
+                     region=settings.region)
 
 
 def _admin_routes(authorizer: Authorizer, status: ConfigStatus) -> list[web.RouteDef]:
@@ -173,45 +146,10 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
         await retire(authorizer.tenants, None)
 
 
-def _worker(index: int, settings: ExtAuthzSettings) -> int:
-    configure_logging(settings.log_level, settings.log_format)
-    log.info("worker_starting", worker=index)
-    if settings.xds:  # each worker runs its own xDS client, under its own node id
-        base = settings.node_id or f"extauthz-{socket.gethostname()}"
-        settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
-    # Metrics of every worker are served once, by the parent.
-    return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
-
-
-def _serve_admin_in_thread(settings: ExtAuthzSettings) -> None:
-    """The parent's metrics server (multiprocess mode sums the workers), on a daemon thread's own loop."""
-
-    def run() -> None:
-        async def main() -> None:
-            await AdminServer(settings.metrics_host, settings.metrics_port).start()
-            await asyncio.Event().wait()
-
-        asyncio.run(main())
-
-    threading.Thread(target=run, name="admin", daemon=True).start()
+def check_config_file(path: str) -> None:
+    for tenant in load_tenants(path):
+        key_set_for(tenant)  # inline keys are parsed here; nothing is fetched or started
 
 
 def run(settings: ExtAuthzSettings) -> int:
-    if bool(settings.config) == bool(settings.xds):
-        log.error("choose_one_config_source", detail="give --config FILE or --xds HOST:PORT, not both")
-        return 2
-    if settings.config:
-        settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
-        try:
-            for tenant in load_tenants(settings.config):  # fail fast, in the parent, with file:line errors
-                key_set_for(tenant)  # inline keys are parsed here; nothing is fetched or started
-        except ConfigError as exc:
-            log.error("config_rejected", file=settings.config, errors=str(exc).splitlines())
-            return 2
-    if settings.workers <= 1:
-        return run_until_stopped(lambda stop: serve(settings, stop))
-    if settings.port == 0:
-        log.error("workers_need_a_port", workers=settings.workers)
-        return 2
-    on_started = (lambda: _serve_admin_in_thread(settings)) if settings.metrics_port else None
-    return run_workers(settings.workers, _worker, args=(settings,), on_started=on_started)
+    return run_service(settings, serve, role="extauthz", check_config=check_config_file)

@@ -7,23 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import socket
-import threading
 from pathlib import Path
-
-import watchfiles
 
 from pavilion.admin import AdminServer
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import BackendUnavailable, ConfigError
 from pavilion.grpc_server import GrpcServer
-from pavilion.lifecycle import run_until_stopped
-from pavilion.log import configure_logging, get_logger
-from pavilion.settings import Settings
+from pavilion.log import get_logger
+from pavilion.service import ServiceSettings, config_changes, run_service
 from pavilion.v1 import ratelimit_pb2
 from pavilion.versions import config_version
-from pavilion.workers import run_workers
 from pavilion.xds_client import Subscription, XdsClient
 from ratelimit.breaker import BreakerState, CircuitBreaker
 from ratelimit.config import RateLimitConfig, load_config
@@ -42,11 +35,7 @@ PROBE = Check("_probe", "fixed_window", 1, 1, hits=0)
 
 
 @dataclasses.dataclass(frozen=True)
-class RateLimitSettings(Settings):
-    config: str = ""
-    xds: str = ""                        # HOST:PORT of the control plane; rules then come over xDS
-    node_id: str = ""                    # xDS node id; default ratelimit-<hostname>-<pid>
-    region: str = ""                     # xDS node locality region
+class RateLimitSettings(ServiceSettings):
     port: int = 8081
     redis_url: str | None = None
     redis_cluster: str | None = None     # HOST:PORT,HOST:PORT seeds
@@ -58,7 +47,6 @@ class RateLimitSettings(Settings):
     breaker_cool_down: float = 1.0       # seconds open before one probe goes through
     shadow_mode: bool = False            # global: count and report, never answer OVER_LIMIT
     replicas: int = 1                    # service replicas sharing the limits (for on_backend_error: local)
-    workers: int = 1
     metric_label_cap: int = 1000
 
 
@@ -124,13 +112,8 @@ class Health:
 
 async def reload_on_change(path: Path, limiter: Limiter, health: Health, stop: asyncio.Event,
                            status: ConfigStatus | None = None) -> None:
-    """Swap in the rules of `path` after each change; a broken edit keeps the last good config.
-
-    A file is watched through its directory (editors, `mv` and Kubernetes' ConfigMap symlink swap
-    replace the file, which ends a watch on the file itself); a directory is watched recursively.
-    """
-    watched = path if await asyncio.to_thread(path.is_dir) else path.parent
-    async for _changes in watchfiles.awatch(watched, stop_event=stop, debounce=200, step=50):
+    """Swap in the rules of `path` after each change; a broken edit keeps the last good config."""
+    async for _ in config_changes(path, stop):
         await reload_once(path, limiter, status)
         await health.update()
 
@@ -172,9 +155,9 @@ def rules_over_xds(settings: RateLimitSettings, limiter: Limiter, health: Health
         await health.update()
         log.info("config_applied", source="xds", version=version, rules=len(config.rules))
 
-    node_id = settings.node_id or f"ratelimit-{socket.gethostname()}-{os.getpid()}"
     return XdsClient(settings.xds, [Subscription(ratelimit_pb2.RateLimitPolicy, "domain")], apply,
-                     node_id=node_id, role="ratelimit", cluster="ratelimit", region=settings.region)
+                     node_id=settings.xds_node_id("ratelimit"), role="ratelimit", cluster="ratelimit",
+                     region=settings.region)
 
 
 async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
@@ -228,46 +211,12 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         await store.close()
 
 
-def _worker(index: int, settings: RateLimitSettings) -> int:
-    configure_logging(settings.log_level, settings.log_format)
-    log.info("worker_starting", worker=index)
-    if settings.xds:  # each worker runs its own xDS client, under its own node id
-        base = settings.node_id or f"ratelimit-{socket.gethostname()}"
-        settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
-    return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
-
-
-def _serve_admin_in_thread(settings: RateLimitSettings) -> None:
-    """The parent's metrics server (multiprocess mode sums the workers), on a daemon thread's own loop."""
-
-    def run() -> None:
-        async def main() -> None:
-            await AdminServer(settings.metrics_host, settings.metrics_port).start()
-            await asyncio.Event().wait()
-
-        asyncio.run(main())
-
-    threading.Thread(target=run, name="admin", daemon=True).start()
+def check_config_file(path: str) -> None:
+    load_config(path)
 
 
 def run(settings: RateLimitSettings) -> int:
-    if bool(settings.config) == bool(settings.xds):
-        log.error("choose_one_config_source", detail="give --config PATH or --xds HOST:PORT, not both")
-        return 2
-    if settings.config:
-        settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
-        try:
-            load_config(settings.config)  # fail fast, in the parent, with file:line errors
-        except ConfigError as exc:
-            log.error("config_rejected", path=settings.config, errors=str(exc).splitlines())
-            return 2
     if settings.redis_url and settings.redis_cluster:
         log.error("choose_one_redis", detail="give --redis or --redis-cluster, not both")
         return 2
-    if settings.workers <= 1:
-        return run_until_stopped(lambda stop: serve(settings, stop))
-    if settings.port == 0:
-        log.error("workers_need_a_port", workers=settings.workers)
-        return 2
-    on_started = (lambda: _serve_admin_in_thread(settings)) if settings.metrics_port else None
-    return run_workers(settings.workers, _worker, args=(settings,), on_started=on_started)
+    return run_service(settings, serve, role="ratelimit", check_config=check_config_file)

@@ -1,0 +1,120 @@
+"""How a request-path service (ext_authz, ratelimit) runs as a process: its config from a file or
+from the control plane over xDS, one process or N workers on one port, and its config file watch.
+
+Each service keeps only what is its own: its settings fields, `serve(settings, stop, admin=...)`,
+and a check of its config file run once in the parent so errors show before any worker starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import watchfiles
+
+from pavilion.admin import AdminServer
+from pavilion.errors import ConfigError
+from pavilion.lifecycle import run_until_stopped
+from pavilion.log import configure_logging, get_logger
+from pavilion.settings import Settings
+from pavilion.workers import run_workers
+
+log = get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings(Settings):
+    config: str = ""      # a file or directory; or
+    xds: str = ""         # HOST:PORT of the control plane, which then sends the config
+    node_id: str = ""     # xDS node id; default <role>-<hostname>-<pid>
+    region: str = ""      # xDS node locality region
+    port: int = 0
+    workers: int = 1
+
+    def xds_node_id(self, role: str) -> str:
+        return self.node_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+S = TypeVar("S", bound=ServiceSettings)
+Serve = Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def run_service(settings: S, serve: Callable[..., Coroutine[Any, Any, None]], *, role: str,
+                check_config: Callable[[str], object]) -> int:
+    """Run `serve(settings, stop, admin=...)` in this process or in `settings.workers` processes.
+
+    `check_config(path)` loads the config file once, here, so a bad file fails fast with file:line
+    errors (exit 2) instead of in every worker. `serve` must be a module-level function (workers are
+    spawned, and get it by reference).
+    """
+    if bool(settings.config) == bool(settings.xds):
+        log.error("choose_one_config_source", detail="give --config PATH or --xds HOST:PORT, not both")
+        return 2
+    if settings.config:
+        settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))
+        try:
+            check_config(settings.config)
+        except ConfigError as exc:
+            log.error("config_rejected", path=settings.config, errors=str(exc).splitlines())
+            return 2
+    if settings.workers <= 1:
+        return run_until_stopped(lambda stop: serve(settings, stop))
+    if settings.port == 0:
+        log.error("workers_need_a_port", workers=settings.workers)
+        return 2
+    on_started = (lambda: serve_metrics_in_thread(settings)) if settings.metrics_port else None
+    return run_workers(settings.workers, _worker, args=(settings, serve, role), on_started=on_started)
+
+
+def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutine[Any, Any, None]],
+            role: str) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("worker_starting", worker=index)
+    if settings.xds:  # each worker runs its own xDS client, under its own node id
+        base = settings.node_id or f"{role}-{socket.gethostname()}"
+        settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
+    # The parent serves the metrics of every worker, summed.
+    return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
+
+
+def serve_metrics_in_thread(settings: Settings) -> None:
+    """The parent's metrics server (multiprocess mode sums the workers), on a daemon thread's own loop."""
+
+    def run() -> None:
+        async def main() -> None:
+            await AdminServer(settings.metrics_host, settings.metrics_port).start()
+            await asyncio.Event().wait()
+
+        asyncio.run(main())
+
+    threading.Thread(target=run, name="admin", daemon=True).start()
+
+
+async def config_changes(path: Path, stop: asyncio.Event) -> AsyncIterator[None]:
+    """Yields each time the content under `path` (a file, or a directory of files) changes.
+
+    A file is watched through its directory: editors, `mv` and Kubernetes' ConfigMap symlink swap
+    replace the file, which ends a watch on the file itself. Touching without changing yields nothing.
+    """
+    last = await asyncio.to_thread(_content, path)
+    watched = path if await asyncio.to_thread(path.is_dir) else path.parent
+    async for _changes in watchfiles.awatch(watched, stop_event=stop, debounce=200, step=50):
+        content = await asyncio.to_thread(_content, path)
+        if content != last:
+            last = content
+            yield
+
+
+def _content(path: Path) -> tuple[tuple[str, bytes], ...] | None:
+    try:
+        if path.is_dir():
+            return tuple(sorted((str(p), p.read_bytes()) for p in path.rglob("*") if p.is_file()))
+        return ((str(path), path.read_bytes()),)
+    except OSError:
+        return None
