@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 Reply = Any  # int | bytes | str | list[Reply] | RedisReplyError | None
 
@@ -150,9 +150,9 @@ class RespConnection(asyncio.Protocol):
         return self._lost is None and self._transport is not None and not self._transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):
-            raise TypeError("a stream transport is required")
-        self._transport = transport
+        # Always a stream transport (we only come from create_connection); not an isinstance check,
+        # because uvloop's TCPTransport does not subclass asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def call(self, *args: bytes | str | int) -> asyncio.Future[Reply]:
         """Queue one command; the future resolves to its reply (an error reply is a RedisReplyError value)."""

@@ -217,3 +217,20 @@ def test_the_hot_path_encoding_is_the_generic_one() -> None:
     checks = [Check("d|k=v|0.fixed_window.60", "fixed_window", 10, 60, 0, 1),
               Check("d|k=%7B%7D|1.token_bucket.1", "token_bucket", 5, 1, 20, 0)]
     assert encode_evalsha(checks) == encode_command(["EVALSHA", *script_args(checks)])
+
+
+def test_the_store_runs_on_uvloop(redis_port: int) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the connection must not mind."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[Outcome]:
+        store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+        try:
+            check = Check("uv|k=v|0.fixed_window.60", "fixed_window", 1, 60)
+            return [*(await store.apply([check])), *(await store.apply([check]))]
+        finally:
+            await store.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        first, second = runner.run(main())
+    assert first.allowed and not second.allowed
