@@ -1,11 +1,13 @@
 """ShouldRateLimit throughput and latency: `pavilion ratelimit` on Redis against a do-nothing server.
 
 Run: .venv/bin/python -m bench.ratelimit_rls [--seconds 1.5] [--rounds 3] [--clients 2] [--concurrency 32]
+     [--loop asyncio|uvloop]
 
 For 1 and 10 descriptors per request, and for one process and `--workers 2`, it measures requests
 per second and p50/p99 latency (seen by the client) of:
-- a do-nothing grpc.aio RateLimitService (same GrpcServer bootstrap, answers OK with one status per
-  descriptor, no config, no Redis): the baseline, measured in the same run;
+- a do-nothing grpc.aio RateLimitService (same GrpcServer bootstrap, the same generated handler and so
+  the same protobuf deserializer, answers OK with one status per descriptor but no limit, reset time or
+  headers; no config, no Redis): the baseline, measured in the same run, on the same event loop;
 - `pavilion ratelimit --redis ...`, every descriptor matching a rule counted in Redis (one EVALSHA).
 Throughput: `--clients` separate load processes, each with `--concurrency` requests in flight over 4
 connections, for `--seconds` after a short warm-up; both servers run side by side and are measured
@@ -37,6 +39,8 @@ import grpc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from pavilion.lifecycle import install_event_loop_policy
+
 DOMAIN = "bench"
 WARMUP = 0.5
 CONFIG = "domain: bench\ndescriptors:\n" + "".join(
@@ -45,7 +49,7 @@ CONFIG = "domain: bench\ndescriptors:\n" + "".join(
 
 # ---- the do-nothing server -------------------------------------------------------------------------
 
-class NullService(rls_pb2_grpc.RateLimitServiceServicer):
+class NullService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
         response = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
         for _ in request.descriptors:
@@ -189,14 +193,20 @@ def _backend_errors(admin_port: int) -> float:
                if line.startswith("pavilion_ratelimit_backend_errors_total"))
 
 
+# `pavilion` with uvloop as asyncio's loop: what a service calling install_event_loop_policy() would run.
+_PAVILION_ON_UVLOOP = ("import sys; from pavilion.lifecycle import install_event_loop_policy; "
+                       "install_event_loop_policy(); from pavilion.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: Path, redis_port: int,
-                   timeout_ms: float) -> list[Any]:
+                   timeout_ms: float, loop: str = "asyncio") -> list[Any]:
     from tests.procs import PAVILION, Proc
 
     if kind == "null":
-        return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port)],
+        return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port), "--loop", loop],
                      name=f"null-{port}-{i}") for i in range(workers)]
-    return [Proc([PAVILION, "--log-level", "warning", "ratelimit", "--config", str(config), "--port", str(port),
+    pavilion = [sys.executable, "-c", _PAVILION_ON_UVLOOP] if loop == "uvloop" else [PAVILION]
+    return [Proc([*pavilion, "--log-level", "warning", "ratelimit", "--config", str(config), "--port", str(port),
                   "--workers", str(workers), "--admin-port", str(admin_port),
                   "--redis", f"redis://127.0.0.1:{redis_port}", "--redis-timeout-ms", str(timeout_ms)],
                  name=f"ratelimit-{port}")]
@@ -215,11 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Pavilion's Redis timeout; generous by default because Redis shares the cores with "
                              "the load generators here, and a timed-out request answered by a fallback is cheaper "
                              "than a counted one, which would flatter the figures")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop of both servers; uvloop runs `pavilion ratelimit` through "
+                             "pavilion.lifecycle.install_event_loop_policy, in one process only (spawned workers "
+                             "would not inherit it), so it measures --workers 1 alone")
     parser.add_argument("--null-server", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.null_server:
+        if args.loop == "uvloop":
+            install_event_loop_policy()
         asyncio.run(_serve_null(args.null_server))
         return 0
+    if args.loop == "uvloop" and install_event_loop_policy() != "uvloop":
+        parser.error("--loop uvloop: uvloop is not installed")
 
     from tests.procs import free_port, start_redis
 
@@ -228,14 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.write_text(CONFIG)
     redis, redis_port = start_redis()
     results: dict[tuple[str, int, int], dict[str, float]] = {}
-    print(f"throughput: {args.clients} load processes x {args.concurrency} in flight, {args.rounds} alternating "
+    worker_counts = (1,) if args.loop == "uvloop" else (1, 2)
+    print(f"event loop: {args.loop}; "
+          f"throughput: {args.clients} load processes x {args.concurrency} in flight, {args.rounds} alternating "
           f"rounds of {args.seconds:g} s, median; latency: 1 load process x {args.latency_concurrency} in flight",
           flush=True)
     try:
-        for workers in (1, 2):
+        for workers in worker_counts:
             ports = {kind: (free_port(), free_port()) for kind in ("null", "pavilion")}
             procs = [proc for kind, (port, admin) in ports.items()
-                     for proc in _start_servers(kind, workers, port, admin, config, redis_port, args.redis_timeout_ms)]
+                     for proc in _start_servers(kind, workers, port, admin, config, redis_port, args.redis_timeout_ms,
+                                                args.loop)]
             pids = {kind: [proc.popen.pid for proc in procs if proc.name.startswith(prefix)]
                     for kind, prefix in (("null", "null-"), ("pavilion", "ratelimit-"))}
             try:
@@ -271,14 +292,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| workers | descriptors | do-nothing req/s | pavilion req/s | ratio | server CPU µs/req do-nothing "
           "/ pavilion (ratio) | do-nothing p50 / p99 ms | pavilion p50 / p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
-    for workers in (1, 2):
+    for workers in worker_counts:
         for descriptors in (1, 10):
             null, ours = results[("null", workers, descriptors)], results[("pavilion", workers, descriptors)]
             print(f"| {workers} | {descriptors} | {null['rps']:.0f} | {ours['rps']:.0f} | "
                   f"{ours['rps'] / null['rps']:.2f} | {null['cpu_us']:.0f} / {ours['cpu_us']:.0f} "
                   f"({null['cpu_us'] / ours['cpu_us']:.2f}) | {null['p50_ms']:.2f} / {null['p99_ms']:.2f} | "
                   f"{ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} |")
-    for workers in (1, 2):
+    for workers in worker_counts:
         one, ten = results[("pavilion", workers, 1)], results[("pavilion", workers, 10)]
         print(f"pavilion workers={workers}: p50 10 descriptors / 1 descriptor = {ten['p50_ms'] / one['p50_ms']:.2f}")
     return 0

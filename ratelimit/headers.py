@@ -67,14 +67,16 @@ def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
         if not status.limits or status.fallback in ("allow", "deny"):
             continue
         override = _is_override(status)
+        rule = status.rule
         for limit_status in status.limits:
-            quoted, item = _policy(limit_status.limit, status.rule, override)
+            quoted, item = _policy(limit_status.limit, rule, override)
             if quoted in seen:
                 continue
             seen.add(quoted)
             outcome = limit_status.outcome
             policies.append(item)
-            current.append(f"{quoted};r={max(0, outcome.remaining)};t={max(0, math.ceil(outcome.reset_after))}")
+            remaining, reset = outcome.remaining, math.ceil(outcome.reset_after)
+            current.append(f"{quoted};r={remaining if remaining > 0 else 0};t={reset if reset > 0 else 0}")
     headers: list[tuple[str, str]] = []
     if policies:
         headers.append(("RateLimit-Policy", ", ".join(policies)))
@@ -87,4 +89,7 @@ def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
 
 def _is_override(status: DescriptorStatus) -> bool:
     # A request's override is counted under a limit part starting with `o.` (see store.storage_key).
-    return bool(status.limits) and status.limits[0].key.rsplit("|", 1)[-1].startswith("o.")
+    if not status.limits:
+        return False
+    key = status.limits[0].key
+    return key.startswith("o.", key.rfind("|") + 1)
