@@ -349,3 +349,16 @@ async def test_a_cached_token_answered_without_waiting_is_refused_once_revoked_e
         await store.close()
         await writer.close()
         await retire(tenants, None)
+
+
+async def test_a_cached_token_sent_badly_still_gets_the_refusal_of_a_malformed_request(stack: dict[str, Any]) -> None:
+    token = ACME.token()
+    assert ok_headers(await stack["check"](bearer(token)))  # now cached: the no-wait path knows it
+    cases = [
+        ({"authorization": f"Bearer {token}, Bearer {token}"}, "/orders", "multiple_credentials"),
+        ({"authorization": f"Bearer {token}"}, f"/orders?access_token={token}", "multiple_credentials"),
+        ({"authorization": f"Bearer {token}\tx"}, "/orders", "malformed_credential"),
+    ]
+    for headers, path, reason in cases:
+        code, _, body = denied(await stack["check"](headers, path))
+        assert (code, json.loads(body)["error"]) == (400, reason), (headers, path)
