@@ -194,7 +194,8 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
 
 @dataclass
 class Answer:
-    at: float
+    at: float     # sent
+    done: float   # answered (or failed)
     path: str
     status: int  # 0: no HTTP answer (connection refused, reset, timeout)
 
@@ -238,7 +239,7 @@ class SteadyLoad:
                 status = response.status
         except (TimeoutError, aiohttp.ClientError):
             status = 0
-        self.answers.append(Answer(sent, path, status))
+        self.answers.append(Answer(sent, time.monotonic(), path, status))
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=5)
@@ -258,8 +259,24 @@ class SteadyLoad:
                 await asyncio.wait(tasks, timeout=6)
 
     def statuses(self, path: str | None = None, start: str | None = None, end: str | None = None) -> Counter[int]:
-        """Answers by status for `path` (prefix; all when None), sent between marks `start` and `end`."""
+        """Answers by status for `path` (prefix; all when None) of requests sent at or after mark `start`
+        and answered before mark `end`: wholly inside the window, so a request in flight across a kill
+        or a restart is not counted on either side of it."""
         low = self.marks[start] if start else float("-inf")
         high = self.marks[end] if end else float("inf")
         return Counter(a.status for a in self.answers
-                       if low <= a.at < high and (path is None or a.path.startswith(path)))
+                       if low <= a.at and a.done < high and (path is None or a.path.startswith(path)))
+
+    def failures(self) -> dict[str, Any]:
+        """Every non-200 answer as (path, sent, answered, status), times relative to the first mark,
+        with the marks: what a failing assertion shows."""
+        zero = min(self.marks.values(), default=0.0)
+        return {"marks": {name: round(at - zero, 3) for name, at in self.marks.items()},
+                "non_200": [(a.path, round(a.at - zero, 3), round(a.done - zero, 3), a.status)
+                            for a in self.answers if a.status != 200][:40]}
+
+    def timeline(self, path: str, since: str) -> list[tuple[float, float, int]]:
+        """(sent, answered, status) relative to mark `since`, for failure messages."""
+        zero = self.marks[since]
+        return [(round(a.at - zero, 3), round(a.done - zero, 3), a.status) for a in self.answers
+                if a.path.startswith(path)]
