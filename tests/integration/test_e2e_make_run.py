@@ -27,7 +27,8 @@ def _gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0  # a zombie is not running
 
 
-def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("redis", [True, False], ids=["redis", "in-memory"])
+def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path, redis: bool) -> None:
     config = tmp_path / "routes"
     config.mkdir()
     ports = demo_ports()
@@ -35,7 +36,8 @@ def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path) -> Non
     own = {"xds": free_port(), "admin": free_port(), "envoy": free_port(), "redis": free_port()}
     run = Proc([PAVILION, "run", "--config", str(config), "--state-dir", str(config / ".run"),
                 "--xds-port", str(own["xds"]), "--admin-port", str(own["admin"]),
-                "--envoy-admin-port", str(own["envoy"]), "--redis-port", str(own["redis"])],
+                "--envoy-admin-port", str(own["envoy"]), "--redis-port", str(own["redis"]),
+                *([] if redis else ["--no-redis"])],
                name="pavilion-run", cwd=str(REPO))
     try:
         run.wait_until(lambda: "Ctrl-C stops everything" in run.output(), 90, "up")
@@ -43,6 +45,9 @@ def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path) -> Non
         assert f"the gateway is up: http://127.0.0.1:{ports['listen']}" in out
         assert "tenant demo: signing key" in out and "generated now" in out
         assert "PRIVATE KEY" not in out
+        # Without Redis it says so, and offers no revoke line (revocations need Redis).
+        assert ("in-memory stores (--no-redis was given)" in out) != redis
+        assert ("pavilion revoke --redis" in out) == redis
         lines = [line.strip() for line in out.splitlines()]
         token_line = next(line for line in lines if line.startswith("TOKEN=$("))
         curls = [line for line in lines if line.startswith(("curl", "for i in"))]
@@ -55,7 +60,8 @@ def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path) -> Non
         assert outcomes[2:] == ["200"] * 5 + ["429"], done.stdout  # the burst
         started = [(name, int(pid)) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", out)]
         names = [name for name, _pid in started]
-        assert names[0] == "redis" and names[-4:] == ["controlplane", "extauthz", "ratelimit", "envoy-edge"]
+        assert (names[0] == "redis") == redis
+        assert names[-4:] == ["controlplane", "extauthz", "ratelimit", "envoy-edge"]
         run.popen.send_signal(signal.SIGINT)
         assert run.popen.wait(30) == 0
         stopped = re.findall(r"(\S+) \(pid (\d+)\)", run.output().split("stopped: ")[-1])
