@@ -7,7 +7,9 @@ request to the same upstream:
   (a) alone: no filter but the router;
   (b) jwt_authn: Envoy's native JWT filter, the same ES256 key as a local JWKS, its token cache on;
   (c) ext_authz: `pavilion extauthz --redis` (one process), the token verified once then cached, a
-      revocation check per request (local cache fed by Redis pub/sub);
+      revocation check per request (local cache fed by Redis pub/sub); the filter chain is the
+      control plane's own (controlplane.translate.http_filters), so Envoy sends what it sends in
+      production (only the authorization header, 503 on error);
   (d) ext_authz + ratelimit: (c) plus `pavilion ratelimit --redis` with one descriptor per request
       (route, tenant and subject from ext_authz's dynamic metadata, as the control plane generates),
       a limit high enough never to trip, so every request costs one Redis round trip.
@@ -37,16 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
-from envoy.config.ratelimit.v3 import rls_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
-from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.metadata.v3 import metadata_pb2
-from google.protobuf import any_pb2, duration_pb2, json_format
+from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
+from controlplane.config import model
+from controlplane.translate import http_filters
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import (
     EXT_AUTHZ_FILTER,
@@ -71,10 +73,13 @@ descriptors:
   - key: route
     value: {ROUTE}
     descriptors:
-      - key: tenant
+      - key: limit
+        value: "0"
         descriptors:
-          - key: subject
-            rate_limit: {{unit: second, requests_per_unit: 1000000000}}
+          - key: tenant
+            descriptors:
+              - key: subject
+                rate_limit: {{unit: second, requests_per_unit: 1000000000}}
 """
 
 
@@ -117,16 +122,15 @@ def _jwks_struct(issuer: Issuer) -> Any:
     return jwks
 
 
-def ratelimit_filter() -> hcm_pb2.HttpFilter:
-    config = rate_limit_pb2.RateLimit(
-        domain=DOMAIN, timeout=duration_pb2.Duration(nanos=50_000_000), failure_mode_deny=False,
-        # As the control plane configures it: the service sends its own RateLimit headers.
-        enable_x_ratelimit_headers=rate_limit_pb2.RateLimit.OFF,
-        rate_limit_service=rls_pb2.RateLimitServiceConfig(
-            grpc_service=grpc_service_pb2.GrpcService(
-                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name="ratelimit")),
-            transport_api_version=config_source_pb2.V3))
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.ratelimit", typed_config=_packed(config))
+def production_filters(ratelimit: bool) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP filter chain exactly as the control plane translates `extauthz:` (and `ratelimit:`)."""
+    config = model.Config(
+        regions=(), listeners=(), services=(), routes=(),
+        extauthz=model.ExtAuthzSettings(service="extauthz", timeout=1.0),
+        # Timeouts of 1 s (the example has 250 ms and 50 ms): under wrk's overload a shorter ratelimit
+        # timeout lets requests through unchecked (fail open), which would measure skipping the check.
+        ratelimit=model.RateLimitSettings(service="ratelimit", domain=DOMAIN, timeout=1.0) if ratelimit else None)
+    return http_filters(model.Listener("ingress", "127.0.0.1", 0), config, "edge")
 
 
 def rate_limit_actions() -> rc.RateLimit:
@@ -140,6 +144,7 @@ def rate_limit_actions() -> rc.RateLimit:
                                                   path=[metadata_pb2.MetadataKey.PathSegment(key=key)])))
 
     return rc.RateLimit(actions=[action(generic_key=action.GenericKey(descriptor_key="route", descriptor_value=ROUTE)),
+                                 action(generic_key=action.GenericKey(descriptor_key="limit", descriptor_value="0")),
                                  from_metadata("tenant"), from_metadata("subject")])
 
 
@@ -154,8 +159,10 @@ def edge_bootstrap(kind: str, listen: int, admin: int, upstream: int, extauthz: 
         del bootstrap.static_resources.clusters[0]  # extauthz
         del manager.http_filters[:]
         manager.http_filters.extend([jwt_authn_filter(issuer), router] if kind == "jwt_authn" else [router])
-    elif kind == "ext_authz+ratelimit":
-        manager.http_filters.insert(1, ratelimit_filter())
+    else:
+        del manager.http_filters[:]
+        manager.http_filters.extend(production_filters(ratelimit=kind == "ext_authz+ratelimit"))
+    if kind == "ext_authz+ratelimit":
         route.route.rate_limits.append(rate_limit_actions())
         bootstrap.static_resources.clusters.append(_cluster("ratelimit", [ratelimit], http2=True))
     _store(bootstrap, manager)
@@ -178,7 +185,9 @@ def upstream_bootstrap(listen: int, admin: int) -> bootstrap_pb2.Bootstrap:
     return bootstrap
 
 
-def start_envoy(directory: Path, name: str, build: Callable[[int, int], bootstrap_pb2.Bootstrap]) -> tuple[Proc, int]:
+def start_envoy(directory: Path, name: str,
+                build: Callable[[int, int], bootstrap_pb2.Bootstrap]) -> tuple[Proc, int, int]:
+    """(process, listener port, admin port)."""
     listen, admin = free_port(), free_port()
     path = directory / f"{name}.json"
     path.write_text(json_format.MessageToJson(build(listen, admin)))
@@ -186,7 +195,20 @@ def start_envoy(directory: Path, name: str, build: Callable[[int, int], bootstra
                 name=f"envoy-{name}")
     proc.wait_http(f"http://127.0.0.1:{admin}/ready", 60)
     proc.wait_port(listen)
-    return proc, listen
+    return proc, listen, admin
+
+
+def filter_stats(admin: int) -> dict[str, int]:
+    """The edge's ext_authz and ratelimit filter counters (ok, denied, over_limit, error,
+    failure_mode_allowed): a check that timed out and was let through shows here, not in wrk."""
+    # Both filters count under the route's target cluster (`echo`).
+    text = request(f"http://127.0.0.1:{admin}/stats?filter=%5Ecluster%5C.echo%5C.(ext_authz%7Cratelimit)%5C.")
+    stats: dict[str, int] = {}
+    for line in str(text.body.get("text", "")).splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit() and int(value):
+            stats[name.removeprefix("cluster.echo.")] = int(value)
+    return stats
 
 
 # -- wrk ------------------------------------------------------------------------------------------
@@ -247,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         if args.upstream == "echo":
             echo, upstream = start_echo("bench-upstream")
         else:
-            echo, upstream = start_envoy(directory, "upstream", upstream_bootstrap)
+            echo, upstream, _admin = start_envoy(directory, "upstream", upstream_bootstrap)
         procs.append(echo)
         extauthz, extauthz_port = start_extauthz(write_tenants(directory / "tenants.yaml", {"acme": issuer}),
                                                  redis_url=redis_url)
@@ -260,12 +282,14 @@ def run(args: argparse.Namespace) -> int:
         if answer is None or answer.status.code != 0:
             raise SystemExit(f"ext_authz refuses the bench token: {answer}")
         edges: dict[str, int] = {}
+        admins: dict[str, int] = {}
         for kind in KINDS:
             build = functools.partial(_edge, kind, upstream=upstream, extauthz=extauthz_port,
                                       ratelimit=ratelimit_port, issuer=issuer)
-            proc, port = start_envoy(directory, kind.replace("+", "-"), build)
+            proc, port, admin = start_envoy(directory, kind.replace("+", "-"), build)
             procs.append(proc)
             edges[kind] = port
+            admins[kind] = admin
             warm = wrk(port, 1, args.connections, token)  # connections, token caches
             if warm["non2xx"] or warm["socket_errors"]:
                 raise SystemExit(f"{kind}: warm-up got {warm['non2xx']} non-2xx answers, "
@@ -278,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
             for kind in KINDS:
                 samples[kind].append(wrk(edges[kind], args.seconds, args.connections, token))
         report(samples)
+        for kind in KINDS[2:]:
+            print(f"{kind} filter counters over the whole run (warm-up included): {filter_stats(admins[kind])}")
     finally:
         for proc in reversed(procs):
             proc.stop()
