@@ -9,6 +9,10 @@ For 1 process and for `--workers 2`, it measures:
 The full check is `pavilion extauthz --redis` with a pool of valid tokens, so every request is a cached
 verification plus a revocation check (local cache kept current by pub/sub). The baseline is a grpc.aio
 servicer that returns a constant OK. The figures and the ratio full/baseline are printed; no asserts.
+
+`--before DIR` also measures the `pavilion extauthz` of another checkout (for example
+`git archive COMMIT | tar -x -C DIR`), run with PYTHONPATH=DIR, in the same alternation: a before/after
+comparison under the same load on a shared machine.
 """
 
 from __future__ import annotations
@@ -36,14 +40,14 @@ from pavilion.lifecycle import run_until_stopped
 from pavilion.workers import run_workers
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import check_direct, check_request, start_envoy, start_extauthz, write_tenants
-from tests.procs import Proc, free_port, start_redis
+from tests.procs import PAVILION, Proc, free_port, start_redis
 
 TOKENS = 64
 
 
 # -- the do-nothing server ---------------------------------------------------------------------------
 
-class NullAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
+class NullAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     RESPONSE = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=0),
                                                ok_response=external_auth_pb2.OkHttpResponse())
 
@@ -256,6 +260,25 @@ def measure_pair(workers: int, ports: dict[str, int], pids: dict[str, int], args
     return results
 
 
+def warm_up(port: int, tokens: list[str], workers: int) -> None:
+    """Verify each token in every worker, so measured checks are cache hits."""
+    for _ in range(3 * workers):
+        for token in tokens:
+            response = check_direct(port, {"authorization": f"Bearer {token}"})
+            if response is None or response.status.code != 0:
+                raise SystemExit(f"warm-up check refused: {response}")
+
+
+def start_before(checkout: Path, config: Path, redis_url: str, workers: int) -> tuple[Proc, int]:
+    """`pavilion extauthz` of another checkout: its packages first on the path."""
+    port = free_port()
+    proc = Proc([PAVILION, "--log-level", "warning", "extauthz", "--config", str(config), "--port", str(port),
+                 "--workers", str(workers), "--redis", redis_url],
+                name="extauthz-before", env={"PYTHONPATH": str(checkout.resolve())})
+    proc.wait_until(lambda: check_direct(port, {}, timeout=0.5) is not None, 30, f"answering Check on {port}")
+    return proc, port
+
+
 def run(args: argparse.Namespace) -> int:
     directory = Path(tempfile.mkdtemp(prefix="bench-extauthz-"))
     issuer = Issuer(algs=("ES256",))
@@ -284,14 +307,15 @@ def run(args: argparse.Namespace) -> int:
                                 30, "serving")
                 proc, port = start_extauthz(config, redis_url=redis_url, workers=workers)
                 procs.append(proc)
-                for _ in range(3 * workers):  # verify each token in every worker: measured checks are cache hits
-                    for token in tokens:
-                        response = check_direct(port, {"authorization": f"Bearer {token}"})
-                        if response is None or response.status.code != 0:
-                            raise SystemExit(f"warm-up check refused: {response}")
-                table[workers] = measure_pair(workers, {"baseline": null_port, "full": port},
-                                              {"baseline": null.popen.pid, "full": proc.popen.pid}, args,
-                                              tokens_file, tokens[0], directory)
+                ports = {"baseline": null_port, "full": port}
+                pids = {"baseline": null.popen.pid, "full": proc.popen.pid}
+                if args.before is not None:
+                    before, before_port = start_before(args.before, config, redis_url, workers)
+                    procs.append(before)
+                    ports["before"], pids["before"] = before_port, before.popen.pid
+                for name in ports.keys() - {"baseline"}:
+                    warm_up(ports[name], tokens, workers)
+                table[workers] = measure_pair(workers, ports, pids, args, tokens_file, tokens[0], directory)
             finally:
                 for started in procs:
                     started.stop()
@@ -309,6 +333,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  workers={workers} {how:<6} rps {ratios[-1]:.2f}  capacity {capacities[-1]:.2f}  "
                   f"p50 {full['p50_ms'] - base['p50_ms']:+.2f} ms  p99 {full['p99_ms'] - base['p99_ms']:+.2f} ms  "
                   f"(rounds/s baseline {base['samples']}, full {full['samples']})")
+            if "before" in results:
+                earlier = results["before"][how]
+                print(f"  workers={workers} {how:<6} before: rps {earlier['rps'] / base['rps']:.2f}  "
+                      f"capacity {base['cpu_us'] / earlier['cpu_us']:.2f}  (rounds/s {earlier['samples']})")
     print(f"\nmedian rps ratio {statistics.median(ratios):.2f}, "
           f"median capacity ratio {statistics.median(capacities):.2f}")
     return 0
@@ -319,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout whose ext_authz is measured beside (before/after)")
     sub = parser.add_subparsers(dest="command")
     null = sub.add_parser("serve-null")
     null.add_argument("--port", type=int, required=True)
