@@ -66,6 +66,8 @@ def test_redis_killed_and_restarted(stack: Stack) -> None:
 
 def test_control_plane_killed_and_restarted_without_churn(stack: Stack) -> None:
     before_versions = _envoy_versions(stack)
+    kinds = {key.split("/")[0] for key, version in before_versions.items() if version}
+    assert {"ClustersConfigDump", "ListenersConfigDump", "RoutesConfigDump"} <= kinds, before_versions
     before_stats = _listener_stats(stack)
     before_parts = stack.versions()
     with load(stack) as traffic:
