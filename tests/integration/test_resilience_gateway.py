@@ -4,6 +4,7 @@ client saw, following the configured failure answers of examples like `make run`
 
 - `/public` (`auth: none`, a per-client-ip limit with `on_backend_error: allow`): ext_authz is not
   asked; the ratelimit service allows when Redis is down.
+- `/strict` (the same with `on_backend_error: deny`): 429 while Redis is down.
 - `/api` (tenant `demo`, `on_store_error: deny`): a token is checked on every request, with a
   revocation lookup; Redis down means 503, ext_authz down means 503 (never a pass).
 - ratelimit down: Envoy's `failure_mode_deny: false` (the `ratelimit:` section's default) lets
@@ -40,7 +41,9 @@ def _others(counts: Any, allowed: set[int]) -> dict[int, int]:
 
 
 def test_redis_killed_and_restarted(stack: Stack) -> None:
-    with load(stack) as traffic:
+    token = stack.token("load", ttl=900)
+    targets = [("/public/p", None), ("/strict/s", None), ("/api/a", token)]
+    with SteadyLoad(stack.url(""), targets, rate=90) as traffic:
         time.sleep(1.0)
         traffic.mark("kill")
         stack.kill("redis")
@@ -50,6 +53,7 @@ def test_redis_killed_and_restarted(stack: Stack) -> None:
         traffic.mark("restart")
         stack.restart("redis")
         wait_for(lambda: stack.get("/api/a", stack.token("probe")).status == 200, 15, "protected routes back")
+        wait_for(lambda: stack.get("/strict/s").status == 200, 15, "deny-on-error limits counting again")
         traffic.mark("recovered")
         time.sleep(1.5)
         traffic.mark("end")
@@ -62,6 +66,10 @@ def test_redis_killed_and_restarted(stack: Stack) -> None:
     assert down[503] > 0 and _others(down, {503}) == {}, (down, leaks)  # on_store_error deny: refused
     assert _others(traffic.statuses("/api", "kill", "recovered"), {200, 503}) == {}  # decided answers only
     assert traffic.statuses("/api", "recovered", "end").keys() == {200}
+    strict = traffic.statuses("/strict", "settled", "restart")
+    assert strict[429] > 0 and _others(strict, {429}) == {}, strict  # on_backend_error deny: refused as over limit
+    assert traffic.statuses("/strict", None, "kill").keys() == {200}
+    assert traffic.statuses("/strict", "recovered", "end").keys() == {200}, traffic.failures()
 
 
 def test_control_plane_killed_and_restarted_without_churn(stack: Stack) -> None:
