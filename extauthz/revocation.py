@@ -165,6 +165,7 @@ class RedisRevocations:
         self._subscribed = False
         self._generation = 0  # bumped by every event and flush
         self._listener: asyncio.Task[None] | None = None
+        self._fetching: dict[tuple[str, ...], asyncio.Future[list[str | None]]] = {}
         self._in_use: set[str] = set()  # keys answered from the local cache since the last refresh
         self._refresher: asyncio.Task[None] | None = None
 
@@ -194,6 +195,19 @@ class RedisRevocations:
         cached = self._cached(keys) if self._subscribed else None
         if cached is not None:
             return is_revoked_by(cached, query)
+        # Checks of one token that miss together (a cold cache under load) share one MGET.
+        fetch = self._fetching.get(keys)
+        if fetch is None:
+            fetch = self._fetching[keys] = asyncio.ensure_future(self._fetch(keys))
+            fetch.add_done_callback(lambda done: self._fetched(keys, done))
+        return is_revoked_by(await asyncio.shield(fetch), query)
+
+    def _fetched(self, keys: tuple[str, ...], done: asyncio.Future[list[str | None]]) -> None:
+        self._fetching.pop(keys, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have been cancelled meanwhile
+
+    async def _fetch(self, keys: tuple[str, ...]) -> list[str | None]:
         generation = self._generation
         try:
             values: list[str | None] = await self._client.mget(keys)  # type: ignore[assignment]  # decode_responses
@@ -202,7 +216,7 @@ class RedisRevocations:
         # An event or a flush that arrived while MGET was in flight may be newer than its answer.
         if self._subscribed and generation == self._generation:
             self._remember(keys, values)
-        return is_revoked_by(values, query)
+        return values
 
     def _cached(self, keys: tuple[str, ...]) -> list[str | None] | None:
         oldest = self._monotonic() - self._local_ttl

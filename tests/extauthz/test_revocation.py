@@ -198,3 +198,29 @@ async def test_keys_in_use_are_refreshed_in_the_background_in_one_mget(redis_ser
             await asyncio.sleep(0.01)
     finally:
         await store.close()
+
+
+async def test_checks_of_one_token_that_miss_together_share_one_mget(redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0")
+    await store.start()
+    try:
+        await wait_subscribed(store)
+        await store.revoke_token(ISS, "j3", time.time() + 60)
+        before = await command_calls(port, "mget")
+        answers = await asyncio.gather(*(store.is_revoked(query("j3")) for _ in range(20)),
+                                       *(store.is_revoked(query("j4")) for _ in range(20)))
+        assert answers == [True] * 20 + [False] * 20
+        assert await command_calls(port, "mget") == before + 2
+    finally:
+        await store.close()
+
+
+async def test_a_shared_mget_that_fails_fails_every_check_waiting_for_it() -> None:
+    store = RedisRevocations(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    await store.start()
+    try:
+        results = await asyncio.gather(*(store.is_revoked(query()) for _ in range(5)), return_exceptions=True)
+        assert all(isinstance(r, BackendUnavailable) for r in results), results
+    finally:
+        await store.close()
