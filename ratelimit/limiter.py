@@ -136,47 +136,65 @@ class Limiter:
     async def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> Decision:
         """Decide one request. `hits_addend` is the request's cost (the service passes 1 when the
         request leaves it 0, as Envoy's API says); a descriptor's own `hits_addend` wins over it."""
-        if hits_addend < 0 or any(d.hits_addend is not None and d.hits_addend < 0 for d in descriptors):
+        if hits_addend < 0:
             raise ValueError("hits_addend cannot be negative")
         config = self.config
         if config is not self._plans_config:
             self._plans.clear()
             self._plans_config = config
-        hits_of = [hits_addend if d.hits_addend is None else d.hits_addend for d in descriptors]
-        plans = [None if d.limit_override is not None else self._plan(config, domain, d.entries, hits)
-                 for d, hits in zip(descriptors, hits_of, strict=True)]
-        rules = [self._rule_for(config, domain, d) if plan is None else plan.rule
-                 for d, plan in zip(descriptors, plans, strict=True)]
-        replaced = {name for rule in rules if rule is not None and rule.replaces for name in rule.replaces}
+        hits_of: list[int] = []
+        rules: list[Rule | None] = []
+        checks_of: list[tuple[tuple[Limit, Check], ...] | None] = []  # None: not from a plan
+        replacing = False
+        for descriptor in descriptors:
+            hits = descriptor.hits_addend
+            if hits is None:
+                hits = hits_addend
+            elif hits < 0:
+                raise ValueError("hits_addend cannot be negative")
+            hits_of.append(hits)
+            if descriptor.limit_override is None:
+                plan = self._plan(config, domain, descriptor.entries, hits)
+                rule = plan.rule
+                checks_of.append(plan.checks)
+            else:
+                rule = self._rule_for(config, domain, descriptor)
+                checks_of.append(None)
+            rules.append(rule)
+            if rule is not None and rule.replaces:
+                replacing = True
+        replaced = {name for rule in rules if rule is not None for name in rule.replaces} if replacing else set()
         owners: list[int] = []  # per check: its descriptor
         planned: list[tuple[Limit, Check]] = []
-        kept: list[bool] = []
-        for index, (descriptor, rule, plan) in enumerate(zip(descriptors, rules, plans, strict=True)):
-            if plan is not None and not replaced:
-                checks = plan.checks
-            else:
-                checks = self._checks(domain, descriptor, rule, replaced, hits_of[index])
-            kept.append(bool(checks))
-            planned.extend(checks)
-            owners.extend([index] * len(checks))
+        for index, checks in enumerate(checks_of):
+            if checks is None or replacing:
+                checks = checks_of[index] = self._checks(domain, descriptors[index], rules[index], replaced,
+                                                         hits_of[index])
+            if checks:
+                planned.extend(checks)
+                owners.extend([index] * len(checks))
         outcomes, failed, error = await self._count(planned, rules, owners)
-        per_descriptor: list[list[LimitStatus]] = [[] for _ in descriptors]
-        for owner, (limit, check), outcome in zip(owners, planned, outcomes, strict=True):
-            per_descriptor[owner].append(LimitStatus(limit, check.key, outcome))
-        statuses = tuple([
-            _status(rule, hits_of[i], tuple(per_descriptor[i]),
-                    replaced=rule is not None and not rule.unlimited and not kept[i],
-                    fallback=rule.on_backend_error if failed and rule is not None and i in failed else None)
-            for i, rule in enumerate(rules)
-        ])
+        statuses: list[DescriptorStatus] = []
+        position = 0
         over = False
-        for status in statuses:
+        for index, rule in enumerate(rules):
+            checks = checks_of[index] or ()
+            count = len(checks)
+            if count == 1:
+                limit, check = checks[0]
+                limits: tuple[LimitStatus, ...] = (LimitStatus(limit, check.key, outcomes[position]),)
+            else:
+                limits = tuple([LimitStatus(limit, check.key, outcome) for (limit, check), outcome
+                                in zip(checks, outcomes[position:position + count], strict=True)])
+            position += count
+            status = _status(rule, hits_of[index], limits, rule is not None and not rule.unlimited and not count,
+                             rule.on_backend_error if failed and rule is not None and index in failed else None)
             if status.code is Code.OVER_LIMIT:
                 over = True
-                break
+            statuses.append(status)
         if over and self.global_shadow_mode:
-            return Decision(Code.OK, statuses, True, error)
-        return Decision(Code.OVER_LIMIT if over else Code.OK, statuses, False, error)
+            return Decision(Code.OK, tuple(statuses), True, error)
+        return Decision(Code.OVER_LIMIT if over else Code.OK, tuple(statuses), False, error)
 
     def _plan(self, config: RateLimitConfig, domain: str, entries: tuple[tuple[str, str], ...], hits: int) -> _Plan:
         plans = self._plans
@@ -272,7 +290,7 @@ class Limiter:
         return Check(check.key, check.algorithm, share(check.limit), check.window, share(check.burst), check.hits)
 
 
-def _status(rule: Rule | None, hits: int, limits: tuple[LimitStatus, ...], *, replaced: bool,
+def _status(rule: Rule | None, hits: int, limits: tuple[LimitStatus, ...], replaced: bool,
             fallback: str | None) -> DescriptorStatus:
     if rule is None:
         return DescriptorStatus(None, Code.OK, hits)
