@@ -1,9 +1,11 @@
 """ext_authz Check throughput and latency, beside a do-nothing grpc.aio Check server in the same run.
 
-    .venv/bin/python -m bench.extauthz_check [--seconds 4] [--concurrency 32]
+    .venv/bin/python -m bench.extauthz_check [--seconds 2] [--rounds 3] [--concurrency 32] [--rate 1500] [--before DIR]
 
 For 1 process and for `--workers 2`, it measures:
 - direct: a grpc.aio load generator in its own process (several channels, so SO_REUSEPORT spreads them);
+- paced: the same load generator at a fixed 1,500 requests a second (`--rate`), below what either server
+  can answer, so both do the same batching and CPU per Check is compared at equal load;
 - through Envoy: wrk against an Envoy whose route answers 200 itself after the ext_authz filter
   (skipped when `wrk` is not installed).
 The full check is `pavilion extauthz --redis` with a pool of valid tokens, so every request is a cached
@@ -75,7 +77,8 @@ def serve_null(port: int, workers: int) -> int:
 
 # -- the direct load generator -----------------------------------------------------------------------
 
-async def _load(port: int, seconds: float, concurrency: int, channels: int, tokens: list[str]) -> dict[str, Any]:
+async def _load(port: int, seconds: float, concurrency: int, channels: int, tokens: list[str],
+                rate: float = 0.0) -> dict[str, Any]:
     requests = [check_request({"authorization": f"Bearer {t}"}, "acme").SerializeToString() for t in tokens]
     opened = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(channels)]
     methods = [ch.unary_unary("/envoy.service.auth.v3.Authorization/Check", request_serializer=None,
@@ -89,7 +92,11 @@ async def _load(port: int, seconds: float, concurrency: int, channels: int, toke
         nonlocal errors, denied
         call = methods[index % len(methods)]
         i = index
+        next_at = time.perf_counter() + index / rate if rate else 0.0
         while time.perf_counter() < deadline:
+            if rate:  # paced: each caller sends one request every concurrency/rate seconds
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at += concurrency / rate
             started = time.perf_counter()
             try:
                 response = await call(requests[i % len(requests)], timeout=5)
@@ -117,9 +124,10 @@ def _pct(values: list[float], pct: float) -> float:
     return values[min(len(values) - 1, int(len(values) * pct / 100))]
 
 
-def direct_load(port: int, seconds: float, concurrency: int, tokens_file: Path) -> dict[str, Any]:
+def direct_load(port: int, seconds: float, concurrency: int, tokens_file: Path, rate: float = 0.0) -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "bench.extauthz_check", "load", "--port", str(port),
-                           "--seconds", str(seconds), "--concurrency", str(concurrency), "--tokens", str(tokens_file)],
+                           "--seconds", str(seconds), "--concurrency", str(concurrency), "--tokens", str(tokens_file),
+                           "--rate", str(rate)],
                           capture_output=True, text=True, timeout=seconds + 60, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -217,6 +225,8 @@ def one_figure(how: str, port: int, pid: int, listen: int | None, args: argparse
     before, mgets = tree_cpu_seconds(pid), redis_mgets(args.redis_url)
     if how == "direct":
         result = direct_load(port, args.seconds, args.concurrency, tokens_file)
+    elif how == "paced":
+        result = direct_load(port, args.seconds, args.concurrency, tokens_file, rate=args.rate)
     else:
         assert listen is not None
         result = envoy_load(listen, args.seconds, args.concurrency, token)
@@ -246,7 +256,7 @@ def median_figure(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def measure_pair(workers: int, ports: dict[str, int], pids: dict[str, int], args: argparse.Namespace,
                  tokens_file: Path, token: str, directory: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Figures for baseline and full, measured in alternation (rounds) so drift on a shared machine hits both."""
-    hows = ["direct"] + (["envoy"] if shutil.which("wrk") else [])
+    hows = ["direct", *(["paced"] if args.rate else []), *(["envoy"] if shutil.which("wrk") else [])]
     envoys: dict[str, tuple[Proc, int]] = {}
     try:
         if "envoy" in hows:
@@ -363,9 +373,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.extauthz_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1500.0,
+                        help="requests per second of the paced direct figure, below what either server can do, so "
+                             "CPU per Check is compared at the same load (0: no paced figure)")
     parser.add_argument("--before", type=Path, default=None,
                         help="another checkout whose ext_authz is measured beside (before/after)")
     sub = parser.add_subparsers(dest="command")
@@ -378,12 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--concurrency", type=int, default=32)
     load.add_argument("--channels", type=int, default=8)
     load.add_argument("--tokens", type=Path, required=True)
+    load.add_argument("--rate", type=float, default=0.0, help="requests per second in all (0: as fast as answered)")
     args = parser.parse_args(argv)
     if args.command == "serve-null":
         return serve_null(args.port, args.workers)
     if args.command == "load":
         tokens = json.loads(args.tokens.read_text())
-        print(json.dumps(asyncio.run(_load(args.port, args.seconds, args.concurrency, args.channels, tokens))))
+        print(json.dumps(asyncio.run(_load(args.port, args.seconds, args.concurrency, args.channels, tokens,
+                                           args.rate))))
         return 0
     return run(args)
 
