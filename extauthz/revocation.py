@@ -10,7 +10,8 @@ cache at once. The cache is only trusted while the subscription is up, and is fl
 Both stores can answer without waiting (`revoked_locally`) when local state holds every key of the
 token, so the common check of a known token never awaits. The Redis store re-reads the keys in use in
 the background every half `local_ttl`, all of them in one MGET, so a busy replica keeps its cache fresh
-with two round trips a second instead of one per token per second on the request path.
+with two round trips a second instead of one per token per second on the request path; keys stay "in
+use" for `keep_warm` (30 s) after their last check, so a short pause does not empty the cache either.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class RedisRevocations:
     """Revocations shared by every replica through Redis, with a pub/sub-fed local cache."""
 
     def __init__(self, url: str, *, timeout: float = 0.25, local_ttl: float = 1.0, max_local: int = 100_000,
-                 monotonic: Clock = time.monotonic, clock: Clock = time.time) -> None:
+                 keep_warm: float = 30.0, monotonic: Clock = time.monotonic, clock: Clock = time.time) -> None:
         # No retries: a check must fail within `timeout` and let the tenant's on_store_error decide.
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
@@ -158,6 +159,7 @@ class RedisRevocations:
             url, socket_timeout=None, socket_connect_timeout=timeout, decode_responses=True,
             retry=Retry(NoBackoff(), 0))
         self._local_ttl = local_ttl
+        self._keep_warm = keep_warm
         self._max_local = max_local
         self._monotonic = monotonic
         self._clock = clock
@@ -166,7 +168,7 @@ class RedisRevocations:
         self._generation = 0  # bumped by every event and flush
         self._listener: asyncio.Task[None] | None = None
         self._fetching: dict[tuple[str, ...], asyncio.Future[list[str | None]]] = {}
-        self._in_use: set[str] = set()  # keys answered from the local cache since the last refresh
+        self._in_use: dict[str, float] = {}  # key -> when a check last read it from the local cache (monotonic)
         self._refresher: asyncio.Task[None] | None = None
 
     @property
@@ -219,30 +221,36 @@ class RedisRevocations:
         return values
 
     def _cached(self, keys: tuple[str, ...]) -> list[str | None] | None:
-        oldest = self._monotonic() - self._local_ttl
+        now = self._monotonic()
+        oldest = now - self._local_ttl
         values: list[str | None] = []
         for key in keys:
             entry = self._local.get(key)
             if entry is None or entry[1] < oldest:
                 return None
             values.append(entry[0])
-        self._in_use.update(keys)
+        in_use = self._in_use
+        for key in keys:
+            in_use[key] = now
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_in_use(), name="revocation-refresh")
         return values
 
     async def _refresh_in_use(self) -> None:
-        """Every half `local_ttl`, re-read the keys that checks used since the last round, 512 per MGET.
+        """Every half `local_ttl`, re-read the keys that checks used in the last `keep_warm` seconds, 512 per MGET.
 
         Every key in use is re-read together, so a busy replica makes about two round trips per `local_ttl`
-        whatever its number of tokens. Stops when a round finds no key in use. A failure is only logged: the
+        whatever its number of tokens, and a token back after a pause of less than `keep_warm` still finds
+        its answer local. Stops when no key was used for `keep_warm`. A failure is only logged: the
         entries then expire at `local_ttl`, and the next check asks Redis itself and gets the tenant's
         decided answer if Redis is down.
         """
         try:
             while True:
                 await asyncio.sleep(self._local_ttl / 2)
-                keys, self._in_use = tuple(self._in_use), set()
+                idle_since = self._monotonic() - self._keep_warm
+                self._in_use = {key: used for key, used in self._in_use.items() if used >= idle_since}
+                keys = tuple(self._in_use)
                 if not keys or not self._subscribed:
                     return
                 generation = self._generation

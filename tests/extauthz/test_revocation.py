@@ -224,3 +224,23 @@ async def test_a_shared_mget_that_fails_fails_every_check_waiting_for_it() -> No
         assert all(isinstance(r, BackendUnavailable) for r in results), results
     finally:
         await store.close()
+
+
+async def test_a_short_pause_keeps_the_cache_warm_and_a_long_one_stops_the_refresh(
+        redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0", local_ttl=0.2, keep_warm=1.0)
+    await store.start()
+    try:
+        await wait_subscribed(store)
+        assert not await store.is_revoked(query("w1"))
+        assert store.revoked_locally(query("w1")) is False  # read from the local cache: now in use
+        await asyncio.sleep(0.6)  # three lifetimes of the local cache without a check
+        assert store.revoked_locally(query("w1")) is False
+        await asyncio.sleep(2.0)  # past keep_warm: no longer refreshed, so expired
+        assert store.revoked_locally(query("w1")) is None
+        idle = await command_calls(port, "mget")
+        await asyncio.sleep(0.5)
+        assert await command_calls(port, "mget") == idle
+    finally:
+        await store.close()
