@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,10 @@ def _allowed(limit: Any) -> int:
     return int(limit.requests) + (int(limit.burst) if limit.algorithm == "token_bucket" else 0)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace) -> int:
     from controlplane.config.load import load_config
     from pavilion.errors import ConfigErrors
@@ -143,6 +148,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  in-memory stores ({store.why_memory}): revocations and rate-limit counters live in each "
               "process's memory and are lost on restart; `pavilion revoke` needs Redis", flush=True)
     launcher = Launcher(build_plan(args, config, workdir), log_dir=workdir)
+    # SIGTERM while starting must stop what already started, as Ctrl-C does (children have their own
+    # sessions, so nothing else would stop them).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         launcher.start_all()
         listeners = ", ".join(f"http://{item.address}:{item.port}" for item in config.listeners)
@@ -161,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         print(f"pavilion run: {exc}", file=sys.stderr)
         code = 1
+    except KeyboardInterrupt:
+        code = 130
     finally:
         print("stopping...", flush=True)
         launcher.stop_all()

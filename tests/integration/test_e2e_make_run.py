@@ -81,3 +81,26 @@ def _status_only(line: str) -> str:
     if command.startswith("for i in"):
         return command
     return command.replace("curl -i", "curl -s -o /dev/null -w '%{http_code} '", 1)
+
+
+def test_sigterm_while_starting_stops_what_already_started(tmp_path: Path) -> None:
+    config = tmp_path / "routes"
+    config.mkdir()
+    ports = demo_ports()
+    write_config(config, ports)
+    own = {"xds": free_port(), "admin": free_port(), "envoy": free_port(), "redis": free_port()}
+    run = Proc([PAVILION, "run", "--config", str(config), "--state-dir", str(config / ".run"),
+                "--xds-port", str(own["xds"]), "--admin-port", str(own["admin"]),
+                "--envoy-admin-port", str(own["envoy"]), "--redis-port", str(own["redis"])],
+               name="pavilion-run", cwd=str(REPO))
+    try:
+        run.wait_until(lambda: "started redis" in run.output(), 60, "starting")
+        run.popen.send_signal(signal.SIGTERM)
+        assert run.popen.wait(30) == 130
+        out = run.output()
+        assert "Ctrl-C stops everything" not in out  # it was stopped before it was up
+        started = [int(pid) for pid in re.findall(r"started \S+ \(pid (\d+)\)", out)]
+        assert started and all(_gone(pid) for pid in started)
+        assert [p for p in (*ports.values(), *own.values()) if port_open(p)] == []
+    finally:
+        run.stop()
