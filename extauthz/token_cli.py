@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG = "examples/gateway"
+DEFAULT_SUBJECT = "demo-user"
 
 
 def register(subparsers: Any) -> None:
     token = subparsers.add_parser("token", help="print a signed token of a tenant whose key `pavilion run` made")
     token.add_argument("--tenant", required=True, help="tenant id in the route YAML")
     token.add_argument("--config", default=DEFAULT_CONFIG, help=f"route YAML directory (default {DEFAULT_CONFIG})")
-    token.add_argument("--subject", default="demo-user", help="the token's sub (default demo-user)")
+    token.add_argument("--subject", default=DEFAULT_SUBJECT, help=f"the token's sub (default {DEFAULT_SUBJECT})")
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 10m or 1h (default 1h)")
     token.add_argument("--audience", default=None, help="the token's aud (default: the tenant's first audience)")
     token.add_argument("--claims", default=None, metavar="JSON", help='extra claims, e.g. \'{"email": "a@b.test"}\'')

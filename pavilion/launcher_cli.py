@@ -109,10 +109,12 @@ def demo_lines(config: Any, config_dir: str, tenant: str, redis_url: str | None)
                          f"    # {allowed} x 200, then 429 (route {route.name})")
             lines.append(f"  curl -si -H \"Authorization: Bearer $TOKEN\"{_options(route)} {url} | grep -i "
                          "'^ratelimit\\|^retry-after\\|^HTTP'    # the RateLimit headers")
+    from extauthz.token_cli import DEFAULT_SUBJECT
+
     tenant_entry = next((t for t in config.tenants if t.id == tenant), None)
     if redis_url and tenant_entry is not None:
         lines.append(f"  {pavilion} revoke --redis {redis_url} --tenant {tenant} --issuer {tenant_entry.issuer} "
-                     "--subject demo-user    # then the same token is a 401 within a second")
+                     f"--subject {DEFAULT_SUBJECT}    # then the same token is a 401 within a second")
     return lines
 
 
