@@ -52,12 +52,16 @@ def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path, redis:
         token_line = next(line for line in lines if line.startswith("TOKEN=$("))
         curls = [line for line in lines if line.startswith(("curl", "for i in"))]
         script = "\n".join([token_line, *(_status_only(line) for line in curls[:3])])
+        revoke = [line.split("    #")[0] for line in lines if " revoke --redis " in line]
+        if redis:  # the printed revoke line, then the 200 line again: now refused
+            script += "\n" + "\n".join([f"{revoke[0]} >/dev/null", "sleep 1", _status_only(curls[1])])
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=str(REPO),
                               check=False)
         assert done.returncode == 0, done.stderr
         outcomes = done.stdout.split()
         assert outcomes[:2] == ["401", "200"], done.stdout  # without, then with the token
-        assert outcomes[2:] == ["200"] * 5 + ["429"], done.stdout  # the burst
+        assert outcomes[2:8] == ["200"] * 5 + ["429"], done.stdout  # the burst
+        assert outcomes[8:] == (["401"] if redis else []), done.stdout  # revoked within a second
         started = [(name, int(pid)) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", out)]
         names = [name for name, _pid in started]
         assert (names[0] == "redis") == redis
