@@ -125,6 +125,15 @@ class Stack:
     def restart(self, name: str) -> None:
         self.launcher.start(self.specs[name], timeout=60)
 
+    def ensure_all_running(self) -> None:
+        """Restart whatever a failed test left killed, so the next test of the module starts whole."""
+        running = {r.spec.name for r in self.launcher.running if r.alive()}
+        for name, spec in self.specs.items():
+            if name not in running:
+                if any(r.spec.name == name for r in self.launcher.running):
+                    self.launcher.kill(name)
+                self.launcher.start(spec, timeout=60)
+
     def envoy_admin(self, path: str) -> Reply:
         return request(f"http://127.0.0.1:{self.args.envoy_admin_port}{path}")
 

@@ -31,6 +31,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def whole_again(stack: Stack) -> Iterator[None]:
+    """A test that fails between a kill and its restart must not fail the tests after it."""
+    yield
+    stack.ensure_all_running()
+
+
 def load(stack: Stack) -> SteadyLoad:
     token = stack.token("load", ttl=900)
     return SteadyLoad(stack.url(""), [("/public/p", None), ("/api/a", token)], rate=80)
@@ -135,13 +142,16 @@ def test_ratelimit_killed_fails_open_as_configured(stack: Stack) -> None:
 def test_a_broken_config_edit_fails_no_request(stack: Stack) -> None:
     routes = stack.config_dir / "routes.yaml"
     good = routes.read_text()
-    with load(stack) as traffic:
-        time.sleep(1.0)
-        routes.write_text(good.replace("service: app", "service: no-such-service", 1))
-        wait_for(lambda: stack.controlplane_status().get("last_rejected") is not None, 10, "the edit rejected")
-        time.sleep(1.5)
+    try:
+        with load(stack) as traffic:
+            time.sleep(1.0)
+            routes.write_text(good.replace("service: app", "service: no-such-service", 1))
+            wait_for(lambda: stack.controlplane_status().get("last_rejected") is not None, 10, "the edit rejected")
+            time.sleep(1.5)
+            routes.write_text(good)
+            time.sleep(1.0)
+    finally:
         routes.write_text(good)
-        time.sleep(1.0)
     rejected = stack.controlplane_status()["last_rejected"]
     assert "no-such-service" in str(rejected)
     assert traffic.statuses().keys() == {200}, (traffic.statuses(), traffic.failures())
