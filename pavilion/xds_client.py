@@ -60,6 +60,10 @@ class XdsClient:
         self.node.metadata.fields["role"].string_value = role
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.versions: dict[str, str] = {}  # type URL -> last accepted version_info
+        # type URL -> the bytes of what was last applied: a reconnect that brings the same content
+        # again is ACKed without applying it, so services see no churn when the control plane restarts.
+        self._applied: dict[str, tuple[bytes, ...]] = {}
+        self.applies = 0  # updates handed to `apply` so far
         self.version = ""  # version_info of the last accepted response
         self.last_error: str | None = None  # the last refused update's error, cleared by an accepted one
         self.connected = False
@@ -144,9 +148,13 @@ class XdsClient:
         """Apply one response; the ACK or NACK to send for it."""
         type_url = response.type_url
         kept = self.versions.get(type_url, "")
+        content = tuple(sorted(packed.value for packed in response.resources))
         try:
             resources = self._decode(response)
-            await self._apply(type_url, resources, response.version_info)
+            if self._applied.get(type_url) != content or kept != response.version_info:
+                await self._apply(type_url, resources, response.version_info)
+                self._applied[type_url] = content
+                self.applies += 1
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("xds_update_refused", type=type_url.rsplit(".", 1)[-1], version=response.version_info,

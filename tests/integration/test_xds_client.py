@@ -117,6 +117,7 @@ async def test_reconnects_and_keeps_the_last_good_config_while_the_plane_is_away
         await until(lambda: xds.connected and xds.streams >= 2)
         await plane_node(plane, lambda s: s.get("acked_version") == version)
         assert xds.version == version
+        assert len(recorder.applied) == 1, "the same content after a reconnect is ACKed, not applied again"
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
