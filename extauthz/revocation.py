@@ -250,6 +250,8 @@ class RedisRevocations:
                 await asyncio.sleep(self._local_ttl / 2)
                 idle_since = self._monotonic() - self._keep_warm
                 self._in_use = {key: used for key, used in self._in_use.items() if used >= idle_since}
+                if len(self._in_use) > self._max_local:
+                    self._in_use.clear()  # as the local cache itself: bounded; those checks then ask Redis
                 keys = tuple(self._in_use)
                 if not keys or not self._subscribed:
                     return
