@@ -4,7 +4,6 @@ switches under load lose no request."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,13 @@ from typing import Any
 import pytest
 
 from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams
-from tests.integration.test_gateway_reload import BASE, envoy_stat, pushes, seconds_until_served
+from tests.integration.test_gateway_reload import (
+    BASE,
+    envoy_stat,
+    pushes,
+    seconds_until_served,
+    switch_route_under_load,
+)
 from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
@@ -73,41 +78,7 @@ def test_delta_nack_is_shown_and_never_resent(gateway: Gateway) -> None:
 
 
 def test_delta_route_switches_under_load_lose_no_request(gateway: Gateway) -> None:
-    plane = gateway.plane
-    plane.wait_current(1)
-    ports = {name: port for name, (_proc, port) in gateway.upstreams.items()}
-    path = plane.config_dir / "switching.yaml"
-
-    def write(step: int) -> str:
-        upstream = ("blue", "green")[step % 2]
-        path.write_text(f"services:\n  - name: switch-{step}\n    endpoints: [{{address: 127.0.0.1:{ports[upstream]},"
-                        f" region: eu-west}}]\nroutes:\n  - {{name: switching, listener: public,"
-                        f" match: {{prefix: /switching}}, service: switch-{step}}}\n")
-        return upstream
-
-    seconds_until_served(gateway, "/switching", write(0))
-    failures: list[int] = []
-    sent = 0
-    stop = threading.Event()
-
-    def traffic() -> None:
-        nonlocal sent
-        while not stop.is_set() and sent < 3000:
-            reply = gateway.get("/switching")
-            sent += 1
-            if reply.status != 200:
-                failures.append(reply.status)
-
-    worker = threading.Thread(target=traffic)
-    worker.start()
-    try:
-        for step in range(1, 11):
-            seconds_until_served(gateway, "/switching", write(step))
-        plane.wait_current(1)
-    finally:
-        stop.set()
-        worker.join()
-        path.unlink()
+    sent, failures = switch_route_under_load(gateway, switches=10, max_requests=3000)
     print(f"10 switches under load on Delta: {sent} requests, {len(failures)} failed")
     assert sent > 50
     assert failures == []

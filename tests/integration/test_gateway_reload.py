@@ -191,7 +191,9 @@ def test_a_changed_cluster_warms_at_once_and_traffic_continues(gateway: Gateway)
         base.write_text(original)
 
 
-def test_switching_a_route_to_a_new_service_twenty_times_loses_no_request(gateway: Gateway) -> None:
+def switch_route_under_load(gateway: Gateway, switches: int, max_requests: int) -> tuple[int, list[int]]:
+    """Switch route /switching to a new service `switches` times while a client sends requests;
+    returns (requests sent, statuses of the failed ones)."""
     plane = gateway.plane
     plane.wait_current(1)
     ports = {name: port for name, (_proc, port) in gateway.upstreams.items()}
@@ -212,7 +214,7 @@ def test_switching_a_route_to_a_new_service_twenty_times_loses_no_request(gatewa
 
     def traffic() -> None:
         nonlocal sent
-        while not stop.is_set() and sent < 5000:
+        while not stop.is_set() and sent < max_requests:
             reply = gateway.get("/switching")
             sent += 1
             if reply.status != 200:
@@ -221,13 +223,18 @@ def test_switching_a_route_to_a_new_service_twenty_times_loses_no_request(gatewa
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        for step in range(1, 21):
+        for step in range(1, switches + 1):
             seconds_until_served(gateway, "/switching", write(step))
         plane.wait_current(1)
     finally:
         stop.set()
         worker.join()
         path.unlink()
+    return sent, failures
+
+
+def test_switching_a_route_to_a_new_service_twenty_times_loses_no_request(gateway: Gateway) -> None:
+    sent, failures = switch_route_under_load(gateway, switches=20, max_requests=5000)
     print(f"20 switches under load: {sent} requests, {len(failures)} failed")
     assert sent > 100
     assert failures == []
