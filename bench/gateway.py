@@ -45,15 +45,13 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.metadata.v3 import metadata_pb2
-from google.protobuf import any_pb2, json_format
-from google.protobuf.message import Message
+from google.protobuf import json_format
 
 from controlplane.config import model
 from controlplane.translate import http_filters
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import (
     EXT_AUTHZ_FILTER,
-    _cluster,
     check_direct,
     envoy_bootstrap,
     start_extauthz,
@@ -61,6 +59,7 @@ from tests.integration.extauthz_stack import (
 )
 from tests.integration.gateway_procs import request
 from tests.integration.ratelimit_procs import start_ratelimit
+from tests.integration.static_envoy import packed, static_cluster
 from tests.procs import ENVOY, Proc, free_port, start_echo, start_redis
 
 KINDS = ("alone", "jwt_authn", "ext_authz", "ext_authz+ratelimit")
@@ -86,12 +85,6 @@ descriptors:
 
 # -- bootstraps -----------------------------------------------------------------------------------
 
-def _packed(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
 def _manager(bootstrap: bootstrap_pb2.Bootstrap) -> hcm_pb2.HttpConnectionManager:
     manager = hcm_pb2.HttpConnectionManager()
     bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.Unpack(manager)
@@ -99,7 +92,7 @@ def _manager(bootstrap: bootstrap_pb2.Bootstrap) -> hcm_pb2.HttpConnectionManage
 
 
 def _store(bootstrap: bootstrap_pb2.Bootstrap, manager: hcm_pb2.HttpConnectionManager) -> None:
-    bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.CopyFrom(_packed(manager))
+    bootstrap.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.CopyFrom(packed(manager))
 
 
 def jwt_authn_filter(issuer: Issuer) -> hcm_pb2.HttpFilter:
@@ -112,7 +105,7 @@ def jwt_authn_filter(issuer: Issuer) -> hcm_pb2.HttpFilter:
         providers={"demo": provider},
         rules=[jwt_pb2.RequirementRule(match=rc.RouteMatch(prefix="/"),
                                        requires=jwt_pb2.JwtRequirement(provider_name="demo"))])
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.jwt_authn", typed_config=_packed(config))
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.jwt_authn", typed_config=packed(config))
 
 
 def _jwks_struct(issuer: Issuer) -> Any:
@@ -165,7 +158,7 @@ def edge_bootstrap(kind: str, listen: int, admin: int, upstream: int, extauthz: 
         manager.http_filters.extend(production_filters(ratelimit=kind == "ext_authz+ratelimit"))
     if kind == "ext_authz+ratelimit":
         route.route.rate_limits.append(rate_limit_actions())
-        bootstrap.static_resources.clusters.append(_cluster("ratelimit", [ratelimit], http2=True))
+        bootstrap.static_resources.clusters.append(static_cluster("ratelimit", [ratelimit], http2=True))
     _store(bootstrap, manager)
     return bootstrap
 

@@ -11,19 +11,15 @@ from pathlib import Path
 
 import grpc
 from envoy.config.bootstrap.v3 import bootstrap_pb2
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
-from google.protobuf import any_pb2, duration_pb2, json_format
+from google.protobuf import duration_pb2, json_format
 
 from tests.extauthz.issuer import Issuer
+from tests.integration.static_envoy import ingress_bootstrap, packed, static_cluster
 from tests.procs import ENVOY, PAVILION, Proc, free_port
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
@@ -78,35 +74,6 @@ def check_direct(port: int, headers: dict[str, str], tenant: str | None = "acme"
             return None
 
 
-def _address(port: int) -> address_pb2.Address:
-    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port))
-
-
-def _cluster(name: str, ports: Sequence[int], http2: bool, max_streams: int = 0) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(
-        name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration_pb2.Duration(seconds=1),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
-            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
-                endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=_address(p)))
-                for p in ports])]))
-    if http2:
-        options = http_protocol_options_pb2.HttpProtocolOptions(
-            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
-        if max_streams:
-            # Few streams per connection make Envoy open several, so SO_REUSEPORT workers all get some.
-            options.explicit_http_config.http2_protocol_options.max_concurrent_streams.value = max_streams
-        cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Pack(options)
-    return cluster
-
-
-def _packed(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
-
-
 def envoy_bootstrap(listen_port: int, admin_port: int, extauthz_ports: Sequence[int], echo_port: int | None,
                     route_tenants: dict[str, str], timeout_ms: int = 1000,
                     max_streams: int = 0) -> bootstrap_pb2.Bootstrap:
@@ -126,25 +93,14 @@ def envoy_bootstrap(listen_port: int, admin_port: int, extauthz_ports: Sequence[
             route.direct_response.body.inline_string = "ok\n"
         else:
             route.route.cluster = "echo"
-        route.typed_per_filter_config[EXT_AUTHZ_FILTER].CopyFrom(_packed(ext_authz_pb2.ExtAuthzPerRoute(
+        route.typed_per_filter_config[EXT_AUTHZ_FILTER].CopyFrom(packed(ext_authz_pb2.ExtAuthzPerRoute(
             check_settings=ext_authz_pb2.CheckSettings(context_extensions={"tenant": tenants}))))
         routes.append(route)
-    manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix="ingress", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        route_config=route_pb2.RouteConfiguration(name="local", virtual_hosts=[
-            route_components_pb2.VirtualHost(name="all", domains=["*"], routes=routes)]),
-        http_filters=[hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=_packed(ext_authz)),
-                      hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_packed(router_pb2.Router()))])
-    listener = listener_pb2.Listener(
-        name="ingress", address=_address(listen_port),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
-            name="envoy.filters.network.http_connection_manager", typed_config=_packed(manager))])])
-    return bootstrap_pb2.Bootstrap(
-        admin=bootstrap_pb2.Admin(address=_address(admin_port)),
-        static_resources=bootstrap_pb2.Bootstrap.StaticResources(
-            listeners=[listener],
-            clusters=[_cluster("extauthz", extauthz_ports, http2=True, max_streams=max_streams),
-                      *([_cluster("echo", [echo_port], http2=False)] if echo_port is not None else [])]))
+    clusters = [static_cluster("extauthz", extauthz_ports, http2=True, max_streams=max_streams)]
+    if echo_port is not None:
+        clusters.append(static_cluster("echo", [echo_port], http2=False))
+    return ingress_bootstrap(listen_port, admin_port, routes=routes, clusters=clusters,
+                             filters=[hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=packed(ext_authz))])
 
 
 def start_envoy(directory: Path, extauthz_ports: Sequence[int], echo_port: int | None,

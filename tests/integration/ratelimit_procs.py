@@ -12,19 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.config.ratelimit.v3 import rls_pb2 as rls_config_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import any_pb2, duration_pb2, json_format
-from google.protobuf.message import Message
+from google.protobuf import duration_pb2, json_format
 
+from tests.integration.static_envoy import ingress_bootstrap, packed, static_cluster
 from tests.procs import ENVOY, PAVILION, REDIS_SERVER, Proc, free_port, http_ok
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -81,30 +76,6 @@ def start_ratelimit(config: Path, *, port: int | None = None, extra: Sequence[st
     return proc, port, admin_port
 
 
-def _address(port: int) -> address_pb2.Address:
-    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port))
-
-
-def _packed(message: Message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-def _cluster(name: str, port: int, http2: bool) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(
-        name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration_pb2.Duration(seconds=1),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
-            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
-                endpoint=endpoint_components_pb2.Endpoint(address=_address(port)))])]))
-    if http2:
-        options = http_protocol_options_pb2.HttpProtocolOptions(
-            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
-        cluster.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Pack(options)
-    return cluster
-
-
 def ratelimit_bootstrap(listen_port: int, admin_port: int, ratelimit_port: int, echo_port: int,
                         domain: str) -> bootstrap_pb2.Bootstrap:
     """One listener, one route to the echo upstream with two rate_limits (so two descriptors per
@@ -124,22 +95,11 @@ def ratelimit_bootstrap(listen_port: int, admin_port: int, ratelimit_port: int, 
             grpc_service=grpc_service_pb2.GrpcService(
                 envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name="ratelimit")),
             transport_api_version=config_source_pb2.V3))
-    manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix="ingress", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        route_config=route_pb2.RouteConfiguration(name="local", virtual_hosts=[
-            route_components_pb2.VirtualHost(name="all", domains=["*"], routes=[route])]),
-        http_filters=[
-            hcm_pb2.HttpFilter(name="envoy.filters.http.ratelimit", typed_config=_packed(ratelimit)),
-            hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_packed(router_pb2.Router()))])
-    listener = listener_pb2.Listener(
-        name="ingress", address=_address(listen_port),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
-            name="envoy.filters.network.http_connection_manager", typed_config=_packed(manager))])])
-    return bootstrap_pb2.Bootstrap(
-        admin=bootstrap_pb2.Admin(address=_address(admin_port)),
-        static_resources=bootstrap_pb2.Bootstrap.StaticResources(
-            listeners=[listener],
-            clusters=[_cluster("ratelimit", ratelimit_port, http2=True), _cluster("echo", echo_port, http2=False)]))
+    return ingress_bootstrap(
+        listen_port, admin_port, routes=[route],
+        filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.ratelimit", typed_config=packed(ratelimit))],
+        clusters=[static_cluster("ratelimit", [ratelimit_port], http2=True),
+                  static_cluster("echo", [echo_port], http2=False)])
 
 
 def start_envoy(directory: Path, ratelimit_port: int, echo_port: int, domain: str) -> tuple[Proc, int]:
