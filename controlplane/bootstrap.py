@@ -13,7 +13,17 @@ import string
 import sys
 from pathlib import Path
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "envoy"
+# The templates live in the repository's envoy/ folder; a built wheel installs the same files as
+# data files under <prefix>/share/pavilion/envoy (pyproject's [tool.setuptools.data-files]).
+TEMPLATE_DIRS = (Path(__file__).resolve().parent.parent / "envoy", Path(sys.prefix) / "share" / "pavilion" / "envoy")
+
+
+def template_path(name: str, directories: tuple[Path, ...] = TEMPLATE_DIRS) -> Path:
+    """The first `name` found in the template directories; FileNotFoundError lists where it looked."""
+    for directory in directories:
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"Envoy template {name!r} not found in {', '.join(map(str, directories))}")
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -46,7 +56,7 @@ def render_bootstrap(*, node_id: str, region: str, xds_address: str, role: str =
         "xds_host": host,
     }
     numbers = {"xds_port": port, "admin_port": admin_port, "max_connections": max_connections}
-    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    text = template_path(template).read_text(encoding="utf-8")
     return string.Template(text).substitute(
         {key: json.dumps(value) for key, value in values.items()} | {k: str(v) for k, v in numbers.items()})
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from ruamel.yaml import YAML
 
@@ -49,3 +51,14 @@ def test_delta_flag_asks_envoy_for_delta_xds(capsys: pytest.CaptureFixture[str])
                  "--delta"]) == 0
     doc = YAML(typ="safe").load(capsys.readouterr().out)
     assert doc["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+
+
+def test_template_found_in_the_installed_data_files_when_the_source_tree_is_absent(tmp_path: Path) -> None:
+    from controlplane.bootstrap import TEMPLATE_DIRS, template_path
+
+    installed = tmp_path / "share" / "pavilion" / "envoy"
+    installed.mkdir(parents=True)
+    (installed / "edge.yaml").write_text((TEMPLATE_DIRS[0] / "edge.yaml").read_text())
+    assert template_path("edge.yaml", (tmp_path / "missing", installed)) == installed / "edge.yaml"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        template_path("edge.yaml", (tmp_path / "missing",))
