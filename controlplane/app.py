@@ -49,6 +49,7 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     cache = SnapshotCache(translate, regional=translate_regional)
     board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
     fallback = RouteFallback()
+    board.refused_listeners = fallback.listener_status
     reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply)
     nacks = NackAttributor(cache, reloader, fallback)
     ads = AdsServer(cache, board, identifier=identifier)

@@ -2,11 +2,10 @@
 
 A NACK of route tables is attributed by `envoy_check.rejected_routes` (it halves the routes and
 runs `envoy --mode validate` until each refused route is found alone), in a worker thread: it runs
-Envoy several times and must not stall the streams. Each refused route then falls back to its last
-accepted form (controlplane.fallback) and the rest of the config is served under a new version.
-A refused listener (an address that cannot be bound only fails at runtime, so validation cannot
-find it) is attributed by the names in Envoy's message and shown; it has no fallback: the proxy
-keeps its previous listeners and the refused version is not sent again until the config changes.
+Envoy several times and must not stall the streams. A refused listener (an address that cannot be
+bound only fails at runtime, so validation cannot find it) is attributed by the listener names in
+Envoy's LDS message. Each refused entry then falls back to its last accepted form
+(controlplane.fallback) and the rest of the config is served under a new version.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ class NackAttributor:
         self.fallback = fallback
         self.check = check
         self.unattributed: dict[str, dict[str, Any]] = {}  # short type -> the last refusal no entry explains
-        self.listeners: dict[str, dict[str, Any]] = {}  # listener name -> its last refusal
         self._seen: set[tuple[str, str, str]] = set()  # (type URL, refused version, region)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -53,8 +51,8 @@ class NackAttributor:
             return
         if type_state.type_url == urls.ROUTE and isinstance(self.cache.config, Config):
             self.fallback.record_accepted(self.cache.config)
-        elif type_state.type_url == urls.LISTENER:
-            self.listeners.clear()
+        elif type_state.type_url == urls.LISTENER and isinstance(self.cache.config, Config):
+            self.fallback.record_accepted_listeners(self.cache.config)
 
     def on_nack(self, stream: StreamState, type_state: TypeState) -> None:
         nack = type_state.nack
@@ -64,25 +62,25 @@ class NackAttributor:
         if key in self._seen:
             return  # another proxy of the region refused the same version: one attribution is enough
         self._seen.add(key)
-        if type_state.type_url == urls.LISTENER:
-            self._attribute_listeners(nack.error, stream.group.region, nack.version)
-            return
-        task = asyncio.create_task(self._attribute_routes(nack.error, stream.group.region, nack.version))
+        attribute = self._attribute_listeners if type_state.type_url == urls.LISTENER else self._attribute_routes
+        task = asyncio.create_task(attribute(nack.error, stream.group.region, nack.version))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _attribute_listeners(self, error: str, region: str, version: str) -> None:
+    async def _attribute_listeners(self, error: str, region: str, version: str) -> None:
         config = self.cache.config
         if not isinstance(config, Config):
             return
         named = [item for item in config.listeners if re.search(rf"(?<![\w.-]){re.escape(item.name)}(?![\w.-])", error)]
-        for item in named:
-            self.listeners[item.name] = {"error": error, "region": region, "version": version,
-                                         "source": str(item.source), "at": iso_time(time.time())}
         if not named:
             self._unexplained(urls.LISTENER, error, region, version)
-        log.warning("xds_nack_attributed", type="Listener", listeners=[item.name for item in named],
-                    sources=[str(item.source) for item in named], region=region)
+            return
+        for item in named:
+            self.fallback.refuse_listener(item, [error], region)
+            log.warning("xds_nack_attributed", type="Listener", listener=item.name, source=str(item.source),
+                        region=region, error=error,
+                        fallback="last accepted form" if item.name in self.fallback.listeners.accepted else "left out")
+        await self.reloader.reapply()
 
     async def _attribute_routes(self, error: str, region: str, version: str) -> None:
         config = self.cache.config

@@ -3,8 +3,9 @@
 For each route of the loaded config: Accepted (it passed validation), ResolvedRefs (every service
 it names exists), and Programmed per region: how many of the region's proxies acked a route table
 holding the route's current form (the Envoy `Route` message, compared by hash, so an unrelated edit
-to the same table does not count against it). A route Envoy refused carries Envoy's error and what
-is served instead (controlplane.fallback).
+to the same table does not count against it). A route Envoy refused, or left out with its refused
+listener, carries Envoy's error and what is served instead (controlplane.fallback); refused
+listeners are listed apart, the same way.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class RouteStatus:
             for route in loaded.routes:
                 missing = sorted({b.service for b in route.backends} - services)
                 regions = programmed.get(route.name, {})
-                refusal = self.fallback.status(route.name)
+                refusal = self.fallback.route_status(route)
                 entry: dict[str, Any] = {
                     "name": route.name, "listener": route.listener, "source": str(route.source),
                     "accepted": True,
@@ -111,7 +112,7 @@ class RouteStatus:
             "version": self.board.cache.config_version or None,
             "last_rejected": self.board.rejected,
             "routes": routes,
-            "refused_listeners": self.nacks.listeners,
+            "refused_listeners": self.fallback.listener_status(),
             "unattributed_nacks": self.nacks.unattributed,
         }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +52,8 @@ class StatusBoard:
         self.rejected: dict[str, Any] | None = None
         self.reloads = {"applied": 0, "unchanged": 0, "rejected": 0, "failed": 0}
         self.last_result = ""  # of the latest load: the directory on disk is served unless rejected or failed
+        # Listener entries Envoy refused and what is served instead (set by the app to the fallback's view).
+        self.refused_listeners: Callable[[], dict[str, Any]] = dict
 
     # streams
 
@@ -107,6 +110,7 @@ class StatusBoard:
             "generation": self.cache.generation,
             "applied": self.applied,
             "last_rejected": self.rejected,
+            "refused_listeners": self.refused_listeners(),
             "reloads": dict(self.reloads),
             "groups": groups,
             "nodes": nodes,

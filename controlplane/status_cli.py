@@ -51,8 +51,8 @@ def render(status: dict[str, Any], routes: dict[str, Any]) -> str:
                          f"serving its {refused['serving']}: {' '.join(refused['errors'])}")
     lines += ["", table(rows)]
     for name, refused in routes.get("refused_listeners", {}).items():
-        notes.append(f"{refused['source']}: listener {name} refused by Envoy in {refused['region']}: "
-                     f"{refused['error']}")
+        notes.append(f"{refused['source']}: listener {name} refused by Envoy in {refused['region']}, "
+                     f"serving its {refused['serving']}: {' '.join(refused['errors'])}")
     for kind, refused in routes.get("unattributed_nacks", {}).items():
         notes.append(f"{kind} version {refused['version']} refused in {refused['region']} "
                      f"(no route entry explains it): {refused['error']}")
@@ -83,5 +83,6 @@ def run_status(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps({"status": status, "routes": routes}, indent=2) + "\n")
     else:
         sys.stdout.write(render(status, routes))
-    healthy = status["synced"] and all(route["programmed"] for route in routes["routes"])
+    healthy = (status["synced"] and all(route["programmed"] for route in routes["routes"])
+               and not routes.get("refused_listeners"))
     return 0 if healthy else 2

@@ -100,11 +100,84 @@ async def test_a_listener_nack_is_attributed_by_name(tmp_path: Path, error: str,
     listeners = stream.type(urls.LISTENER)
     listeners.nack = Nack(version="v-bad", error=error, at=0.0)
     nacks.on_nack(stream, listeners)
-    assert sorted(nacks.listeners) == named
+    await nacks.drain()
+    assert sorted(fallback.listener_status()) == named
     if named:
-        assert nacks.listeners["public"]["source"].endswith("r.yaml:3:13")
+        assert fallback.listener_status()["public"]["source"].endswith("r.yaml:3:13")
     else:
         assert nacks.unattributed["Listener"]["error"] == error
+
+
+LISTENERS = """
+regions: [eu-west]
+listeners:
+  - {name: public, address: 127.0.0.1, port: 10000}
+  - {name: side, address: %s, port: 10001}
+services: [{name: blue, endpoints: [{address: 127.0.0.1:9000, region: eu-west}]}]
+routes:
+  - {name: a, listener: public, match: {prefix: /a}, service: blue, timeout: %s}
+  - {name: s, listener: side, match: {prefix: /s}, service: blue}
+"""
+
+
+async def test_a_refused_listener_serves_its_accepted_form_and_the_rest_of_the_edit_moves_on(tmp_path: Path) -> None:
+    from controlplane.route_status import RouteStatus
+
+    configure_logging("warning", "console", io.StringIO())
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier="t")
+    fallback = RouteFallback()
+    board.refused_listeners = fallback.listener_status  # as the app wires it
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
+    nacks = NackAttributor(cache, reloader, fallback)
+    status = RouteStatus(board, reloader, fallback, nacks)
+    side = tmp_path / "r.yaml"
+    side.write_text(LISTENERS % ("127.0.0.1", "2s"))
+    assert await reloader.reload()
+    stream = StreamState(peer="test")
+    stream.group = Group("eu-west", "edge")
+    await cache.snapshot(stream.group)
+
+    def ack_listeners() -> None:
+        listeners.acked_version = cache.current(stream.group).type(urls.LISTENER).version  # type: ignore[arg-type, union-attr]
+        nacks.on_ack(stream, listeners)
+
+    listeners = stream.type(urls.LISTENER)
+    ack_listeners()  # a proxy took both listeners: their accepted forms
+    # One edit: route a changes, side moves to an address Envoy cannot bind, and a new listener
+    # (with a route on it) that Envoy also refuses and that was never accepted.
+    side.write_text(LISTENERS % ("192.0.2.10", "9s"))
+    (tmp_path / "new.yaml").write_text("listeners:\n  - {name: new, address: 192.0.2.10, port: 10002}\n"
+                                       "routes:\n  - {name: n, listener: new, match: {prefix: /n}, service: blue}\n")
+    assert await reloader.reload()
+    refused_version = cache.config_version
+    listeners.nack = Nack(version="v-bad", error="Error adding/updating listener(s) side: cannot bind "
+                          "'192.0.2.10:10001', new: cannot bind '192.0.2.10:10002'", at=0.0)
+    nacks.on_nack(stream, listeners)
+    nacks.on_nack(stream, listeners)  # the same refusal again: attributed once
+    await nacks.drain()
+    served = cache.config
+    assert cache.config_version != refused_version  # a new version: the refused one is never sent again
+    assert {item.name: item.address for item in served.listeners} == {"public": "127.0.0.1", "side": "127.0.0.1"}
+    assert {r.name: r.timeout for r in served.routes} == {"a": 9.0, "s": None}  # n left out with its listener
+    shown = fallback.listener_status()
+    assert shown["side"]["serving"] == "last accepted form" and shown["side"]["source"].endswith("r.yaml:5:5")
+    assert shown["new"]["serving"] == "left out (never accepted)"
+    routes = {r["name"]: r for r in status.render()["routes"]}
+    assert "left out" in routes["n"]["rejected"]["serving"] and not routes["n"]["programmed"]
+    assert "rejected" not in routes["s"] and "rejected" not in routes["a"]
+    assert sorted(status.render()["refused_listeners"]) == ["new", "side"]
+    assert sorted(board.render()["refused_listeners"]) == ["new", "side"]
+    ack_listeners()  # the fallback is acked: the refused forms do not become accepted
+    assert fallback.listener_status()["side"]["serving"] == "last accepted form"
+    assert await reloader.reload()  # the same files again: still held, same served version
+    assert cache.config == served
+    side.write_text(LISTENERS % ("127.0.0.2", "9s"))  # the team's fix ends side's fallback
+    (tmp_path / "new.yaml").unlink()
+    assert await reloader.reload()
+    assert {item.name: item.address for item in cache.config.listeners} == {"public": "127.0.0.1",
+                                                                            "side": "127.0.0.2"}
+    assert fallback.listener_status() == {}
 
 
 async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """A change the loader accepts but Envoy refuses, with the real Envoy: the NACK is attributed to the
 route entry, that entry keeps its last accepted form (or is left out) while the rest of the edit is
-served, and `/status/routes`, `pavilion status` and `pavilion plan` tell the team."""
+served, and `/status/routes`, `pavilion status` and `pavilion plan` tell the team. A listener Envoy
+refuses (an address it cannot bind) falls back the same way."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.gateway_procs import Gateway, get_json, running_gateway, start_upstreams
-from tests.integration.test_gateway_reload import BASE, seconds_until_served
+from tests.integration.gateway_procs import Gateway, get_json, request, running_gateway, start_upstreams
+from tests.integration.test_gateway_reload import BASE, pushes, seconds_until_served
 from tests.procs import PAVILION, free_port
 
 pytestmark = pytest.mark.integration
@@ -92,6 +93,76 @@ def test_a_refused_route_keeps_its_last_accepted_form_while_the_rest_moves_on(ga
                  "fixed team programmed")
     finally:
         team.unlink()
+    plane.wait_current(1)
+
+
+SIDE = """listeners:
+  - {{name: side, address: {address}, port: {port}}}
+routes:
+  - {{name: side, listener: side, match: {{prefix: /side}}, service: {service}}}
+"""
+def served_by(url: str) -> str:
+    try:
+        return request(url).served_by
+    except OSError:  # the listener is not there (yet)
+        return ""
+
+
+EDITED = """listeners:
+  - {{name: side, address: 192.0.2.10, port: {port}}}
+  - {{name: far, address: 192.0.2.10, port: {far}}}
+routes:
+  - {{name: side, listener: side, match: {{prefix: /side}}, service: blue}}
+  - {{name: far, listener: far, match: {{prefix: /far}}, service: blue}}
+  - {{name: side-public, listener: public, match: {{prefix: /side-public}}, service: blue}}
+"""
+
+
+def test_a_refused_listener_keeps_its_last_accepted_form_while_the_rest_moves_on(gateway: Gateway) -> None:
+    plane = gateway.plane
+    side = plane.config_dir / "side.yaml"
+    port = free_port()
+    side_url = f"http://127.0.0.1:{port}/side"
+    side.write_text(SIDE.format(address="127.0.0.1", port=port, service="green"))
+    try:
+        wait_for(lambda: served_by(side_url) == "green", "side listener served")
+        plane.wait_current(1)
+        # One edit: side moves to an address this machine does not have (Envoy cannot bind it) and its
+        # route changes; a new listener, also unbindable, with a route on it; a new route on public.
+        side.write_text(EDITED.format(port=port, far=free_port()))
+        seconds_until_served(gateway, "/side-public", "blue", timeout=30)  # the rest of the edit moves on
+        wait_for(lambda: served_by(side_url) == "blue", "side's route change served on its old address")
+        refused = wait_for(lambda: len(routes_status(gateway)["refused_listeners"]) == 2
+                           and routes_status(gateway)["refused_listeners"], "both listeners refused")
+        assert refused["side"]["serving"] == "last accepted form", refused
+        assert refused["side"]["source"].endswith("side.yaml:2:5"), refused
+        assert "cannot bind '192.0.2.10" in " ".join(refused["side"]["errors"]), refused
+        assert refused["far"]["serving"] == "left out (never accepted)", refused
+        assert plane.status()["refused_listeners"] == refused
+        far = route(gateway, "far")
+        assert "left out" in far["rejected"]["serving"] and not far["programmed"], far
+        assert "rejected" not in route(gateway, "side") and "rejected" not in route(gateway, "side-public")
+
+        def settled() -> dict[str, Any] | None:
+            listener: dict[str, Any] = plane.status()["nodes"][0]["types"]["Listener"]
+            moved_on = listener.get("last_nack") and listener["acked_version"] != listener["last_nack"]["version"]
+            return listener if moved_on and listener["sent_version"] == listener["acked_version"] else None
+
+        wait_for(settled, "the fallback listeners acked")
+        sent = pushes(gateway, "Listener")
+        time.sleep(1.0)
+        assert pushes(gateway, "Listener") == sent  # nothing is sent again in a loop
+        assert gateway.get("/base").served_by == "blue"
+        shown = subprocess.run([PAVILION, "status", "--admin", f"127.0.0.1:{plane.admin_port}"],
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert shown.returncode == 2, shown.stdout + shown.stderr
+        assert "listener side refused by Envoy in eu-west, serving its last accepted form" in shown.stdout
+
+        side.write_text(SIDE.format(address="127.0.0.1", port=port, service="blue"))  # the fix ends the fallback
+        wait_for(lambda: not routes_status(gateway)["refused_listeners"], "refusals gone")
+        plane.wait_current(1)
+    finally:
+        side.unlink()
     plane.wait_current(1)
 
 
