@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from tests.controlplane.ads_client import ScriptedStream
 
-class DeltaClient:
+
+class DeltaClient(ScriptedStream[discovery_pb2.DeltaDiscoveryResponse]):
     def __init__(self, channel: grpc.aio.Channel, *, node_id: str = "envoy-1", region: str = "eu-west") -> None:
-        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
+        super().__init__(ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources())
         self.node_id, self.region = node_id, region
-        self.responses: asyncio.Queue[discovery_pb2.DeltaDiscoveryResponse | BaseException] = asyncio.Queue()
         self._sent_node = False
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                response = await self.call.read()
-                if response is grpc.aio.EOF:
-                    await self.responses.put(EOFError("the server ended the stream"))
-                    return
-                await self.responses.put(response)
-        except grpc.aio.AioRpcError as exc:
-            await self.responses.put(exc)
 
     async def request(self, type_url: str, subscribe: tuple[str, ...] = (), unsubscribe: tuple[str, ...] = (), *,
                       nonce: str = "", error: str | None = None,
@@ -49,24 +37,6 @@ class DeltaClient:
 
     async def nack(self, response: discovery_pb2.DeltaDiscoveryResponse, error: str) -> None:
         await self.request(response.type_url, nonce=response.nonce, error=error)
-
-    async def response(self, wait: float = 3.0) -> discovery_pb2.DeltaDiscoveryResponse:
-        item = await asyncio.wait_for(self.responses.get(), wait)
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def silence(self, seconds: float = 0.3) -> None:
-        """Fail when a response arrives within `seconds`."""
-        try:
-            item = await asyncio.wait_for(self.responses.get(), seconds)
-        except TimeoutError:
-            return
-        raise AssertionError(f"expected no response, got {item}")
-
-    async def close(self) -> None:
-        self.call.cancel()
-        self._reader.cancel()
 
 
 def names(response: discovery_pb2.DeltaDiscoveryResponse) -> list[str]:
