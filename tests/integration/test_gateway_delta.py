@@ -4,10 +4,8 @@ switches under load lose no request."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +13,7 @@ from tests.integration.gateway_procs import Gateway, running_gateway, start_upst
 from tests.integration.test_gateway_reload import (
     BASE,
     changed_cluster_warm_seconds,
+    check_refused_listener_is_shown_and_never_resent,
     pushes,
     seconds_until_served,
     switch_route_under_load,
@@ -54,31 +53,7 @@ def test_delta_envoy_routes_and_an_edit_sends_only_the_route_table(gateway: Gate
 
 
 def test_delta_nack_is_shown_and_never_resent(gateway: Gateway) -> None:
-    plane = gateway.plane
-    good = plane.wait_current(1)
-    acked = good["nodes"][0]["types"]["Listener"]["acked_version"]
-    bad = plane.config_dir / "remote.yaml"
-    bad.write_text(f"listeners:\n  - {{name: remote, address: 192.0.2.10, port: {free_port()}}}\n")
-    try:
-        deadline = time.monotonic() + 10
-        listener: dict[str, Any] = {}
-        while time.monotonic() < deadline and "last_nack" not in listener:
-            time.sleep(0.05)
-            listener = plane.status()["nodes"][0]["types"]["Listener"]
-        assert "cannot bind '192.0.2.10" in listener["last_nack"]["error"], listener
-        assert listener["acked_version"] == acked
-        while time.monotonic() < deadline and listener["sent_version"] != acked:
-            time.sleep(0.05)  # the refused listener is left out (never accepted): one push of the fallback
-            listener = plane.status()["nodes"][0]["types"]["Listener"]
-        assert listener["sent_version"] == listener["acked_version"] == acked, listener
-        sent = pushes(gateway, "Listener")
-        time.sleep(1.0)
-        assert pushes(gateway, "Listener") == sent
-        assert gateway.get("/base").served_by == "blue"
-    finally:
-        bad.unlink()
-    fixed = plane.wait_current(1)["nodes"][0]["types"]["Listener"]
-    assert fixed["acked_version"] not in (None, listener["last_nack"]["version"])
+    check_refused_listener_is_shown_and_never_resent(gateway)
 
 
 def test_delta_route_switches_under_load_lose_no_request(gateway: Gateway) -> None:
