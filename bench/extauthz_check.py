@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import redis
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import status_pb2
 
+from bench.wrk import run_wrk
 from pavilion.grpc_server import GrpcServer
 from pavilion.lifecycle import run_until_stopped
 from pavilion.workers import run_workers
@@ -135,27 +135,10 @@ def direct_load(port: int, seconds: float, concurrency: int, tokens_file: Path, 
 
 # -- through Envoy with wrk ---------------------------------------------------------------------------
 
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise ValueError(f"wrk printed a latency this script cannot read: {text!r}")
-    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[match.group(2)]
-
-
 def envoy_load(listen_port: int, seconds: float, concurrency: int, token: str) -> dict[str, Any]:
-    done = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency",
-                           "-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{listen_port}/acme/"],
-                          capture_output=True, text=True, timeout=seconds + 60, check=True)
-    out = done.stdout
-    if "Requests/sec" not in out:
-        raise RuntimeError(f"wrk failed:\n{out}\n{done.stderr}")
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(non2xx.group(1)) if non2xx else 0, "denied": 0,
-            "requests": count}
+    result = run_wrk(f"http://127.0.0.1:{listen_port}/acme/", seconds, concurrency, token)
+    return {"rps": result["rps"], "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+            "errors": int(result["non2xx"]), "denied": 0, "requests": int(result["requests"])}
 
 
 # -- server CPU per request ---------------------------------------------------------------------------------

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.type.metadata.v3 import metadata_pb2
 from google.protobuf import json_format
 
+from bench.wrk import run_wrk
 from controlplane.config import model
 from controlplane.translate import http_filters
 from tests.extauthz.issuer import Issuer
@@ -207,30 +206,8 @@ def filter_stats(admin: int) -> dict[str, int]:
 
 # -- wrk ------------------------------------------------------------------------------------------
 
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
-    if match is None:
-        raise ValueError(f"wrk printed a latency this script cannot read: {text!r}")
-    return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[match.group(2)]
-
-
 def wrk(port: int, seconds: float, connections: int, token: str) -> dict[str, float]:
-    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-                           "-H", f"Authorization: Bearer {token}", f"http://127.0.0.1:{port}/v1/bench"],
-                          capture_output=True, text=True, timeout=seconds + 60, check=False)
-    out = done.stdout
-    found = {name: re.search(pattern, out, re.M) for name, pattern in {
-        "rps": r"Requests/sec:\s+([0-9.]+)", "p50": r"^\s*50%\s+(\S+)", "p99": r"^\s*99%\s+(\S+)",
-        "requests": r"(\d+) requests in"}.items()}
-    if done.returncode != 0 or any(match is None for match in found.values()):
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{out}\n{done.stderr}")
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": float(found["rps"].group(1)),  # type: ignore[union-attr]
-            "p50_ms": _ms(found["p50"].group(1)), "p99_ms": _ms(found["p99"].group(1)),  # type: ignore[union-attr]
-            "requests": int(found["requests"].group(1)),  # type: ignore[union-attr]
-            "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0}
+    return run_wrk(f"http://127.0.0.1:{port}/v1/bench", seconds, connections, token)
 
 
 def check_filters(edges: dict[str, int], token: str) -> None:
