@@ -108,6 +108,20 @@ class _Plan(NamedTuple):
     checks: tuple[tuple[Limit, Check], ...]
 
 
+class RequestPlan(NamedTuple):
+    """A whole request under one config: per descriptor its rule, cost and (limit, check) pairs; then
+    every check in store order and the descriptor each belongs to. `checks` is one tuple for the
+    plan's life, so a store may keep its encoded command by the tuple's identity."""
+
+    config: RateLimitConfig
+    domain: str
+    rules: tuple[Rule | None, ...]
+    hits: tuple[int, ...]
+    checks_of: tuple[tuple[tuple[Limit, Check], ...], ...]
+    checks: tuple[Check, ...]
+    owners: tuple[int, ...]
+
+
 # Plans per (domain, entries, hits): matching and key building cost more than the rest of a
 # request. Bounded (descriptor values can come from clients: one per IP address, say); least
 # recently used first out. Emptied whenever the limiter's config object is swapped.
@@ -136,6 +150,14 @@ class Limiter:
     async def should_rate_limit(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> Decision:
         """Decide one request. `hits_addend` is the request's cost (the service passes 1 when the
         request leaves it 0, as Envoy's API says); a descriptor's own `hits_addend` wins over it."""
+        return await self.decide(self.plan(domain, descriptors, hits_addend))
+
+    def plan(self, domain: str, descriptors: Sequence[Descriptor], hits_addend: int = 1) -> RequestPlan:
+        """Everything about a request that does not depend on the counters: its rules and checks.
+
+        A plan is the same for every request with the same domain, descriptors and cost under one
+        config, so the service keeps plans per request bytes and a repeated request starts at `decide`.
+        """
         if hits_addend < 0:
             raise ValueError("hits_addend cannot be negative")
         config = self.config
@@ -165,20 +187,25 @@ class Limiter:
                 replacing = True
         replaced = {name for rule in rules if rule is not None for name in rule.replaces} if replacing else set()
         owners: list[int] = []  # per check: its descriptor
-        planned: list[tuple[Limit, Check]] = []
-        for index, checks in enumerate(checks_of):
-            if checks is None or replacing:
-                checks = checks_of[index] = self._checks(domain, descriptors[index], rules[index], replaced,
-                                                         hits_of[index])
-            if checks:
-                planned.extend(checks)
-                owners.extend([index] * len(checks))
-        outcomes, failed, error = await self._count(planned, rules, owners)
+        checks: list[Check] = []
+        for index, planned in enumerate(checks_of):
+            if planned is None or replacing:
+                planned = checks_of[index] = self._checks(domain, descriptors[index], rules[index], replaced,
+                                                          hits_of[index])
+            if planned:
+                checks.extend(check for _limit, check in planned)
+                owners.extend([index] * len(planned))
+        return RequestPlan(config, domain, tuple(rules), tuple(hits_of), tuple(planned or () for planned in checks_of),
+                           tuple(checks), tuple(owners))
+
+    async def decide(self, plan: RequestPlan) -> Decision:
+        """Count the plan's checks in the store (one call) and decide every descriptor."""
+        outcomes, failed, error = await self._count(plan)
         statuses: list[DescriptorStatus] = []
         position = 0
         over = False
-        for index, rule in enumerate(rules):
-            checks = checks_of[index] or ()
+        for index, rule in enumerate(plan.rules):
+            checks = plan.checks_of[index]
             count = len(checks)
             if count == 1:
                 limit, check = checks[0]
@@ -187,7 +214,7 @@ class Limiter:
                 limits = tuple([LimitStatus(limit, check.key, outcome) for (limit, check), outcome
                                 in zip(checks, outcomes[position:position + count], strict=True)])
             position += count
-            status = _status(rule, hits_of[index], limits, rule is not None and not rule.unlimited and not count,
+            status = _status(rule, plan.hits[index], limits, rule is not None and not rule.unlimited and not count,
                              rule.on_backend_error if failed and rule is not None and index in failed else None)
             if status.code is Code.OVER_LIMIT:
                 over = True
@@ -254,18 +281,17 @@ class Limiter:
             return ()
         return tuple(limit for limit in rule.limits if not (limit.name and limit.name in replaced))
 
-    async def _count(self, planned: list[tuple[Limit, Check]], rules: list[Rule | None], owners: list[int]
-                     ) -> tuple[list[Outcome], set[int], BackendUnavailable | None]:
+    async def _count(self, plan: RequestPlan) -> tuple[list[Outcome], set[int], BackendUnavailable | None]:
         """The outcomes; on a store failure, the fallbacks' and the descriptors they answered."""
-        if not planned:
+        if not plan.checks:
             return [], set(), None
         try:
-            return await self.store.apply([check for _limit, check in planned]), set(), None
+            return await self.store.apply(plan.checks), set(), None
         except BackendUnavailable as error:
-            fallbacks = [rules[owner].on_backend_error for owner in owners]  # type: ignore[union-attr]
-            return self._fall_back([check for _limit, check in planned], fallbacks), set(owners), error
+            fallbacks = [plan.rules[owner].on_backend_error for owner in plan.owners]  # type: ignore[union-attr]
+            return self._fall_back(plan.checks, fallbacks), set(plan.owners), error
 
-    def _fall_back(self, checks: list[Check], fallbacks: list[str]) -> list[Outcome]:
+    def _fall_back(self, checks: Sequence[Check], fallbacks: list[str]) -> list[Outcome]:
         now = self.clock.now_us()
         local = [check for check, fallback in zip(checks, fallbacks, strict=True) if fallback == "local"]
         local_outcomes = iter(self.local_store.apply_now([self._local_check(check) for check in local]))

@@ -93,6 +93,27 @@ def encode_evalsha(checks: Sequence[Check]) -> bytes:
     return "".join(parts).encode("ascii")
 
 
+class CommandMemo:
+    """`encode_evalsha` per checks tuple, kept by the tuple's identity: the limiter's request plans
+    hold one tuple for their life, so a repeated request reuses its command bytes. Bounded; an entry
+    keeps its tuple alive, so a reused id can never return another tuple's command."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._commands: dict[int, tuple[Sequence[Check], bytes]] = {}
+
+    def encode(self, checks: Sequence[Check]) -> bytes:
+        entry = self._commands.get(id(checks))
+        if entry is not None and entry[0] is checks:
+            return entry[1]
+        command = encode_evalsha(checks)
+        if isinstance(checks, tuple):  # only an immutable sequence can be known by its identity
+            if len(self._commands) >= self._size:
+                self._commands.clear()
+            self._commands[id(checks)] = (checks, command)
+        return command
+
+
 def parse_outcomes(reply: Reply, count: int) -> list[Outcome]:
     """The script's reply, `allowed remaining reset_after_us used` per check, space-separated."""
     values = reply.split() if isinstance(reply, bytes) else []
@@ -201,6 +222,7 @@ class RedisStore:
 
     def __init__(self, host: str, port: int, *, timeout: float = 0.05, connect_timeout: float = 1.0) -> None:
         self._node = _Node(host, port, timeout, connect_timeout)
+        self._commands = CommandMemo()
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.05) -> RedisStore:
@@ -216,7 +238,7 @@ class RedisStore:
         if not checks:
             return []
         try:
-            reply = await self._node.evalsha(encode_evalsha(checks))
+            reply = await self._node.evalsha(self._commands.encode(checks))
         except (RedisError, TimeoutError, OSError) as exc:
             raise _translate(self._node.address, exc) from exc
         if isinstance(reply, RedisReplyError):

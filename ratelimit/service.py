@@ -1,10 +1,15 @@
 """The gRPC servicer of `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
 
-Thin on purpose: protobuf in, `Limiter.should_rate_limit`, protobuf out, metrics. It never raises
+Thin on purpose: request bytes in, a `RequestPlan`, `Limiter.decide`, protobuf out, metrics. It never raises
 a gRPC error (envoyproxy/ratelimit does on a Redis error and leaves the outcome to Envoy's
 `failure_mode_deny`): a Redis failure was already answered by each rule's `on_backend_error` in the
 limiter; a malformed request (an override with an unknown unit) and anything unforeseen are logged
 and answered OK, the same fail-open Envoy would choose, but decided and counted here.
+
+The method takes the request as bytes (see `register`). Envoy sends the same bytes for every request
+of one route and client, and everything up to the counters (rules, checks, the encoded Redis
+command) follows from those bytes and the config, so plans are kept per request bytes: a repeated
+request is neither parsed nor matched again. A config swap makes every kept plan stale at once.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from typing import Any
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.message import DecodeError
 
 from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
 from ratelimit.headers import rate_limit_headers
-from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter
+from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter, RequestPlan
 from ratelimit.metrics import BACKEND_ERRORS, LATENCY, RuleMetrics
 from ratelimit.rules import Limit, Rule
 
@@ -27,6 +33,10 @@ log = get_logger(__name__)
 SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 
 _RESPONSE = rls_pb2.RateLimitResponse
+_REQUEST = rls_pb2.RateLimitRequest
+# Plans kept per request bytes. Descriptor values can come from clients (one per IP address, say), so
+# this is bounded; the oldest plan goes first (re-planning costs a parse and a match, nothing more).
+REQUEST_PLANS = 10_000
 # envoy.type.v3.RateLimitUnit (the override's) and RateLimitResponse.RateLimit.Unit, by our unit names.
 _OVERRIDE_UNITS = {1: "second", 2: "minute", 3: "hour", 4: "day", 5: "month", 6: "year"}
 _RESPONSE_UNITS = {"second": 1, "minute": 2, "hour": 3, "day": 4, "month": 5, "year": 6, "week": 7}
@@ -122,15 +132,20 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         self.metrics = metrics or RuleMetrics()
         self._labels: dict[int, tuple[Rule, str]] = {}
         self._last_error_log = 0.0
+        self._plans: dict[bytes, RequestPlan] = {}  # by request bytes, oldest first
 
-    async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest,
+    async def ShouldRateLimit(self, request: bytes | rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> rls_pb2.RateLimitResponse:
         started = time.perf_counter()
+        domain = ""
         try:
-            descriptors = to_descriptors(request)
-            decision = await self.limiter.should_rate_limit(request.domain, descriptors, request.hits_addend or 1)
+            plan = self._plans.get(request) if isinstance(request, bytes) else None
+            if plan is None or plan.config is not self.limiter.config:
+                plan = self._plan(request)
+            domain = plan.domain
+            decision = await self.limiter.decide(plan)
             response = to_response(decision)
-            self._record(request.domain, decision)
+            self._record(domain, decision)
             if decision.backend_error is not None:
                 self._backend_error(decision.backend_error)
                 cause = _cause(decision)
@@ -138,14 +153,31 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
                 cause = "limits"
             code = decision.code
         except BadRequest as exc:
-            log.warning("ratelimit_bad_request", reason=exc.reason, detail=str(exc), domain=request.domain)
+            log.warning("ratelimit_bad_request", reason=exc.reason, detail=str(exc), domain=domain)
             response, cause, code = _RESPONSE(overall_code=int(Code.OK)), exc.reason, Code.OK
         except Exception:  # the servicer boundary: anything unforeseen is a decided, logged OK
-            log.exception("ratelimit_internal_error", domain=request.domain)
+            log.exception("ratelimit_internal_error", domain=domain)
             response, cause, code = _RESPONSE(overall_code=int(Code.OK)), "internal_error", Code.OK
         self.metrics.count_request(code.name, cause)
         LATENCY.observe(time.perf_counter() - started)
         return response
+
+    def _plan(self, request: bytes | rls_pb2.RateLimitRequest) -> RequestPlan:
+        """Parse and plan a request seen for the first time (or since the last config swap), and keep it."""
+        if isinstance(request, bytes):
+            try:
+                message = _REQUEST.FromString(request)
+            except DecodeError as exc:
+                raise BadRequest("malformed_request", f"not a RateLimitRequest: {exc}") from exc
+        else:
+            message = request
+        plan = self.limiter.plan(message.domain, to_descriptors(message), message.hits_addend or 1)
+        if isinstance(request, bytes):
+            plans = self._plans
+            if len(plans) >= REQUEST_PLANS:
+                del plans[next(iter(plans))]
+            plans[request] = plan
+        return plan
 
     def _record(self, domain: str, decision: Decision) -> None:
         record = self.metrics.record
@@ -187,8 +219,14 @@ def _detailed_label(status: DescriptorStatus) -> str | None:
 
 
 def register(service: RateLimitService) -> Any:
+    """A `GrpcServer(register=...)` callback adding ShouldRateLimit, which takes the request as bytes."""
+
     def add(server: grpc.aio.Server) -> None:
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
+        handlers = {"ShouldRateLimit": grpc.unary_unary_rpc_method_handler(
+            service.ShouldRateLimit, request_deserializer=None,
+            response_serializer=_RESPONSE.SerializeToString)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     return add
 
