@@ -62,7 +62,7 @@ class DownStore:
 
 
 class BrokenLimiter(Limiter):
-    async def should_rate_limit(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+    async def decide(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
         raise RuntimeError("a bug")
 
 
@@ -86,6 +86,7 @@ class Client:
     def __init__(self, stub: rls_pb2_grpc.RateLimitServiceStub, clock: ManualClock, limiter: Limiter,
                  service: RateLimitService) -> None:
         self.stub, self.clock, self.limiter, self.service = stub, clock, limiter, service
+        self.channel: grpc.aio.Channel | None = None
 
     async def __call__(self, req: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
         response: rls_pb2.RateLimitResponse = await self.stub.ShouldRateLimit(req, timeout=5)
@@ -100,7 +101,9 @@ async def client() -> AsyncIterator[Client]:
     server = GrpcServer("127.0.0.1", 0, register=register(service), service_names=[SERVICE_NAME])
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield Client(rls_pb2_grpc.RateLimitServiceStub(channel), clock, limiter, service)
+        made = Client(rls_pb2_grpc.RateLimitServiceStub(channel), clock, limiter, service)
+        made.channel = channel
+        yield made
     await server.stop(0)
 
 
@@ -191,6 +194,7 @@ async def test_backend_down_follows_each_rules_on_backend_error(client: Client) 
 
 
 async def test_an_unexpected_error_is_a_decided_ok() -> None:
+    before = _requests("OK", "internal_error")
     limiter = BrokenLimiter(parse_config_text(CONFIG), MemoryStore())
     service = RateLimitService(limiter)
     server = GrpcServer("127.0.0.1", 0, register=register(service), service_names=[SERVICE_NAME])
@@ -200,8 +204,44 @@ async def test_an_unexpected_error_is_a_decided_ok() -> None:
             stub = rls_pb2_grpc.RateLimitServiceStub(channel)
             response = await stub.ShouldRateLimit(request(desc(("client", "a"))), timeout=5)
         assert response.overall_code == OK
+        service.metrics.flush()
+        assert _requests("OK", "internal_error") - before == 1
     finally:
         await server.stop(0)
+
+
+def _requests(code: str, cause: str) -> float:
+    return REGISTRY.get_sample_value("pavilion_ratelimit_requests_total", {"code": code, "cause": cause}) or 0.0
+
+
+async def test_a_repeated_request_is_planned_once_and_again_after_a_config_swap(client: Client) -> None:
+    req = request(desc(("client", "swap")))
+    first = await client(req)
+    second = await client(req)
+    assert len(client.service._plans) == 1  # the same bytes: one plan
+    assert [r.statuses[0].limit_remaining for r in (first, second)] == [2, 1]
+    client.limiter.config = parse_config_text(CONFIG.replace("requests_per_unit: 3", "requests_per_unit: 10"))
+    third = await client(req)  # the kept plan is stale: the new limit counts at once
+    assert third.statuses[0].current_limit.requests_per_unit == 10
+    assert third.statuses[0].limit_remaining == 7
+
+
+async def test_kept_plans_are_bounded(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ratelimit.service.REQUEST_PLANS", 2)
+    for value in ("a", "b", "c", "a"):
+        await client(request(desc(("client", f"bound-{value}"))))
+    assert len(client.service._plans) == 2
+
+
+async def test_bytes_that_are_not_a_request_are_a_decided_ok(client: Client) -> None:
+    before = _requests("OK", "malformed_request")
+    assert client.channel is not None
+    call = client.channel.unary_unary(f"/{SERVICE_NAME}/ShouldRateLimit", request_serializer=None,
+                               response_deserializer=rls_pb2.RateLimitResponse.FromString)
+    response = await call(b"\x0a\xff\xff\xff", timeout=5)  # a field whose length runs past the end
+    assert response.overall_code == OK
+    client.service.metrics.flush()
+    assert _requests("OK", "malformed_request") - before == 1
 
 
 def _sample(name: str, **labels: str) -> float:
