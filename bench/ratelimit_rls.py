@@ -8,6 +8,11 @@ per second and p50/p99 latency (seen by the client) of:
 - a do-nothing grpc.aio RateLimitService (same GrpcServer bootstrap, the same generated handler and so
   the same protobuf deserializer, answers OK with one status per descriptor but no limit, reset time or
   headers; no config, no Redis): the baseline, measured in the same run, on the same event loop;
+- a round-trip server: the do-nothing server plus what no Redis-backed limiter can avoid, one EVALSHA
+  of the same script per request (as many checks as descriptors, encoded once at start, its reply
+  read), on Pavilion's Redis connection. It is the floor for any design with one round trip per
+  request: the gap between it and the do-nothing server is the round trip's cost in the server,
+  the gap between it and Pavilion is Pavilion's own logic;
 - `pavilion ratelimit --redis ...`, every descriptor matching a rule counted in Redis (one EVALSHA).
 Throughput: `--clients` separate load processes, each with `--concurrency` requests in flight over 4
 connections, for `--seconds` after a short warm-up; both servers run side by side and are measured
@@ -42,6 +47,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from pavilion.lifecycle import install_event_loop_policy
 
 DOMAIN = "bench"
+KINDS = ("null", "round-trip", "pavilion")
 WARMUP = 0.5
 CONFIG = "domain: bench\ndescriptors:\n" + "".join(
     f"  - key: d{i}\n    rate_limit: {{unit: hour, requests_per_unit: 1000000000}}\n" for i in range(10))
@@ -62,6 +68,45 @@ async def _serve_null(port: int) -> None:
 
     def add(server: grpc.aio.Server) -> None:
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(NullService(), server)
+
+    server = GrpcServer("127.0.0.1", port, register=add,
+                        service_names=["envoy.service.ratelimit.v3.RateLimitService"])
+    await server.start()
+    await server.wait_for_termination()
+
+
+class RoundTripService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    """The do-nothing answer after one Redis round trip: the script run with a request's check count."""
+
+    def __init__(self, connection: Any) -> None:
+        from ratelimit.redis_store import encode_evalsha
+        from ratelimit.store import Check
+
+        self.connection = connection
+        self.commands = {count: encode_evalsha([Check(f"floor|d{i}|0.fixed_window.3600", "fixed_window", 10**9, 3600)
+                                                for i in range(count)]) for count in range(1, 11)}
+
+    async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+        from ratelimit.redis_store import parse_outcomes
+
+        count = len(request.descriptors)
+        parse_outcomes(await self.connection.send(self.commands[count]), count)
+        response = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+        for _ in request.descriptors:
+            response.statuses.add(code=rls_pb2.RateLimitResponse.OK)
+        return response
+
+
+async def _serve_round_trip(port: int, redis_port: int) -> None:
+    from pavilion.grpc_server import GrpcServer
+    from ratelimit.redis_store import SCRIPT
+    from ratelimit.resp import RespConnection
+
+    connection = await RespConnection.open("127.0.0.1", redis_port, timeout=1.0, connect_timeout=2.0)
+    await connection.call("SCRIPT", "LOAD", SCRIPT)
+
+    def add(server: grpc.aio.Server) -> None:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RoundTripService(connection), server)
 
     server = GrpcServer("127.0.0.1", port, register=add,
                         service_names=["envoy.service.ratelimit.v3.RateLimitService"])
@@ -205,6 +250,9 @@ def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: 
     if kind == "null":
         return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port), "--loop", loop],
                      name=f"null-{port}-{i}") for i in range(workers)]
+    if kind == "round-trip":
+        return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--round-trip-server", str(port), "--loop", loop,
+                      "--redis-port", str(redis_port)], name=f"round-trip-{port}-{i}") for i in range(workers)]
     pavilion = [sys.executable, "-c", _PAVILION_ON_UVLOOP] if loop == "uvloop" else [PAVILION]
     return [Proc([*pavilion, "--log-level", "warning", "ratelimit", "--config", str(config), "--port", str(port),
                   "--workers", str(workers), "--admin-port", str(admin_port),
@@ -230,11 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "pavilion.lifecycle.install_event_loop_policy, in one process only (spawned workers "
                              "would not inherit it), so it measures --workers 1 alone")
     parser.add_argument("--null-server", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--round-trip-server", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.null_server:
+    if args.null_server or args.round_trip_server:
         if args.loop == "uvloop":
             install_event_loop_policy()
-        asyncio.run(_serve_null(args.null_server))
+        asyncio.run(_serve_null(args.null_server) if args.null_server
+                    else _serve_round_trip(args.round_trip_server, args.redis_port))
         return 0
     if args.loop == "uvloop" and install_event_loop_policy() != "uvloop":
         parser.error("--loop uvloop: uvloop is not installed")
@@ -253,19 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     try:
         for workers in worker_counts:
-            ports = {kind: (free_port(), free_port()) for kind in ("null", "pavilion")}
+            ports = {kind: (free_port(), free_port()) for kind in KINDS}
             procs = [proc for kind, (port, admin) in ports.items()
                      for proc in _start_servers(kind, workers, port, admin, config, redis_port, args.redis_timeout_ms,
                                                 args.loop)]
             pids = {kind: [proc.popen.pid for proc in procs if proc.name.startswith(prefix)]
-                    for kind, prefix in (("null", "null-"), ("pavilion", "ratelimit-"))}
+                    for kind, prefix in (("null", "null-"), ("round-trip", "round-trip-"), ("pavilion", "ratelimit-"))}
             try:
                 for port, _admin in ports.values():
                     _wait_ready(port)
                 time.sleep(0.5 if workers == 1 else 1.0)  # the second worker binds a moment later
                 for descriptors in (1, 10):
-                    rates: dict[str, list[float]] = {"null": [], "pavilion": []}
-                    cpus: dict[str, list[float]] = {"null": [], "pavilion": []}
+                    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                    cpus: dict[str, list[float]] = {kind: [] for kind in KINDS}
                     for _ in range(args.rounds):
                         for kind, (port, _admin) in ports.items():
                             run = measure(port, descriptors, args.clients, args.concurrency, args.seconds,
@@ -277,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         r = results[(kind, workers, descriptors)] = {
                             "rps": statistics.median(rates[kind]), "cpu_us": statistics.median(cpus[kind]),
                             "p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"]}
-                        print(f"{kind:9} workers={workers} descriptors={descriptors:2}: {r['rps']:7.0f} req/s "
+                        print(f"{kind:10} workers={workers} descriptors={descriptors:2}: {r['rps']:7.0f} req/s "
                               f"(runs {', '.join(f'{x:.0f}' for x in rates[kind])})  "
                               f"server CPU {r['cpu_us']:4.0f} us/req  "
                               f"p50 {r['p50_ms']:5.2f} ms  p99 {r['p99_ms']:5.2f} ms", flush=True)
@@ -289,16 +340,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         redis.stop()
     print()
-    print("| workers | descriptors | do-nothing req/s | pavilion req/s | ratio | server CPU µs/req do-nothing "
-          "/ pavilion (ratio) | do-nothing p50 / p99 ms | pavilion p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| workers | descriptors | req/s do-nothing / round trip / pavilion (pavilion ratio) | server CPU µs/req "
+          "do-nothing / round trip / pavilion | CPU ratio: round trip, pavilion (1.00 = do-nothing) | "
+          "p50 / p99 ms do-nothing, round trip, pavilion |")
+    print("|---|---|---|---|---|---|")
     for workers in worker_counts:
         for descriptors in (1, 10):
-            null, ours = results[("null", workers, descriptors)], results[("pavilion", workers, descriptors)]
-            print(f"| {workers} | {descriptors} | {null['rps']:.0f} | {ours['rps']:.0f} | "
-                  f"{ours['rps'] / null['rps']:.2f} | {null['cpu_us']:.0f} / {ours['cpu_us']:.0f} "
-                  f"({null['cpu_us'] / ours['cpu_us']:.2f}) | {null['p50_ms']:.2f} / {null['p99_ms']:.2f} | "
-                  f"{ours['p50_ms']:.2f} / {ours['p99_ms']:.2f} |")
+            null, floor, ours = (results[(kind, workers, descriptors)] for kind in KINDS)
+            rates = " / ".join(f"{r['rps']:.0f}" for r in (null, floor, ours))
+            cpus = " / ".join(f"{r['cpu_us']:.0f}" for r in (null, floor, ours))
+            latencies = ", ".join(f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}" for r in (null, floor, ours))
+            print(f"| {workers} | {descriptors} | {rates} ({ours['rps'] / null['rps']:.2f}) | {cpus} | "
+                  f"{null['cpu_us'] / floor['cpu_us']:.2f}, {null['cpu_us'] / ours['cpu_us']:.2f} | {latencies} |")
     for workers in worker_counts:
         one, ten = results[("pavilion", workers, 1)], results[("pavilion", workers, 10)]
         print(f"pavilion workers={workers}: p50 10 descriptors / 1 descriptor = {ten['p50_ms'] / one['p50_ms']:.2f}")
