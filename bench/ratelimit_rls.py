@@ -347,10 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workers in worker_counts:
         for descriptors in (1, 10):
             null, floor, ours = (results[(kind, workers, descriptors)] for kind in KINDS)
-            rates = " / ".join(f"{r['rps']:.0f}" for r in (null, floor, ours))
-            cpus = " / ".join(f"{r['cpu_us']:.0f}" for r in (null, floor, ours))
+            rps_text = " / ".join(f"{r['rps']:.0f}" for r in (null, floor, ours))
+            cpu_text = " / ".join(f"{r['cpu_us']:.0f}" for r in (null, floor, ours))
             latencies = ", ".join(f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}" for r in (null, floor, ours))
-            print(f"| {workers} | {descriptors} | {rates} ({ours['rps'] / null['rps']:.2f}) | {cpus} | "
+            print(f"| {workers} | {descriptors} | {rps_text} ({ours['rps'] / null['rps']:.2f}) | {cpu_text} | "
                   f"{null['cpu_us'] / floor['cpu_us']:.2f}, {null['cpu_us'] / ours['cpu_us']:.2f} | {latencies} |")
     for workers in worker_counts:
         one, ten = results[("pavilion", workers, 1)], results[("pavilion", workers, 10)]
