@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from extauthz import decision
-from extauthz.decision import Outcome
+from extauthz.decision import Outcome, split_tenants
 from extauthz.keys import KeySet
 from extauthz.revocation import RevocationQuery, RevocationStore
 from extauthz.tenant import Tenant
@@ -63,17 +63,21 @@ class Authorizer:
         # No syntax check here: only a token verified before (so well-formed) can hit, and the digest of any
         # other string (a second credential, trailing spaces) misses and goes through `check`.
         cached = self.cache.get(token_digest(header[7:]))
-        tenants = self.tenants
-        if cached is None or not tenants.is_current(cached[0]):
+        if cached is None:
             return None
+        tenant: Tenant
+        admission: Admission
         tenant, admission = cached
-        refusal = _route_refusal(tenant, tenants, decision.route_tenants(context_extensions))
-        if refusal is not None:
-            return refusal
-        revoked = self.store.revoked_locally(admission.query)
-        if revoked is None:
+        tenants = self.tenants
+        if not tenants.is_current(tenant):
             return None
-        return _revoked() if revoked else admission.outcome
+        raw = context_extensions.get("tenant")
+        if raw is not None and tenant.id not in split_tenants(raw):
+            return _route_refusal(tenant, tenants, split_tenants(raw))
+        revoked = self.store.revoked_locally(admission.query)
+        if revoked is False:
+            return admission.outcome
+        return None if revoked is None else _revoked()
 
     async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str]) -> Outcome:
         token = decision.bearer_token(headers, path)

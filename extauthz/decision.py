@@ -18,7 +18,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,10 +40,11 @@ class Outcome:
     headers_to_remove: tuple[str, ...] = ()
     tenant: str | None = None
     subject: str | None = None
+    # A field, not a property: read on every request, and a property is a Python call.
+    allowed: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def allowed(self) -> bool:
-        return self.status == 200
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", self.status == 200)
 
     @property
     def body(self) -> str:
@@ -97,11 +98,12 @@ def route_tenants(context_extensions: Mapping[str, str]) -> tuple[str, ...] | No
     raw = context_extensions.get("tenant")
     if raw is None:
         return None
-    return _split_tenants(raw)
+    return split_tenants(raw)
 
 
 @functools.lru_cache(maxsize=1024)
-def _split_tenants(raw: str) -> tuple[str, ...]:
+def split_tenants(raw: str) -> tuple[str, ...]:
+    """The tenants of a route's `tenant` extension ("a,b")."""
     # Routes are few and their extension strings never change: split each once.
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 

@@ -12,6 +12,11 @@ token, so the common check of a known token never awaits. The Redis store re-rea
 the background every half `local_ttl`, all of them in one MGET, so a busy replica keeps its cache fresh
 with two round trips a second instead of one per token per second on the request path; keys stay "in
 use" for `keep_warm` (30 s) after their last check, so a short pause does not empty the cache either.
+
+The Redis store also remembers each token's verdict with the version of the local cache it was read
+from: any change to the local cache (an event, a flush, a refresh) bumps the version, and a verdict is
+never used past the moment its oldest key would expire. A repeated check of an unchanged token is then
+one dict lookup (by the query's identity) instead of a lookup per key and the cut-off comparisons.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ _REFRESH_BATCH = 512  # keys per background MGET
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class RevocationQuery:
     """The facts of one verified token that revocation looks at. Built once per verified token (it is
-    cached beside it), so its store keys are computed once too."""
+    cached beside it), so its store keys are computed once too. Compared and hashed by identity: the
+    Redis store keeps per-query state keyed by it, and an identity hash costs nothing per check."""
 
     tenant_id: str
     issuer: str
@@ -88,6 +94,18 @@ def is_revoked_by(values: list[str | None], query: RevocationQuery) -> bool:
         if cutoff is not None and (query.issued_at is None or query.issued_at < float(cutoff)):
             return True
     return len(values) > 2 and values[2] is not None
+
+
+class _Tracked:
+    """A query in use: when a check last read it, and its last verdict from the local cache."""
+
+    __slots__ = ("revoked", "until", "used", "version")
+
+    def __init__(self, used: float) -> None:
+        self.used = used
+        self.version = -1  # no verdict yet
+        self.until = 0.0
+        self.revoked = False
 
 
 class RevocationStore(Protocol):
@@ -166,9 +184,10 @@ class RedisRevocations:
         self._local: dict[str, tuple[str | None, float]] = {}  # key -> (value, fetched_at monotonic)
         self._subscribed = False
         self._generation = 0  # bumped by every event and flush
+        self._version = 0  # bumped by every change to `_local`: a verdict is only as good as it
         self._listener: asyncio.Task[None] | None = None
         self._fetching: dict[tuple[str, ...], asyncio.Future[list[str | None]]] = {}
-        self._in_use: dict[str, float] = {}  # key -> when a check last read it from the local cache (monotonic)
+        self._in_use: dict[RevocationQuery, _Tracked] = {}  # the queries checks read from the local cache
         self._refresher: asyncio.Task[None] | None = None
 
     @property
@@ -189,12 +208,26 @@ class RedisRevocations:
         await self._subscriber.aclose()
 
     def revoked_locally(self, query: RevocationQuery) -> bool | None:
-        cached = self._cached(query.keys) if self._subscribed else None
-        return None if cached is None else is_revoked_by(cached, query)
+        now = self._monotonic()
+        tracked = self._in_use.get(query)
+        # `_subscribed` is not read here: losing the subscription bumps the version.
+        if tracked is not None and tracked.version == self._version and now <= tracked.until:
+            tracked.used = now
+            return tracked.revoked
+        if not self._subscribed:
+            return None
+        cached = self._cached(query, now)
+        if cached is None:
+            return None
+        tracked = self._track(query, now)
+        tracked.revoked = is_revoked_by(cached, query)
+        tracked.until = min(self._local[key][1] for key in query.keys) + self._local_ttl
+        tracked.version = self._version
+        return tracked.revoked
 
     async def is_revoked(self, query: RevocationQuery) -> bool:
         keys = query.keys
-        cached = self._cached(keys) if self._subscribed else None
+        cached = self._cached(query, self._monotonic()) if self._subscribed else None
         if cached is not None:
             return is_revoked_by(cached, query)
         # Checks of one token that miss together (a cold cache under load) share one MGET.
@@ -220,21 +253,28 @@ class RedisRevocations:
             self._remember(keys, values)
         return values
 
-    def _cached(self, keys: tuple[str, ...]) -> list[str | None] | None:
-        now = self._monotonic()
+    def _cached(self, query: RevocationQuery, now: float) -> list[str | None] | None:
+        """The values of the query's keys from the local cache when all are fresh; the query is then in use."""
         oldest = now - self._local_ttl
         values: list[str | None] = []
-        for key in keys:
+        for key in query.keys:
             entry = self._local.get(key)
             if entry is None or entry[1] < oldest:
                 return None
             values.append(entry[0])
-        in_use = self._in_use
-        for key in keys:
-            in_use[key] = now
+        self._track(query, now)
+        return values
+
+    def _track(self, query: RevocationQuery, now: float) -> _Tracked:
+        tracked = self._in_use.get(query)
+        if tracked is None:
+            if len(self._in_use) >= self._max_local:
+                self._in_use.clear()  # as the local cache itself: bounded
+            tracked = self._in_use[query] = _Tracked(now)
+        tracked.used = now
         if self._refresher is None:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_in_use(), name="revocation-refresh")
-        return values
+        return tracked
 
     async def _refresh_in_use(self) -> None:
         """Every half `local_ttl`, re-read the keys that checks used in the last `keep_warm` seconds, 512 per MGET.
@@ -249,10 +289,12 @@ class RedisRevocations:
             while True:
                 await asyncio.sleep(self._local_ttl / 2)
                 idle_since = self._monotonic() - self._keep_warm
-                self._in_use = {key: used for key, used in self._in_use.items() if used >= idle_since}
-                if len(self._in_use) > self._max_local:
+                self._in_use = {query: tracked for query, tracked in self._in_use.items() if tracked.used >= idle_since}
+                # Tokens share their tenant's key (and a subject's tokens its key): each key read once.
+                keys = tuple(dict.fromkeys(key for query in self._in_use for key in query.keys))
+                if len(keys) > self._max_local:
                     self._in_use.clear()  # as the local cache itself: bounded; those checks then ask Redis
-                keys = tuple(self._in_use)
+                    keys = ()
                 if not keys or not self._subscribed:
                     return
                 generation = self._generation
@@ -271,6 +313,7 @@ class RedisRevocations:
 
     def _remember(self, keys: tuple[str, ...], values: list[str | None]) -> None:
         now = self._monotonic()
+        self._version += 1
         if len(self._local) + len(keys) > self._max_local:
             self._local.clear()  # cheaper than tracking age order; a miss costs one MGET
         for key, value in zip(keys, values, strict=True):
@@ -291,6 +334,7 @@ class RedisRevocations:
             finally:
                 self._subscribed = False
                 self._generation += 1
+                self._version += 1
                 self._local.clear()
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -299,6 +343,7 @@ class RedisRevocations:
 
     def _on_message(self, message: dict[str, Any]) -> None:
         self._generation += 1
+        self._version += 1
         kind = message.get("type")
         if kind == "subscribe":
             # Also sent again after redis-py reconnects by itself: whatever was published meanwhile

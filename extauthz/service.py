@@ -35,6 +35,7 @@ CHECKS = Counter("pavilion_extauthz_checks", "Check answers by HTTP status and r
 
 _MAX_MEMO = 50_000
 FLUSH_SECONDS = 0.5
+_ALLOWED = (200, "ok")  # the status and reason of every allowed outcome (decision.allowed)
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK_STATUS = status_pb2.Status(code=code_pb2.OK)
 _DENIED_STATUS = {
@@ -71,6 +72,7 @@ class AuthorizationService:
         self.authorizer = authorizer
         self._counters: dict[tuple[int, str], Any] = {}
         self._pending: dict[tuple[int, str], int] = {}
+        self._allowed = 0  # allowed answers served from the memo since the last flush: all (200, "ok")
         self._flush_scheduled = False
         self._responses: dict[int, tuple[Outcome, bytes]] = {}
 
@@ -85,14 +87,19 @@ class AuthorizationService:
         except Exception:  # the servicer boundary: an unforeseen error is a decided 503, never a gRPC error
             log.exception("check_failed")
             outcome = decision.unavailable("internal_error")
+        if outcome.allowed:
+            # A cached token returns its very same OK outcome: its answer is serialized once, and counted
+            # with a plain integer.
+            memo = self._responses.get(id(outcome))
+            if memo is not None and memo[0] is outcome:
+                self._allowed += 1
+                if not self._flush_scheduled:
+                    self._schedule_flush()
+                return memo[1]
         self._count(outcome)
         if not outcome.allowed:
             log.info("check_denied", status=outcome.status, reason=outcome.reason)
             return to_response(outcome)
-        # A cached token returns its very same OK outcome: serialize its answer once.
-        memo = self._responses.get(id(outcome))
-        if memo is not None and memo[0] is outcome:
-            return memo[1]
         response = to_response(outcome).SerializeToString()
         if len(self._responses) >= _MAX_MEMO:
             self._responses.clear()
@@ -105,11 +112,17 @@ class AuthorizationService:
         key = (outcome.status, outcome.reason)
         self._pending[key] = self._pending.get(key, 0) + 1
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush_counts)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush_counts)
 
     def flush_counts(self) -> None:
         pending, self._pending = self._pending, {}
+        if self._allowed:
+            pending[_ALLOWED] = pending.get(_ALLOWED, 0) + self._allowed
+            self._allowed = 0
         self._flush_scheduled = False
         for (status, reason), count in pending.items():
             counter = self._counters.get((status, reason))

@@ -19,19 +19,18 @@ Clock = Callable[[], float]
 
 
 def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
 
 class VerifiedTokenCache:
-    """A bounded LRU of digest -> (tenant, verified token, expires_at)."""
+    """A bounded LRU of digest -> (tenant, verified token), each with its expiry."""
 
     def __init__(self, max_entries: int = 50_000, max_age: float = 300.0, clock: Clock = time.time) -> None:
-        self._entries: OrderedDict[bytes, tuple[object, Any, float]] = OrderedDict()
+        # digest -> ((tenant, verified), expires_at): `get` hands out the stored pair itself
+        self._entries: OrderedDict[bytes, tuple[tuple[Any, Any], float]] = OrderedDict()
         self._max_entries = max_entries
         self._max_age = max_age
         self._clock = clock
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -40,22 +39,18 @@ class VerifiedTokenCache:
         """(tenant, verified token) cached for `digest`, or None. The caller checks the tenant is current."""
         entry = self._entries.get(digest)
         if entry is None:
-            self.misses += 1
             return None
-        tenant, verified, expires_at = entry
-        if expires_at <= self._clock():
+        if entry[1] <= self._clock():
             del self._entries[digest]
-            self.misses += 1
             return None
         self._entries.move_to_end(digest)
-        self.hits += 1
-        return tenant, verified
+        return entry[0]
 
     def put(self, digest: bytes, tenant: object, verified: Any, expires_at: float) -> None:
         expires_at = min(expires_at, self._clock() + self._max_age)
         if expires_at <= self._clock():
             return
-        self._entries[digest] = (tenant, verified, expires_at)
+        self._entries[digest] = ((tenant, verified), expires_at)
         self._entries.move_to_end(digest)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

@@ -244,3 +244,69 @@ async def test_a_short_pause_keeps_the_cache_warm_and_a_long_one_stops_the_refre
         assert await command_calls(port, "mget") == idle
     finally:
         await store.close()
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_remembered_verdict_is_not_used_past_its_oldest_key(redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    clock = Monotonic()
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0", local_ttl=1.0, monotonic=clock)
+    await store.start()
+    try:
+        await wait_subscribed(store)
+        q = query("m1")
+        assert not await store.is_revoked(q)
+        assert store.revoked_locally(q) is False
+        assert store.revoked_locally(q) is False   # the remembered verdict
+        clock.now += 1.5  # no refresh ran meanwhile: every key of q is older than local_ttl
+        assert store.revoked_locally(q) is None
+    finally:
+        await store.close()
+
+
+async def test_a_remembered_verdict_is_dropped_with_the_subscription() -> None:
+    port = free_port()
+    proc, _ = start_redis(port)
+    store = RedisRevocations(f"redis://127.0.0.1:{port}/0", timeout=0.2, local_ttl=60.0)
+    await store.start()
+    try:
+        await wait_subscribed(store)
+        q = query("m2")
+        assert not await store.is_revoked(q)
+        assert store.revoked_locally(q) is False
+        proc.kill()
+        deadline = time.monotonic() + 3
+        while store.revoked_locally(q) is not None:
+            assert time.monotonic() < deadline, "a verdict outlived the subscription that kept it current"
+            await asyncio.sleep(0.02)
+    finally:
+        proc.stop()
+        await store.close()
+
+
+async def test_a_remembered_verdict_follows_each_published_revocation(redis_server: tuple[Proc, int]) -> None:
+    _proc, port = redis_server
+    url = f"redis://127.0.0.1:{port}/0"
+    writer, reader = RedisRevocations(url), RedisRevocations(url, local_ttl=60.0)
+    await writer.start()
+    await reader.start()
+    try:
+        await wait_subscribed(reader)
+        q = query("m3", subject="carol")
+        assert not await reader.is_revoked(q)
+        assert reader.revoked_locally(q) is False
+        await writer.revoke_subject("acme", "carol", time.time())
+        deadline = time.monotonic() + 1
+        while not reader.revoked_locally(q):
+            assert time.monotonic() < deadline, "a remembered verdict hid a subject revocation"
+            await asyncio.sleep(0.01)
+    finally:
+        await writer.close()
+        await reader.close()

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from prometheus_client import REGISTRY
 
 from extauthz.app import reload_once
 from extauthz.authorizer import Authorizer
@@ -324,6 +325,20 @@ async def test_a_cached_answer_is_sent_as_the_bytes_of_the_normal_response(stack
     assert serialize(denial) == denial.SerializeToString()
     # Over the wire the client reads the same message as the one built field by field.
     assert await stack["check"](bearer(token)) == to_response(outcome)
+
+
+async def test_answers_from_the_memo_are_counted_as_allowed(stack: dict[str, Any]) -> None:
+    servicer = AuthorizationService(stack["authorizer"])
+    labels = {"status": "200", "reason": "ok"}
+    before = REGISTRY.get_sample_value("pavilion_extauthz_checks_total", labels) or 0.0
+    request = check_request(bearer(ACME.token()))
+    for _ in range(5):
+        assert isinstance(await servicer.Check(request, None), bytes)
+    await servicer.Check(check_request({}), None)
+    servicer.flush_counts()
+    assert REGISTRY.get_sample_value("pavilion_extauthz_checks_total", labels) == before + 5
+    servicer.flush_counts()  # nothing new: nothing added twice
+    assert REGISTRY.get_sample_value("pavilion_extauthz_checks_total", labels) == before + 5
 
 
 async def test_a_cached_token_answered_without_waiting_is_refused_once_revoked_elsewhere(
