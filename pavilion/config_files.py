@@ -3,6 +3,7 @@ recursively in a fixed order, each read whole with the name its errors will carr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +23,27 @@ class Source:
 
 
 def yaml_files(path: str | Path) -> list[Path]:
-    """The files `load_config(path)` reads, in merge order. Hidden files and folders are skipped."""
+    """The files `load_config(path)` reads, in merge order. Hidden files and folders are skipped.
+
+    Symlinked folders are followed: a ConfigMap key projected to `teams/a.yaml` is mounted as the
+    symlink `teams -> ..data/teams`. The hidden `..data` and timestamped folders it points into are
+    not (each file would be read twice), and no real folder is walked twice (a link to an ancestor).
+    """
     root = Path(path)
     if root.is_file():
         return [root]
-    found = (p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file())
-    visible = (p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts))
-    return sorted(visible, key=lambda p: p.relative_to(root).as_posix())
+    found: list[Path] = []
+    walked: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked:
+            subfolders.clear()
+            continue
+        walked.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found.extend(Path(folder, name) for name in names
+                     if not name.startswith(".") and Path(name).suffix in SUFFIXES and Path(folder, name).is_file())
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def read_sources(path: str | Path) -> list[Source]:

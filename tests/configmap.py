@@ -6,7 +6,10 @@ Kubelet's AtomicWriter (k8s.io/kubernetes/pkg/volume/util/atomic_writer.go) lays
     ..data -> ..2026_11_27_16_00_00.123456789   the current payload
     ..2026_11_27_16_00_00.123456789/NAME        the files themselves
 
-and updates it by writing a new timestamped directory, pointing a new symlink `..data_tmp` at it,
+A key projected to a path in a folder (`items: [{key: k, path: teams/a.yaml}]`) is written as
+`..<timestamp>/teams/a.yaml`, and the visible entry is the folder: `teams -> ..data/teams`.
+
+kubelet updates it by writing a new timestamped directory, pointing a new symlink `..data_tmp` at it,
 renaming `..data_tmp` over `..data` (the one atomic step), deleting the old directory, and then
 adding the visible symlinks of new keys and removing those of keys gone. `ConfigMapVolume` does
 exactly those steps, in that order, with the same names.
@@ -31,7 +34,7 @@ class ConfigMapVolume:
     def __init__(self, root: Path, files: Mapping[str, str]) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.keys: set[str] = set()
+        self.visible: set[str] = set()
         self.swaps = 0
         self.update(files)
 
@@ -44,15 +47,17 @@ class ConfigMapVolume:
         return self.root / os.readlink(self.root / DATA)
 
     def update(self, files: Mapping[str, str]) -> None:
-        """Replace the whole payload with `files` (key -> text), as kubelet does on a ConfigMap change."""
+        """Replace the whole payload with `files` (path -> text), as kubelet does on a ConfigMap change."""
         for key in files:
-            if "/" in key or key.startswith("."):
-                raise ValueError(f"{key!r} is not a ConfigMap key kubelet would write at the top level")
+            if key.startswith((".", "/")) or ".." in key.split("/"):
+                raise ValueError(f"{key!r} is not a path kubelet would write (relative, no leading dot, no ..)")
+        visible = {key.split("/")[0] for key in files}
         old = self.root / os.readlink(self.root / DATA) if (self.root / DATA).is_symlink() else None
         # 1. the new payload, in a fresh hidden timestamped directory
         new = self.root / self._timestamped_name()
         new.mkdir(mode=0o755)
         for key, text in files.items():
+            (new / key).parent.mkdir(parents=True, exist_ok=True)
             (new / key).write_text(text)
         # 2. `..data_tmp` -> the new directory (relative, as kubelet writes it)
         tmp = self.root / DATA_TMP
@@ -63,12 +68,12 @@ class ConfigMapVolume:
         # 4. the old payload is removed
         if old is not None:
             shutil.rmtree(old)
-        # 5. visible symlinks for new keys, and none for keys gone
-        for key in sorted(set(files) - self.keys):
-            (self.root / key).symlink_to(Path(DATA) / key)
-        for key in sorted(self.keys - set(files)):
-            (self.root / key).unlink()
-        self.keys = set(files)
+        # 5. visible symlinks (one per top-level name) for new paths, and none for paths gone
+        for name in sorted(visible - self.visible):
+            (self.root / name).symlink_to(Path(DATA) / name)
+        for name in sorted(self.visible - visible):
+            (self.root / name).unlink()
+        self.visible = visible
         self.swaps += 1
 
     def _timestamped_name(self) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from controlplane.cache import config_version as plane_version
 from controlplane.config.load import load_config as load_routes
+from pavilion.config_files import yaml_files
 from ratelimit.app import file_version as ratelimit_version
 from ratelimit.config import load_config as load_ratelimit
 from tests.configmap import ConfigMapVolume
@@ -56,6 +57,7 @@ def plain_copy(tmp_path: Path, name: str, files: Mapping[str, str]) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
     for key, text in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_text(text)
     return root
 
@@ -149,6 +151,29 @@ def test_controlplane_serves_a_configmap_swap_and_keeps_the_last_good_one(
     assert not volume.path("more.yaml").exists()
 
 
+def test_controlplane_reads_files_the_configmap_projects_into_folders(tmp_path: Path) -> None:
+    """`items: [{key: ..., path: teams/accounts.yaml}]`: the visible entry is the folder symlink
+    `teams -> ..data/teams`; its files are config like any other, read once each."""
+    gateway = GATEWAY % (free_port(), free_port(), free_port())
+    files = {"gateway.yaml": gateway, "teams/accounts.yaml": routes(("a", "/a", "blue"))}
+    volume = ConfigMapVolume(tmp_path / "routes", files)
+    assert (volume.root / "teams").is_symlink()
+    plane = start_controlplane(volume.root)
+    try:
+        status = wait_for(plane.status, lambda s: s["version"] is not None, "serving the first config")
+        assert status["version"] == plane_version(load_routes(plain_copy(tmp_path, "plain", files)))
+        listed = plane_routes(plane)["routes"]
+        assert [(r["name"], source_file(r)) for r in listed] == [("a", str(volume.root / "teams/accounts.yaml"))]
+
+        files = {**files, "teams/payments.yaml": routes(("p", "/p", "green"))}
+        expected = plane_version(load_routes(plain_copy(tmp_path, "plain", files)))
+        volume.update(files)
+        wait_for(plane.status, lambda s: s["version"] == expected, "serving the new file in the folder")
+        assert sorted(r["name"] for r in plane_routes(plane)["routes"]) == ["a", "p"]
+    finally:
+        plane.proc.stop()
+
+
 # --- ratelimit --config DIR ----------------------------------------------------------------------------
 
 def limits(domain: str, requests: int) -> str:
@@ -177,9 +202,10 @@ def test_ratelimit_directory_reloads_on_a_configmap_swap(tmp_path: Path) -> None
         first = get_json(status_url)
         assert first["config_version"] == ratelimit_version(load_ratelimit(plain_copy(tmp_path, "plain", files)))
 
-        # Changed limit and a new key with a second domain. Were the hidden copies read, the
-        # domain would be defined twice (an error) or the version would differ from the plain copy's.
-        files = {"api.yaml": limits("api", 8), "web.yaml": limits("web", 3)}
+        # Changed limit and a new key with a second domain, projected into a folder. Were the hidden
+        # copies read, a domain would be defined twice (an error) or the version would differ from
+        # the plain copy's; were the folder symlink not followed, `web` would be missing.
+        files = {"api.yaml": limits("api", 8), "more/web.yaml": limits("web", 3)}
         expected = ratelimit_version(load_ratelimit(plain_copy(tmp_path, "plain", files)))
         volume.update(files)
         wait_for(lambda: get_json(status_url), lambda s: s["config_version"] == expected, "reloaded after the swap")
@@ -191,7 +217,7 @@ def test_ratelimit_directory_reloads_on_a_configmap_swap(tmp_path: Path) -> None
         assert "api.yaml" in status["last_error"] and "..data" not in status["last_error"], status
         assert status["config_version"] == expected
 
-        files = {"api.yaml": limits("api", 9)}  # the fix; web.yaml's key removed
+        files = {"api.yaml": limits("api", 9)}  # the fix; more/web.yaml removed
         expected = ratelimit_version(load_ratelimit(plain_copy(tmp_path, "plain", files)))
         volume.update(files)
         wait_for(lambda: get_json(status_url),
@@ -269,3 +295,13 @@ def test_extauthz_key_file_of_the_same_configmap_is_reread_after_a_swap(tmp_path
         assert proc.alive()
     finally:
         proc.stop()
+
+
+# --- the walk itself (no process) ----------------------------------------------------------------------
+
+def test_config_files_follow_folder_links_once_and_never_hidden_ones(tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path / "cm", {"a.yaml": "x: 1\n", "teams/b.yaml": "x: 2\n", "teams/c.txt": "no\n"})
+    assert yaml_files(volume.root) == [volume.path("a.yaml"), volume.root / "teams" / "b.yaml"]
+    plain = plain_copy(tmp_path, "plain", {"a.yaml": "x: 1\n", "sub/b.yaml": "x: 2\n"})
+    (plain / "sub" / "up").symlink_to("..")  # a link back to an ancestor: walked once, no endless loop
+    assert yaml_files(plain) == [plain / "a.yaml", plain / "sub" / "b.yaml"]
