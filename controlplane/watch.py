@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,9 +27,11 @@ log = get_logger(__name__)
 Loader = Callable[[str], Any]
 
 def is_config_file(change: Change, path: str) -> bool:
-    """YAML files that are not hidden (editors' swap and backup files are)."""
+    """YAML files and folders that are not hidden (editors' swap and backup files are). A folder
+    counts: a ConfigMap key projected to `teams/a.yaml` appears as the symlink `teams`, created
+    last in kubelet's update, after every YAML file event of it."""
     name = Path(path).name
-    return path.endswith(SUFFIXES) and not name.startswith(".")
+    return not name.startswith(".") and (path.endswith(SUFFIXES) or os.path.isdir(path))
 
 
 class Reloader:

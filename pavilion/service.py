@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import watchfiles
 
 from pavilion.admin import AdminServer
+from pavilion.config_files import yaml_files
 from pavilion.errors import ConfigError
 from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
@@ -97,10 +98,12 @@ def serve_metrics_in_thread(settings: Settings) -> None:
 
 
 async def config_changes(path: Path, stop: asyncio.Event) -> AsyncIterator[None]:
-    """Yields each time the content under `path` (a file, or a directory of files) changes.
+    """Yields each time the config under `path` (a file, or a directory of YAML files) changes.
 
     A file is watched through its directory: editors, `mv` and Kubernetes' ConfigMap symlink swap
     replace the file, which ends a watch on the file itself. Touching without changing yields nothing.
+    The content compared is that of the files the loaders read (`yaml_files`), so a folder that
+    appears as a symlink (a ConfigMap key projected to `teams/a.yaml`) counts when it appears.
     """
     last = await asyncio.to_thread(_content, path)
     watched = path if await asyncio.to_thread(path.is_dir) else path.parent
@@ -114,7 +117,7 @@ async def config_changes(path: Path, stop: asyncio.Event) -> AsyncIterator[None]
 def _content(path: Path) -> tuple[tuple[str, bytes], ...] | None:
     try:
         if path.is_dir():
-            return tuple(sorted((str(p), p.read_bytes()) for p in path.rglob("*") if p.is_file()))
+            return tuple((str(p), p.read_bytes()) for p in yaml_files(path))
         return ((str(path), path.read_bytes()),)
     except OSError:
         return None

@@ -31,8 +31,11 @@ DATA_TMP = "..data_tmp"
 class ConfigMapVolume:
     """The mount point `root` of one ConfigMap (or projected) volume."""
 
-    def __init__(self, root: Path, files: Mapping[str, str]) -> None:
+    def __init__(self, root: Path, files: Mapping[str, str], *, pause: float = 0.0) -> None:
+        """`pause`: seconds between kubelet's steps (0: back to back), so that a watcher sees them
+        in separate batches, as it may when kubelet is slow."""
         self.root = root
+        self.pause = pause
         self.root.mkdir(parents=True, exist_ok=True)
         self.visible: set[str] = set()
         self.swaps = 0
@@ -41,10 +44,6 @@ class ConfigMapVolume:
     def path(self, key: str) -> Path:
         """The path a container is given: the visible symlink."""
         return self.root / key
-
-    def data_dir(self) -> Path:
-        """The timestamped directory `..data` points at now."""
-        return self.root / os.readlink(self.root / DATA)
 
     def update(self, files: Mapping[str, str]) -> None:
         """Replace the whole payload with `files` (path -> text), as kubelet does on a ConfigMap change."""
@@ -59,15 +58,19 @@ class ConfigMapVolume:
         for key, text in files.items():
             (new / key).parent.mkdir(parents=True, exist_ok=True)
             (new / key).write_text(text)
+        self._step()
         # 2. `..data_tmp` -> the new directory (relative, as kubelet writes it)
         tmp = self.root / DATA_TMP
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(new.name)
+        self._step()
         # 3. the atomic step: rename `..data_tmp` over `..data`
         os.rename(tmp, self.root / DATA)
+        self._step()
         # 4. the old payload is removed
         if old is not None:
             shutil.rmtree(old)
+        self._step()
         # 5. visible symlinks (one per top-level name) for new paths, and none for paths gone
         for name in sorted(visible - self.visible):
             (self.root / name).symlink_to(Path(DATA) / name)
@@ -75,6 +78,10 @@ class ConfigMapVolume:
             (self.root / name).unlink()
         self.visible = visible
         self.swaps += 1
+
+    def _step(self) -> None:
+        if self.pause and self.swaps:
+            time.sleep(self.pause)
 
     def _timestamped_name(self) -> str:
         # kubelet: "..2006_01_02_15_04_05." + a random suffix; a counter keeps two swaps apart here

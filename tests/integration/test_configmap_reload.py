@@ -27,6 +27,7 @@ from tests.procs import PAVILION, Proc, free_port
 
 pytestmark = pytest.mark.integration
 
+KUBELET_PACE = pytest.mark.parametrize("pause", [0.0, 0.3], ids=["back-to-back", "slow-kubelet"])
 DEADLINE = 20.0  # generous: the machine is shared; only the event is asserted, never its speed
 
 
@@ -96,10 +97,10 @@ def served_route_table(plane: ControlPlane) -> str:
 
 
 @pytest.fixture
-def plane_volume(tmp_path: Path) -> Iterator[tuple[ControlPlane, ConfigMapVolume]]:
+def plane_volume(pause: float, tmp_path: Path) -> Iterator[tuple[ControlPlane, ConfigMapVolume]]:
     gateway = GATEWAY % (free_port(), free_port(), free_port())
-    volume = ConfigMapVolume(tmp_path / "routes", {"gateway.yaml": gateway,
-                                                   "routes.yaml": routes(("a", "/a", "blue"))})
+    volume = ConfigMapVolume(tmp_path / "routes", {"gateway.yaml": gateway, "routes.yaml": routes(("a", "/a", "blue"))},
+                             pause=pause)
     plane = start_controlplane(volume.root)
     try:
         yield plane, volume
@@ -107,6 +108,7 @@ def plane_volume(tmp_path: Path) -> Iterator[tuple[ControlPlane, ConfigMapVolume
         plane.proc.stop()
 
 
+@KUBELET_PACE
 def test_controlplane_serves_a_configmap_swap_and_keeps_the_last_good_one(
         plane_volume: tuple[ControlPlane, ConfigMapVolume], tmp_path: Path) -> None:
     plane, volume = plane_volume
@@ -151,12 +153,13 @@ def test_controlplane_serves_a_configmap_swap_and_keeps_the_last_good_one(
     assert not volume.path("more.yaml").exists()
 
 
-def test_controlplane_reads_files_the_configmap_projects_into_folders(tmp_path: Path) -> None:
+@KUBELET_PACE
+def test_controlplane_reads_files_the_configmap_projects_into_folders(pause: float, tmp_path: Path) -> None:
     """`items: [{key: ..., path: teams/accounts.yaml}]`: the visible entry is the folder symlink
     `teams -> ..data/teams`; its files are config like any other, read once each."""
     gateway = GATEWAY % (free_port(), free_port(), free_port())
     files = {"gateway.yaml": gateway, "teams/accounts.yaml": routes(("a", "/a", "blue"))}
-    volume = ConfigMapVolume(tmp_path / "routes", files)
+    volume = ConfigMapVolume(tmp_path / "routes", files, pause=pause)
     assert (volume.root / "teams").is_symlink()
     plane = start_controlplane(volume.root)
     try:
@@ -170,6 +173,13 @@ def test_controlplane_reads_files_the_configmap_projects_into_folders(tmp_path: 
         volume.update(files)
         wait_for(plane.status, lambda s: s["version"] == expected, "serving the new file in the folder")
         assert sorted(r["name"] for r in plane_routes(plane)["routes"]) == ["a", "p"]
+
+        # A new folder: its visible symlink is the swap's last step, after every YAML file event.
+        files = {**files, "ops/health.yaml": routes(("h", "/h", "blue"))}
+        expected = plane_version(load_routes(plain_copy(tmp_path, "plain", files)))
+        volume.update(files)
+        wait_for(plane.status, lambda s: s["version"] == expected, "serving the file of the new folder")
+        assert sorted(r["name"] for r in plane_routes(plane)["routes"]) == ["a", "h", "p"]
     finally:
         plane.proc.stop()
 
@@ -193,9 +203,10 @@ def start_service(argv: list[str], name: str) -> tuple[Proc, int]:
     return proc, admin
 
 
-def test_ratelimit_directory_reloads_on_a_configmap_swap(tmp_path: Path) -> None:
+@KUBELET_PACE
+def test_ratelimit_directory_reloads_on_a_configmap_swap(pause: float, tmp_path: Path) -> None:
     files = {"api.yaml": limits("api", 7)}
-    volume = ConfigMapVolume(tmp_path / "limits", files)
+    volume = ConfigMapVolume(tmp_path / "limits", files, pause=pause)
     proc, admin = start_service(["ratelimit", "--config", str(volume.root)], "ratelimit")
     status_url = f"http://127.0.0.1:{admin}/status"
     try:
@@ -237,8 +248,9 @@ def tenant(tenant_id: str) -> str:
             f"    algorithms: [ES256]\n    jwks: {{inline: {JWK}}}\n")
 
 
-def test_extauthz_file_reloads_on_a_configmap_swap(tmp_path: Path) -> None:
-    volume = ConfigMapVolume(tmp_path / "tenants", {"tenants.yaml": "tenants:\n" + tenant("acme")})
+@KUBELET_PACE
+def test_extauthz_file_reloads_on_a_configmap_swap(pause: float, tmp_path: Path) -> None:
+    volume = ConfigMapVolume(tmp_path / "tenants", {"tenants.yaml": "tenants:\n" + tenant("acme")}, pause=pause)
     assert volume.path("tenants.yaml").is_symlink()
     proc, admin = start_service(["extauthz", "--config", str(volume.path("tenants.yaml"))], "extauthz")
 
