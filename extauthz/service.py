@@ -4,7 +4,8 @@ Thin on purpose: it reads the request facts, asks the `Authorizer`, and writes t
 Check never raises a gRPC error: anything unexpected is logged and answered 503 (deny), so Envoy's
 `failure_mode_allow` never gets the chance to let a request through by accident.
 
-The method is registered with a response serializer that passes bytes through: a cached token's OK
+The method is registered without a response serializer (gRPC then sends the bytes Check returns as
+they are, with no Python call per answer): Check returns each answer serialized, a cached token's OK
 answer is serialized once and then sent as those very bytes, and the common check (`check_now`) runs
 without a nested coroutine.
 """
@@ -62,9 +63,9 @@ def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
             status=http_status_pb2.HttpStatus(code=outcome.status), headers=headers, body=outcome.body))
 
 
-def serialize(response: bytes | external_auth_pb2.CheckResponse) -> bytes:
-    """The method's response serializer: pre-serialized answers pass through unchanged."""
-    return response if isinstance(response, bytes) else response.SerializeToString()
+def serialized(outcome: Outcome) -> bytes:
+    data: bytes = to_response(outcome).SerializeToString()
+    return data
 
 
 class AuthorizationService:
@@ -77,7 +78,7 @@ class AuthorizationService:
         self._responses: dict[int, tuple[Outcome, bytes]] = {}
 
     async def Check(self, request: external_auth_pb2.CheckRequest,
-                    context: grpc.aio.ServicerContext[Any, Any]) -> bytes | external_auth_pb2.CheckResponse:
+                    context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
             attributes = request.attributes
             http = attributes.request.http
@@ -99,8 +100,8 @@ class AuthorizationService:
         self._count(outcome)
         if not outcome.allowed:
             log.info("check_denied", status=outcome.status, reason=outcome.reason)
-            return to_response(outcome)
-        response = to_response(outcome).SerializeToString()
+            return serialized(outcome)
+        response = serialized(outcome)
         if len(self._responses) >= _MAX_MEMO:
             self._responses.clear()
         self._responses[id(outcome)] = (outcome, response)
@@ -141,8 +142,8 @@ def register(authorizer: Authorizer) -> Any:
 
 
 def add_to_server(servicer: AuthorizationService, server: grpc.aio.Server) -> None:
-    """As the generated `add_AuthorizationServicer_to_server`, with the pass-through serializer."""
+    """As the generated `add_AuthorizationServicer_to_server`, but Check returns bytes: no response serializer."""
     handlers = {"Check": grpc.unary_unary_rpc_method_handler(
-        servicer.Check, request_deserializer=external_auth_pb2.CheckRequest.FromString, response_serializer=serialize)}
+        servicer.Check, request_deserializer=external_auth_pb2.CheckRequest.FromString, response_serializer=None)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
