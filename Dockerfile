@@ -3,7 +3,7 @@
 # the edges, and the control plane's own `envoy --mode validate` (it bisects a refused route table
 # with it), run the same Envoy version.
 #
-#   docker build -f deploy/Dockerfile -t pavilion:0.1.0 .
+#   docker build -t pavilion:0.1.0 .
 FROM python:3.11-slim
 
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin pavilion

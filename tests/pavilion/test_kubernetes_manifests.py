@@ -1,4 +1,4 @@
-"""deploy/kubernetes: the manifests an operator applies hold together with the code they run.
+"""k8s: the manifests an operator applies hold together with the code they run.
 
 Every Pavilion container's args parse with the real `pavilion` parser; every port a probe or a
 Service names is a port of the container; the route YAML in the ConfigMaps loads, and names the
@@ -26,7 +26,7 @@ from pavilion.cli import build_parser
 from pavilion.settings import Settings
 from tests.configmap import ConfigMapVolume
 
-DIR = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+DIR = Path(__file__).resolve().parents[2] / "k8s"
 NAMESPACE = "pavilion"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 
