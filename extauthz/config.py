@@ -19,6 +19,7 @@ the same tenants can later come from the control plane instead of a file.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +164,13 @@ def _claims_to_headers(node: Node) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _absolute(path: Path) -> str:
+    """An absolute path that keeps its symlinks: a key file in a Kubernetes ConfigMap is reached
+    through `..data`, which a swap repoints; resolving it would pin the timestamped folder that the
+    next swap deletes (and make two control-plane replicas send different paths)."""
+    return os.path.normpath(os.path.abspath(path))
+
+
 def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> JwksSource | None:
     if not isinstance(node, Mapping):
         errors.append(ConfigError("must be a mapping with one of inline, file, uri, discovery",
@@ -173,7 +181,7 @@ def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> J
     readers: dict[str, Callable[[Node], Any]] = {
         "uri": _string, "discovery": _string, "max_bytes": _int, "max_keys": _int, "allow_http_loopback": _bool,
         **{name: _seconds for name in _JWKS_DURATIONS},
-        "inline": plain, "file": lambda n: str((base_dir / _string(n)).resolve()),
+        "inline": plain, "file": lambda n: _absolute(base_dir / _string(n)),
     }
     for name, value in fields.items():
         try:

@@ -281,12 +281,6 @@ def test_extauthz_file_reloads_on_a_configmap_swap(pause: float, tmp_path: Path)
         proc.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "extauthz/config.py resolves `jwks: {file: ...}` with Path.resolve(), which follows the visible "
-    "symlink into the timestamped directory; kubelet deletes that directory on the next swap, so the "
-    "key file is read from a path that no longer exists (keys kept, rotation lost) until tenants.yaml "
-    "itself changes. Fix: make the path absolute without following symlinks "
-    "(os.path.normpath(os.path.abspath(...))); extauthz/ is not this change's to edit."))
 def test_extauthz_key_file_of_the_same_configmap_is_reread_after_a_swap(tmp_path: Path) -> None:
     """tenants.yaml names `jwks: {file: keys.json}`, another key of the volume: a swap that changes
     only keys.json (a key rotation) reaches the tenant, though tenants.yaml itself is unchanged."""
