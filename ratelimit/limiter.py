@@ -24,8 +24,10 @@ from typing import NamedTuple
 from pavilion.errors import BackendUnavailable
 from ratelimit.algorithms import window_start
 from ratelimit.clock import MICROS, Clock, SystemClock
+from ratelimit.known_over import KnownOver
 from ratelimit.matching import RateLimitConfig
 from ratelimit.memory_store import MemoryStore
+from ratelimit.metrics import KNOWN_OVER_ANSWERS
 from ratelimit.rules import MAX_UINT32, TOKEN_BUCKET, Limit, Rule
 from ratelimit.store import Check, CounterStore, Outcome, descriptor_key, limit_key
 
@@ -142,6 +144,8 @@ class Limiter:
         self._plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple[str, tuple[tuple[str, str], ...], int], _Plan] = OrderedDict()
         self._plans_config: RateLimitConfig | None = None
+        self.known_over = KnownOver()
+        self._known_over_config: RateLimitConfig | None = None
 
     @property
     def cached_plans(self) -> int:
@@ -282,14 +286,35 @@ class Limiter:
         return tuple(limit for limit in rule.limits if not (limit.name and limit.name in replaced))
 
     async def _count(self, plan: RequestPlan) -> tuple[list[Outcome], set[int], BackendUnavailable | None]:
-        """The outcomes; on a store failure, the fallbacks' and the descriptors they answered."""
-        if not plan.checks:
+        """The outcomes; on a store failure, the fallbacks' and the descriptors they answered.
+
+        Checks of fixed-window counters already known to be over (`known_over`) are answered here;
+        only the others go to the store, and none at all when every check is known.
+        """
+        checks = plan.checks
+        if not checks:
             return [], set(), None
+        if plan.config is not self._known_over_config:
+            self.known_over.clear()
+            self._known_over_config = plan.config
+        known = self.known_over.lookup(checks, self.clock.now_us()) if len(self.known_over) else None
+        asked = checks if known is None else tuple(check for check, outcome in zip(checks, known, strict=True)
+                                                    if outcome is None)
+        failed: set[int] = set()
+        error_seen: BackendUnavailable | None = None
         try:
-            return await self.store.apply(plan.checks), set(), None
+            answers = await self.store.apply(asked) if asked else []
         except BackendUnavailable as error:
-            fallbacks = [plan.rules[owner].on_backend_error for owner in plan.owners]  # type: ignore[union-attr]
-            return self._fall_back(plan.checks, fallbacks), set(plan.owners), error
+            owners = [owner for index, owner in enumerate(plan.owners) if known is None or known[index] is None]
+            fallbacks = [plan.rules[owner].on_backend_error for owner in owners]  # type: ignore[union-attr]
+            answers, failed, error_seen = self._fall_back(asked, fallbacks), set(owners), error
+        else:
+            self.known_over.remember(asked, answers, self.clock.now_us())
+        if known is None:
+            return answers, failed, error_seen
+        KNOWN_OVER_ANSWERS.inc(len(checks) - len(asked))
+        remaining = iter(answers)
+        return [outcome if outcome is not None else next(remaining) for outcome in known], failed, error_seen
 
     def _fall_back(self, checks: Sequence[Check], fallbacks: list[str]) -> list[Outcome]:
         now = self.clock.now_us()

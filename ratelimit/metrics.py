@@ -36,6 +36,8 @@ _HITS = {
 _ORDER = [_HITS[name] for name in ("total_hits", "over_limit", "shadow_mode", "within_limit", "near_limit")]
 REQUESTS = Counter(f"{NAMESPACE}_ratelimit_requests", "ShouldRateLimit answers by overall code and cause",
                    ["code", "cause"])
+KNOWN_OVER_ANSWERS = Counter(f"{NAMESPACE}_ratelimit_known_over_answers",
+                             "Checks answered over limit without the store: the fixed window was already over")
 BACKEND_ERRORS = Counter(f"{NAMESPACE}_ratelimit_backend_errors", "Counter store failures by kind", ["kind"])
 BREAKER_OPEN = Gauge(f"{NAMESPACE}_ratelimit_breaker_open", "1 while the Redis circuit breaker is open",
                      multiprocess_mode="max")
