@@ -1,7 +1,7 @@
 """ShouldRateLimit throughput and latency: `pavilion ratelimit` on Redis against a do-nothing server.
 
 Run: .venv/bin/python -m bench.ratelimit_rls [--seconds 1.5] [--rounds 3] [--clients 2] [--concurrency 32]
-     [--loop asyncio|uvloop]
+     [--loop asyncio|uvloop] [--limit 1]
 
 For 1 and 10 descriptors per request, and for one process and `--workers 2`, it measures requests
 per second and p50/p99 latency (seen by the client) of:
@@ -49,8 +49,12 @@ from pavilion.lifecycle import install_event_loop_policy
 DOMAIN = "bench"
 KINDS = ("null", "round-trip", "pavilion")
 WARMUP = 0.5
-CONFIG = "domain: bench\ndescriptors:\n" + "".join(
-    f"  - key: d{i}\n    rate_limit: {{unit: hour, requests_per_unit: 1000000000}}\n" for i in range(10))
+
+
+def bench_config(limit: int = 1_000_000_000) -> str:
+    return "domain: bench\ndescriptors:\n" + "".join(
+        f"  - key: d{i}\n    rate_limit: {{unit: hour, requests_per_unit: {limit}}}\n" for i in range(10))
+
 
 
 # ---- the do-nothing server -------------------------------------------------------------------------
@@ -277,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="event loop of both servers; uvloop runs `pavilion ratelimit` through "
                              "pavilion.lifecycle.install_event_loop_policy, in one process only (spawned workers "
                              "would not inherit it), so it measures --workers 1 alone")
+    parser.add_argument("--limit", type=int, default=1_000_000_000,
+                        help="requests per hour of every rule; 1 measures clients past their limit (answered from "
+                             "the counters known to be over, without Redis)")
     parser.add_argument("--null-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--round-trip-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, default=0, help=argparse.SUPPRESS)
@@ -294,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
     config = workdir / "ratelimit.yaml"
-    config.write_text(CONFIG)
+    config.write_text(bench_config(args.limit))
     redis, redis_port = start_redis()
     results: dict[tuple[str, int, int], dict[str, float]] = {}
     worker_counts = (1,) if args.loop == "uvloop" else (1, 2)
