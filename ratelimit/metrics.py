@@ -8,7 +8,10 @@ are counted under `rule="_other"`, so a flood of client values cannot grow the r
 
 Counts are summed in plain ints and added to prometheus_client at most every FLUSH_SECONDS (as
 ext_authz does): a labelled inc() takes a lock and, with --workers, writes an mmap'd file, and a
-request with ten descriptors made twenty of them. A scrape may so lag by up to FLUSH_SECONDS.
+request with ten descriptors made twenty of them. Request handling times are kept in a list and
+observed into the histogram at the same flush, in one loop (a histogram observe is 0.7 µs, 1.6 µs
+with --workers, and several times that between requests of a busy server, its code out of cache).
+A scrape may so lag by up to FLUSH_SECONDS.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class RuleMetrics:
         # Summed since the last flush: (domain, rule) -> hits in _ORDER; (code, cause) -> requests.
         self._pending_hits: dict[tuple[str, str], list[int]] = {}
         self._pending_requests: dict[tuple[str, str], int] = {}
+        self._pending_latencies: list[float] = []
         self._flush_scheduled = False
 
     def label(self, domain: str, rule: str) -> tuple[str, str]:
@@ -97,6 +101,12 @@ class RuleMetrics:
         if not self._flush_scheduled:
             self._schedule_flush()
 
+    def observe_latency(self, seconds: float) -> None:
+        """One request's handling time (`pavilion_ratelimit_request_seconds`)."""
+        self._pending_latencies.append(seconds)
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
     def _schedule_flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -111,6 +121,10 @@ class RuleMetrics:
         self._flush_scheduled = False
         hits, self._pending_hits = self._pending_hits, {}
         requests, self._pending_requests = self._pending_requests, {}
+        latencies, self._pending_latencies = self._pending_latencies, []
+        observe = LATENCY.observe
+        for seconds in latencies:
+            observe(seconds)
         for pair, counts in hits.items():
             children = self._children.get(pair)
             if children is None:

@@ -132,6 +132,8 @@ class _Node:
         self.address = f"{host}:{port}"
         self._timeout = timeout
         self._connect_timeout = connect_timeout
+        # Commands waiting this long with nothing read mean a hung peer: reconnect.
+        self._stale_after = max(1.0, 20 * timeout)
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Task[RespConnection] | None = None
         self._ever_connected = False
@@ -139,7 +141,7 @@ class _Node:
     async def connection(self) -> RespConnection:
         conn = self._conn
         if conn is not None and conn.usable:
-            if not conn.stale(asyncio.get_running_loop().time(), max(1.0, 20 * self._timeout)):
+            if not conn.stale(conn.now(), self._stale_after):
                 return conn
             log.warning("redis_connection_stale", node=self.address)
             conn.close()
@@ -185,7 +187,9 @@ class _Node:
 
     async def evalsha(self, command: bytes, asking: bool = False) -> Reply:
         """Run the script; `command` is `encode_evalsha(checks)`."""
-        conn = await self.connection()
+        conn = self._conn
+        if conn is None or not conn.usable or conn.stale(conn.now(), self._stale_after):
+            conn = await self.connection()  # (re)connect; the usual case skips this nested coroutine
         if asking:
             # Its +OK is read in order and dropped; only the script's reply matters.
             conn.call("ASKING").add_done_callback(_retrieve)

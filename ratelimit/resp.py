@@ -278,6 +278,9 @@ class RespConnection(asyncio.Protocol):
             self._transport.close()
         self._fail(RedisConnectionError(f"connection to {self.address} closed"))
 
+    def now(self) -> float:
+        return self._loop.time()
+
     def stale(self, now: float, after: float) -> bool:
         """Commands have waited longer than `after` seconds with nothing read: the peer is hung."""
         return bool(self._pending) and now - self.last_reply_at > after

@@ -25,7 +25,7 @@ from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
 from ratelimit.headers import rate_limit_headers
 from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter, RequestPlan
-from ratelimit.metrics import BACKEND_ERRORS, LATENCY, RuleMetrics
+from ratelimit.metrics import BACKEND_ERRORS, RuleMetrics
 from ratelimit.rules import Limit, Rule
 
 log = get_logger(__name__)
@@ -159,7 +159,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
             log.exception("ratelimit_internal_error", domain=domain)
             response, cause, code = _RESPONSE(overall_code=int(Code.OK)), "internal_error", Code.OK
         self.metrics.count_request(code.name, cause)
-        LATENCY.observe(time.perf_counter() - started)
+        self.metrics.observe_latency(time.perf_counter() - started)
         return response
 
     def _plan(self, request: bytes | rls_pb2.RateLimitRequest) -> RequestPlan:

@@ -251,9 +251,12 @@ def _sample(name: str, **labels: str) -> float:
 async def test_metrics_per_rule_by_name_or_key_path(client: Client) -> None:
     before = {n: _sample(n, domain="svc", rule="per-client")
               for n in ("total_hits", "over_limit", "near_limit", "within_limit")}
+    handled_before = REGISTRY.get_sample_value("pavilion_ratelimit_request_seconds_count") or 0.0
     for _ in range(4):
         await client(request(desc(("client", "metrics-value"))))
     client.service.metrics.flush()  # counts reach Prometheus in batches (every FLUSH_SECONDS)
+    handled = REGISTRY.get_sample_value("pavilion_ratelimit_request_seconds_count") or 0.0
+    assert handled - handled_before >= 4  # handling times too (other tests' services may flush meanwhile)
     after = {n: _sample(n, domain="svc", rule="per-client") for n in before}
     assert after["total_hits"] - before["total_hits"] == 4
     assert after["over_limit"] - before["over_limit"] == 1
