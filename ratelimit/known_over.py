@@ -21,7 +21,11 @@ from ratelimit.clock import MICROS
 from ratelimit.rules import FIXED_WINDOW
 from ratelimit.store import Check, Outcome
 
-MAX_ENTRIES = 100_000
+# Bounds on what clients can make this hold: keys come from descriptor values. A longer key is not
+# remembered (its checks go to the store as usual); past MAX_ENTRIES the expired entries are dropped,
+# then everything. At most ~20 MB.
+MAX_ENTRIES = 20_000
+MAX_KEY_LENGTH = 1024
 
 
 class KnownOver:
@@ -56,7 +60,8 @@ class KnownOver:
     def remember(self, checks: Sequence[Check], outcomes: Sequence[Outcome], now_us: int) -> None:
         """Note the fixed-window counters the store just found over, until their window ends."""
         for check, outcome in zip(checks, outcomes, strict=True):
-            if not outcome.allowed and check.algorithm == FIXED_WINDOW and outcome.reset_after > 0:
+            if (not outcome.allowed and check.algorithm == FIXED_WINDOW and outcome.reset_after > 0
+                    and len(check.key) <= MAX_KEY_LENGTH):
                 if len(self._until) >= self._max_entries:
                     self._drop_expired(now_us)
                 self._until[(check.key, check.limit)] = now_us + round(outcome.reset_after * MICROS)

@@ -93,6 +93,9 @@ def encode_evalsha(checks: Sequence[Check]) -> bytes:
     return "".join(parts).encode("ascii")
 
 
+MAX_KEPT_COMMAND = 4096
+
+
 class CommandMemo:
     """`encode_evalsha` per checks tuple, kept by the tuple's identity: the limiter's request plans
     hold one tuple for their life, so a repeated request reuses its command bytes. Bounded; an entry
@@ -107,7 +110,9 @@ class CommandMemo:
         if entry is not None and entry[0] is checks:
             return entry[1]
         command = encode_evalsha(checks)
-        if isinstance(checks, tuple):  # only an immutable sequence can be known by its identity
+        # Only an immutable sequence can be known by its identity; a long command (keys from long
+        # descriptor values) is not kept, so the memo stays small whatever clients send.
+        if isinstance(checks, tuple) and len(command) <= MAX_KEPT_COMMAND:
             if len(self._commands) >= self._size:
                 self._commands.clear()
             self._commands[id(checks)] = (checks, command)

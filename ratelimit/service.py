@@ -36,7 +36,10 @@ _RESPONSE = rls_pb2.RateLimitResponse
 _REQUEST = rls_pb2.RateLimitRequest
 # Plans kept per request bytes. Descriptor values can come from clients (one per IP address, say), so
 # this is bounded; the oldest plan goes first (re-planning costs a parse and a match, nothing more).
+# A request larger than REQUEST_PLAN_MAX_BYTES (a descriptor made from a long header, say) is planned
+# each time: the cache stays under ~20 MB whatever clients send.
 REQUEST_PLANS = 10_000
+REQUEST_PLAN_MAX_BYTES = 2048
 # envoy.type.v3.RateLimitUnit (the override's) and RateLimitResponse.RateLimit.Unit, by our unit names.
 _OVERRIDE_UNITS = {1: "second", 2: "minute", 3: "hour", 4: "day", 5: "month", 6: "year"}
 _RESPONSE_UNITS = {"second": 1, "minute": 2, "hour": 3, "day": 4, "month": 5, "year": 6, "week": 7}
@@ -172,7 +175,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         else:
             message = request
         plan = self.limiter.plan(message.domain, to_descriptors(message), message.hits_addend or 1)
-        if isinstance(request, bytes):
+        if isinstance(request, bytes) and len(request) <= REQUEST_PLAN_MAX_BYTES:
             plans = self._plans
             if len(plans) >= REQUEST_PLANS:
                 del plans[next(iter(plans))]

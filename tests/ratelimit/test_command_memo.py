@@ -33,3 +33,10 @@ def test_the_memo_is_bounded() -> None:
     for checks in kept:
         memo.encode(checks)
     assert len(memo._commands) <= 2
+
+
+def test_a_long_command_is_not_kept() -> None:
+    memo = CommandMemo()
+    long_checks = (Check("d|k=" + "x" * 5000 + "|0.fixed_window.60", "fixed_window", 10, 60),)
+    assert memo.encode(long_checks) == encode_evalsha(long_checks)
+    assert len(memo._commands) == 0

@@ -141,3 +141,10 @@ def test_the_cache_is_bounded() -> None:
     for i in range(10):
         known.remember([Check(f"k{i}", "fixed_window", 1, 60)], [over], now_us=0)
     assert len(known) <= 3
+
+
+def test_a_long_key_is_not_remembered() -> None:
+    known = KnownOver()
+    over = Outcome(False, 0, 10.0, 5)
+    known.remember([Check("k" * 2000, "fixed_window", 1, 60)], [over], now_us=0)
+    assert len(known) == 0

@@ -233,6 +233,14 @@ async def test_kept_plans_are_bounded(client: Client, monkeypatch: pytest.Monkey
     assert len(client.service._plans) == 2
 
 
+async def test_a_large_request_is_answered_but_its_plan_not_kept(client: Client) -> None:
+    long_value = "x" * 4000  # a descriptor value from a long header, say
+    first = await client(request(desc(("client", long_value))))
+    second = await client(request(desc(("client", long_value))))
+    assert [r.statuses[0].limit_remaining for r in (first, second)] == [2, 1]  # counted all the same
+    assert len(client.service._plans) == 0
+
+
 async def test_bytes_that_are_not_a_request_are_a_decided_ok(client: Client) -> None:
     before = _requests("OK", "malformed_request")
     assert client.channel is not None
