@@ -186,6 +186,9 @@ def test_pavilion_commands_parse_with_the_real_cli_and_bind_every_address() -> N
         assert getattr(args, "func", None) is not None, name
         # loopback (the default) would be unreachable from the other containers and the host
         assert args.host == "0.0.0.0", name
+        if args.command in ("extauthz", "ratelimit"):  # their admin server (/metrics) binds metrics_host
+            env = {k: str(v) for k, v in SERVICES[name].get("environment", {}).items()}
+            assert Settings.from_env(env).metrics_host == "0.0.0.0", name
 
 
 def test_services_reach_the_controlplane_and_redis_at_fixed_addresses(config: Any) -> None:
@@ -226,12 +229,16 @@ def test_published_ports_are_loopback_on_the_host_and_bound_in_the_container(con
     published = {}
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
-            host_ip, host_port, container_port = str(port).split(":")
+            parts = str(port).split(":")
+            assert len(parts) == 3, f"{name}: publish {port} as 127.0.0.1:HOST:CONTAINER"
+            host_ip, host_port, container_port = parts
             assert host_ip == "127.0.0.1", (name, port)  # as `make run` binds them
             assert ("0.0.0.0", int(container_port)) in listens(name, config), (name, port)
-            published[int(host_port)] = name
+            published[int(host_port)] = (name, int(container_port))
     # what `make run` prints: the listener, the control plane's /status, Redis for `pavilion revoke`
-    assert published == {10080: "envoy", 18001: "controlplane", 16379: "redis"}
+    plane = parse(SERVICES["controlplane"]["command"])
+    assert published == {10080: ("envoy", config.listeners[0].port), 18001: ("controlplane", plane.admin_port),
+                         16379: ("redis", redis_port(SERVICES["redis"]))}
 
 
 def test_the_route_yaml_validates_and_names_the_compose_services(route_dir: Path, config: Any) -> None:
@@ -252,7 +259,8 @@ def test_the_route_yaml_validates_and_names_the_compose_services(route_dir: Path
         assert parse(SERVICES[role]["command"]).port == endpoint.port
     needs = SERVICES["envoy"]["depends_on"]
     assert upstreams - {"envoy"} <= needs.keys() | {"controlplane"}
-    assert all(needs[name]["condition"] == "service_healthy" for name in needs)
+    for name in needs:
+        assert needs[name]["condition"] == "service_healthy", f"envoy starts before {name} is healthy"
 
 
 def test_the_envoy_bootstrap_is_what_its_command_prints(config: Any) -> None:
