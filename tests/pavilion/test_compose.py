@@ -251,7 +251,10 @@ def test_the_route_yaml_validates_and_names_the_compose_services(route_dir: Path
     for service in config.services:
         for endpoint in service.endpoints:
             # endpoints are IPs (EDS does not resolve names): each a service's fixed address and port
-            upstreams.add(reachable(endpoint.host, endpoint.port, config))
+            name = reachable(endpoint.host, endpoint.port, config)
+            upstreams.add(name)
+            if SERVICES[name].get("entrypoint") == ["python", "-m", "pavilion.echo"]:
+                assert echo_args(SERVICES[name]).region == endpoint.region, (service.name, name)
     own = {"extauthz": config.extauthz.service, "ratelimit": config.ratelimit.service}
     for role, service_name in own.items():
         endpoint = config.service(service_name).endpoints[0]
