@@ -214,6 +214,9 @@ def test_every_healthcheck_asks_a_port_its_container_listens_on(config: Any) -> 
         assert test[0] == "CMD", name
         if name == "redis":
             assert test[1] == "redis-cli" and int(test[test.index("-p") + 1]) == redis_port(service)
+            # clients connect from their own addresses: protected mode would answer them with an error
+            command = service["command"]
+            assert command[command.index("--protected-mode") + 1] == "no"
             continue
         urls = re.findall(r"http://[^'\"]+", " ".join(test))
         assert len(urls) == 1, (name, test)
