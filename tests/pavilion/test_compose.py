@@ -7,6 +7,10 @@ compose network and a port that service listens on; healthchecks and published p
 container listens on; the route directory, assembled from the control plane's bind mounts, passes
 `pavilion validate`; the Envoy bootstrap is what its recorded command prints and Envoy validates it;
 the demo tenant's keys are made where ext_authz reads them.
+
+One integration test runs the services' commands as processes (the checkout standing in for the
+image) in a private network namespace that has the compose addresses, and asks the gateway what
+`make run` prints: 401 without a token, 200 with one, 5 x 200 then 429.
 """
 
 from __future__ import annotations
@@ -313,3 +317,147 @@ def test_the_demo_tenant_keys_are_made_where_extauthz_reads_them(config: Any, tm
     assert (tmp_path / "keys" / "d.json").is_file() and (tmp_path / "keys" / "demo-key.pem").stat().st_mode & 0o077 == 0
     again = subprocess.run(run, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "tenant demo: key kept" in again.stdout, again.stdout + again.stderr
+
+
+# --- The wiring run for real, without Docker --------------------------------------------------------
+# Every service's command as a process (the image's entrypoint and its mounts swapped for the
+# checkout's), in a private network namespace whose loopback carries the compose addresses and a
+# private mount namespace with an empty /var/lib (the `keys` volume's path): started in depends_on
+# order, each awaited with its own healthcheck command, then asked as `make run` prints.
+
+START_ORDER = ("redis", "keys", "controlplane", "extauthz", "ratelimit", "accounts-eu-west", "accounts-us-east",
+               "payments-eu-west", "payments-us-east", "payments-canary-eu-west", "envoy")
+
+
+def host_argv(name: str, routes: Path, state: Path) -> list[str]:
+    """The container's command line, run from this checkout."""
+    service = SERVICES[name]
+    mounts = {"/etc/pavilion/routes": str(routes), envoy_config_path(): str(ROOT / "examples/compose/envoy.yaml"),
+              "/etc/pavilion/compose": str(ROOT / "examples/compose")}
+    argv = [next((a.replace(k, v) for k, v in mounts.items() if a.startswith(k)), a)
+            for a in [*service.get("entrypoint", []), *service["command"]]]
+    if name == "redis":
+        return [*argv, "--dir", str(state)]
+    if "entrypoint" not in service:
+        return [str(Path(sys.executable).parent / "pavilion"), *argv]
+    if argv[0] == "envoy":
+        return [find_envoy(), *argv[1:]]
+    return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+
+
+def healthy(name: str) -> bool:
+    test = [sys.executable if a == "python" else a for a in SERVICES[name]["healthcheck"]["test"][1:]]
+    return subprocess.run(test, capture_output=True, timeout=10).returncode == 0
+
+
+def ask(url: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = response.read()
+            is_json = response.headers.get_content_type() == "application/json"
+            return int(response.status), json.loads(body) if is_json else {}
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), {}
+
+
+def run_inside(workdir: Path) -> dict[str, Any]:
+    """Runs in the namespaces: start everything, ask the gateway, stop everything; what it saw."""
+    import signal
+    import time
+
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for ip in by_address():
+        subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/var/lib"], check=True)
+    routes = workdir / "routes"
+    shutil.copytree(ROOT / "examples/compose/routes", routes)
+    shutil.rmtree(routes / "teams")
+    shutil.copytree(ROOT / "examples/gateway/routes", routes / "teams")
+    for source, target, *_ in (v.split(":") for v in SERVICES["keys"]["volumes"]):
+        if source == "keys":
+            Path(target).mkdir(parents=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    seen: dict[str, Any] = {}
+    try:
+        for name in START_ORDER:
+            env = {**{k: v for k, v in __import__("os").environ.items()},
+                   **{k: str(v) for k, v in SERVICES[name].get("environment", {}).items()}}
+            argv = host_argv(name, routes, workdir)
+            log = (workdir / f"{name}.log").open("wb")
+            if name == "keys":
+                seen["keys"] = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60).stdout
+                continue
+            procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while not healthy(name):
+                if procs[name].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not healthy:\n" + (workdir / f"{name}.log").read_text()[-3000:])
+                time.sleep(0.3)
+        token = subprocess.run([str(Path(sys.executable).parent / "pavilion"), "token", "--tenant", "demo",
+                                "--config", str(routes)], capture_output=True, text=True, check=True).stdout.strip()
+        gateway = f"http://{address('envoy')}:10080"
+        seen["public"] = ask(f"{gateway}/v1/accounts/healthz")[0]
+        seen["no_token"] = ask(f"{gateway}/v1/accounts/example")[0]
+        seen["token"] = ask(f"{gateway}/v1/accounts/example", token)
+        seen["payments"] = [ask(f"{gateway}/v1/payments/example", token)[0] for _ in range(6)]
+        seen["status"] = ask(f"http://{address('controlplane')}:18001/status")[0]
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return seen
+
+
+def namespaces_work() -> bool:
+    if not all(shutil.which(tool) for tool in ("unshare", "ip", "redis-server", "redis-cli")):
+        return False
+    try:
+        find_envoy()
+    except EnvoyNotFound:
+        return False
+    probe = subprocess.run(["unshare", "-n", "-m", "--propagation", "private", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.integration
+def test_the_wiring_serves_as_make_run_does(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+
+    if not namespaces_work():
+        pytest.skip("needs root's unshare (network and mount namespaces), ip, redis-server and envoy")
+    proc = subprocess.Popen(["unshare", "-n", "-m", "--propagation", "private", sys.executable, __file__,
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=ROOT)
+    try:
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the services are in its process group
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    seen = json.loads(out.splitlines()[-1])
+    assert "tenant demo: key made" in seen["keys"]
+    assert (seen["public"], seen["no_token"], seen["status"]) == (200, 401, 200)
+    status, body = seen["token"]
+    assert status == 200 and body["name"] == "accounts-eu-west", body
+    headers = {name.lower(): value for name, value in body["headers"].items()}  # ext_authz's claims, upstream
+    assert (headers.get("x-pavilion-tenant"), headers.get("x-user-id")) == ("demo", "demo-user"), headers
+    assert seen["payments"] == [200] * 5 + [429]
+
+
+if __name__ == "__main__":  # the test above runs this file in the namespaces
+    import json
+
+    print(json.dumps(run_inside(Path(sys.argv[1]))))
