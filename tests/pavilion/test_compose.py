@@ -17,11 +17,17 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -325,8 +331,17 @@ def test_the_demo_tenant_keys_are_made_where_extauthz_reads_them(config: Any, tm
 # private mount namespace with an empty /var/lib (the `keys` volume's path): started in depends_on
 # order, each awaited with its own healthcheck command, then asked as `make run` prints.
 
-START_ORDER = ("redis", "keys", "controlplane", "extauthz", "ratelimit", "accounts-eu-west", "accounts-us-east",
-               "payments-eu-west", "payments-us-east", "payments-canary-eu-west", "envoy")
+def start_order() -> list[str]:
+    """An order depends_on allows in which each service starts as soon as what it declares is up (the
+    services without depends_on in file order otherwise), so what it needs and does not declare is
+    not up yet, and the test sees it. A cycle fails the test."""
+    order: list[str] = []
+    while len(order) < len(SERVICES):
+        ready = [n for n, s in SERVICES.items() if n not in order and set(s.get("depends_on", {})) <= set(order)]
+        assert ready, f"depends_on has a cycle among {sorted(set(SERVICES) - set(order))}"
+        dependents = [n for n in ready if SERVICES[n].get("depends_on")]
+        order.append(dependents[0] if dependents else ready[0])
+    return order
 
 
 def host_argv(name: str, routes: Path, state: Path) -> list[str]:
@@ -351,10 +366,6 @@ def healthy(name: str) -> bool:
 
 
 def ask(url: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
-    import json
-    import urllib.error
-    import urllib.request
-
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -367,9 +378,6 @@ def ask(url: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
 
 def run_inside(workdir: Path) -> dict[str, Any]:
     """Runs in the namespaces: start everything, ask the gateway, stop everything; what it saw."""
-    import signal
-    import time
-
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     for ip in by_address():
         subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", "lo"], check=True)
@@ -384,15 +392,15 @@ def run_inside(workdir: Path) -> dict[str, Any]:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     seen: dict[str, Any] = {}
     try:
-        for name in START_ORDER:
-            env = {**{k: v for k, v in __import__("os").environ.items()},
-                   **{k: str(v) for k, v in SERVICES[name].get("environment", {}).items()}}
+        # one at a time, each healthy before the next: a dependency missing from depends_on shows
+        for name in start_order():
+            env = {**os.environ, **{k: str(v) for k, v in SERVICES[name].get("environment", {}).items()}}
             argv = host_argv(name, routes, workdir)
-            log = (workdir / f"{name}.log").open("wb")
-            if name == "keys":
+            if name == "keys":  # one-shot
                 seen["keys"] = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60).stdout
                 continue
-            procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+            with (workdir / f"{name}.log").open("wb") as log:
+                procs[name] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 60
             while not healthy(name):
                 if procs[name].poll() is not None or time.monotonic() > deadline:
@@ -431,10 +439,6 @@ def namespaces_work() -> bool:
 
 @pytest.mark.integration
 def test_the_wiring_serves_as_make_run_does(tmp_path: Path) -> None:
-    import json
-    import os
-    import signal
-
     if not namespaces_work():
         pytest.skip("needs root's unshare (network and mount namespaces), ip, redis-server and envoy")
     proc = subprocess.Popen(["unshare", "-n", "-m", "--propagation", "private", sys.executable, __file__,
@@ -458,6 +462,4 @@ def test_the_wiring_serves_as_make_run_does(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":  # the test above runs this file in the namespaces
-    import json
-
     print(json.dumps(run_inside(Path(sys.argv[1]))))
