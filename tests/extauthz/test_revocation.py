@@ -108,7 +108,9 @@ async def test_a_check_costs_at_most_one_mget_and_repeats_come_from_the_local_ca
         await store.close()
 
 
-async def test_a_revocation_reaches_another_replica_at_once_despite_its_cache(redis_server: tuple[Proc, int]) -> None:
+@pytest.fixture
+async def replicas(redis_server: tuple[Proc, int]) -> AsyncIterator[tuple[RedisRevocations, RedisRevocations]]:
+    """Two replicas on one Redis: a writer, and a subscribed reader whose local cache keeps answers 60 s."""
     _proc, port = redis_server
     url = f"redis://127.0.0.1:{port}/0"
     writer, reader = RedisRevocations(url), RedisRevocations(url, local_ttl=60.0)
@@ -116,15 +118,21 @@ async def test_a_revocation_reaches_another_replica_at_once_despite_its_cache(re
     await reader.start()
     try:
         await wait_subscribed(reader)
-        assert not await reader.is_revoked(query("j9"))  # now cached as "not revoked" for 60 s
-        await writer.revoke_token(ISS, "j9", time.time() + 60)
-        started = time.monotonic()
-        while not await reader.is_revoked(query("j9")):
-            assert time.monotonic() - started < 1.0, "revocation did not reach the other replica within 1 s"
-            await asyncio.sleep(0.01)
+        yield writer, reader
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_revocation_reaches_another_replica_at_once_despite_its_cache(
+        replicas: tuple[RedisRevocations, RedisRevocations]) -> None:
+    writer, reader = replicas
+    assert not await reader.is_revoked(query("j9"))  # now cached as "not revoked" for 60 s
+    await writer.revoke_token(ISS, "j9", time.time() + 60)
+    started = time.monotonic()
+    while not await reader.is_revoked(query("j9")):
+        assert time.monotonic() - started < 1.0, "revocation did not reach the other replica within 1 s"
+        await asyncio.sleep(0.01)
 
 
 async def test_redis_down_is_backend_unavailable_quickly_and_recovery_flushes_the_cache() -> None:
@@ -291,22 +299,14 @@ async def test_a_remembered_verdict_is_dropped_with_the_subscription() -> None:
         await store.close()
 
 
-async def test_a_remembered_verdict_follows_each_published_revocation(redis_server: tuple[Proc, int]) -> None:
-    _proc, port = redis_server
-    url = f"redis://127.0.0.1:{port}/0"
-    writer, reader = RedisRevocations(url), RedisRevocations(url, local_ttl=60.0)
-    await writer.start()
-    await reader.start()
-    try:
-        await wait_subscribed(reader)
-        q = query("m3", subject="carol")
-        assert not await reader.is_revoked(q)
-        assert reader.revoked_locally(q) is False
-        await writer.revoke_subject("acme", "carol", time.time())
-        deadline = time.monotonic() + 1
-        while not reader.revoked_locally(q):
-            assert time.monotonic() < deadline, "a remembered verdict hid a subject revocation"
-            await asyncio.sleep(0.01)
-    finally:
-        await writer.close()
-        await reader.close()
+async def test_a_remembered_verdict_follows_each_published_revocation(
+        replicas: tuple[RedisRevocations, RedisRevocations]) -> None:
+    writer, reader = replicas
+    q = query("m3", subject="carol")
+    assert not await reader.is_revoked(q)
+    assert reader.revoked_locally(q) is False
+    await writer.revoke_subject("acme", "carol", time.time())
+    deadline = time.monotonic() + 1
+    while not reader.revoked_locally(q):
+        assert time.monotonic() < deadline, "a remembered verdict hid a subject revocation"
+        await asyncio.sleep(0.01)
