@@ -1,7 +1,7 @@
 """ShouldRateLimit throughput and latency: `pavilion ratelimit` on Redis against a do-nothing server.
 
 Run: .venv/bin/python -m bench.ratelimit_rls [--seconds 1.5] [--rounds 3] [--clients 2] [--concurrency 32]
-     [--loop asyncio|uvloop] [--limit 1]
+     [--loop asyncio|uvloop] [--limit 1] [--before DIR]
 
 For 1 and 10 descriptors per request, and for one process and `--workers 2`, it measures requests
 per second and p50/p99 latency (seen by the client) of:
@@ -247,8 +247,12 @@ _PAVILION_ON_UVLOOP = ("import sys; from pavilion.lifecycle import install_event
                        "install_event_loop_policy(); from pavilion.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
+# `pavilion` from another checkout (`--before DIR`): its tree first on sys.path.
+_PAVILION_FROM = "import sys; sys.path.insert(0, {tree!r}); from pavilion.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: Path, redis_port: int,
-                   timeout_ms: float, loop: str = "asyncio") -> list[Any]:
+                   timeout_ms: float, loop: str = "asyncio", before: Path | None = None) -> list[Any]:
     from tests.procs import PAVILION, Proc
 
     if kind == "null":
@@ -257,11 +261,16 @@ def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: 
     if kind == "round-trip":
         return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--round-trip-server", str(port), "--loop", loop,
                       "--redis-port", str(redis_port)], name=f"round-trip-{port}-{i}") for i in range(workers)]
-    pavilion = [sys.executable, "-c", _PAVILION_ON_UVLOOP] if loop == "uvloop" else [PAVILION]
+    if kind == "before" and before is not None:
+        pavilion = [sys.executable, "-c", _PAVILION_FROM.format(tree=str(before.resolve()))]
+    elif loop == "uvloop":
+        pavilion = [sys.executable, "-c", _PAVILION_ON_UVLOOP]
+    else:
+        pavilion = [PAVILION]
     return [Proc([*pavilion, "--log-level", "warning", "ratelimit", "--config", str(config), "--port", str(port),
                   "--workers", str(workers), "--admin-port", str(admin_port),
                   "--redis", f"redis://127.0.0.1:{redis_port}", "--redis-timeout-ms", str(timeout_ms)],
-                 name=f"ratelimit-{port}")]
+                 name=f"{kind}-ratelimit-{port}")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=1_000_000_000,
                         help="requests per hour of every rule; 1 measures clients past their limit (answered from "
                              "the counters known to be over, without Redis)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="also measure the `pavilion ratelimit` of another checkout (for example "
+                             "`git archive COMMIT | tar -x -C DIR`) in the same alternation: a before/after comparison")
     parser.add_argument("--null-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--round-trip-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, default=0, help=argparse.SUPPRESS)
@@ -305,25 +317,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     redis, redis_port = start_redis()
     results: dict[tuple[str, int, int], dict[str, float]] = {}
     worker_counts = (1,) if args.loop == "uvloop" else (1, 2)
+    kinds = (*KINDS, "before") if args.before is not None else KINDS
     print(f"event loop: {args.loop}; "
           f"throughput: {args.clients} load processes x {args.concurrency} in flight, {args.rounds} alternating "
           f"rounds of {args.seconds:g} s, median; latency: 1 load process x {args.latency_concurrency} in flight",
           flush=True)
     try:
         for workers in worker_counts:
-            ports = {kind: (free_port(), free_port()) for kind in KINDS}
+            ports = {kind: (free_port(), free_port()) for kind in kinds}
             procs = [proc for kind, (port, admin) in ports.items()
                      for proc in _start_servers(kind, workers, port, admin, config, redis_port, args.redis_timeout_ms,
-                                                args.loop)]
-            pids = {kind: [proc.popen.pid for proc in procs if proc.name.startswith(prefix)]
-                    for kind, prefix in (("null", "null-"), ("round-trip", "round-trip-"), ("pavilion", "ratelimit-"))}
+                                                args.loop, args.before)]
+            pids = {kind: [proc.popen.pid for proc in procs if proc.name.startswith(f"{kind}-")] for kind in kinds}
             try:
                 for port, _admin in ports.values():
                     _wait_ready(port)
                 time.sleep(0.5 if workers == 1 else 1.0)  # the second worker binds a moment later
                 for descriptors in (1, 10):
-                    rates: dict[str, list[float]] = {kind: [] for kind in KINDS}
-                    cpus: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+                    cpus: dict[str, list[float]] = {kind: [] for kind in kinds}
                     for _ in range(args.rounds):
                         for kind, (port, _admin) in ports.items():
                             run = measure(port, descriptors, args.clients, args.concurrency, args.seconds,
@@ -339,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"(runs {', '.join(f'{x:.0f}' for x in rates[kind])})  "
                               f"server CPU {r['cpu_us']:4.0f} us/req  "
                               f"p50 {r['p50_ms']:5.2f} ms  p99 {r['p99_ms']:5.2f} ms", flush=True)
-                print(f"          pavilion requests answered by on_backend_error (Redis timeouts): "
+                print(f"           pavilion requests answered by on_backend_error (Redis timeouts): "
                       f"{_backend_errors(ports['pavilion'][1]):.0f}", flush=True)
             finally:
                 for proc in procs:
@@ -362,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for workers in worker_counts:
         one, ten = results[("pavilion", workers, 1)], results[("pavilion", workers, 10)]
         print(f"pavilion workers={workers}: p50 10 descriptors / 1 descriptor = {ten['p50_ms'] / one['p50_ms']:.2f}")
+    if args.before is not None:
+        for workers in worker_counts:
+            for descriptors in (1, 10):
+                old, new = results[("before", workers, descriptors)], results[("pavilion", workers, descriptors)]
+                print(f"before {args.before} workers={workers} descriptors={descriptors:2}: server CPU "
+                      f"{old['cpu_us']:.0f} -> {new['cpu_us']:.0f} us/req ({new['cpu_us'] / old['cpu_us'] - 1:+.0%})")
     return 0
 
 
