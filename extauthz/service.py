@@ -25,6 +25,7 @@ from google.rpc import code_pb2, status_pb2
 from extauthz import decision
 from extauthz.authorizer import Authorizer
 from extauthz.decision import Outcome
+from pavilion.grpc_server import add_method_handlers
 from pavilion.log import get_logger
 from pavilion.metrics import Counter
 
@@ -145,5 +146,4 @@ def add_to_server(servicer: AuthorizationService, server: grpc.aio.Server) -> No
     """As the generated `add_AuthorizationServicer_to_server`, but Check returns bytes: no response serializer."""
     handlers = {"Check": grpc.unary_unary_rpc_method_handler(
         servicer.Check, request_deserializer=external_auth_pb2.CheckRequest.FromString, response_serializer=None)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    add_method_handlers(server, SERVICE_NAME, handlers)

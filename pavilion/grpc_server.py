@@ -29,6 +29,15 @@ class ServerTLS:
     client_ca: bytes | None = None  # set to require client certificates (mTLS)
 
 
+def add_method_handlers(server: grpc.aio.Server, service_name: str,
+                        handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Add hand-built method handlers (a service's own (de)serializers) as the generated
+    `add_*Servicer_to_server` does: generic for lookup by name, and registered, so gRPC matches the
+    method once rather than by name on every call."""
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
+    server.add_registered_method_handlers(service_name, handlers)
+
+
 class GrpcServer:
     """One grpc.aio server: `register` adds the service's servicers; `service_names` feed health/reflection."""
 

@@ -22,6 +22,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.message import DecodeError
 
 from pavilion.errors import BackendUnavailable
+from pavilion.grpc_server import add_method_handlers
 from pavilion.log import get_logger
 from ratelimit.headers import rate_limit_headers
 from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter, RequestPlan
@@ -228,8 +229,7 @@ def register(service: RateLimitService) -> Any:
         handlers = {"ShouldRateLimit": grpc.unary_unary_rpc_method_handler(
             service.ShouldRateLimit, request_deserializer=None,
             response_serializer=_RESPONSE.SerializeToString)}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        add_method_handlers(server, SERVICE_NAME, handlers)
 
     return add
 
