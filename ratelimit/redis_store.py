@@ -143,13 +143,20 @@ class _Node:
         self._connecting: asyncio.Task[RespConnection] | None = None
         self._ever_connected = False
 
-    async def connection(self) -> RespConnection:
+    def _ready(self) -> RespConnection | None:
+        """The open connection, unless it is closed or its peer looks hung."""
         conn = self._conn
-        if conn is not None and conn.usable:
-            if not conn.stale(conn.now(), self._stale_after):
-                return conn
+        if conn is not None and conn.usable and not conn.stale(conn.now(), self._stale_after):
+            return conn
+        return None
+
+    async def connection(self) -> RespConnection:
+        conn = self._ready()
+        if conn is not None:
+            return conn
+        if self._conn is not None and self._conn.usable:
             log.warning("redis_connection_stale", node=self.address)
-            conn.close()
+            self._conn.close()
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.create_task(self._connect())
             self._connecting.add_done_callback(_retrieve)
@@ -192,9 +199,8 @@ class _Node:
 
     async def evalsha(self, command: bytes, asking: bool = False) -> Reply:
         """Run the script; `command` is `encode_evalsha(checks)`."""
-        conn = self._conn
-        if conn is None or not conn.usable or conn.stale(conn.now(), self._stale_after):
-            conn = await self.connection()  # (re)connect; the usual case skips this nested coroutine
+        # The usual case, connected, skips the nested coroutine of `connection()`.
+        conn = self._ready() or await self.connection()
         if asking:
             # Its +OK is read in order and dropped; only the script's reply matters.
             conn.call("ASKING").add_done_callback(_retrieve)
