@@ -42,8 +42,6 @@ class KnownOver:
     def lookup(self, checks: Sequence[Check], now_us: int) -> list[Outcome | None] | None:
         """Per check, the over-limit outcome if it is known; None when none of them is known."""
         until = self._until
-        if not until:
-            return None
         known: list[Outcome | None] = []
         found = False
         for check in checks:

@@ -143,9 +143,8 @@ class Limiter:
         self.local_store = MemoryStore(self.clock)
         self._plan_cache_size = plan_cache_size
         self._plans: OrderedDict[tuple[str, tuple[tuple[str, str], ...], int], _Plan] = OrderedDict()
-        self._plans_config: RateLimitConfig | None = None
         self.known_over = KnownOver()
-        self._known_over_config: RateLimitConfig | None = None
+        self._learnt_under: RateLimitConfig | None = None  # the config the plans and known_over hold for
 
     @property
     def cached_plans(self) -> int:
@@ -165,9 +164,7 @@ class Limiter:
         if hits_addend < 0:
             raise ValueError("hits_addend cannot be negative")
         config = self.config
-        if config is not self._plans_config:
-            self._plans.clear()
-            self._plans_config = config
+        self._forget_if_swapped(config)
         hits_of: list[int] = []
         rules: list[Rule | None] = []
         checks_of: list[tuple[tuple[Limit, Check], ...] | None] = []  # None: not from a plan
@@ -310,12 +307,18 @@ class Limiter:
             return ()
         return tuple(limit for limit in rule.limits if not (limit.name and limit.name in replaced))
 
+    def _forget_if_swapped(self, config: RateLimitConfig) -> None:
+        """Empty what was learnt under another config: plans (the rules differ) and the counters known
+        over (a limit may have been raised)."""
+        if config is not self._learnt_under:
+            self._plans.clear()
+            self.known_over.clear()
+            self._learnt_under = config
+
     def _known_over_split(self, plan: RequestPlan) -> tuple[list[Outcome | None] | None, Sequence[Check]]:
         """Per check the outcome already known (None: none known at all), and the checks to ask."""
-        if plan.config is not self._known_over_config:
-            self.known_over.clear()  # a swapped config may have raised a limit
-            self._known_over_config = plan.config
-        if not len(self.known_over) or not plan.checks:
+        self._forget_if_swapped(plan.config)
+        if not self.known_over or not plan.checks:
             return None, plan.checks
         known = self.known_over.lookup(plan.checks, self.clock.now_us())
         if known is None:
