@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from pavilion.probe import http_ok, port_open
 
 BIN = Path(sys.executable).parent
 
@@ -55,22 +55,6 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-def _port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return bool(200 <= response.status < 300)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def is_loopback(host: str) -> bool:
@@ -156,8 +140,8 @@ class Launcher:
             if not running.alive():
                 raise LaunchError(f"{spec.name} exited ({running.popen.returncode}) before it was ready:\n"
                                   f"{running.tail()}")
-            url_ok = spec.ready_url is None or _http_ok(spec.ready_url)
-            if url_ok and all(_port_open(port) for port in spec.ready_ports):
+            url_ok = spec.ready_url is None or http_ok(spec.ready_url)
+            if url_ok and all(port_open(port) for port in spec.ready_ports):
                 return
             time.sleep(0.1)
         raise LaunchError(f"{spec.name} not ready after {timeout:.0f}s:\n{running.tail()}")
