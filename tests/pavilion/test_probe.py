@@ -31,7 +31,7 @@ def self_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def server() -> Iterator[int]:
     class Answer(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/readyz" else 503)
             self.end_headers()
 
