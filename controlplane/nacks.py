@@ -28,6 +28,13 @@ from pavilion.log import get_logger
 log = get_logger(__name__)
 
 RouteCheck = Callable[[Config, str], dict[str, list[str]]]
+_ROUTES = (urls.ROUTE, urls.VIRTUAL_HOST)
+
+
+def _holds_routes(stream: StreamState, type_url: str) -> bool:
+    """Whether this type carries the stream's routes: whole tables in SotW, virtual hosts in Delta (VHDS),
+    where a table is only a shell and its ACK says nothing of the routes."""
+    return type_url == (urls.VIRTUAL_HOST if stream.kind == "delta" else urls.ROUTE)
 
 
 def _rejected_routes(config: Config, region: str) -> dict[str, list[str]]:
@@ -49,14 +56,14 @@ class NackAttributor:
         snapshot = self.cache.current(stream.group) if stream.group else None
         if snapshot is None or type_state.acked_version != snapshot.type(type_state.type_url).version:
             return
-        if type_state.type_url == urls.ROUTE and isinstance(self.cache.config, Config):
+        if _holds_routes(stream, type_state.type_url) and isinstance(self.cache.config, Config):
             self.fallback.record_accepted(self.cache.config)
         elif type_state.type_url == urls.LISTENER and isinstance(self.cache.config, Config):
             self.fallback.record_accepted_listeners(self.cache.config)
 
     def on_nack(self, stream: StreamState, type_state: TypeState) -> None:
         nack = type_state.nack
-        if nack is None or stream.group is None or type_state.type_url not in (urls.ROUTE, urls.LISTENER):
+        if nack is None or stream.group is None or type_state.type_url not in (*_ROUTES, urls.LISTENER):
             return
         key = (type_state.type_url, nack.version, stream.group.region)
         if key in self._seen:

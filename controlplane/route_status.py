@@ -3,9 +3,10 @@
 For each route of the loaded config: Accepted (it passed validation), ResolvedRefs (every service
 it names exists), and Programmed per region: how many of the region's proxies acked a route table
 holding the route's current form (the Envoy `Route` message, compared by hash, so an unrelated edit
-to the same table does not count against it). A route Envoy refused, or left out with its refused
-listener, carries Envoy's error and what is served instead (controlplane.fallback); refused
-listeners are listed apart, the same way.
+to the same table does not count against it; a Delta proxy holds its tables as virtual hosts, VHDS,
+and what it acked of a table is its acked virtual hosts). A route Envoy refused, or left out with
+its refused listener, carries Envoy's error and what is served instead (controlplane.fallback);
+refused listeners are listed apart, the same way.
 """
 
 from __future__ import annotations
@@ -15,34 +16,65 @@ from collections import Counter
 from typing import Any
 
 from aiohttp import web
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from controlplane import resources as urls
 from controlplane.config.model import Config
 from controlplane.fallback import RouteFallback
 from controlplane.nacks import NackAttributor
+from controlplane.server.stream import StreamState
 from controlplane.snapshot import Resource, content_hash
 from controlplane.status import StatusBoard, json_dumps
+from controlplane.vhds import namespace
 from controlplane.watch import Reloader
 
 _ROUTE_IN_ERROR = re.compile(r"\broutes\[([^\]]+)\]")
 _FORMS_KEPT = 256
-_forms: dict[str, dict[str, str]] = {}  # RouteConfiguration hash -> {route name: hash of its form}
+# A tuple of resource hashes (one route table, or a table's virtual hosts) -> {route name: hash of its form}
+_forms: dict[tuple[str, ...], dict[str, str]] = {}
+# id(acked resources of a Delta stream) -> (those resources, their virtual hosts by table): recomputed only
+# when the stream acks again (each ACK stores a new dict).
+_grouped: dict[int, tuple[object, dict[str, tuple[Resource, ...]]]] = {}
 
 
-def route_forms(resource: Resource | None) -> dict[str, str]:
-    """Route name -> hash of its Envoy Route message inside one RouteConfiguration (memoized)."""
-    if resource is None:
-        return {}
-    known = _forms.get(resource.hash)
+def route_forms(holding: tuple[Resource, ...]) -> dict[str, str]:
+    """Route name -> hash of its Envoy Route message, in one route table or in virtual hosts (memoized)."""
+    key = tuple(resource.hash for resource in holding)
+    known = _forms.get(key)
     if known is None:
-        table = route_pb2.RouteConfiguration.FromString(resource.serialized)
-        known = {route.name: content_hash(route.SerializeToString(deterministic=True))
-                 for host in table.virtual_hosts for route in host.routes}
+        known = {}
+        for resource in holding:
+            if resource.type_url == urls.VIRTUAL_HOST:
+                hosts = [route_components_pb2.VirtualHost.FromString(resource.serialized)]
+            else:
+                hosts = list(route_pb2.RouteConfiguration.FromString(resource.serialized).virtual_hosts)
+            known.update((route.name, content_hash(route.SerializeToString(deterministic=True)))
+                         for host in hosts for route in host.routes)
         if len(_forms) >= _FORMS_KEPT:
             _forms.pop(next(iter(_forms)))
-        _forms[resource.hash] = known
+        _forms[key] = known
     return known
+
+
+def acked_routes(stream: StreamState) -> dict[str, tuple[Resource, ...]]:
+    """Route table name -> what the proxy acked of it: the table (SotW), or its virtual hosts (Delta, VHDS)."""
+    if stream.kind != "delta":
+        state = stream.types.get(urls.ROUTE)
+        return {name: (resource,) for name, resource in state.acked_resources.items()} if state else {}
+    state = stream.types.get(urls.VIRTUAL_HOST)
+    if state is None:
+        return {}
+    memo = _grouped.get(id(state.acked_resources))
+    if memo is not None and memo[0] is state.acked_resources:
+        return memo[1]
+    grouped: dict[str, list[Resource]] = {}
+    for name, resource in sorted(state.acked_resources.items()):
+        grouped.setdefault(namespace(name), []).append(resource)
+    result = {table: tuple(hosts) for table, hosts in grouped.items()}
+    if len(_grouped) >= 4 * _FORMS_KEPT:
+        _grouped.clear()
+    _grouped[id(state.acked_resources)] = (state.acked_resources, result)
+    return result
 
 
 class RouteStatus:
@@ -64,21 +96,23 @@ class RouteStatus:
             return counts
         for group, snapshot in self.board.cache.groups().items():
             tables = snapshot.type(urls.ROUTE).resources
-            streams = [s.types[urls.ROUTE] for s in self.board.streams.values()
+            streams = [acked_routes(s) for s in self.board.streams.values()
                        if s.group == group and urls.ROUTE in s.types and s.types[urls.ROUTE].subscribed]
-            held: dict[str, Counter[str]] = {}  # listener -> hash of the acked table -> proxies
-            acked_tables: dict[str, Resource] = {}
+            held: dict[str, Counter[tuple[str, ...]]] = {}  # listener -> hashes of what was acked -> proxies
+            acked_tables: dict[tuple[str, ...], tuple[Resource, ...]] = {}
             for item in served.listeners:
                 held[item.name] = Counter()
-                for state in streams:
-                    table = state.acked_resources.get(item.name)
-                    if table is not None:
-                        held[item.name][table.hash] += 1
-                        acked_tables[table.hash] = table
+                for by_table in streams:
+                    holding = by_table.get(item.name)
+                    if holding:
+                        key = tuple(resource.hash for resource in holding)
+                        held[item.name][key] += 1
+                        acked_tables[key] = holding
             for route in served.routes:
-                want = route_forms(tables.get(route.listener)).get(route.name)
-                acked = sum(number for digest, number in held.get(route.listener, Counter()).items()
-                            if want is not None and route_forms(acked_tables[digest]).get(route.name) == want)
+                table = tables.get(route.listener)
+                want = route_forms((table,)).get(route.name) if table is not None else None
+                acked = sum(number for key, number in held.get(route.listener, Counter()).items()
+                            if want is not None and route_forms(acked_tables[key]).get(route.name) == want)
                 entry = counts.setdefault(route.name, {}).setdefault(group.region, [0, 0])
                 entry[0] += acked
                 entry[1] += len(streams)

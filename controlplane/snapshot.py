@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from types import MappingProxyType
 
@@ -23,6 +23,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from controlplane import resources as urls
+from controlplane.vhds import namespace, split_table
 
 # The field that names a resource, per type: `ClusterLoadAssignment.cluster_name` and not `name`.
 _NAME_FIELD = {
@@ -31,6 +32,7 @@ _NAME_FIELD = {
     urls.LISTENER: "name",
     urls.ROUTE: "name",
     urls.SECRET: "name",
+    urls.VIRTUAL_HOST: "name",
     urls.TENANT_POLICY: "id",
     urls.RATE_LIMIT_POLICY: "domain",
 }
@@ -70,16 +72,28 @@ class Resource:
 
 @dataclass(frozen=True)
 class TypeSnapshot:
-    """Every resource of one type URL, by name in sorted order, and the type's version."""
+    """Every resource of one type URL, by name in sorted order, and the type's version.
+
+    `delta`: the form Delta streams get instead, when it differs (route tables as VHDS shells, whose
+    virtual hosts are the VIRTUAL_HOST type), under the same version."""
 
     type_url: str
     resources: Mapping[str, Resource]
     version: str
     response_fields: bytes  # every resource's field, in name order: a full-state response body
+    delta: TypeSnapshot | None = None
 
     def select(self, names: Iterable[str]) -> list[Resource]:
         """The resources among `names` that exist, in name order; unknown names are skipped."""
         return [self.resources[name] for name in sorted(set(names)) if name in self.resources]
+
+    @cached_property
+    def namespaces(self) -> dict[str, list[str]]:
+        """Resource names by namespace (the name up to its last `/`): VHDS subscribes by namespace."""
+        grouped: dict[str, list[str]] = {}
+        for name in self.resources:
+            grouped.setdefault(namespace(name), []).append(name)
+        return grouped
 
     def hashes(self) -> dict[str, str]:
         return {name: resource.hash for name, resource in self.resources.items()}
@@ -140,19 +154,36 @@ def build_snapshot(resources: Mapping[str, Sequence[Message]],
     `versions`: type URL -> the version to serve it under instead of its content hash. Pavilion's own
     types carry the config version, so ext_authz and ratelimit report the control plane's version;
     each resource keeps its content hash, so Delta still sends only what changed.
-    The Envoy types are always present (empty when not given); a Pavilion type only when given.
+    The Envoy types are always present (empty when not given), and so are the virtual hosts of the
+    route tables (`with_virtual_hosts`); a Pavilion type only when given.
     """
     unknown = set(resources) - set(urls.SERVED_ORDER)
     if unknown:
         raise ValueError(f"no xDS type is known by the URL {sorted(unknown)[0]!r}")
+    if urls.VIRTUAL_HOST in resources:
+        raise ValueError("virtual hosts are derived from the route tables, not given")
     shared = reuse or {}
     pinned = versions or {}
     present = [type_url for type_url in urls.SERVED_ORDER
-               if type_url in urls.ADS_ORDER or type_url in resources or type_url in shared]
+               if type_url in urls.ADS_ORDER or type_url == urls.VIRTUAL_HOST or type_url in resources
+               or type_url in shared]
     types = {type_url: shared[type_url] if type_url in shared and type_url not in resources
              else build_type(type_url, resources.get(type_url, ()), pinned.get(type_url)) for type_url in present}
+    if urls.ROUTE in resources or urls.ROUTE not in shared:  # a shared route table brings its virtual hosts
+        types[urls.ROUTE], types[urls.VIRTUAL_HOST] = with_virtual_hosts(types[urls.ROUTE])
     digest = "".join(f"{type_url}\0{snap.version}\n" for type_url, snap in types.items())
     return Snapshot(types=MappingProxyType(types), version=content_hash(digest.encode()))
+
+
+def with_virtual_hosts(routes: TypeSnapshot) -> tuple[TypeSnapshot, TypeSnapshot]:
+    """The route tables with their Delta form attached (VHDS shells, same version), and their virtual hosts."""
+    shells, hosts = [], []
+    for resource in routes.resources.values():
+        shell, named = split_table(resource.message)
+        shells.append(shell)
+        hosts.extend(named)
+    return (replace(routes, delta=build_type(urls.ROUTE, shells, routes.version)),
+            build_type(urls.VIRTUAL_HOST, hosts))
 
 
 def delta_response_head(*, type_url: str, version: str, nonce: str, identifier: str,

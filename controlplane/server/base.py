@@ -37,7 +37,7 @@ log = get_logger(__name__)
 SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 HOLD_SECONDS = 5.0  # longest wait for a CDS ACK before listeners and routes go anyway
 # Endpoints are not held: Envoy acks CDS only once the new clusters warmed, and they warm on endpoints.
-WAIT_FOR_CLUSTERS = frozenset({urls.SECRET, urls.LISTENER, urls.ROUTE})
+WAIT_FOR_CLUSTERS = frozenset({urls.SECRET, urls.LISTENER, urls.ROUTE, urls.VIRTUAL_HOST})
 
 
 class AdsStream(ABC):
@@ -180,7 +180,7 @@ class AdsStream(ABC):
         """Listeners or routes of this stream are not yet at the snapshot's version: they may name old clusters."""
         if self.snapshot is None:
             return False
-        for type_url in (urls.LISTENER, urls.ROUTE):
+        for type_url in (urls.LISTENER, urls.ROUTE, urls.VIRTUAL_HOST):
             state = self.state.types.get(type_url)
             if state is not None and state.subscribed and state.acked_version != self.snapshot.type(type_url).version:
                 return True

@@ -12,6 +12,12 @@ it must drop. The rules (docs/root/api-docs/xds_protocol.rst, "Incremental xDS")
   sent again: the proxy is taken to hold what it was sent, so only a resource whose content changes
   again goes out;
 - an explicitly subscribed name we do not have is reported once in `removed_resources`;
+- route tables go out in their VHDS form (controlplane.vhds). Envoy (1.40) opens its VirtualHost
+  subscription with no names, a legacy wildcard, and sorts the virtual hosts into its tables by
+  namespace itself, dropping those of a table it does not watch yet: under the wildcard a proxy
+  gets the virtual hosts of the tables it holds, after it acked them, and all of them for a table
+  new to it. A name given explicitly stands for the virtual host of that name and, as a namespace,
+  for every virtual host of the table of that name;
 - the push order (make before break) is `base.AdsStream`'s: a removed cluster is only named in
   `removed_resources` once this stream acked the listeners and routes of the change, and its
   endpoints not before the cluster itself went.
@@ -19,15 +25,30 @@ it must drop. The rules (docs/root/api-docs/xds_protocol.rst, "Incremental xDS")
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane import resources as urls
 from controlplane.server.base import AdsStream, lingering_version
 from controlplane.server.stream import TypeState
-from controlplane.snapshot import Resource, delta_response_head
+from controlplane.snapshot import Resource, TypeSnapshot, delta_response_head
+from controlplane.vhds import namespace
+
+# Types whose first request without names subscribes to all: CDS and LDS (xds_protocol.rst), and VHDS,
+# which Envoy opens with no names.
+_LEGACY_WILDCARD = urls.FULL_STATE_TYPES | {urls.VIRTUAL_HOST}
 
 
 class DeltaStream(AdsStream):
+    def _tables_held(self) -> Collection[str]:
+        return self.state.type(urls.ROUTE).held
+
+    def _served(self, type_url: str) -> TypeSnapshot:
+        """The type as Delta streams get it: route tables as VHDS shells, the rest as they are."""
+        snap = self.snapshot.type(type_url)  # type: ignore[union-attr]
+        return snap.delta or snap
+
     async def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         type_state = self.state.type(request.type_url)
         if type_state.sent_nonce and request.response_nonce == type_state.sent_nonce:
@@ -47,7 +68,7 @@ class DeltaStream(AdsStream):
         if first:
             type_state.subscribed = True
             type_state.held = dict(request.initial_resource_versions)
-            type_state.wildcard = "*" in subscribe or (not subscribe and request.type_url in urls.FULL_STATE_TYPES)
+            type_state.wildcard = "*" in subscribe or (not subscribe and request.type_url in _LEGACY_WILDCARD)
         elif "*" in subscribe:
             type_state.wildcard = True
         if "*" in unsubscribe:
@@ -55,8 +76,9 @@ class DeltaStream(AdsStream):
         added = frozenset(subscribe) - {"*"} - type_state.names
         type_state.names = (type_state.names | added) - unsubscribe
         for name in unsubscribe:  # the proxy forgets what it unsubscribed from
-            type_state.held.pop(name, None)
-            type_state.sent_resources.pop(name, None)
+            for forgotten in _held_under(type_state, name):
+                type_state.held.pop(forgotten, None)
+                type_state.sent_resources.pop(forgotten, None)
             type_state.reported_absent.discard(name)
         if not first:
             type_state.refresh |= added  # a newly subscribed name is sent even when the proxy had it
@@ -65,14 +87,22 @@ class DeltaStream(AdsStream):
         """What to send and what to name as removed, make before break applied to removals."""
         if self.snapshot is None:
             return [], []
-        snap = self.snapshot.type(type_state.type_url)
-        if type_state.wildcard:
+        snap = self._served(type_state.type_url)
+        by_namespace = type_state.type_url == urls.VIRTUAL_HOST
+        wanted: Mapping[str, Resource]
+        if by_namespace and type_state.wildcard:  # the virtual hosts of the tables the proxy holds
+            wanted = {name: snap.resources[name] for table in self._tables_held()
+                      for name in snap.namespaces.get(table, ())}
+        elif type_state.wildcard:
             wanted = snap.resources
+        elif by_namespace:
+            wanted = {name: snap.resources[name] for space in type_state.names
+                      for name in (*snap.namespaces.get(space, ()), space) if name in snap.resources}
         else:
             wanted = {name: snap.resources[name] for name in type_state.names if name in snap.resources}
-        held = type_state.held
+        held, refresh = type_state.held, type_state.refresh
         send = [resource for name, resource in sorted(wanted.items())
-                if held.get(name) != resource.hash or name in type_state.refresh]
+                if held.get(name) != resource.hash or name in refresh or (by_namespace and namespace(name) in refresh)]
         removed = {name for name in held if name not in wanted}
         if type_state.type_url == urls.CLUSTER and self.routes_behind():
             removed = set()  # CDS: routes may still name a removed cluster
@@ -80,12 +110,21 @@ class DeltaStream(AdsStream):
             cds = self.state.types.get(urls.CLUSTER)
             if cds is not None:
                 removed -= set(cds.held)  # a cluster still there keeps its endpoints
-        absent = {name for name in type_state.names
-                  if name not in snap.resources and name not in held and name not in type_state.reported_absent}
+        reported = type_state.reported_absent
+        absent = {name for name in type_state.names if name not in snap.resources and name not in held
+                  and not (by_namespace and name in snap.namespaces) and name not in reported}
+        if by_namespace and type_state.wildcard:
+            # Envoy's VHDS holds a listener's warming until an update of its table's namespace arrives:
+            # for a table with no virtual hosts, that update names `<table>/` removed.
+            absent |= {f"{table}/" for table in self._tables_held() if table not in snap.namespaces} - reported
         return send, sorted(removed | absent)
 
     def due(self, type_state: TypeState) -> bool:
         if self.snapshot is None:
+            return False
+        if type_state.type_url == urls.VIRTUAL_HOST and self.state.type(urls.ROUTE).awaiting_ack:
+            # Envoy starts watching a table's virtual hosts once it took the table, and drops the ones
+            # that come before: they wait for the tables' ACK.
             return False
         send, removed = self._changes(type_state)
         if send or removed:
@@ -93,7 +132,7 @@ class DeltaStream(AdsStream):
         if not type_state.awaiting_ack and type_state.acked_version == type_state.sent_version:
             # Nothing this proxy holds differs from the snapshot (and it took our last response):
             # it is at the snapshot's version. After a NACK it stays at the version it kept.
-            target = self.snapshot.type(type_state.type_url).version
+            target = self._served(type_state.type_url).version
             type_state.sent_version = type_state.sent_target = type_state.acked_version = target
             type_state.lingering = frozenset()
         return False
@@ -101,10 +140,12 @@ class DeltaStream(AdsStream):
     async def send(self, type_state: TypeState) -> None:
         if self.snapshot is None:
             return
-        snap = self.snapshot.type(type_state.type_url)
+        snap = self._served(type_state.type_url)
         send, removed = self._changes(type_state)
         if type_state.type_url == urls.CLUSTER:
             self.refresh_endpoints_of({r.name for r in send if r.name in type_state.held})
+        elif type_state.type_url == urls.ROUTE:  # a table new to the proxy gets all its virtual hosts
+            self.state.type(urls.VIRTUAL_HOST).refresh |= {r.name for r in send if r.name not in type_state.held}
         lingering = frozenset(name for name in type_state.held
                               if name not in snap.resources and name not in removed)
         nonce = self.state.next_nonce()
@@ -114,10 +155,12 @@ class DeltaStream(AdsStream):
         await self.context.write(response)
         if type_state.awaiting_ack:
             type_state.in_flight[type_state.sent_nonce] = type_state.sent_version
+        # Named once: what the proxy never held (an unknown name, an empty table) or subscribed by name.
+        type_state.reported_absent |= {name for name in removed
+                                       if name not in type_state.held or name in type_state.names}
         for name in removed:
             type_state.held.pop(name, None)
             type_state.sent_resources.pop(name, None)
-        type_state.reported_absent |= {name for name in removed if name in type_state.names}
         for resource in send:
             type_state.held[resource.name] = resource.hash
             type_state.sent_resources[resource.name] = resource
@@ -126,3 +169,10 @@ class DeltaStream(AdsStream):
         self.record_sent(type_state, version=version, target=snap.version, nonce=nonce,
                          held=dict(type_state.sent_resources), lingering=lingering,
                          size=len(response), count=len(send))
+
+
+def _held_under(type_state: TypeState, name: str) -> list[str]:
+    """The held resources a subscribed name stands for: itself, and for virtual hosts its namespace's."""
+    if type_state.type_url != urls.VIRTUAL_HOST:
+        return [name]
+    return [held for held in type_state.held if held == name or namespace(held) == name]

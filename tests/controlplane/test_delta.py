@@ -29,10 +29,11 @@ def hashes(plane: Plane, type_url: str) -> dict[str, str]:
 
 
 async def synced(client: DeltaClient) -> dict[str, dict[str, str]]:
-    """Subscribe to everything (legacy wildcard for CDS/LDS, names for EDS/RDS) and ack it all."""
+    """Subscribe to everything as Envoy does (legacy wildcard for CDS/LDS/VHDS, names for EDS/RDS) and
+    ack it all."""
     held: dict[str, dict[str, str]] = {}
     for type_url, wanted in ((urls.CLUSTER, ()), (urls.ENDPOINT, ("accounts", "billing")),
-                             (urls.LISTENER, ()), (urls.ROUTE, ("public",))):
+                             (urls.LISTENER, ()), (urls.ROUTE, ("public",)), (urls.VIRTUAL_HOST, ())):
         await client.request(type_url, wanted)
         response = await client.response()
         assert response.type_url == type_url
@@ -156,10 +157,10 @@ async def test_new_clusters_go_first_and_removed_ones_only_after_the_routes(plan
     assert names(cds) == ["carts"] and not cds.removed_resources  # billing may still be routed to
     await client.silence(0.3)  # routes wait for the clusters' ACK
     await client.ack(cds)
-    rds = await client.response()
-    assert rds.type_url == urls.ROUTE and names(rds) == ["public"]
+    vhds = await client.response()  # the route table's shell did not change: only its virtual host goes
+    assert vhds.type_url == urls.VIRTUAL_HOST and names(vhds) == ["public/all"]
     await client.silence(0.2)  # billing stays until the routes are acked
-    await client.ack(rds)
+    await client.ack(vhds)
     final = await client.response()
     assert final.type_url == urls.CLUSTER
     assert list(final.removed_resources) == ["billing"] and not final.resources

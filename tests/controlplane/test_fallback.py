@@ -180,7 +180,8 @@ async def test_a_refused_listener_serves_its_accepted_form_and_the_rest_of_the_e
     assert fallback.listener_status() == {}
 
 
-async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sotw", "delta"])
+async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_path: Path, kind: str) -> None:
     from controlplane.route_status import RouteStatus
 
     configure_logging("warning", "console", io.StringIO())
@@ -193,12 +194,16 @@ async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_pa
     group = Group("eu-west", "edge")
     snapshot = await cache.snapshot(group)
     for number in range(2):
-        stream = StreamState(peer=f"p{number}")
+        stream = StreamState(peer=f"p{number}", kind=kind)
         stream.group = group
         routes = stream.type(urls.ROUTE)
         routes.subscribed = True
         if number == 0:  # the other proxy has acked nothing yet
-            routes.acked_resources = dict(snapshot.type(urls.ROUTE).resources)
+            # A Delta proxy's routes are in the virtual hosts it acked; its tables are VHDS shells.
+            holding = stream.type(urls.VIRTUAL_HOST) if kind == "delta" else routes
+            holding.acked_resources = dict(snapshot.type(holding.type_url).resources)
+            if kind == "delta":
+                routes.acked_resources = dict(snapshot.type(urls.ROUTE).delta.resources)  # type: ignore[union-attr]
         board.streams[stream.stream_id] = stream
     config(tmp_path, "5s")  # route a changes; b is the same inside the same, changed, route table
     assert await reloader.reload()
@@ -243,3 +248,25 @@ def test_a_form_refused_in_one_region_and_acked_in_another_is_left_out(tmp_path:
     fallback.refuse(next(r for r in served.routes if r.name == "a"), ["envoy: no"], "us-east")
     fallback.record_accepted(served)  # a late ACK of the same version does not bring it back
     assert [r.name for r in fallback.apply(served).routes] == ["b"]  # a new version: never the refused one
+
+
+async def test_a_delta_proxy_accepts_routes_by_acking_their_virtual_hosts(tmp_path: Path) -> None:
+    configure_logging("warning", "console", io.StringIO())
+    cache = SnapshotCache(translate)
+    board = StatusBoard(cache, identifier="t")
+    fallback = RouteFallback()
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
+    config(tmp_path, "2s")
+    assert await reloader.reload()
+    nacks = NackAttributor(cache, reloader, fallback)
+    stream = StreamState(peer="d", kind="delta")
+    stream.group = Group("eu-west", "edge")
+    snapshot = await cache.snapshot(stream.group)
+    tables = stream.type(urls.ROUTE)
+    tables.acked_version = snapshot.type(urls.ROUTE).version
+    nacks.on_ack(stream, tables)
+    assert not fallback.accepted  # a VHDS shell holds no routes: its ACK accepts none
+    hosts = stream.type(urls.VIRTUAL_HOST)
+    hosts.acked_version = snapshot.type(urls.VIRTUAL_HOST).version
+    nacks.on_ack(stream, hosts)
+    assert set(fallback.accepted) == {route.name for route in cache.config.routes}  # type: ignore[union-attr]

@@ -49,7 +49,7 @@ def test_response_is_head_plus_shared_resource_fields() -> None:
 
 def test_every_known_type_is_present_even_when_empty() -> None:
     snapshot = build_snapshot({urls.CLUSTER: [cluster("a")]})
-    assert set(snapshot.types) == set(urls.ADS_ORDER)
+    assert set(snapshot.types) == {*urls.ADS_ORDER, urls.VIRTUAL_HOST}
     assert snapshot.type(urls.LISTENER).resources == {}
     assert snapshot.resource_count() == 1
 

@@ -39,12 +39,16 @@ def listener(name: str, port: int, route_name: str) -> listener_pb2.Listener:
     return message
 
 
-def route_table(name: str, clusters: Sequence[str]) -> route_pb2.RouteConfiguration:
+def route_table(name: str, clusters: Sequence[str], *, own_hosts: bool = False,
+                paths: Mapping[str, str] | None = None) -> route_pb2.RouteConfiguration:
+    """One route per cluster (prefix `/<cluster>` unless `paths` says), all in one `*` virtual host, or
+    with `own_hosts` each in a virtual host of its own (`<cluster>.test`)."""
     message = route_pb2.RouteConfiguration(name=name)
-    host = message.virtual_hosts.add(name="all", domains=["*"])
+    shared = None if own_hosts else message.virtual_hosts.add(name="all", domains=["*"])
     for target in clusters:
+        host = shared or message.virtual_hosts.add(name=f"{target}.test", domains=[f"{target}.test"])
         entry = host.routes.add(name=target)
-        entry.match.prefix = f"/{target}"
+        entry.match.prefix = (paths or {}).get(target, f"/{target}")
         entry.route.cluster = target
     return message
 
@@ -56,6 +60,8 @@ class ToyConfig:
     services: Mapping[str, int] = field(default_factory=dict)
     offset: Mapping[str, int] = field(default_factory=dict)
     timeout_ms: int = 1000
+    own_hosts: bool = False  # each service's route in a virtual host of its own
+    paths: Mapping[str, str] = field(default_factory=dict)  # service -> its route's prefix
 
 
 def toy_translate(config: ToyConfig, region: str, role: str = "edge") -> dict[str, list[Message]]:
@@ -65,5 +71,5 @@ def toy_translate(config: ToyConfig, region: str, role: str = "edge") -> dict[st
         urls.ENDPOINT: [endpoints(name, port + config.offset.get(region, 0), region)
                         for name, port in sorted(config.services.items())],
         urls.LISTENER: [listener("public", 10080, "public")],
-        urls.ROUTE: [route_table("public", names)],
+        urls.ROUTE: [route_table("public", names, own_hosts=config.own_hosts, paths=config.paths)],
     }
