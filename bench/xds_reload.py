@@ -30,7 +30,8 @@ from tests.procs import ENVOY, PAVILION, Proc, free_port
 ROUTES_PER_FILE = 500
 
 
-def write_config(directory: Path, routes: int, listen: int, upstream: int) -> list[Path]:
+def write_config(directory: Path, routes: int, listen: int, upstream: int, hosts: int = 0) -> list[Path]:
+    """`hosts`: route i serves host `h<i % hosts>.test` (one virtual host each); 0: every route on `*`."""
     services = max(10, routes // 50)
     lines = ["regions: [eu-west, us-east]", "listeners:", f"  - {{name: public, address: 127.0.0.1, port: {listen}}}",
              "services:"]
@@ -42,17 +43,18 @@ def write_config(directory: Path, routes: int, listen: int, upstream: int) -> li
     files = []
     for start in range(0, routes, ROUTES_PER_FILE):
         path = directory / f"routes-{start // ROUTES_PER_FILE:03d}.yaml"
-        path.write_text(route_file(start, min(routes, start + ROUTES_PER_FILE), services))
+        path.write_text(route_file(start, min(routes, start + ROUTES_PER_FILE), services, hosts=hosts))
         files.append(path)
     return files
 
 
-def route_file(start: int, end: int, services: int, first_prefix: str = "") -> str:
+def route_file(start: int, end: int, services: int, first_prefix: str = "", hosts: int = 0) -> str:
     lines = ["routes:"]
     for index in range(start, end):
         prefix = first_prefix if index == start and first_prefix else f"/s{index % services}/r{index}"
+        host = f", hosts: [h{index % hosts}.test]" if hosts else ""
         lines.append(f"  - {{name: r-{index}, match: {{prefix: {prefix}}}, service: svc-{index % services},"
-                     " timeout: 2s}")
+                     f" timeout: 2s{host}}}")
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import text_format
 
+from controlplane import resources as urls
 from controlplane.cache import DEFAULT_ROLE, Group, SnapshotCache
 from controlplane.config.model import Config
 from controlplane.snapshot import Snapshot, build_snapshot
@@ -100,7 +101,8 @@ def plan(config: Config, admin: str, role: str) -> dict[str, Any]:
         served = _fetch(admin, region=region, role=role)["types"]
         mine = listing(planned, text=False)["types"]
         added, removed, changed = [], [], []
-        for kind in sorted(set(mine) | set(served)):
+        # Virtual hosts are the route tables' Delta form (VHDS): the tables' diff already shows the change.
+        for kind in sorted((set(mine) | set(served)) - {short_type(urls.VIRTUAL_HOST)}):
             new, old = mine.get(kind, {}), served.get(kind, {})
             added += [f"{kind}/{name}" for name in sorted(set(new) - set(old))]
             removed += [f"{kind}/{name}" for name in sorted(set(old) - set(new))]

@@ -212,6 +212,7 @@ def test_plan_shows_what_would_change_without_applying_it(gateway: Gateway, tmp_
     assert changed.returncode == 2, changed.stdout + changed.stderr
     assert "+ Cluster/extra" in changed.stdout and "+ ClusterLoadAssignment/extra" in changed.stdout
     assert "~ RouteConfiguration/public" in changed.stdout
+    assert "VirtualHost" not in changed.stdout  # the tables' Delta form: their diff already shows it
     assert '-      prefix: "/base"\n+      prefix: "/based"' in changed.stdout
     assert plane.status()["version"] == served  # nothing applied
     (edited / "broken.yaml").write_text("routes:\n  - {name: x, match: {prefix: /x}, service: nowhere}\n")
