@@ -4,6 +4,9 @@ switches under load lose no request."""
 
 from __future__ import annotations
 
+import re
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,21 +38,61 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield gw
 
 
-def test_delta_envoy_routes_and_an_edit_sends_only_the_route_table(gateway: Gateway) -> None:
+def test_delta_envoy_routes_and_an_edit_sends_only_the_routes_virtual_host(gateway: Gateway) -> None:
     status = gateway.plane.wait_current(1)
     assert status["nodes"][0]["kind"] == "delta"
     assert gateway.get("/base").served_by == "blue"
-    before = {kind: pushes(gateway, kind) for kind in ("Cluster", "ClusterLoadAssignment", "Listener")}
+    kinds = ("Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration")
+    before = {kind: pushes(gateway, kind) for kind in kinds}
+    hosts_before = pushes(gateway, "VirtualHost")
     path = gateway.plane.config_dir / "late.yaml"
     path.write_text("routes:\n  - {name: late, match: {prefix: /late}, service: green}\n")
     try:
         seconds_until_served(gateway, "/late", "green")
         gateway.plane.wait_current(1)
-        # only the RouteConfiguration changed: no cluster, endpoint or listener went out again
-        assert {kind: pushes(gateway, kind) for kind in before} == before
+        # only a virtual host changed: no cluster, endpoint, listener or route table went out again
+        assert {kind: pushes(gateway, kind) for kind in kinds} == before
+        assert pushes(gateway, "VirtualHost") > hosts_before
     finally:
         path.unlink()
     gateway.plane.wait_current(1)
+
+
+def test_delta_edit_of_a_route_with_its_own_host_sends_that_route_alone(gateway: Gateway) -> None:
+    path = gateway.plane.config_dir / "hosts.yaml"
+    routes = ("routes:\n"
+              "  - {{name: one, hosts: [one.test], match: {{prefix: {prefix}}}, service: green}}\n"
+              "  - {{name: two, hosts: [two.test], match: {{prefix: /two}}, service: blue}}\n")
+    path.write_text(routes.format(prefix="/one"))
+    try:
+        wait_served(gateway, "/one", "green", "one.test")
+        gateway.plane.wait_current(1)
+        sent = pushed_bytes(gateway)
+        path.write_text(routes.format(prefix="/uno"))
+        wait_served(gateway, "/uno", "green", "one.test")
+        gateway.plane.wait_current(1)
+        grown = {kind: size - sent.get(kind, 0) for kind, size in pushed_bytes(gateway).items()}
+        assert {kind for kind, size in grown.items() if size} == {"VirtualHost"}
+        assert grown["VirtualHost"] < 400  # route `one` alone, in its virtual host `public/one.test`
+        assert gateway.get("/two", headers={"Host": "two.test"}).served_by == "blue"
+        assert gateway.get("/one", headers={"Host": "one.test"}).status == 404
+    finally:
+        path.unlink()
+    gateway.plane.wait_current(1)
+
+
+def wait_served(gateway: Gateway, path: str, name: str, host: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while gateway.get(path, headers={"Host": host}).served_by != name:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}{path} not served by {name} within {timeout} s")
+        time.sleep(0.01)
+
+
+def pushed_bytes(gateway: Gateway) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gateway.plane.admin_port}/metrics", timeout=5).read().decode()
+    found = re.findall(r'^pavilion_xds_push_bytes_total\{type="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    return {kind: float(value) for kind, value in found}
 
 
 def test_delta_nack_is_shown_and_never_resent(gateway: Gateway) -> None:
