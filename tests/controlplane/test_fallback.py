@@ -49,7 +49,8 @@ def test_a_refused_route_serves_its_accepted_form_until_edited(tmp_path: Path) -
     assert fallback.status("a") is None and fallback.status("c") is not None
 
 
-async def test_a_route_nack_is_attributed_off_the_loop_and_the_rest_is_served(tmp_path: Path) -> None:
+async def loaded(tmp_path: Path) -> tuple[SnapshotCache, StatusBoard, RouteFallback, Reloader]:
+    """The config side of a control plane, with `config(tmp_path, "2s")` loaded."""
     configure_logging("warning", "console", io.StringIO())
     cache = SnapshotCache(translate)
     board = StatusBoard(cache, identifier="t")
@@ -57,6 +58,11 @@ async def test_a_route_nack_is_attributed_off_the_loop_and_the_rest_is_served(tm
     reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
     config(tmp_path, "2s")
     assert await reloader.reload()
+    return cache, board, fallback, reloader
+
+
+async def test_a_route_nack_is_attributed_off_the_loop_and_the_rest_is_served(tmp_path: Path) -> None:
+    cache, _board, fallback, reloader = await loaded(tmp_path)
     fallback.record_accepted(cache.config)
     config(tmp_path, "9s")
     assert await reloader.reload()
@@ -87,13 +93,7 @@ async def test_a_route_nack_is_attributed_off_the_loop_and_the_rest_is_served(tm
     ("Error adding/updating listener(s) public-2: cannot bind", []),
 ])
 async def test_a_listener_nack_is_attributed_by_name(tmp_path: Path, error: str, named: list[str]) -> None:
-    configure_logging("warning", "console", io.StringIO())
-    cache = SnapshotCache(translate)
-    board = StatusBoard(cache, identifier="t")
-    fallback = RouteFallback()
-    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
-    config(tmp_path, "2s")
-    assert await reloader.reload()
+    cache, _board, fallback, reloader = await loaded(tmp_path)
     nacks = NackAttributor(cache, reloader, fallback)
     stream = StreamState(peer="test")
     stream.group = Group("eu-west", "edge")
@@ -184,13 +184,7 @@ async def test_a_refused_listener_serves_its_accepted_form_and_the_rest_of_the_e
 async def test_programmed_counts_proxies_holding_each_routes_current_form(tmp_path: Path, kind: str) -> None:
     from controlplane.route_status import RouteStatus
 
-    configure_logging("warning", "console", io.StringIO())
-    cache = SnapshotCache(translate)
-    board = StatusBoard(cache, identifier="t")
-    fallback = RouteFallback()
-    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
-    config(tmp_path, "2s")
-    assert await reloader.reload()
+    cache, board, fallback, reloader = await loaded(tmp_path)
     group = Group("eu-west", "edge")
     snapshot = await cache.snapshot(group)
     for number in range(2):
@@ -218,13 +212,7 @@ async def test_routes_of_a_refused_edit_are_not_accepted(tmp_path: Path) -> None
     from controlplane.route_status import RouteStatus
     from controlplane.status_cli import render
 
-    configure_logging("warning", "console", io.StringIO())
-    cache = SnapshotCache(translate)
-    board = StatusBoard(cache, identifier="t")
-    fallback = RouteFallback()
-    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
-    config(tmp_path, "2s")
-    assert await reloader.reload()
+    cache, board, fallback, reloader = await loaded(tmp_path)
     status = RouteStatus(board, reloader, fallback, NackAttributor(cache, reloader, fallback))
     assert all(r["accepted"] for r in status.render()["routes"])
     (tmp_path / "z.yaml").write_text("routes:\n  - {name: z, match: {prefix: /z}, service: nowhere}\n"
@@ -251,13 +239,7 @@ def test_a_form_refused_in_one_region_and_acked_in_another_is_left_out(tmp_path:
 
 
 async def test_a_delta_proxy_accepts_routes_by_acking_their_virtual_hosts(tmp_path: Path) -> None:
-    configure_logging("warning", "console", io.StringIO())
-    cache = SnapshotCache(translate)
-    board = StatusBoard(cache, identifier="t")
-    fallback = RouteFallback()
-    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, served=fallback.apply)
-    config(tmp_path, "2s")
-    assert await reloader.reload()
+    cache, _board, fallback, reloader = await loaded(tmp_path)
     nacks = NackAttributor(cache, reloader, fallback)
     stream = StreamState(peer="d", kind="delta")
     stream.group = Group("eu-west", "edge")
