@@ -14,6 +14,9 @@ per second and p50/p99 latency (seen by the client) of:
   request: the gap between it and the do-nothing server is the round trip's cost in the server,
   the gap between it and Pavilion is Pavilion's own logic;
 - `pavilion ratelimit --redis ...`, every descriptor matching a rule counted in Redis (one EVALSHA).
+With `--workers 2` each baseline runs its two processes as Pavilion does (pavilion.workers: one
+parent, spawned children, so one session): Linux shares CPU between sessions (autogroups), and the
+same servers started as two sessions cost about 20 % less CPU a request than as one.
 Throughput: `--clients` separate load processes, each with `--concurrency` requests in flight over 4
 connections, for `--seconds` after a short warm-up; both servers run side by side and are measured
 in alternating rounds, so a burst of unrelated load on the shared machine hits both alike.
@@ -45,6 +48,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from pavilion.lifecycle import install_event_loop_policy
+from pavilion.workers import run_workers
 
 DOMAIN = "bench"
 KINDS = ("null", "round-trip", "pavilion")
@@ -99,6 +103,14 @@ class RoundTripService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         for _ in request.descriptors:
             response.statuses.add(code=rls_pb2.RateLimitResponse.OK)
         return response
+
+
+def _baseline_worker(_index: int, null_port: int, round_trip_port: int, redis_port: int, loop: str) -> int:
+    """One process of a baseline server: the do-nothing one on `null_port`, else the round trip one."""
+    if loop == "uvloop":
+        install_event_loop_policy()
+    asyncio.run(_serve_null(null_port) if null_port else _serve_round_trip(round_trip_port, redis_port))
+    return 0
 
 
 async def _serve_round_trip(port: int, redis_port: int) -> None:
@@ -212,7 +224,7 @@ def measure(port: int, descriptors: int, clients: int, concurrency: int, seconds
 # ---- orchestration ---------------------------------------------------------------------------------
 
 def _wait_ready(port: int, deadline: float = 30.0) -> None:
-    from tests.procs import port_open
+    from pavilion.probe import port_open
 
     end = time.monotonic() + deadline
     while not port_open(port):
@@ -255,12 +267,16 @@ def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: 
                    timeout_ms: float, loop: str = "asyncio", before: Path | None = None) -> list[Any]:
     from tests.procs import PAVILION, Proc
 
+    # The baselines' workers run as `pavilion ratelimit --workers N` runs its own (pavilion.workers: one
+    # parent, spawned children, one session): the scheduler shares CPU between sessions (autogroups), and
+    # two servers in two sessions got more of it than two in one, which made the same pavilion cost
+    # 232 µs a request as two sessions and 289 µs as one (6 alternating rounds each).
     if kind == "null":
-        return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port), "--loop", loop],
-                     name=f"null-{port}-{i}") for i in range(workers)]
+        return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--null-server", str(port), "--loop", loop,
+                      "--workers", str(workers)], name=f"null-{port}")]
     if kind == "round-trip":
         return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--round-trip-server", str(port), "--loop", loop,
-                      "--redis-port", str(redis_port)], name=f"round-trip-{port}-{i}") for i in range(workers)]
+                      "--redis-port", str(redis_port), "--workers", str(workers)], name=f"round-trip-{port}")]
     if kind == "before" and before is not None:
         pavilion = [sys.executable, "-c", _PAVILION_FROM.format(tree=str(before.resolve()))]
     elif loop == "uvloop":
@@ -299,13 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--null-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--round-trip-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.null_server or args.round_trip_server:
-        if args.loop == "uvloop":
-            install_event_loop_policy()
-        asyncio.run(_serve_null(args.null_server) if args.null_server
-                    else _serve_round_trip(args.round_trip_server, args.redis_port))
-        return 0
+        server_args = (args.null_server, args.round_trip_server, args.redis_port, args.loop)
+        if args.workers > 1:
+            return run_workers(args.workers, _baseline_worker, args=server_args)
+        return _baseline_worker(0, *server_args)
     if args.loop == "uvloop" and install_event_loop_policy() != "uvloop":
         parser.error("--loop uvloop: uvloop is not installed")
 

@@ -18,7 +18,8 @@ from typing import Any
 from controlplane.bootstrap import render_bootstrap
 from controlplane.cache import config_version
 from controlplane.config.load import load_config
-from tests.procs import ENVOY, PAVILION, Proc, free_port, http_ok, start_echo
+from pavilion.probe import http_ok
+from tests.procs import ENVOY, PAVILION, Proc, free_port, start_echo
 
 
 @dataclass

@@ -19,8 +19,9 @@ from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import duration_pb2, json_format
 
+from pavilion.probe import http_ok
 from tests.integration.static_envoy import ingress_bootstrap, packed, static_cluster
-from tests.procs import ENVOY, PAVILION, REDIS_SERVER, Proc, free_port, http_ok
+from tests.procs import ENVOY, PAVILION, REDIS_SERVER, Proc, free_port
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 

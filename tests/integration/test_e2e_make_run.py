@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from pavilion.probe import port_open
 from tests.integration.e2e_stack import demo_ports, write_config
-from tests.procs import PAVILION, Proc, free_port, port_open
+from tests.procs import PAVILION, Proc, free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

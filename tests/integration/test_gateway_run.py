@@ -15,9 +15,10 @@ import pytest
 
 from controlplane import resources as urls
 from controlplane.bootstrap import render_bootstrap
+from pavilion.probe import port_open
 from tests.controlplane.ads_client import AdsClient
 from tests.integration.gateway_procs import request, start_controlplane
-from tests.procs import ENVOY, PAVILION, Proc, free_port, port_open
+from tests.procs import ENVOY, PAVILION, Proc, free_port
 
 pytestmark = pytest.mark.integration
 

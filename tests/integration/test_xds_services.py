@@ -20,10 +20,11 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from pavilion.probe import http_ok
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import check_request
 from tests.integration.xds_stack import DOMAIN, Plane, get_json, write_config
-from tests.procs import PAVILION, Proc, free_port, http_ok
+from tests.procs import PAVILION, Proc, free_port
 
 pytestmark = pytest.mark.integration
 
