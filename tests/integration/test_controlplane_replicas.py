@@ -42,6 +42,7 @@ routes:
 """
 WANTED = ((urls.CLUSTER, ()), (urls.ENDPOINT, ("blue", "green")), (urls.LISTENER, ()),
           (urls.ROUTE, ("admin", "public")))
+DELTA_WANTED = (*WANTED, (urls.VIRTUAL_HOST, ()))  # Delta gets the tables' virtual hosts over VHDS
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ async def delta_view(port: int, region: str, initial: dict[str, dict[str, str]] 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         client = DeltaClient(channel, region=region)
         seen: dict[str, dict[str, tuple[str, bytes]]] = {}
-        for type_url, names in WANTED:
+        for type_url, names in DELTA_WANTED:
             await client.request(type_url, names, initial=(initial or {}).get(type_url))
             if initial is not None:
                 await client.silence(0.5)  # it holds exactly what this replica would send
@@ -100,7 +101,7 @@ def test_two_replicas_serve_identical_bytes_and_versions(replicas: tuple[Control
     assert sotw[0] == sotw[1]
     assert all(sotw[0][type_url][1] for type_url, _ in WANTED)  # something was compared
     delta = [asyncio.run(delta_view(plane.xds_port, region)) for plane in replicas]
-    assert delta[0] == delta[1]
+    assert delta[0] == delta[1] and delta[0][urls.VIRTUAL_HOST]
     # A Delta proxy moving from one replica to the other with what it holds gets nothing new.
     held = {type_url: {name: version for name, (version, _) in resources.items()}
             for type_url, resources in delta[0].items()}
