@@ -91,8 +91,9 @@ class DeltaStream(AdsStream):
         by_namespace = type_state.type_url == urls.VIRTUAL_HOST
         wanted: Mapping[str, Resource]
         if by_namespace and type_state.wildcard:  # the virtual hosts of the tables the proxy holds
-            wanted = {name: snap.resources[name] for table in self._tables_held()
-                      for name in snap.namespaces.get(table, ())}
+            tables = self._tables_held()
+            wanted = snap.resources if all(table in tables for table in snap.namespaces) else {
+                name: snap.resources[name] for table in tables for name in snap.namespaces.get(table, ())}
         elif type_state.wildcard:
             wanted = snap.resources
         elif by_namespace:
@@ -145,7 +146,9 @@ class DeltaStream(AdsStream):
         if type_state.type_url == urls.CLUSTER:
             self.refresh_endpoints_of({r.name for r in send if r.name in type_state.held})
         elif type_state.type_url == urls.ROUTE:  # a table new to the proxy gets all its virtual hosts
-            self.state.type(urls.VIRTUAL_HOST).refresh |= {r.name for r in send if r.name not in type_state.held}
+            hosts, new = self.state.type(urls.VIRTUAL_HOST), {r.name for r in send if r.name not in type_state.held}
+            hosts.refresh |= new
+            hosts.reported_absent -= {f"{table}/" for table in new}  # an empty one is named again
         lingering = frozenset(name for name in type_state.held
                               if name not in snap.resources and name not in removed)
         nonce = self.state.next_nonce()
