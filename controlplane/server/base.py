@@ -124,7 +124,9 @@ class AdsStream(ABC):
     def record_ack(self, type_state: TypeState) -> None:
         type_state.awaiting_ack = False
         type_state.acked_version = type_state.sent_version
-        type_state.acked_resources = dict(type_state.sent_resources)
+        # Shared, not copied (thousands of entries per stream with Delta virtual hosts): a stream never
+        # changes its `sent_resources` dict in place, it records a new one with each response.
+        type_state.acked_resources = type_state.sent_resources
         type_state.acked_at = time.time()
         ACKS.labels(short_type(type_state.type_url)).inc()
         log.debug("xds_ack", stream=self.state.stream_id, node=self.state.node_id,

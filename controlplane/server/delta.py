@@ -41,6 +41,11 @@ _LEGACY_WILDCARD = urls.FULL_STATE_TYPES | {urls.VIRTUAL_HOST}
 
 
 class DeltaStream(AdsStream):
+    # The last `_changes` (for which type state, under which snapshot): `due` computes it and `send`, which
+    # follows at once, reuses it; a request or a send clears it. With thousands of resources of a type it
+    # is the main cost of a change for each stream.
+    _last_changes: tuple[TypeState, object, tuple[list[Resource], list[str]]] | None = None
+
     def _tables_held(self) -> Collection[str]:
         return self.state.type(urls.ROUTE).held
 
@@ -50,6 +55,7 @@ class DeltaStream(AdsStream):
         return snap.delta or snap
 
     async def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        self._last_changes = None
         type_state = self.state.type(request.type_url)
         if type_state.sent_nonce and request.response_nonce == type_state.sent_nonce:
             type_state.in_flight.clear()
@@ -76,9 +82,12 @@ class DeltaStream(AdsStream):
         added = frozenset(subscribe) - {"*"} - type_state.names
         type_state.names = (type_state.names | added) - unsubscribe
         for name in unsubscribe:  # the proxy forgets what it unsubscribed from
-            for forgotten in _held_under(type_state, name):
-                type_state.held.pop(forgotten, None)
-                type_state.sent_resources.pop(forgotten, None)
+            forgotten = _held_under(type_state, name)
+            for held in forgotten:
+                type_state.held.pop(held, None)
+            if any(held in type_state.sent_resources for held in forgotten):  # a new dict: acks share the old
+                type_state.sent_resources = {key: resource for key, resource in type_state.sent_resources.items()
+                                             if key not in forgotten}
             type_state.reported_absent.discard(name)
         if not first:
             type_state.refresh |= added  # a newly subscribed name is sent even when the proxy had it
@@ -87,6 +96,14 @@ class DeltaStream(AdsStream):
         """What to send and what to name as removed, make before break applied to removals."""
         if self.snapshot is None:
             return [], []
+        last = self._last_changes
+        if last is not None and last[0] is type_state and last[1] is self.snapshot:
+            return last[2]
+        result = self._compute_changes(type_state)
+        self._last_changes = (type_state, self.snapshot, result)
+        return result
+
+    def _compute_changes(self, type_state: TypeState) -> tuple[list[Resource], list[str]]:
         snap = self._served(type_state.type_url)
         by_namespace = type_state.type_url == urls.VIRTUAL_HOST
         wanted: Mapping[str, Resource]
@@ -102,8 +119,12 @@ class DeltaStream(AdsStream):
         else:
             wanted = {name: snap.resources[name] for name in type_state.names if name in snap.resources}
         held, refresh = type_state.held, type_state.refresh
-        send = [resource for name, resource in sorted(wanted.items())
-                if held.get(name) != resource.hash or name in refresh or (by_namespace and namespace(name) in refresh)]
+        items = wanted.items() if wanted is snap.resources else sorted(wanted.items())  # a snapshot's are in order
+        if refresh:
+            send = [resource for name, resource in items if held.get(name) != resource.hash or name in refresh
+                    or (by_namespace and namespace(name) in refresh)]
+        else:
+            send = [resource for name, resource in items if held.get(name) != resource.hash]
         removed = {name for name in held if name not in wanted}
         if type_state.type_url == urls.CLUSTER and self.routes_behind():
             removed = set()  # CDS: routes may still name a removed cluster
@@ -161,17 +182,18 @@ class DeltaStream(AdsStream):
         # Named once: what the proxy never held (an unknown name, an empty table) or subscribed by name.
         type_state.reported_absent |= {name for name in removed
                                        if name not in type_state.held or name in type_state.names}
+        holding = dict(type_state.sent_resources)  # a new dict: the acked one may be the one sent before
         for name in removed:
             type_state.held.pop(name, None)
-            type_state.sent_resources.pop(name, None)
+            holding.pop(name, None)
         for resource in send:
             type_state.held[resource.name] = resource.hash
-            type_state.sent_resources[resource.name] = resource
+            holding[resource.name] = resource
         type_state.refresh.clear()
+        self._last_changes = None
         version = lingering_version(snap.version, lingering)
         self.record_sent(type_state, version=version, target=snap.version, nonce=nonce,
-                         held=dict(type_state.sent_resources), lingering=lingering,
-                         size=len(response), count=len(send))
+                         held=holding, lingering=lingering, size=len(response), count=len(send))
 
 
 def _held_under(type_state: TypeState, name: str) -> list[str]:
