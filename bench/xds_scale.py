@@ -10,7 +10,8 @@ then one service's endpoint, and the bytes each client receives for each change 
 Twice: every route on the default host `*` (one virtual host), and the routes spread over `--hosts`
 hosts (a virtual host each, so Delta sends the edited route's virtual host alone).
 
-    .venv/bin/python -m bench.xds_scale [--clients 1000] [--routes 100] [--big 10000] [--hosts 10000] [--delta]
+    .venv/bin/python -m bench.xds_scale [--clients 1000] [--routes 100] [--fleet-hosts 0] [--big 10000]
+                                        [--hosts 10000] [--delta]
 """
 
 from __future__ import annotations
@@ -168,16 +169,16 @@ async def close(handles: list[Any]) -> None:
         await channel.close()
 
 
-async def fleet(count: int, routes: int, delta: bool) -> dict[str, float]:
+async def fleet(count: int, routes: int, delta: bool, hosts: int = 0) -> dict[str, float]:
     directory = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    files = write_config(directory, routes, free_port(), free_port())
+    files = write_config(directory, routes, free_port(), free_port(), hosts)
     services = [f"svc-{i}" for i in range(max(10, routes // 50))]
     plane, xds, admin = start_plane(directory)
     try:
         idle = rss_mib(plane.popen.pid)
         one, handles = await with_clients(xds, 1, services, delta)
         await wait_until(one[0].synced, 60, "one client synced")
-        baseline = min([await edit_and_wait(admin, files, routes, one, attempt) for attempt in range(2)])
+        baseline = min([await edit_and_wait(admin, files, routes, one, attempt, hosts) for attempt in range(2)])
         await close(handles)
         started = time.perf_counter()
         clients, handles = await with_clients(xds, count, services, delta)
@@ -185,7 +186,7 @@ async def fleet(count: int, routes: int, delta: bool) -> dict[str, float]:
         synced = time.perf_counter() - started
         await asyncio.sleep(1.0)
         rss = rss_mib(plane.popen.pid)
-        changes = [await edit_and_wait(admin, files, routes, clients, 10 + attempt) for attempt in range(2)]
+        changes = [await edit_and_wait(admin, files, routes, clients, 10 + attempt, hosts) for attempt in range(2)]
         await close(handles)
         return {"idle": idle, "rss": rss, "synced": synced, "baseline": baseline, "change": min(changes),
                 "change_max": max(changes)}
@@ -259,10 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=10000, help="routes for the one-route-change byte count")
     parser.add_argument("--hosts", type=int, default=10000, help="hosts the --big routes are spread over, second run")
     parser.add_argument("--delta", action="store_true", help="the fleet speaks Delta instead of SotW")
+    parser.add_argument("--fleet-hosts", type=int, default=0,
+                        help="hosts the fleet's routes are spread over (0: all on *, one virtual host)")
     args = parser.parse_args(argv)
     kind = "Delta" if args.delta else "SotW"
-    print(f"{args.clients} simulated {kind} ADS clients (this process, one connection each), {args.routes} routes")
-    row = asyncio.run(fleet(args.clients, args.routes, args.delta))
+    spread = f" on {args.fleet_hosts} hosts" if args.fleet_hosts else ""
+    print(f"{args.clients} simulated {kind} ADS clients (this process, one connection each), "
+          f"{args.routes} routes{spread}")
+    row = asyncio.run(fleet(args.clients, args.routes, args.delta, args.fleet_hosts))
     per_client = (row["rss"] - row["idle"]) * 1024 / args.clients
     print(f"  all synced after         {row['synced']:.2f} s")
     print(f"  control plane RSS        {row['idle']:.0f} MiB idle -> {row['rss']:.0f} MiB with clients "
