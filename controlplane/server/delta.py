@@ -47,7 +47,8 @@ class DeltaStream(AdsStream):
     _last_changes: tuple[TypeState, object, tuple[list[Resource], list[str]]] | None = None
 
     def _tables_held(self) -> Collection[str]:
-        return self.state.type(urls.ROUTE).held
+        routes = self.state.types.get(urls.ROUTE)
+        return routes.held if routes is not None else {}
 
     def _served(self, type_url: str) -> TypeSnapshot:
         """The type as Delta streams get it: route tables as VHDS shells, the rest as they are."""
@@ -144,7 +145,8 @@ class DeltaStream(AdsStream):
     def due(self, type_state: TypeState) -> bool:
         if self.snapshot is None:
             return False
-        if type_state.type_url == urls.VIRTUAL_HOST and self.state.type(urls.ROUTE).awaiting_ack:
+        routes = self.state.types.get(urls.ROUTE)
+        if type_state.type_url == urls.VIRTUAL_HOST and routes is not None and routes.awaiting_ack:
             # Envoy starts watching a table's virtual hosts once it took the table, and drops the ones
             # that come before: they wait for the tables' ACK.
             return False
@@ -166,8 +168,9 @@ class DeltaStream(AdsStream):
         send, removed = self._changes(type_state)
         if type_state.type_url == urls.CLUSTER:
             self.refresh_endpoints_of({r.name for r in send if r.name in type_state.held})
-        elif type_state.type_url == urls.ROUTE:  # a table new to the proxy gets all its virtual hosts
-            hosts, new = self.state.type(urls.VIRTUAL_HOST), {r.name for r in send if r.name not in type_state.held}
+        elif type_state.type_url == urls.ROUTE and (hosts := self.state.types.get(urls.VIRTUAL_HOST)) is not None:
+            # A table new to the proxy gets all its virtual hosts (before VHDS is subscribed, all go anyway).
+            new = {r.name for r in send if r.name not in type_state.held}
             hosts.refresh |= new
             hosts.reported_absent -= {f"{table}/" for table in new}  # an empty one is named again
         lingering = frozenset(name for name in type_state.held

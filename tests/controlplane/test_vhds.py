@@ -74,6 +74,8 @@ async def test_delta_gets_a_shell_then_every_virtual_host_of_the_table(plane: Pl
     shell = route_pb2.RouteConfiguration.FromString(rds.resources[0].resource.value)
     assert names(rds) == ["public"] and not shell.virtual_hosts and shell.vhds.config_source.HasField("ads")
     await client.ack(rds)
+    await client.silence(0.1)
+    assert "VirtualHost" not in plane.board.render()["nodes"][0]["types"]  # nothing shown before it is asked
     # Envoy 1.40 asks with no names; a name is taken as the table's (a namespace) or a virtual host's.
     await client.request(urls.VIRTUAL_HOST, subscribe)
     vhds = await client.response()
