@@ -2,10 +2,11 @@
 
 Over RDS the smallest unit of routes is a listener's whole RouteConfiguration, so an edit of one
 route re-sends every route of the listener. A Delta stream gets each table as a shell instead: the
-same RouteConfiguration with no virtual hosts and `vhds` pointing at ADS. Envoy then subscribes to
-VirtualHost resources with the table's name as a namespace (`subscription_->start({name})` with
-namespace matching in Envoy's source/common/router/vhds.cc): the server sends every virtual host
-named `<table>/<virtual host>`, and after an edit only the virtual hosts that changed. Envoy keeps
+same RouteConfiguration with no virtual hosts and `vhds` pointing at ADS. Envoy then watches
+VirtualHost resources by namespace, the table's name (namespace matching in Envoy's
+source/common/router/vhds.cc; Envoy 1.40 sends that subscription with no names, and sorts what
+arrives into its tables itself): the server sends every virtual host named `<table>/<virtual host>`
+(controlplane.server.delta says when), and after an edit only the virtual hosts that changed. Envoy keeps
 VHDS virtual hosts by their `name` and drops them by the resource names in `removed_resources`, so
 the resource name and `VirtualHost.name` are the same string.
 
