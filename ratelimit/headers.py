@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 
-from ratelimit.limiter import Code, Decision, DescriptorStatus
+from ratelimit.limiter import Code, Decision
 from ratelimit.rules import TOKEN_BUCKET, Limit, Rule
+from ratelimit.store import Outcome
 
 
 def policy_name(limit: Limit, rule: Rule | None, override: bool) -> str:
@@ -40,56 +41,19 @@ def _quota(limit: Limit) -> int:
     return limit.capacity if limit.algorithm == TOKEN_BUCKET else limit.requests_per_unit
 
 
-# (id(rule), id(limit)) -> (rule, limit, quoted name, policy item). Rules and limits live as long as
-# their config; keeping them in the entry makes a reused id harmless. Overrides are not cached.
-_POLICIES: dict[tuple[int, int], tuple[Rule | None, Limit, str, str]] = {}
-
-
-def _policy(limit: Limit, rule: Rule | None, override: bool) -> tuple[str, str]:
-    key = (id(rule), id(limit))
-    entry = _POLICIES.get(key)
-    if entry is not None and entry[0] is rule and entry[1] is limit:
-        return entry[2], entry[3]
+def policy_item(limit: Limit, rule: Rule | None, override: bool) -> tuple[str, str]:
+    """The policy's quoted name and its RateLimit-Policy item (`"name";q=100;w=60`)."""
     quoted = _sf_string(policy_name(limit, rule, override))
-    item = f"{quoted};q={_quota(limit)};w={limit.window_seconds}"
-    if not override:
-        if len(_POLICIES) > 10_000:
-            _POLICIES.clear()
-        _POLICIES[key] = (rule, limit, quoted, item)
-    return quoted, item
+    return quoted, f"{quoted};q={_quota(limit)};w={limit.window_seconds}"
 
 
-def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
-    policies: list[str] = []
-    current: list[str] = []
-    seen: set[str] = set()
-    for status in decision.statuses:
-        if not status.limits or status.fallback in ("allow", "deny"):
-            continue
-        override = _is_override(status)
-        rule = status.rule
-        for limit_status in status.limits:
-            quoted, item = _policy(limit_status.limit, rule, override)
-            if quoted in seen:
-                continue
-            seen.add(quoted)
-            outcome = limit_status.outcome
-            policies.append(item)
-            remaining, reset = outcome.remaining, math.ceil(outcome.reset_after)
-            current.append(f"{quoted};r={remaining if remaining > 0 else 0};t={reset if reset > 0 else 0}")
-    headers: list[tuple[str, str]] = []
-    if policies:
-        headers.append(("RateLimit-Policy", ", ".join(policies)))
-        headers.append(("RateLimit", ", ".join(current)))
-    if decision.code is Code.OVER_LIMIT:
-        wait = max((s.duration_until_reset for s in decision.statuses if s.code is Code.OVER_LIMIT), default=0.0)
-        headers.append(("Retry-After", str(max(1, math.ceil(wait)))))
-    return headers
+def current_item(quoted: str, outcome: Outcome) -> str:
+    """The policy's RateLimit item: what remains and the seconds until the reset, rounded up."""
+    remaining, reset = outcome.remaining, math.ceil(outcome.reset_after)
+    return f"{quoted};r={remaining if remaining > 0 else 0};t={reset if reset > 0 else 0}"
 
 
-def _is_override(status: DescriptorStatus) -> bool:
-    # A request's override is counted under a limit part starting with `o.` (see store.storage_key).
-    if not status.limits:
-        return False
-    key = status.limits[0].key
-    return key.startswith("o.", key.rfind("|") + 1)
+def retry_after(decision: Decision) -> str:
+    """Delay-seconds until the over-limit descriptor that blocks longest resets, at least 1."""
+    wait = max((s.duration_until_reset for s in decision.statuses if s.code is Code.OVER_LIMIT), default=0.0)
+    return str(max(1, math.ceil(wait)))

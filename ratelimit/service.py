@@ -24,10 +24,10 @@ from google.protobuf.message import DecodeError
 from pavilion.errors import BackendUnavailable
 from pavilion.grpc_server import add_method_handlers
 from pavilion.log import get_logger
-from ratelimit.headers import rate_limit_headers
-from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter, RequestPlan
+from ratelimit.answer import PlanAnswer, plan_answer, to_response
+from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter
 from ratelimit.metrics import BACKEND_ERRORS, RuleMetrics
-from ratelimit.rules import Limit, Rule
+from ratelimit.rules import Limit
 
 log = get_logger(__name__)
 
@@ -43,7 +43,6 @@ REQUEST_PLANS = 10_000
 REQUEST_PLAN_MAX_BYTES = 2048
 # envoy.type.v3.RateLimitUnit (the override's) and RateLimitResponse.RateLimit.Unit, by our unit names.
 _OVERRIDE_UNITS = {1: "second", 2: "minute", 3: "hour", 4: "day", 5: "month", 6: "year"}
-_RESPONSE_UNITS = {"second": 1, "minute": 2, "hour": 3, "day": 4, "month": 5, "year": 6, "week": 7}
 
 
 class BadRequest(ValueError):
@@ -71,58 +70,6 @@ def to_descriptors(request: rls_pb2.RateLimitRequest) -> list[Descriptor]:
     return descriptors
 
 
-def _current_limit(limit: Limit, rule: Rule | None) -> rls_pb2.RateLimitResponse.RateLimit:
-    proto = _RESPONSE.RateLimit(requests_per_unit=limit.requests_per_unit, unit=_RESPONSE_UNITS[limit.unit])
-    name = limit.name or (rule.name if rule else None)
-    if limit.unit_multiplier != 1:
-        # The proto has no multiplier; say it in the name rather than report a wrong window.
-        name = f"{name or 'limit'} ({limit.requests_per_unit} per {limit.window_seconds}s)"
-    if name:
-        proto.name = name
-    return proto
-
-
-# (id(limit), id(rule), code) -> (limit, rule, a DescriptorStatus message with its current_limit set):
-# appending a copy of it and setting the two per-request fields is ~3 times cheaper than building the status.
-# The entry keeps the limit and rule, so a reused id is harmless.
-_TEMPLATES: dict[tuple[int, int, int], tuple[Limit, Rule | None, rls_pb2.RateLimitResponse.DescriptorStatus]] = {}
-
-
-def _template(code: int, limit: Limit, rule: Rule | None) -> rls_pb2.RateLimitResponse.DescriptorStatus:
-    entry = _TEMPLATES.get((id(limit), id(rule), code))
-    if entry is not None and entry[0] is limit and entry[1] is rule:
-        return entry[2]
-    template = _RESPONSE.DescriptorStatus(code=code, current_limit=_current_limit(limit, rule))
-    if len(_TEMPLATES) > 10_000:
-        _TEMPLATES.clear()
-    _TEMPLATES[(id(limit), id(rule), code)] = (limit, rule, template)
-    return template
-
-
-def to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
-    response = _RESPONSE(overall_code=int(decision.code))
-    statuses = response.statuses
-    for status in decision.statuses:
-        limit = status.current_limit
-        if limit is None:
-            statuses.add(code=int(status.code), limit_remaining=status.limit_remaining)
-            continue
-        statuses.append(_template(int(status.code), limit, status.rule))
-        item = statuses[-1]
-        if status.limit_remaining:
-            item.limit_remaining = status.limit_remaining
-        micros = max(0, round(status.duration_until_reset * 1_000_000))
-        reset = item.duration_until_reset
-        reset.seconds = micros // 1_000_000
-        reset.nanos = micros % 1_000_000 * 1000
-    headers = rate_limit_headers(decision)
-    if headers:
-        add = response.response_headers_to_add.add
-        for key, value in headers:
-            add(key=key, value=value)
-    return response
-
-
 def _cause(decision: Decision) -> str:
     if decision.backend_error is None:
         return "limits"
@@ -134,22 +81,21 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
     def __init__(self, limiter: Limiter, metrics: RuleMetrics | None = None) -> None:
         self.limiter = limiter
         self.metrics = metrics or RuleMetrics()
-        self._labels: dict[int, tuple[Rule, str]] = {}
         self._last_error_log = 0.0
-        self._plans: dict[bytes, RequestPlan] = {}  # by request bytes, oldest first
+        self._plans: dict[bytes, PlanAnswer] = {}  # by request bytes, oldest first
 
     async def ShouldRateLimit(self, request: bytes | rls_pb2.RateLimitRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> rls_pb2.RateLimitResponse:
         started = time.perf_counter()
         domain = ""
         try:
-            plan = self._plans.get(request) if isinstance(request, bytes) else None
-            if plan is None or plan.config is not self.limiter.config:
-                plan = self._plan(request)
-            domain = plan.domain
-            decision = await self.limiter.decide(plan)
-            response = to_response(decision)
-            self._record(domain, decision)
+            answer = self._plans.get(request) if isinstance(request, bytes) else None
+            if answer is None or answer.plan.config is not self.limiter.config:
+                answer = self._plan(request)
+            domain = answer.plan.domain
+            decision = await self.limiter.decide(answer.plan)
+            response = to_response(decision, answer)
+            self._record(domain, decision, answer)
             if decision.backend_error is not None:
                 self._backend_error(decision.backend_error)
                 cause = _cause(decision)
@@ -166,8 +112,9 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         self.metrics.observe_latency(time.perf_counter() - started)
         return response
 
-    def _plan(self, request: bytes | rls_pb2.RateLimitRequest) -> RequestPlan:
-        """Parse and plan a request seen for the first time (or since the last config swap), and keep it."""
+    def _plan(self, request: bytes | rls_pb2.RateLimitRequest) -> PlanAnswer:
+        """Parse and plan a request seen for the first time (or since the last config swap), and keep it
+        with what its answers share."""
         if isinstance(request, bytes):
             try:
                 message = _REQUEST.FromString(request)
@@ -175,24 +122,25 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
                 raise BadRequest("malformed_request", f"not a RateLimitRequest: {exc}") from exc
         else:
             message = request
-        plan = self.limiter.plan(message.domain, to_descriptors(message), message.hits_addend or 1)
+        answer = plan_answer(self.limiter.plan(message.domain, to_descriptors(message), message.hits_addend or 1))
         if isinstance(request, bytes) and len(request) <= REQUEST_PLAN_MAX_BYTES:
             plans = self._plans
             if len(plans) >= REQUEST_PLANS:
                 del plans[next(iter(plans))]
-            plans[request] = plan
-        return plan
+            plans[request] = answer
+        return answer
 
-    def _record(self, domain: str, decision: Decision) -> None:
+    def _record(self, domain: str, decision: Decision, answer: PlanAnswer) -> None:
         record = self.metrics.record
-        for status in decision.statuses:
+        for status, views in zip(decision.statuses, answer.views, strict=True):
             rule = status.rule
-            if rule is None or not status.limits or status.fallback in ("allow", "deny"):
+            if rule is None or not views or status.fallback in ("allow", "deny"):
                 continue
-            label = (_detailed_label(status) if rule.detailed_metric else None) or self._label(rule)
-            for limit_status in status.limits:
-                over = not limit_status.outcome.allowed
-                record(domain, label, hits=status.hits, over=over, near=not over and limit_status.near,
+            label = (_detailed_label(status) if rule.detailed_metric else None) or views[0].label
+            for limit_status, view in zip(status.limits, views, strict=True):
+                outcome = limit_status.outcome
+                over = not outcome.allowed
+                record(domain, label, hits=status.hits, over=over, near=not over and outcome.used > view.near_above,
                        shadow=over and (status.shadowed or decision.global_shadowed))
 
     def _backend_error(self, error: BackendUnavailable) -> None:
@@ -204,17 +152,6 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         if now - self._last_error_log >= 1.0:
             self._last_error_log = now
             log.warning("ratelimit_backend_unavailable", kind=kind, detail=str(error))
-
-    def _label(self, rule: Rule) -> str:
-        """The rule's metric label (its name, else its key path), cached: stats_key builds a string."""
-        entry = self._labels.get(id(rule))
-        if entry is not None and entry[0] is rule:
-            return entry[1]
-        label = rule.name or rule.stats_key
-        if len(self._labels) > 10_000:
-            self._labels.clear()
-        self._labels[id(rule)] = (rule, label)
-        return label
 
 
 def _detailed_label(status: DescriptorStatus) -> str | None:
