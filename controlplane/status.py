@@ -1,7 +1,8 @@
 """What the control plane reports about itself: /status JSON and its Prometheus metrics.
 
 /status answers the operator's questions after an edit: which version is served, was my last change
-rejected and why, and has every connected Envoy acked the version its group is served.
+rejected and why, and does every connected Envoy hold everything its group is served: each type with
+resources for its protocol subscribed, and every type it subscribed acked at the version served now.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from controlplane.cache import Group, SnapshotCache
+from controlplane.cache import SnapshotCache
 from controlplane.server.stream import StreamState, iso_time
 from pavilion.config_status import set_config_info
 from pavilion.metrics import NAMESPACE, Counter, Gauge, Histogram
@@ -100,7 +101,7 @@ class StatusBoard:
                 "resources": {short_type(url): len(snap.resources) for url, snap in snapshot.types.items()},
                 "types": {short_type(url): version for url, version in snapshot.versions().items()},
             }
-        nodes = [stream.status(self.group_versions(stream.group) if stream.group else {})
+        nodes = [stream.status(self.cache.current(stream.group) if stream.group else None)
                  for stream in sorted(self.streams.values(), key=lambda s: s.stream_id)]
         return {
             "control_plane": self.identifier,
@@ -116,10 +117,6 @@ class StatusBoard:
             "nodes": nodes,
             "synced": all(node["synced"] for node in nodes),
         }
-
-    def group_versions(self, group: Group) -> dict[str, str]:
-        snapshot = self.cache.current(group)
-        return snapshot.versions() if snapshot is not None else {}
 
     async def handle_status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.render(), dumps=json_dumps)

@@ -8,10 +8,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane import resources as urls
 from controlplane.cache import Group
-from controlplane.snapshot import Resource
+from controlplane.snapshot import Resource, Snapshot
 
 _stream_ids = itertools.count(1)
+
+# Served to Delta streams only: a SotW stream gets the virtual hosts inside whole route tables (VHDS).
+_DELTA_ONLY = frozenset({urls.VIRTUAL_HOST})
 
 
 @dataclass
@@ -108,12 +112,31 @@ class StreamState:
     def next_nonce(self) -> str:
         return f"{self.stream_id}-{next(self._nonces)}"
 
-    def synced(self, serving: dict[str, str]) -> bool:
-        """Every subscribed type acked the version its group is served now (`serving`: type URL -> version)."""
-        return all(state.acked_version == serving[url]
-                   for url, state in self.types.items() if state.subscribed and url in serving)
+    def pending(self, snapshot: Snapshot) -> list[str]:
+        """The type URLs of `snapshot` (its group's, served now) this stream does not hold yet, in push order.
 
-    def status(self, serving: dict[str, str]) -> dict[str, Any]:
+        Envoy subscribes one type after another (endpoints after clusters, route tables after listeners,
+        virtual hosts after route tables), so what it subscribed so far says nothing about the rest: a type
+        with resources for this stream's protocol is pending until subscribed and acked at its version, and
+        a subscribed type, even an empty one, until acked at its version. A Delta stream acks a type's
+        version too (`system_version_info`, the route tables' the same as in SotW), whatever part of it
+        the proxy asked for."""
+        behind = []
+        for type_url, served in snapshot.types.items():
+            state = self.types.get(type_url)
+            if state is not None and state.subscribed:
+                if state.acked_version != served.version:
+                    behind.append(type_url)
+            elif served.resources and (type_url not in _DELTA_ONLY or self.kind == "delta"):
+                behind.append(type_url)
+        return behind
+
+    def synced(self, snapshot: Snapshot | None) -> bool:
+        """The proxy holds everything its group is served now (`snapshot`; None: nothing is, so not synced)."""
+        return snapshot is not None and not self.pending(snapshot)
+
+    def status(self, snapshot: Snapshot | None) -> dict[str, Any]:
+        pending = self.pending(snapshot) if snapshot is not None else []
         return {
             "stream": self.stream_id,
             "kind": self.kind,
@@ -124,7 +147,8 @@ class StreamState:
             "peer": self.peer,
             "connected_at": iso_time(self.connected_at),
             "last_seen": iso_time(self.last_seen),
-            "synced": self.synced(serving),
+            "synced": snapshot is not None and not pending,
+            "pending": [url.rsplit(".", 1)[-1] for url in pending],
             "types": {url.rsplit(".", 1)[-1]: state.status() for url, state in sorted(self.types.items())},
         }
 
