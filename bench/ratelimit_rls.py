@@ -1,7 +1,7 @@
 """ShouldRateLimit throughput and latency: `pavilion ratelimit` on Redis against a do-nothing server.
 
 Run: .venv/bin/python -m bench.ratelimit_rls [--seconds 1.5] [--rounds 3] [--clients 2] [--concurrency 32]
-     [--loop asyncio|uvloop] [--limit 1] [--before DIR]
+     [--loop asyncio|uvloop] [--limit 1] [--before DIR] [--redis-unix]
 
 For 1 and 10 descriptors per request, and for one process and `--workers 2`, it measures requests
 per second and p50/p99 latency (seen by the client) of:
@@ -14,6 +14,8 @@ per second and p50/p99 latency (seen by the client) of:
   request: the gap between it and the do-nothing server is the round trip's cost in the server,
   the gap between it and Pavilion is Pavilion's own logic;
 - `pavilion ratelimit --redis ...`, every descriptor matching a rule counted in Redis (one EVALSHA).
+With `--redis-unix` the round-trip server and Pavilion reach Redis over its Unix socket (`--redis
+unix:///PATH`, a Redis on the same host) instead of TCP over loopback.
 With `--workers 2` each baseline runs its two processes as Pavilion does (pavilion.workers: one
 parent, spawned children, so one session): Linux shares CPU between sessions (autogroups), and the
 same servers started as two sessions cost about 20 % less CPU a request than as one.
@@ -105,20 +107,22 @@ class RoundTripService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         return response
 
 
-def _baseline_worker(_index: int, null_port: int, round_trip_port: int, redis_port: int, loop: str) -> int:
+def _baseline_worker(_index: int, null_port: int, round_trip_port: int, redis_port: int, loop: str,
+                     redis_socket: str = "") -> int:
     """One process of a baseline server: the do-nothing one on `null_port`, else the round trip one."""
     if loop == "uvloop":
         install_event_loop_policy()
-    asyncio.run(_serve_null(null_port) if null_port else _serve_round_trip(round_trip_port, redis_port))
+    asyncio.run(_serve_null(null_port) if null_port else _serve_round_trip(round_trip_port, redis_port, redis_socket))
     return 0
 
 
-async def _serve_round_trip(port: int, redis_port: int) -> None:
+async def _serve_round_trip(port: int, redis_port: int, redis_socket: str = "") -> None:
     from pavilion.grpc_server import GrpcServer
     from ratelimit.redis_store import SCRIPT
     from ratelimit.resp import RespConnection
 
-    connection = await RespConnection.open("127.0.0.1", redis_port, timeout=1.0, connect_timeout=2.0)
+    connection = await RespConnection.open("127.0.0.1", redis_port, timeout=1.0, connect_timeout=2.0,
+                                           path=redis_socket or None)
     await connection.call("SCRIPT", "LOAD", SCRIPT)
 
     def add(server: grpc.aio.Server) -> None:
@@ -264,7 +268,8 @@ _PAVILION_FROM = "import sys; sys.path.insert(0, {tree!r}); from pavilion.cli im
 
 
 def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: Path, redis_port: int,
-                   timeout_ms: float, loop: str = "asyncio", before: Path | None = None) -> list[Any]:
+                   timeout_ms: float, loop: str = "asyncio", before: Path | None = None,
+                   redis_socket: str = "") -> list[Any]:
     from tests.procs import PAVILION, Proc
 
     # The baselines' workers run as `pavilion ratelimit --workers N` runs its own (pavilion.workers: one
@@ -276,7 +281,8 @@ def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: 
                       "--workers", str(workers)], name=f"null-{port}")]
     if kind == "round-trip":
         return [Proc([sys.executable, "-m", "bench.ratelimit_rls", "--round-trip-server", str(port), "--loop", loop,
-                      "--redis-port", str(redis_port), "--workers", str(workers)], name=f"round-trip-{port}")]
+                      "--redis-port", str(redis_port), "--redis-socket", redis_socket, "--workers", str(workers)],
+                     name=f"round-trip-{port}")]
     if kind == "before" and before is not None:
         pavilion = [sys.executable, "-c", _PAVILION_FROM.format(tree=str(before.resolve()))]
     elif loop == "uvloop":
@@ -285,7 +291,8 @@ def _start_servers(kind: str, workers: int, port: int, admin_port: int, config: 
         pavilion = [PAVILION]
     return [Proc([*pavilion, "--log-level", "warning", "ratelimit", "--config", str(config), "--port", str(port),
                   "--workers", str(workers), "--admin-port", str(admin_port),
-                  "--redis", f"redis://127.0.0.1:{redis_port}", "--redis-timeout-ms", str(timeout_ms)],
+                  "--redis", f"unix://{redis_socket}" if redis_socket else f"redis://127.0.0.1:{redis_port}",
+                  "--redis-timeout-ms", str(timeout_ms)],
                  name=f"{kind}-ratelimit-{port}")]
 
 
@@ -312,13 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, default=None,
                         help="also measure the `pavilion ratelimit` of another checkout (for example "
                              "`git archive COMMIT | tar -x -C DIR`) in the same alternation: a before/after comparison")
+    parser.add_argument("--redis-unix", action="store_true",
+                        help="the round-trip server and Pavilion reach Redis over its Unix socket "
+                             "(a Redis on this host)")
     parser.add_argument("--null-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--round-trip-server", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--redis-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-socket", default="", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.null_server or args.round_trip_server:
-        server_args = (args.null_server, args.round_trip_server, args.redis_port, args.loop)
+        server_args = (args.null_server, args.round_trip_server, args.redis_port, args.loop, args.redis_socket)
         if args.workers > 1:
             return run_workers(args.workers, _baseline_worker, args=server_args)
         return _baseline_worker(0, *server_args)
@@ -330,11 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ratelimit-"))
     config = workdir / "ratelimit.yaml"
     config.write_text(bench_config(args.limit))
-    redis, redis_port = start_redis()
+    redis_socket = str(workdir / "redis.sock") if args.redis_unix else ""
+    unix = ["--unixsocket", redis_socket, "--unixsocketperm", "700"] if redis_socket else []
+    redis, redis_port = start_redis(extra=unix)
     results: dict[tuple[str, int, int], dict[str, float]] = {}
     worker_counts = (1,) if args.loop == "uvloop" else (1, 2)
     kinds = (*KINDS, "before") if args.before is not None else KINDS
-    print(f"event loop: {args.loop}; "
+    print(f"event loop: {args.loop}; Redis over {'its Unix socket' if redis_socket else 'TCP (loopback)'}; "
           f"throughput: {args.clients} load processes x {args.concurrency} in flight, {args.rounds} alternating "
           f"rounds of {args.seconds:g} s, median; latency: 1 load process x {args.latency_concurrency} in flight",
           flush=True)
@@ -343,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ports = {kind: (free_port(), free_port()) for kind in kinds}
             procs = [proc for kind, (port, admin) in ports.items()
                      for proc in _start_servers(kind, workers, port, admin, config, redis_port, args.redis_timeout_ms,
-                                                args.loop, args.before)]
+                                                args.loop, args.before, redis_socket)]
             pids = {kind: [proc.popen.pid for proc in procs if proc.name.startswith(f"{kind}-")] for kind in kinds}
             try:
                 for port, _admin in ports.values():

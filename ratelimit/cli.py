@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 8081; env PAVILION_PORT)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     backend = serve.add_mutually_exclusive_group()
-    backend.add_argument("--redis", default=None, metavar="URL", help="redis://HOST:PORT shared by every replica")
+    backend.add_argument("--redis", default=None, metavar="URL",
+                         help="redis://HOST:PORT shared by every replica, or unix:///PATH for a Redis on this host")
     backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...", help="Redis Cluster seed nodes")
     serve.add_argument("--redis-timeout-ms", type=float, default=None,
                        help="per request, from send to reply (default 10, below Envoy's 20 ms filter timeout); "

@@ -132,9 +132,9 @@ def parse_outcomes(reply: Reply, count: int) -> list[Outcome]:
 class _Node:
     """One Redis server: a lazily (re)opened pipelined connection with the script loaded."""
 
-    def __init__(self, host: str, port: int, timeout: float, connect_timeout: float) -> None:
-        self.host, self.port = host, port
-        self.address = f"{host}:{port}"
+    def __init__(self, host: str, port: int, timeout: float, connect_timeout: float, path: str | None = None) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.address = path or f"{host}:{port}"
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         # Commands waiting this long with nothing read mean a hung peer: reconnect.
@@ -178,7 +178,7 @@ class _Node:
         # The script loads under the connect timeout; only then does the connection get the request
         # timeout and become visible to requests, so no request ever queues behind the load.
         conn = await RespConnection.open(self.host, self.port, timeout=self._connect_timeout,
-                                         connect_timeout=self._connect_timeout)
+                                         connect_timeout=self._connect_timeout, path=self.path)
         try:
             reply = await conn.call("SCRIPT", "LOAD", SCRIPT)
         except RedisError:
@@ -233,17 +233,21 @@ def _translate(node: str, exc: BaseException) -> BackendUnavailable:
 
 
 class RedisStore:
-    """A CounterStore on one Redis server."""
+    """A CounterStore on one Redis server, over TCP or (`path`) a Unix socket."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 0.05, connect_timeout: float = 1.0) -> None:
-        self._node = _Node(host, port, timeout, connect_timeout)
+    def __init__(self, host: str, port: int, *, timeout: float = 0.05, connect_timeout: float = 1.0,
+                 path: str | None = None) -> None:
+        self._node = _Node(host, port, timeout, connect_timeout, path)
         self._commands = CommandMemo()
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.05) -> RedisStore:
+        """`redis://HOST[:PORT]`, or `unix:///PATH` for a Redis on this host (a sidecar's socket, say)."""
         parts = urlsplit(url if "://" in url else f"redis://{url}")
+        if parts.scheme == "unix" and parts.path and not parts.netloc:
+            return cls("", 0, timeout=timeout, path=parts.path)
         if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError(f"--redis {url!r}: expected redis://HOST:PORT")
+            raise ValueError(f"--redis {url!r}: expected redis://HOST:PORT or unix:///PATH")
         return cls(parts.hostname, parts.port or 6379, timeout=timeout)
 
     async def start(self) -> None:

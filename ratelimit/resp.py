@@ -146,14 +146,19 @@ class RespConnection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, *, timeout: float,  # noqa: ASYNC109 (per-command, not this call's)
-                   connect_timeout: float) -> RespConnection:
+                   connect_timeout: float, path: str | None = None) -> RespConnection:
+        """Connect over TCP to `host:port`, or to the Unix socket at `path` when given (a Redis on the
+        same host: the kernel's work per round trip is a fraction of TCP's over loopback)."""
         loop = asyncio.get_running_loop()
+        address = path or f"{host}:{port}"
         try:
             async with asyncio.timeout(connect_timeout):
-                _transport, protocol = await loop.create_connection(
-                    lambda: cls(f"{host}:{port}", timeout), host, port)
+                if path:
+                    _transport, protocol = await loop.create_unix_connection(lambda: cls(address, timeout), path)
+                else:
+                    _transport, protocol = await loop.create_connection(lambda: cls(address, timeout), host, port)
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from exc
+            raise RedisConnectionError(f"cannot connect to {address}: {exc or type(exc).__name__}") from exc
         return protocol
 
     @property

@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +235,31 @@ def test_the_store_runs_on_uvloop(redis_port: int) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         first, second = runner.run(main())
     assert first.allowed and not second.allowed
+
+
+async def test_a_redis_on_this_host_over_its_unix_socket(tmp_path: Path) -> None:
+    socket = tmp_path / "redis.sock"
+    proc, port = start_redis(extra=["--unixsocket", str(socket), "--unixsocketperm", "700"])
+    store = RedisStore.from_url(f"unix://{socket}", timeout=1.0)
+    probe = await RespConnection.open("127.0.0.1", port, timeout=2.0, connect_timeout=2.0)
+    try:
+        checks = [Check("unix|k=v|0.fixed_window.3600", "fixed_window", 2, 3600)]
+        assert [o.allowed for o in await store.apply(checks)] == [True]
+        assert [(o.allowed, o.remaining) for o in await store.apply(checks)] == [(True, 0)]
+        assert [o.allowed for o in await store.apply(checks)] == [False]
+        # The counter is the one TCP clients see: the same Redis, reached another way.
+        assert await probe.call("KEYS", "rl:{unix|*") != []
+    finally:
+        await store.close()
+        probe.close()
+        proc.stop()
+    gone = RedisStore.from_url(f"unix://{socket}", timeout=0.2)
+    with pytest.raises(BackendUnavailable, match=str(socket)):
+        await gone.apply(checks)
+    await gone.close()
+
+
+@pytest.mark.parametrize("url", ["unix://host/path", "http://127.0.0.1:6379", "redis://"])
+def test_a_redis_url_that_is_neither_tcp_nor_a_socket_path_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="redis://HOST:PORT or unix:///PATH"):
+        RedisStore.from_url(url)
