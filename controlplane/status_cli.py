@@ -12,7 +12,8 @@ import urllib.request
 from typing import Any
 
 TIMEOUT = 10.0
-_TYPES = (("Cluster", "CDS"), ("ClusterLoadAssignment", "EDS"), ("Listener", "LDS"), ("RouteConfiguration", "RDS"))
+_TYPES = (("Cluster", "CDS"), ("ClusterLoadAssignment", "EDS"), ("Listener", "LDS"), ("RouteConfiguration", "RDS"),
+          ("VirtualHost", "VHDS"))  # VHDS: Delta proxies only
 
 
 def _get(admin: str, path: str) -> dict[str, Any]:
@@ -62,8 +63,11 @@ def render(status: dict[str, Any], routes: dict[str, Any]) -> str:
     rows = [["PROXY", "XDS", "REGION", "ROLE", "SYNCED", "LAST SPOKE", *(short for _, short in _TYPES)]]
     for node in status["nodes"]:
         acked = [(node["types"].get(kind, {}).get("acked_version") or "-") for kind, _ in _TYPES]
+        # "no (waits for Listener, RouteConfiguration)": a proxy mid-handshake says what it lacks.
+        pending = node.get("pending") or []
+        synced = _yes(node["synced"]) + (f" (waits for {', '.join(pending)})" if pending else "")
         rows.append([node["node_id"], node["kind"], node["region"] or "-", node["role"] or "-",
-                     _yes(node["synced"]), node["last_seen"], *acked])
+                     synced, node["last_seen"], *acked])
         for kind, short in _TYPES:
             nack = node["types"].get(kind, {}).get("last_nack")
             if nack:
