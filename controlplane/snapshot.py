@@ -13,6 +13,7 @@ costs a concatenation, not a serialization per Envoy.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -97,6 +98,60 @@ class TypeSnapshot:
 
     def hashes(self) -> dict[str, str]:
         return {name: resource.hash for name, resource in self.resources.items()}
+
+    @cached_property
+    def hash_view(self) -> Mapping[str, str]:
+        """Name -> hash, read-only: what a Delta proxy holding exactly this type holds, shared by every
+        stream in step with it."""
+        return MappingProxyType(self.hashes())
+
+    @cached_property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.resources)
+
+    @cached_property
+    def _diffs(self) -> dict[int, tuple[weakref.ref[TypeSnapshot], TypeDiff]]:
+        return {}
+
+    def diff_from(self, older: TypeSnapshot) -> TypeDiff:
+        """What a proxy holding exactly `older`'s resources needs to hold this one's: computed once per pair
+        and shared by every stream in that state (the older one is referenced weakly: a chain of
+        snapshots does not keep every earlier one alive)."""
+        if older is self:
+            return _NO_DIFF
+        known = self._diffs.get(id(older))
+        if known is not None and known[0]() is older:
+            return known[1]
+        before = older.resources
+        send = tuple(resource for name, resource in self.resources.items()
+                     if (held := before.get(name)) is None or held.hash != resource.hash)
+        gone = tuple(name for name in before if name not in self.resources)  # in order, as `older`'s are
+        diff = TypeDiff(send, gone)
+        if len(self._diffs) >= _DIFFS_KEPT:
+            self._diffs.pop(next(iter(self._diffs)))
+        self._diffs[id(older)] = (weakref.ref(older), diff)
+        return diff
+
+
+@dataclass(frozen=True)
+class TypeDiff:
+    """From one TypeSnapshot to another: the resources new or changed (in name order), and the names gone."""
+
+    send: tuple[Resource, ...]
+    gone: tuple[str, ...]
+
+    @cached_property
+    def delta_fields(self) -> bytes:
+        """Every sent resource's Delta field: the body of the response, shared by the streams in step."""
+        return b"".join(resource.delta_field for resource in self.send)
+
+
+_NO_DIFF = TypeDiff((), ())
+_DIFFS_KEPT = 8  # streams in step hold one of a few recent snapshots; more means they are not in step
+
+
+# What a proxy holds of a type before its first response: a Delta stream starts in step with it.
+EMPTY = TypeSnapshot(type_url="", resources=MappingProxyType({}), version="", response_fields=b"")
 
 
 @dataclass(frozen=True)

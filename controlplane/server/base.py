@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -150,9 +150,11 @@ class AdsStream(ABC):
             self.server.on_nack(self.state, type_state)
 
     def record_sent(self, type_state: TypeState, *, version: str, target: str, nonce: str,
-                    held: dict[str, Resource], lingering: frozenset[str], size: int, count: int) -> None:
+                    held: Mapping[str, Resource], lingering: frozenset[str], size: int, count: int,
+                    names: frozenset[str] | None = None) -> None:
+        """`names`: `held`'s names when the caller has them (shared by Delta streams in step)."""
         type_state.sent_version, type_state.sent_target, type_state.sent_nonce = version, target, nonce
-        type_state.sent_names = frozenset(held)
+        type_state.sent_names = frozenset(held) if names is None else names
         type_state.sent_resources = held
         type_state.lingering = lingering
         type_state.sent_at = time.monotonic()

@@ -21,18 +21,27 @@ it must drop. The rules (docs/root/api-docs/xds_protocol.rst, "Incremental xDS")
 - the push order (make before break) is `base.AdsStream`'s: a removed cluster is only named in
   `removed_resources` once this stream acked the listeners and routes of the change, and its
   endpoints not before the cluster itself went.
+
+A wildcard stream that holds exactly what a type snapshot served (`TypeState.in_step`, the common
+case: every proxy of a group after the same pushes) shares that snapshot's name -> hash map instead
+of keeping its own, and a change sends it the diff of the two snapshots, computed once for every
+stream in the same state (`TypeSnapshot.diff_from`): its cost per change is what changed, not the
+number of resources. Any other stream (a reconnect with versions of its own, a subscription by name,
+clusters kept for routes behind) keeps its own maps and compares them with the snapshot, and joins
+the shared state again once a response leaves it holding exactly what is served.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import NamedTuple
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane import resources as urls
 from controlplane.server.base import AdsStream, lingering_version
 from controlplane.server.stream import TypeState
-from controlplane.snapshot import Resource, TypeSnapshot, delta_response_head
+from controlplane.snapshot import EMPTY, Resource, TypeDiff, TypeSnapshot, delta_response_head
 from controlplane.vhds import namespace
 
 # Types whose first request without names subscribes to all: CDS and LDS (xds_protocol.rst), and VHDS,
@@ -40,11 +49,18 @@ from controlplane.vhds import namespace
 _LEGACY_WILDCARD = urls.FULL_STATE_TYPES | {urls.VIRTUAL_HOST}
 
 
+class Changes(NamedTuple):
+    send: Sequence[Resource]
+    removed: list[str]  # sorted
+    whole: bool  # the proxy wants every resource of the served type
+    diff: TypeDiff | None  # the shared diff `send` comes from, for a stream in step
+
+
 class DeltaStream(AdsStream):
     # The last `_changes` (for which type state, under which snapshot): `due` computes it and `send`, which
-    # follows at once, reuses it; a request or a send clears it. With thousands of resources of a type it
-    # is the main cost of a change for each stream.
-    _last_changes: tuple[TypeState, object, tuple[list[Resource], list[str]]] | None = None
+    # follows at once, reuses it; a request or a send clears it. For a stream out of step, with thousands
+    # of resources of a type, it is the main cost of a change.
+    _last_changes: tuple[TypeState, object, Changes] | None = None
 
     def _tables_held(self) -> Collection[str]:
         routes = self.state.types.get(urls.ROUTE)
@@ -75,6 +91,7 @@ class DeltaStream(AdsStream):
         if first:
             type_state.subscribed = True
             type_state.held = dict(request.initial_resource_versions)
+            type_state.in_step = None if type_state.held else EMPTY
             type_state.wildcard = "*" in subscribe or (not subscribe and request.type_url in _LEGACY_WILDCARD)
         elif "*" in subscribe:
             type_state.wildcard = True
@@ -83,9 +100,11 @@ class DeltaStream(AdsStream):
         added = frozenset(subscribe) - {"*"} - type_state.names
         type_state.names = (type_state.names | added) - unsubscribe
         for name in unsubscribe:  # the proxy forgets what it unsubscribed from
-            forgotten = _held_under(type_state, name)
-            for held in forgotten:
-                type_state.held.pop(held, None)
+            forgotten = [held for held in _held_under(type_state, name) if held in type_state.held]
+            if forgotten:
+                own = type_state.own_held()
+                for held in forgotten:
+                    own.pop(held, None)
             if any(held in type_state.sent_resources for held in forgotten):  # a new dict: acks share the old
                 type_state.sent_resources = {key: resource for key, resource in type_state.sent_resources.items()
                                              if key not in forgotten}
@@ -93,10 +112,10 @@ class DeltaStream(AdsStream):
         if not first:
             type_state.refresh |= added  # a newly subscribed name is sent even when the proxy had it
 
-    def _changes(self, type_state: TypeState) -> tuple[list[Resource], list[str]]:
+    def _changes(self, type_state: TypeState) -> Changes:
         """What to send and what to name as removed, make before break applied to removals."""
         if self.snapshot is None:
-            return [], []
+            return Changes([], [], False, None)
         last = self._last_changes
         if last is not None and last[0] is type_state and last[1] is self.snapshot:
             return last[2]
@@ -104,7 +123,7 @@ class DeltaStream(AdsStream):
         self._last_changes = (type_state, self.snapshot, result)
         return result
 
-    def _compute_changes(self, type_state: TypeState) -> tuple[list[Resource], list[str]]:
+    def _compute_changes(self, type_state: TypeState) -> Changes:
         snap = self._served(type_state.type_url)
         by_namespace = type_state.type_url == urls.VIRTUAL_HOST
         wanted: Mapping[str, Resource]
@@ -119,20 +138,29 @@ class DeltaStream(AdsStream):
                       for name in (*snap.namespaces.get(space, ()), space) if name in snap.resources}
         else:
             wanted = {name: snap.resources[name] for name in type_state.names if name in snap.resources}
-        held, refresh = type_state.held, type_state.refresh
-        items = wanted.items() if wanted is snap.resources else sorted(wanted.items())  # a snapshot's are in order
-        if refresh:
-            send = [resource for name, resource in items if held.get(name) != resource.hash or name in refresh
-                    or (by_namespace and namespace(name) in refresh)]
+        whole = wanted is snap.resources
+        held, refresh, base = type_state.held, type_state.refresh, type_state.in_step
+        send: Sequence[Resource]
+        diff: TypeDiff | None = None
+        if whole and base is not None and (not refresh or not base.resources):
+            # In step: the diff of the two snapshots, the same for every stream holding `base` (a refresh
+            # is moot when the proxy held nothing: everything goes).
+            diff = snap.diff_from(base)
+            send, removed = diff.send, set(diff.gone)
         else:
-            send = [resource for name, resource in items if held.get(name) != resource.hash]
-        removed = {name for name in held if name not in wanted}
+            items = wanted.items() if whole else sorted(wanted.items())  # a snapshot's are in order
+            if refresh:
+                send = [resource for name, resource in items if held.get(name) != resource.hash or name in refresh
+                        or (by_namespace and namespace(name) in refresh)]
+            else:
+                send = [resource for name, resource in items if held.get(name) != resource.hash]
+            removed = {name for name in held if name not in wanted}
         if type_state.type_url == urls.CLUSTER and self.routes_behind():
             removed = set()  # CDS: routes may still name a removed cluster
         elif type_state.type_url == urls.ENDPOINT:
             cds = self.state.types.get(urls.CLUSTER)
             if cds is not None:
-                removed -= set(cds.held)  # a cluster still there keeps its endpoints
+                removed = {name for name in removed if name not in cds.held}  # a cluster there keeps its endpoints
         reported = type_state.reported_absent
         absent = {name for name in type_state.names if name not in snap.resources and name not in held
                   and not (by_namespace and name in snap.namespaces) and name not in reported}
@@ -140,7 +168,7 @@ class DeltaStream(AdsStream):
             # Envoy's VHDS holds a listener's warming until an update of its table's namespace arrives:
             # for a table with no virtual hosts, that update names `<table>/` removed.
             absent |= {f"{table}/" for table in self._tables_held() if table not in snap.namespaces} - reported
-        return send, sorted(removed | absent)
+        return Changes(send, sorted(removed | absent), whole, diff)
 
     def due(self, type_state: TypeState) -> bool:
         if self.snapshot is None:
@@ -150,13 +178,20 @@ class DeltaStream(AdsStream):
             # Envoy starts watching a table's virtual hosts once it took the table, and drops the ones
             # that come before: they wait for the tables' ACK.
             return False
-        send, removed = self._changes(type_state)
-        if send or removed:
+        changes = self._changes(type_state)
+        if changes.send or changes.removed:
             return True
+        snap = self._served(type_state.type_url)
+        if changes.whole and type_state.in_step is not snap and (
+                not changes.diff.gone if changes.diff is not None else len(type_state.held) == len(snap.resources)):
+            # The proxy holds exactly this snapshot's content (nothing to send, nothing else held): follow
+            # it, so streams in step share one snapshot and keep no older one alive, and a reconnect that
+            # held it all already joins them.
+            type_state.in_step, type_state.held, type_state.sent_resources = snap, snap.hash_view, snap.resources
         if not type_state.awaiting_ack and type_state.acked_version == type_state.sent_version:
             # Nothing this proxy holds differs from the snapshot (and it took our last response):
             # it is at the snapshot's version. After a NACK it stays at the version it kept.
-            target = self._served(type_state.type_url).version
+            target = snap.version
             type_state.sent_version = type_state.sent_target = type_state.acked_version = target
             type_state.lingering = frozenset()
         return False
@@ -165,7 +200,8 @@ class DeltaStream(AdsStream):
         if self.snapshot is None:
             return
         snap = self._served(type_state.type_url)
-        send, removed = self._changes(type_state)
+        changes = self._changes(type_state)
+        send, removed = changes.send, changes.removed
         if type_state.type_url == urls.CLUSTER:
             self.refresh_endpoints_of({r.name for r in send if r.name in type_state.held})
         elif type_state.type_url == urls.ROUTE and (hosts := self.state.types.get(urls.VIRTUAL_HOST)) is not None:
@@ -173,30 +209,43 @@ class DeltaStream(AdsStream):
             new = {r.name for r in send if r.name not in type_state.held}
             hosts.refresh |= new
             hosts.reported_absent -= {f"{table}/" for table in new}  # an empty one is named again
-        lingering = frozenset(name for name in type_state.held
-                              if name not in snap.resources and name not in removed)
+        named = set(removed)
+        if changes.diff is not None:  # the proxy holds `in_step`: what it holds beyond `snap` is what went
+            lingering = frozenset(changes.diff.gone).difference(named)
+            body = changes.diff.delta_fields
+        else:
+            lingering = frozenset(name for name in type_state.held if name not in snap.resources and name not in named)
+            body = b"".join(r.delta_field for r in send)
         nonce = self.state.next_nonce()
         response = delta_response_head(type_url=type_state.type_url, version=snap.version, nonce=nonce,
-                                       identifier=self.server.identifier, removed=removed) \
-            + b"".join(r.delta_field for r in send)
+                                       identifier=self.server.identifier, removed=removed) + body
         await self.context.write(response)
         if type_state.awaiting_ack:
             type_state.in_flight[type_state.sent_nonce] = type_state.sent_version
         # Named once: what the proxy never held (an unknown name, an empty table) or subscribed by name.
         type_state.reported_absent |= {name for name in removed
                                        if name not in type_state.held or name in type_state.names}
-        holding = dict(type_state.sent_resources)  # a new dict: the acked one may be the one sent before
-        for name in removed:
-            type_state.held.pop(name, None)
-            holding.pop(name, None)
-        for resource in send:
-            type_state.held[resource.name] = resource.hash
-            holding[resource.name] = resource
+        holding: Mapping[str, Resource]
+        names: frozenset[str] | None = None
+        if changes.whole and not lingering:
+            # The proxy holds exactly the served type now: share its maps with every stream in step.
+            type_state.in_step, type_state.held = snap, snap.hash_view
+            holding, names = snap.resources, snap.names
+        else:
+            held = type_state.own_held()
+            copy = dict(type_state.sent_resources)  # a new dict: the acked one may be the one sent before
+            for name in removed:
+                held.pop(name, None)
+                copy.pop(name, None)
+            for resource in send:
+                held[resource.name] = resource.hash
+                copy[resource.name] = resource
+            holding = copy
         type_state.refresh.clear()
         self._last_changes = None
         version = lingering_version(snap.version, lingering)
-        self.record_sent(type_state, version=version, target=snap.version, nonce=nonce,
-                         held=holding, lingering=lingering, size=len(response), count=len(send))
+        self.record_sent(type_state, version=version, target=snap.version, nonce=nonce, held=holding,
+                         lingering=lingering, size=len(response), count=len(send), names=names)
 
 
 def _held_under(type_state: TypeState, name: str) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane import resources as urls
 from controlplane.cache import Group
-from controlplane.snapshot import Resource, Snapshot
+from controlplane.snapshot import EMPTY, Resource, Snapshot, TypeSnapshot
 
 _stream_ids = itertools.count(1)
 
@@ -37,15 +38,21 @@ class TypeState:
     sent_target: str = ""  # the snapshot version the last response moves to (differs while clusters linger)
     sent_nonce: str = ""
     sent_names: frozenset[str] = frozenset()  # names in the last response
-    sent_resources: dict[str, Resource] = field(default_factory=dict)  # what the proxy holds now, by name
+    # What the proxy holds now, by name; replaced with each response, never changed in place (acks share it)
+    sent_resources: Mapping[str, Resource] = field(default_factory=dict)
     lingering: frozenset[str] = frozenset()  # removed clusters still sent until routes stop naming them
     sent_at: float = 0.0  # monotonic
     awaiting_ack: bool = False
     resend: bool = False  # send again even when unchanged (a changed cluster warms only on fresh endpoints)
     refresh: set[str] = field(default_factory=set)  # Delta: names to send again even when unchanged
     reported_absent: set[str] = field(default_factory=set)  # Delta: names told absent (removed_resources)
-    acked_resources: dict[str, Resource] = field(default_factory=dict)  # what the proxy acked, by name
-    held: dict[str, str] = field(default_factory=dict)  # Delta: name -> version (hash) the proxy holds
+    acked_resources: Mapping[str, Resource] = field(default_factory=dict)  # what the proxy acked, by name
+    held: Mapping[str, str] = field(default_factory=dict)  # Delta: name -> version (hash) the proxy holds
+    # Delta: the type snapshot whose resources the proxy holds exactly, when it does. `held` and
+    # `sent_resources` are then that snapshot's maps, shared by every stream in step with it (`held` is
+    # changed only through `own_held`, which takes the stream out of step), and what a change sends is
+    # the two snapshots' diff, computed once for all of them.
+    in_step: TypeSnapshot | None = EMPTY
     in_flight: dict[str, str] = field(default_factory=dict)  # Delta: earlier unanswered nonce -> its version
     acked_version: str = ""
     acked_at: float = 0.0  # wall-clock seconds
@@ -65,6 +72,13 @@ class TypeState:
         self.names = explicit
         self.subscribed = True
         return added
+
+    def own_held(self) -> dict[str, str]:
+        """`held`, to change in place: the stream's own copy, out of step from now on."""
+        self.in_step = None
+        if not isinstance(self.held, dict):
+            self.held = dict(self.held)
+        return self.held
 
     def sent_hashes(self) -> dict[str, str]:
         return {name: resource.hash for name, resource in self.sent_resources.items()}
