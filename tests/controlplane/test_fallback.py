@@ -9,7 +9,7 @@ import pytest
 from controlplane import resources as urls
 from controlplane.cache import Group, SnapshotCache
 from controlplane.config.load import load_config
-from controlplane.config.model import Config
+from controlplane.config.model import Config, Route
 from controlplane.fallback import RouteFallback
 from controlplane.nacks import NackAttributor
 from controlplane.server.stream import Nack, StreamState
@@ -236,6 +236,33 @@ def test_a_form_refused_in_one_region_and_acked_in_another_is_left_out(tmp_path:
     fallback.refuse(next(r for r in served.routes if r.name == "a"), ["envoy: no"], "us-east")
     fallback.record_accepted(served)  # a late ACK of the same version does not bring it back
     assert [r.name for r in fallback.apply(served).routes] == ["b"]  # a new version: never the refused one
+
+
+class CountedRoutes(tuple):  # type: ignore[type-arg]
+    """A config's routes that count how often they are walked."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountedRoutes.walks += 1
+        return super().__iter__()
+
+
+def test_every_proxys_ack_of_one_config_records_its_routes_once_until_a_refusal(tmp_path: Path) -> None:
+    from controlplane.fallback import Holds
+
+    served = config(tmp_path, "9s")
+    routes = CountedRoutes(served.routes)
+    holds: Holds[Route] = Holds()
+    for _proxy in range(3):
+        holds.record_accepted(routes)
+    assert CountedRoutes.walks == 1 and set(holds.accepted) == {"a", "b"}
+    a9 = holds.accepted["a"]
+    routes5 = config(tmp_path, "5s").routes
+    holds.refuse(next(r for r in routes5 if r.name == "a"), ["envoy: no"], "eu-west")
+    holds.record_accepted(routes)  # a refusal since: walked again (and the refused form stays out)
+    holds.record_accepted(routes5)
+    assert CountedRoutes.walks == 2 and holds.accepted["a"] == a9
 
 
 async def test_a_delta_proxy_accepts_routes_by_acking_their_virtual_hosts(tmp_path: Path) -> None:
