@@ -60,9 +60,14 @@ def render(status: dict[str, Any], routes: dict[str, Any]) -> str:
     if notes:
         lines += ["", *notes]
     nacks: list[str] = []
-    rows = [["PROXY", "XDS", "REGION", "ROLE", "SYNCED", "LAST SPOKE", *(short for _, short in _TYPES)]]
+    rows = [["PROXY", "XDS", "REGION", "ROLE", "SYNCED", "LAST SPOKE", *(short for _, short in _TYPES), "POLICY"]]
+    envoy_types = {kind for kind, _ in _TYPES}
     for node in status["nodes"]:
         acked = [(node["types"].get(kind, {}).get("acked_version") or "-") for kind, _ in _TYPES]
+        # Pavilion's own services (ext_authz, ratelimit) take their tenants or rules as a type of their own.
+        policies = [f"{kind} {state.get('acked_version') or '-'}" for kind, state in sorted(node["types"].items())
+                    if kind not in envoy_types]
+        acked.append(", ".join(policies) or "-")
         # "no (waits for Listener, RouteConfiguration)": a proxy mid-handshake says what it lacks.
         pending = node.get("pending") or []
         synced = _yes(node["synced"]) + (f" (waits for {', '.join(pending)})" if pending else "")

@@ -20,3 +20,12 @@ def test_a_proxy_mid_handshake_names_the_types_it_waits_for() -> None:
     [done] = [line for line in lines if line.startswith("edge-b")]
     assert "no (waits for Listener, RouteConfiguration)" in waiting
     assert " yes " in done and "waits" not in done
+
+
+def test_a_pavilion_service_shows_the_version_of_its_own_type() -> None:
+    ratelimit = node("ratelimit-1", True, [])
+    ratelimit["types"] = {"RateLimitPolicy": {"acked_version": "abc123"}}
+    status = {"control_plane": "cp-1", "version": "v1", "generation": 3, "ready": True, "synced": True,
+              "nodes": [ratelimit]}
+    [line] = [line for line in render(status, {"routes": []}).splitlines() if line.startswith("ratelimit-1")]
+    assert line.endswith("RateLimitPolicy abc123")
