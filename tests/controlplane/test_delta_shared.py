@@ -13,17 +13,12 @@ import pytest
 
 import controlplane.snapshot as snapshots
 from controlplane import resources as urls
-from controlplane.cache import Group
 from controlplane.server.stream import StreamState, TypeState
 from controlplane.snapshot import EMPTY, Resource, TypeDiff, TypeSnapshot, build_type
 from tests.controlplane.delta_client import DeltaClient, names, versions
+from tests.controlplane.vhds_plane import CONFIG, EU, HOSTS, SERVICES
 from tests.controlplane.xds_fixtures import ToyConfig, cluster
 from tests.controlplane.xds_plane import Plane, running_plane
-
-SERVICES = {"accounts": 9001, "billing": 9002, "carts": 9003}
-CONFIG = ToyConfig(services=SERVICES, own_hosts=True)
-HOSTS = ["public/accounts.test", "public/billing.test", "public/carts.test"]
-EU = Group("eu-west", "edge")
 
 
 @pytest.fixture

@@ -10,18 +10,13 @@ from envoy.config.core.v3 import config_source_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 
 from controlplane import resources as urls
-from controlplane.cache import Group
 from controlplane.snapshot import build_snapshot
 from controlplane.vhds import namespace, split_table
 from tests.controlplane.ads_client import AdsClient
 from tests.controlplane.delta_client import DeltaClient, names, versions
+from tests.controlplane.vhds_plane import CONFIG, EU, HOSTS, SERVICES
 from tests.controlplane.xds_fixtures import ToyConfig, route_table
 from tests.controlplane.xds_plane import Plane, running_plane
-
-SERVICES = {"accounts": 9001, "billing": 9002, "carts": 9003}
-CONFIG = ToyConfig(services=SERVICES, own_hosts=True)
-HOSTS = ["public/accounts.test", "public/billing.test", "public/carts.test"]
-EU = Group("eu-west", "edge")
 
 
 @pytest.fixture
