@@ -21,7 +21,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     backend = serve.add_mutually_exclusive_group()
     backend.add_argument("--redis", default=None, metavar="URL",
-                         help="redis://HOST:PORT shared by every replica, or unix:///PATH for a Redis on this host")
+                         help="shared by every replica: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... "
+                              "(TLS; ?ssl_ca_certs=PATH) or unix:///PATH; env PAVILION_REDIS_URL keeps a password "
+                              "off the command line")
     backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...", help="Redis Cluster seed nodes")
     serve.add_argument("--redis-timeout-ms", type=float, default=None,
                        help="per request, from send to reply (default 10, below Envoy's 20 ms filter timeout); "

@@ -25,12 +25,12 @@ import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.crc import key_slot
 
 from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
+from ratelimit.redis_target import RedisTarget, parse_redis_url
 from ratelimit.resp import RedisConnectionError, RedisError, RedisReplyError, RedisTimeout, Reply, RespConnection
 from ratelimit.store import Check, Outcome
 
@@ -132,9 +132,9 @@ def parse_outcomes(reply: Reply, count: int) -> list[Outcome]:
 class _Node:
     """One Redis server: a lazily (re)opened pipelined connection with the script loaded."""
 
-    def __init__(self, host: str, port: int, timeout: float, connect_timeout: float, path: str | None = None) -> None:
-        self.host, self.port, self.path = host, port, path
-        self.address = path or f"{host}:{port}"
+    def __init__(self, target: RedisTarget, timeout: float, connect_timeout: float) -> None:
+        self.target = target
+        self.address = target.address
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         # Commands waiting this long with nothing read mean a hung peer: reconnect.
@@ -177,16 +177,21 @@ class _Node:
     async def _connect(self) -> RespConnection:
         # The script loads under the connect timeout; only then does the connection get the request
         # timeout and become visible to requests, so no request ever queues behind the load.
-        conn = await RespConnection.open(self.host, self.port, timeout=self._connect_timeout,
-                                         connect_timeout=self._connect_timeout, path=self.path)
-        try:
-            reply = await conn.call("SCRIPT", "LOAD", SCRIPT)
-        except RedisError:
-            conn.close()
-            raise
-        if isinstance(reply, RedisReplyError):
-            conn.close()
-            raise RedisConnectionError(f"SCRIPT LOAD on {self.address}: {reply}")
+        target = self.target
+        conn = await RespConnection.open(target.host, target.port, timeout=self._connect_timeout,
+                                         connect_timeout=self._connect_timeout, path=target.path,
+                                         ssl=target.ssl_context())
+        # AUTH and SELECT first (a managed Redis refuses anything else before AUTH), then the script.
+        for command in (*target.handshake(), ("SCRIPT", "LOAD", SCRIPT)):
+            try:
+                reply = await conn.call(*command)
+            except RedisError:
+                conn.close()
+                raise
+            if isinstance(reply, RedisReplyError):
+                conn.close()
+                what = "AUTH" if command[0] == "AUTH" else " ".join(str(part) for part in command[:2])  # no password
+                raise RedisConnectionError(f"{what} on {self.address}: {reply}")
         conn.timeout = self._timeout
         self._conn = conn
         self._ever_connected = True
@@ -233,22 +238,16 @@ def _translate(node: str, exc: BaseException) -> BackendUnavailable:
 
 
 class RedisStore:
-    """A CounterStore on one Redis server, over TCP or (`path`) a Unix socket."""
+    """A CounterStore on one Redis server: TCP, TLS or a Unix socket, with AUTH and SELECT as the target says."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 0.05, connect_timeout: float = 1.0,
-                 path: str | None = None) -> None:
-        self._node = _Node(host, port, timeout, connect_timeout, path)
+    def __init__(self, target: RedisTarget, *, timeout: float = 0.05, connect_timeout: float = 1.0) -> None:
+        self._node = _Node(target, timeout, connect_timeout)
         self._commands = CommandMemo()
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.05) -> RedisStore:
-        """`redis://HOST[:PORT]`, or `unix:///PATH` for a Redis on this host (a sidecar's socket, say)."""
-        parts = urlsplit(url if "://" in url else f"redis://{url}")
-        if parts.scheme == "unix" and parts.path and not parts.netloc:
-            return cls("", 0, timeout=timeout, path=parts.path)
-        if parts.scheme != "redis" or not parts.hostname:
-            raise ValueError(f"--redis {url!r}: expected redis://HOST:PORT or unix:///PATH")
-        return cls(parts.hostname, parts.port or 6379, timeout=timeout)
+        """See `ratelimit.redis_target` for the URL forms."""
+        return cls(parse_redis_url(url), timeout=timeout)
 
     async def start(self) -> None:
         await self._node.start()
@@ -297,7 +296,7 @@ class RedisClusterStore:
         node = self._nodes.get(address)
         if node is None:
             host, _, port = address.rpartition(":")
-            node = self._nodes[address] = _Node(host, int(port), self._timeout, self._connect_timeout)
+            node = self._nodes[address] = _Node(RedisTarget(host, int(port)), self._timeout, self._connect_timeout)
         return node
 
     async def _refresh_slots(self) -> None:

@@ -24,6 +24,7 @@ so the connection stays usable and in order.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -146,9 +147,10 @@ class RespConnection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, *, timeout: float,  # noqa: ASYNC109 (per-command, not this call's)
-                   connect_timeout: float, path: str | None = None) -> RespConnection:
-        """Connect over TCP to `host:port`, or to the Unix socket at `path` when given (a Redis on the
-        same host: the kernel's work per round trip is a fraction of TCP's over loopback)."""
+                   connect_timeout: float, path: str | None = None,
+                   ssl: ssl_module.SSLContext | None = None) -> RespConnection:
+        """Connect over TCP to `host:port` (with TLS when `ssl` is given: the certificate must name
+        `host`), or to the Unix socket at `path` (a Redis on the same host)."""
         loop = asyncio.get_running_loop()
         address = path or f"{host}:{port}"
         try:
@@ -156,7 +158,8 @@ class RespConnection(asyncio.Protocol):
                 if path:
                     _transport, protocol = await loop.create_unix_connection(lambda: cls(address, timeout), path)
                 else:
-                    _transport, protocol = await loop.create_connection(lambda: cls(address, timeout), host, port)
+                    _transport, protocol = await loop.create_connection(
+                        lambda: cls(address, timeout), host, port, ssl=ssl, server_hostname=host if ssl else None)
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to {address}: {exc or type(exc).__name__}") from exc
         return protocol

@@ -54,3 +54,17 @@ async def test_reload_on_change_keeps_the_last_good_config(tmp_path: Path) -> No
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(watcher, 5)
+
+
+def test_a_bad_redis_url_stops_the_start_with_the_password_starred_out(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from ratelimit.app import RateLimitSettings, run
+
+    config = tmp_path / "rules.yaml"
+    config.write_text(GOOD.format(n=5))
+    with capture_logs() as logs:
+        assert run(RateLimitSettings(config=str(config), redis_url="http://:hunter2@redis.internal")) == 2
+    [refusal] = [entry for entry in logs if entry["event"] == "bad_redis_url"]
+    assert "http://:***@redis.internal: expected redis://" in refusal["detail"]
+    assert "hunter2" not in str(logs)

@@ -96,7 +96,7 @@ async def test_vectors_shared_with_the_memory_store(redis_port: int, vector: Vec
 
 
 async def test_one_round_trip_whatever_the_number_of_descriptors(redis_port: int) -> None:
-    store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_port}", timeout=1.0)
     probe = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
     try:
         await store.apply([Check("warm|k=v|0.fixed_window.60", "fixed_window", 10, 60)])
@@ -113,7 +113,7 @@ async def test_one_round_trip_whatever_the_number_of_descriptors(redis_port: int
 
 
 async def test_fixed_window_expiry_is_set_when_the_key_is_created_only(redis_port: int) -> None:
-    store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_port}", timeout=1.0)
     probe = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
     try:
         check = Check("ttl|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
@@ -130,7 +130,7 @@ async def test_fixed_window_expiry_is_set_when_the_key_is_created_only(redis_por
 
 
 async def test_script_is_reloaded_after_a_flush(redis_port: int) -> None:
-    store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_port}", timeout=1.0)
     probe = await RespConnection.open("127.0.0.1", redis_port, timeout=2.0, connect_timeout=2.0)
     try:
         check = Check("noscript|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
@@ -155,7 +155,7 @@ async def test_a_reply_that_arrived_while_the_loop_was_busy_is_not_a_timeout(red
 
 async def test_a_hung_redis_times_out_within_the_timeout_then_recovers() -> None:
     proc, port = start_redis()
-    store = RedisStore("127.0.0.1", port, timeout=0.02)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}", timeout=0.02)
     check = Check("hang|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
     try:
         await store.apply([check])
@@ -176,7 +176,7 @@ async def test_a_hung_redis_times_out_within_the_timeout_then_recovers() -> None
 
 async def test_a_stopped_redis_is_unavailable_fast_and_a_restarted_one_is_used_again() -> None:
     proc, port = start_redis()
-    store = RedisStore("127.0.0.1", port, timeout=0.05)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}", timeout=0.05)
     check = Check("restart|k=v|0.fixed_window.3600", "fixed_window", 100, 3600)
     restarted: Proc | None = None
     try:
@@ -225,7 +225,7 @@ def test_the_store_runs_on_uvloop(redis_port: int) -> None:
     uvloop = pytest.importorskip("uvloop")
 
     async def main() -> list[Outcome]:
-        store = RedisStore("127.0.0.1", redis_port, timeout=1.0)
+        store = RedisStore.from_url(f"redis://127.0.0.1:{redis_port}", timeout=1.0)
         try:
             check = Check("uv|k=v|0.fixed_window.60", "fixed_window", 1, 60)
             return [*(await store.apply([check])), *(await store.apply([check]))]
@@ -259,7 +259,72 @@ async def test_a_redis_on_this_host_over_its_unix_socket(tmp_path: Path) -> None
     await gone.close()
 
 
-@pytest.mark.parametrize("url", ["unix://host/path", "http://127.0.0.1:6379", "redis://"])
-def test_a_redis_url_that_is_neither_tcp_nor_a_socket_path_is_refused(url: str) -> None:
-    with pytest.raises(ValueError, match="redis://HOST:PORT or unix:///PATH"):
-        RedisStore.from_url(url)
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it: (ca, cert, key) PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pavilion test CA")])
+
+    def signed(subject: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(public_key)
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(hours=1)))
+
+    ca = signed(ca_name, ca_key.public_key()).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256())
+    cert = signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis")]), key.public_key()).add_extension(
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False,
+    ).sign(ca_key, hashes.SHA256())
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+async def test_a_managed_redis_with_a_password_a_user_a_database_and_tls(tmp_path: Path) -> None:
+    from tests.procs import free_port
+
+    ca, cert, key = _tls_files(tmp_path)
+    tls_port = free_port()
+    proc, port = start_redis(extra=["--requirepass", "hunter2", "--tls-port", str(tls_port),
+                                    "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                                    "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"])
+    check = [Check("managed|k=v|0.fixed_window.3600", "fixed_window", 5, 3600)]
+    admin = await RespConnection.open("127.0.0.1", port, timeout=2.0, connect_timeout=2.0)
+    stores: list[RedisStore] = []
+
+    async def apply(url: str) -> list[Outcome]:
+        stores.append(store := RedisStore.from_url(url, timeout=1.0))
+        return await store.apply(check)
+
+    try:
+        await admin.call("AUTH", "hunter2")
+        assert await admin.call("ACL", "SETUSER", "limiter", "on", ">pw2", "~rl:*", "+@all") == "OK"
+        assert (await apply(f"redis://:hunter2@127.0.0.1:{port}/2"))[0].remaining == 4
+        assert (await apply(f"redis://limiter:pw2@127.0.0.1:{port}/2"))[0].remaining == 3  # an ACL user, same counter
+        await admin.call("SELECT", "2")
+        assert await admin.call("KEYS", "rl:{managed*") != []  # in database 2, not 0
+        assert (await apply(f"rediss://:hunter2@127.0.0.1:{tls_port}/2?ssl_ca_certs={ca}"))[0].remaining == 2
+        for url, reason in ((f"redis://:wrong-one@127.0.0.1:{port}", "AUTH on 127.0.0.1"),
+                            (f"redis://127.0.0.1:{port}", "NOAUTH"),
+                            (f"rediss://:hunter2@127.0.0.1:{tls_port}", "CERTIFICATE_VERIFY_FAILED")):
+            with pytest.raises(BackendUnavailable, match=reason) as refused:
+                await apply(url)
+            assert "hunter2" not in str(refused.value) and "wrong-one" not in str(refused.value)
+    finally:
+        for store in stores:
+            await store.close()
+        admin.close()
+        proc.stop()

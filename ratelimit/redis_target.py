@@ -1,0 +1,104 @@
+"""Where the rate-limit service finds Redis (`--redis URL`): its address, credentials, database and TLS.
+
+    redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
+    rediss://[[USER]:PASSWORD@]HOST[:PORT][/DB][?ssl_ca_certs=PATH]   TLS: the server's certificate is
+        checked against the system's CAs, or those in PATH, and must name HOST
+    unix://[[USER]:PASSWORD@]/PATH[?db=DB]                            a Redis on this host
+
+These are redis-py's URL forms, which `pavilion extauthz --redis` takes, so one secret can serve both
+services. A managed Redis usually wants a password (`AUTH`, with a user for Redis 6 ACLs) and TLS.
+The password never appears in logs or errors: they show `address` and `shown`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DEFAULT_PORT = 6379
+_FORMS = "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str = ""
+    port: int = DEFAULT_PORT
+    path: str | None = None  # a Unix socket instead of host and port
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    tls: bool = False
+    ca_file: str | None = None
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT or the socket's path: what logs and errors name (never the credentials)."""
+        return self.path or f"{self.host}:{self.port}"
+
+    @property
+    def shown(self) -> str:
+        scheme = "unix" if self.path else "rediss" if self.tls else "redis"
+        user = f"{self.username or ''}:***@" if self.password is not None else ""
+        return f"{scheme}://{user}{'/' if self.path else ''}{self.address.lstrip('/')}" + (
+            f"/{self.db}" if self.db and not self.path else "")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context that verifies the server (hostname included), or None without TLS."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
+
+    def handshake(self) -> list[tuple[str | int, ...]]:
+        """The commands a new connection sends before any other: AUTH, then SELECT."""
+        commands: list[tuple[str | int, ...]] = []
+        if self.password is not None:
+            commands.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+        if self.db:
+            commands.append(("SELECT", self.db))
+        return commands
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """A `RedisTarget` from `--redis`; ValueError naming what is wrong (the password left out)."""
+    parts = urlsplit(url if "://" in url else f"redis://{url}")
+    shown = _redacted(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"--redis {shown}: {exc}") from exc
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"ssl_ca_certs", "db"})
+    if unknown:
+        raise ValueError(f"--redis {shown}: unknown parameter {', '.join(unknown)} (known: ssl_ca_certs, db)")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if parts.scheme == "unix":
+        if not parts.path or parts.hostname:
+            raise ValueError(f"--redis {shown}: expected unix:///PATH (an absolute socket path)")
+        return RedisTarget(path=parts.path, username=username, password=password,
+                           db=_number(query.get("db", ["0"])[0], shown))
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"--redis {shown}: expected {_FORMS}")
+    db_text = parts.path.strip("/") or query.get("db", ["0"])[0]
+    ca_file = query.get("ssl_ca_certs", [None])[0]
+    if ca_file is not None and parts.scheme != "rediss":
+        raise ValueError(f"--redis {shown}: ssl_ca_certs needs rediss:// (TLS)")
+    return RedisTarget(host=parts.hostname, port=port or DEFAULT_PORT, username=username, password=password,
+                       db=_number(db_text, shown), tls=parts.scheme == "rediss", ca_file=ca_file)
+
+
+def _number(text: str, shown: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"--redis {shown}: the database must be a number, not {text!r}")
+    return int(text)
+
+
+def _redacted(url: str) -> str:
+    """The URL with its password replaced by *** (for error messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.split(":", 1)[0] if ":" in credentials else ""
+    return f"{scheme}{sep}{user}:***@{location}"
