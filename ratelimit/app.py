@@ -24,7 +24,7 @@ from ratelimit.limiter import Limiter
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
 from ratelimit.redis_store import RedisClusterStore, RedisStore
-from ratelimit.redis_target import parse_redis_url
+from ratelimit.redis_target import parse_cluster_seeds, parse_redis_url
 from ratelimit.rules_proto import config_from_policies
 from ratelimit.service import SERVICE_NAME, RateLimitService, register
 from ratelimit.store import Check, CounterStore
@@ -220,10 +220,12 @@ def run(settings: RateLimitSettings) -> int:
     if settings.redis_url and settings.redis_cluster:
         log.error("choose_one_redis", detail="give --redis or --redis-cluster, not both")
         return 2
-    if settings.redis_url:
-        try:
+    try:
+        if settings.redis_url:
             parse_redis_url(settings.redis_url)
-        except ValueError as exc:  # its message shows the URL with the password starred out
-            log.error("bad_redis_url", detail=str(exc))
-            return 2
+        if settings.redis_cluster:
+            parse_cluster_seeds(settings.redis_cluster)
+    except ValueError as exc:  # its message shows the URL with the password starred out
+        log.error("bad_redis_url", detail=str(exc))
+        return 2
     return run_service(settings, serve, role="ratelimit", check_config=check_config_file)

@@ -24,7 +24,9 @@ def register(subparsers: Any) -> None:
                          help="shared by every replica: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... "
                               "(TLS; ?ssl_ca_certs=PATH) or unix:///PATH; env PAVILION_REDIS_URL keeps a password "
                               "off the command line")
-    backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...", help="Redis Cluster seed nodes")
+    backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...",
+                         help="Redis Cluster seed nodes; with a password or TLS: "
+                              "rediss://:PASSWORD@HOST:PORT,HOST:PORT (env PAVILION_REDIS_CLUSTER)")
     serve.add_argument("--redis-timeout-ms", type=float, default=None,
                        help="per request, from send to reply (default 10, below Envoy's 20 ms filter timeout); "
                             "past it the rule's on_backend_error answers")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -30,7 +31,7 @@ from redis.crc import key_slot
 
 from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
-from ratelimit.redis_target import RedisTarget, parse_redis_url
+from ratelimit.redis_target import RedisTarget, parse_cluster_seeds, parse_redis_url
 from ratelimit.resp import RedisConnectionError, RedisError, RedisReplyError, RedisTimeout, Reply, RespConnection
 from ratelimit.store import Check, Outcome
 
@@ -271,10 +272,11 @@ class RedisClusterStore:
     """A CounterStore on Redis Cluster: slots mapped from CLUSTER SLOTS, refreshed on MOVED."""
 
     def __init__(self, seeds: Sequence[tuple[str, int]], *, timeout: float = 0.05,
-                 connect_timeout: float = 1.0) -> None:
+                 connect_timeout: float = 1.0, template: RedisTarget | None = None) -> None:
         if not seeds:
             raise ValueError("--redis-cluster needs at least one HOST:PORT")
         self._seeds = list(seeds)
+        self._template = template or RedisTarget()  # credentials and TLS every node gets
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._nodes: dict[str, _Node] = {}
@@ -284,19 +286,16 @@ class RedisClusterStore:
 
     @classmethod
     def from_hosts(cls, text: str, *, timeout: float = 0.05) -> RedisClusterStore:
-        seeds = []
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"--redis-cluster {item!r}: expected HOST:PORT")
-            seeds.append((host, int(port)))
-        return cls(seeds, timeout=timeout)
+        """See `ratelimit.redis_target.parse_cluster_seeds` for the forms."""
+        template, seeds = parse_cluster_seeds(text)
+        return cls(seeds, timeout=timeout, template=template)
 
     def _node(self, address: str) -> _Node:
         node = self._nodes.get(address)
         if node is None:
             host, _, port = address.rpartition(":")
-            node = self._nodes[address] = _Node(RedisTarget(host, int(port)), self._timeout, self._connect_timeout)
+            target = replace(self._template, host=host, port=int(port))
+            node = self._nodes[address] = _Node(target, self._timeout, self._connect_timeout)
         return node
 
     async def _refresh_slots(self) -> None:

@@ -7,6 +7,9 @@
 
 These are redis-py's URL forms, which `pavilion extauthz --redis` takes, so one secret can serve both
 services. A managed Redis usually wants a password (`AUTH`, with a user for Redis 6 ACLs) and TLS.
+`--redis-cluster` takes seed nodes, `HOST:PORT,HOST:PORT,...`, or the same with a URL's scheme,
+credentials and TLS parameters around them (`rediss://:PASSWORD@HOST:PORT,HOST:PORT?ssl_ca_certs=PATH`),
+which every node of the cluster then gets.
 The password never appears in logs or errors: they show `address` and `shown`.
 """
 
@@ -57,38 +60,66 @@ class RedisTarget:
         return commands
 
 
-def parse_redis_url(url: str) -> RedisTarget:
+def parse_redis_url(url: str, flag: str = "--redis") -> RedisTarget:
     """A `RedisTarget` from `--redis`; ValueError naming what is wrong (the password left out)."""
     parts = urlsplit(url if "://" in url else f"redis://{url}")
-    shown = _redacted(url)
+    shown = f"{flag} {_redacted(url)}"
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"--redis {shown}: {exc}") from exc
+        raise ValueError(f"{shown}: {exc}") from exc
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"ssl_ca_certs", "db"})
     if unknown:
-        raise ValueError(f"--redis {shown}: unknown parameter {', '.join(unknown)} (known: ssl_ca_certs, db)")
+        raise ValueError(f"{shown}: unknown parameter {', '.join(unknown)} (known: ssl_ca_certs, db)")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if parts.scheme == "unix":
         if not parts.path or parts.hostname:
-            raise ValueError(f"--redis {shown}: expected unix:///PATH (an absolute socket path)")
+            raise ValueError(f"{shown}: expected unix:///PATH (an absolute socket path)")
         return RedisTarget(path=parts.path, username=username, password=password,
                            db=_number(query.get("db", ["0"])[0], shown))
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ValueError(f"--redis {shown}: expected {_FORMS}")
+        raise ValueError(f"{shown}: expected {_FORMS}")
     db_text = parts.path.strip("/") or query.get("db", ["0"])[0]
     ca_file = query.get("ssl_ca_certs", [None])[0]
     if ca_file is not None and parts.scheme != "rediss":
-        raise ValueError(f"--redis {shown}: ssl_ca_certs needs rediss:// (TLS)")
+        raise ValueError(f"{shown}: ssl_ca_certs needs rediss:// (TLS)")
     return RedisTarget(host=parts.hostname, port=port or DEFAULT_PORT, username=username, password=password,
                        db=_number(db_text, shown), tls=parts.scheme == "rediss", ca_file=ca_file)
 
 
+def parse_cluster_seeds(text: str) -> tuple[RedisTarget, list[tuple[str, int]]]:
+    """`--redis-cluster`: what every node gets (credentials, TLS; no host) and the seed nodes."""
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep:
+        scheme, rest = "", text.strip()
+    credentials, at, hosts = rest.rpartition("@")
+    hosts, _, query = hosts.partition("?")
+    hosts, _, db = hosts.partition("/")
+    if db.strip("/") not in ("", "0"):
+        raise ValueError(f"--redis-cluster {_redacted(text)}: a cluster has database 0 only")
+    seeds = []
+    for item in filter(None, (part.strip() for part in hosts.split(","))):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--redis-cluster {_redacted(text)}: {item!r} is not HOST:PORT")
+        seeds.append((host, int(port)))
+    if not seeds:
+        raise ValueError(f"--redis-cluster {_redacted(text)}: needs at least one HOST:PORT")
+    if not scheme:
+        return RedisTarget(), seeds
+    first = f"{seeds[0][0]}:{seeds[0][1]}"
+    template = parse_redis_url(f"{scheme}://{credentials}{at}{first}" + (f"?{query}" if query else ""),
+                               "--redis-cluster")
+    if template.path:
+        raise ValueError(f"--redis-cluster {_redacted(text)}: cluster nodes are HOST:PORT, not a socket")
+    return template, seeds
+
+
 def _number(text: str, shown: str) -> int:
     if not text.isdigit():
-        raise ValueError(f"--redis {shown}: the database must be a number, not {text!r}")
+        raise ValueError(f"{shown}: the database must be a number, not {text!r}")
     return int(text)
 
 

@@ -27,9 +27,12 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
 
 @contextmanager
-def redis_cluster(size: int = 3) -> Iterator[list[int]]:
-    """`size` masters on loopback, slots spread by `redis-cli --cluster create`; yields their ports."""
+def redis_cluster(size: int = 3, password: str | None = None) -> Iterator[list[int]]:
+    """`size` masters on loopback, slots spread by `redis-cli --cluster create`; yields their ports.
+    With `password`, every node requires it (requirepass and masterauth)."""
     procs: list[Proc] = []
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
+    cli_auth = ["--no-auth-warning", "-a", password] if password else []
     try:
         ports = [_cluster_client_port() for _ in range(size)]
         for port in ports:
@@ -37,11 +40,11 @@ def redis_cluster(size: int = 3) -> Iterator[list[int]]:
             procs.append(Proc([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                                "--cluster-port", str(free_port()),
                                "--cluster-config-file", f"{workdir}/nodes.conf", "--save", "", "--appendonly", "no",
-                               "--dir", workdir], name=f"redis-cluster-{port}").wait_port(port))
-        subprocess.run([REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                               "--dir", workdir, *auth], name=f"redis-cluster-{port}").wait_port(port))
+        subprocess.run([REDIS_CLI, *cli_auth, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=30)
         deadline = time.monotonic() + 20
-        while not all(_cluster_ok(port) for port in ports):
+        while not all(_cluster_ok(port, cli_auth) for port in ports):
             if time.monotonic() > deadline:
                 raise TimeoutError("redis cluster did not reach cluster_state:ok")
             time.sleep(0.1)
@@ -59,9 +62,9 @@ def _cluster_client_port() -> int:
             return port
 
 
-def _cluster_ok(port: int) -> bool:
-    result = subprocess.run([REDIS_CLI, "-p", str(port), "CLUSTER", "INFO"], capture_output=True, text=True,
-                            timeout=5)
+def _cluster_ok(port: int, cli_auth: Sequence[str] = ()) -> bool:
+    result = subprocess.run([REDIS_CLI, *cli_auth, "-p", str(port), "CLUSTER", "INFO"], capture_output=True,
+                            text=True, timeout=5)
     return "cluster_state:ok" in result.stdout
 
 

@@ -53,6 +53,23 @@ async def test_counts_on_a_three_node_cluster_with_many_descriptors_per_request(
         await store.close()
 
 
+async def test_a_cluster_that_wants_a_password_gets_it_on_every_node() -> None:
+    with redis_cluster(3, password="hunter2") as secured:
+        store = RedisClusterStore.from_hosts(f"redis://:hunter2@127.0.0.1:{secured[0]}", timeout=0.5)
+        wrong = RedisClusterStore.from_hosts(f"redis://:nope@127.0.0.1:{secured[0]}", timeout=0.5)
+        await store.start()
+        try:
+            checks = [Check(f"edge|client=s{i}|0.fixed_window.3600", "fixed_window", 3, 3600) for i in range(12)]
+            assert len({store._slots[key_slot(redis_key(c).encode())] for c in checks if store._slots}) == 3
+            assert [o.used for o in await store.apply(checks)] == [1] * 12  # every node took AUTH
+            with pytest.raises(BackendUnavailable) as refused:
+                await wrong.apply(checks)
+            assert "hunter2" not in str(refused.value) and "nope" not in str(refused.value)
+        finally:
+            await store.close()
+            await wrong.close()
+
+
 async def test_a_stale_slot_map_is_corrected_by_moved(ports: list[int]) -> None:
     store = RedisClusterStore.from_hosts(",".join(f"127.0.0.1:{p}" for p in ports), timeout=0.5)
     await store.start()

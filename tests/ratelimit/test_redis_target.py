@@ -50,3 +50,20 @@ def test_what_logs_show_has_no_password() -> None:
     assert target.shown == "rediss://alice:***@cache.example.com:6380/2"
     assert "hunter2" not in repr(target)
     assert parse_redis_url("unix:///run/redis.sock").shown == "unix:///run/redis.sock"
+
+
+def test_cluster_seeds_alone_or_with_credentials_and_tls_for_every_node() -> None:
+    from ratelimit.redis_target import parse_cluster_seeds
+
+    assert parse_cluster_seeds("10.0.0.1:7000, 10.0.0.2:7001") == (RedisTarget(), [("10.0.0.1", 7000),
+                                                                                  ("10.0.0.2", 7001)])
+    template, seeds = parse_cluster_seeds("rediss://lim:pw@10.0.0.1:7000,10.0.0.2:7001?ssl_ca_certs=/ca.pem")
+    assert seeds == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert (template.username, template.password, template.tls, template.ca_file) == ("lim", "pw", True, "/ca.pem")
+    for text, message in (("redis://:hunter2@10.0.0.1", "is not HOST:PORT"),
+                          ("redis://:hunter2@", "needs at least one HOST:PORT"),
+                          ("redis://:hunter2@10.0.0.1:7000/3", "database 0 only"),
+                          ("http://:hunter2@10.0.0.1:7000", "--redis-cluster .*expected redis://")):
+        with pytest.raises(ValueError, match=message) as refused:
+            parse_cluster_seeds(text)
+        assert "hunter2" not in str(refused.value)
