@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from pavilion.admin import AdminServer
 from pavilion.config_status import ConfigStatus
@@ -71,6 +72,24 @@ def make_store(settings: RateLimitSettings,
     breaker = CircuitBreaker(redis, failures_to_open=settings.breaker_failures,
                              cool_down=settings.breaker_cool_down, on_change=on_change)
     return breaker, breaker
+
+
+def store_status(settings: RateLimitSettings, limiter: Limiter, breaker: CircuitBreaker | None) -> dict[str, Any]:
+    """The counter store on /status: where it is (never its credentials), the breaker, and whether the
+    service reports SERVING."""
+    shown: dict[str, Any] = {"kind": "memory"}
+    if settings.redis_cluster:
+        template, seeds = parse_cluster_seeds(settings.redis_cluster)
+        shown = {"kind": "redis-cluster", "seeds": [f"{host}:{port}" for host, port in seeds], "tls": template.tls,
+                 "auth": template.password is not None}
+    elif settings.redis_url:
+        target = parse_redis_url(settings.redis_url)
+        shown = {"kind": "redis", "address": target.address, "db": target.db, "tls": target.tls,
+                 "auth": target.password is not None}
+    if breaker is not None:
+        shown["breaker"] = breaker.state.value
+    shown["serving"] = serving(limiter.config, breaker)
+    return shown
 
 
 def serving(config: RateLimitConfig, breaker: CircuitBreaker | None) -> bool:
@@ -164,8 +183,16 @@ def rules_over_xds(settings: RateLimitSettings, limiter: Limiter, health: Health
 async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
     path = Path(settings.config)
     xds: XdsClient | None = None
-    status = ConfigStatus("xds" if settings.xds else "file",
-                          details=lambda: {"xds": dict(xds.status())} if xds is not None else {})
+    limiter: Limiter | None = None
+    breaker: CircuitBreaker | None = None
+
+    def details() -> dict[str, Any]:
+        shown: dict[str, Any] = {"xds": dict(xds.status())} if xds is not None else {}
+        if limiter is not None:
+            shown["store"] = store_status(settings, limiter, breaker)
+        return shown
+
+    status = ConfigStatus("xds" if settings.xds else "file", details=details)
     config = RateLimitConfig(()) if settings.xds else load_config(path)
     if not settings.xds:
         status.applied(file_version(config))

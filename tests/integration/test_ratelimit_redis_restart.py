@@ -4,7 +4,9 @@ the breaker is open (a rule says deny); everything recovers when Redis is back."
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -66,8 +68,13 @@ def test_redis_down_then_back(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     redis, redis_port = start_redis()
     restarted: Proc | None = None
-    service, port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}",
-                                                           "--redis-timeout-ms", "50"])
+    service, port, admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}",
+                                                          "--redis-timeout-ms", "50"])
+
+    def store() -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=5) as answer:
+            return dict(json.loads(answer.read())["store"])
+
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = rls_pb2_grpc.RateLimitServiceStub(channel)
@@ -75,6 +82,8 @@ def test_redis_down_then_back(tmp_path: Path) -> None:
             for mode in ("allow", "local"):
                 assert [ask(stub, mode)[0] for _ in range(2)] == [OK, OK]  # within the limit
             assert health(channel) == SERVING
+            assert store() == {"kind": "redis", "address": f"127.0.0.1:{redis_port}", "db": 0, "tls": False,
+                               "auth": False, "breaker": "closed", "serving": True}
 
             redis.kill()
             for _ in range(8):  # enough to open the breaker (5 failures)
@@ -89,10 +98,13 @@ def test_redis_down_then_back(tmp_path: Path) -> None:
             # local: the limit in this replica's memory, from zero (Redis's counts are out of reach)
             assert [ask(stub, "local")[0] for _ in range(3)] == [OK, OK, OVER]
             wait_for(lambda: health(channel) == NOT_SERVING, "health NOT_SERVING while Redis is down")
+            down = store()  # open, or half-open while its probe is out (usable then, so serving)
+            assert down["breaker"] in ("open", "half_open") and down["serving"] is (down["breaker"] == "half_open")
 
             restarted, _ = start_redis(port=redis_port)
             # The breaker's half-open probe (sent even without traffic) closes it again.
             wait_for(lambda: health(channel) == SERVING, "health SERVING once Redis is back")
+            wait_for(lambda: store()["breaker"] == "closed", "the breaker closed on /status")
             # The new Redis starts empty: allow counts again from zero (its two hits died with the old one).
             assert [ask(stub, "allow")[0] for _ in range(3)] == [OK, OK, OVER]
             assert ask(stub, "deny")[0] == OVER  # still known over in this window

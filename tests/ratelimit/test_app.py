@@ -68,3 +68,22 @@ def test_a_bad_redis_url_stops_the_start_with_the_password_starred_out(tmp_path:
     [refusal] = [entry for entry in logs if entry["event"] == "bad_redis_url"]
     assert "http://:***@redis.internal: expected redis://" in refusal["detail"]
     assert "hunter2" not in str(logs)
+
+
+def test_the_store_on_status_names_where_it_is_never_the_password(tmp_path: Path) -> None:
+    from ratelimit.app import RateLimitSettings, store_status
+
+    limiter = Limiter(load_config(_write(tmp_path, GOOD.format(n=5))), MemoryStore())
+    redis = RateLimitSettings(redis_url="rediss://lim:hunter2@cache.internal:6380/2")
+    cluster = RateLimitSettings(redis_cluster="redis://:hunter2@10.0.0.1:7000,10.0.0.2:7000")
+    assert store_status(RateLimitSettings(), limiter, None) == {"kind": "memory", "serving": True}
+    assert store_status(redis, limiter, None) == {"kind": "redis", "address": "cache.internal:6380", "db": 2,
+                                                  "tls": True, "auth": True, "serving": True}
+    assert store_status(cluster, limiter, None) == {"kind": "redis-cluster", "tls": False, "auth": True,
+                                                    "seeds": ["10.0.0.1:7000", "10.0.0.2:7000"], "serving": True}
+
+
+def _write(directory: Path, text: str) -> Path:
+    path = directory / "rules.yaml"
+    path.write_text(text)
+    return path
