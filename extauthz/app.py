@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from redis.connection import parse_url
 
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
@@ -46,6 +48,17 @@ def make_store(settings: ExtAuthzSettings) -> RevocationStore:
         return RedisRevocations(settings.redis_url, timeout=settings.redis_timeout,
                                 local_ttl=settings.revocation_cache)
     return MemoryRevocations()
+
+
+def revocations_status(settings: ExtAuthzSettings, store: RevocationStore) -> dict[str, Any]:
+    """The revocation store on /status: where it is (never its password) and whether the pub/sub that
+    keeps the local cache current is up (while it is not, every check asks Redis)."""
+    if not isinstance(store, RedisRevocations) or not settings.redis_url:
+        return {"kind": "memory"}
+    where: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]  # redis-py's reading
+    return {"kind": "redis", "address": where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}",
+            "db": where.get("db", 0), "tls": settings.redis_url.startswith("rediss:"),
+            "auth": where.get("password") is not None, "subscribed": store.subscribed}
 
 
 async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Event,
@@ -103,14 +116,19 @@ def _admin_routes(authorizer: Authorizer, status: ConfigStatus) -> list[web.Rout
 async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
     path = Path(settings.config)
     xds: XdsClient | None = None
-    status = ConfigStatus("xds" if settings.xds else "file",
-                          details=lambda: {"xds": dict(xds.status())} if xds is not None else {})
+    store = make_store(settings)
+
+    def details() -> dict[str, Any]:
+        shown: dict[str, Any] = {"xds": dict(xds.status())} if xds is not None else {}
+        shown["revocations"] = revocations_status(settings, store)
+        return shown
+
+    status = ConfigStatus("xds" if settings.xds else "file", details=details)
     if settings.xds:
         tenants = await build_tenants(())
     else:
         tenants = await build_tenants(load_tenants(path))
         status.applied(config_version(tenants.tenants))
-    store = make_store(settings)
     await store.start()
     authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size))
     server = GrpcServer(settings.grpc_host, settings.port, register=register(authorizer),

@@ -88,3 +88,31 @@ def test_a_broken_tenant_file_stops_the_start_with_file_line_errors(tmp_path: Pa
                               capture_output=True, text=True, timeout=30, check=False)
         assert done.returncode == 2, done.stderr
         assert re.search(expected, done.stderr + done.stdout), done.stderr
+
+
+def test_status_shows_whether_revocations_arrive_by_pubsub_through_a_redis_restart(tmp_path: Path) -> None:
+    import json
+
+    config = write_tenants(tmp_path / "tenants.yaml", {"acme": ACME})
+    redis, redis_port = start_redis()
+    restarted = None
+    admin_port = free_port()
+    proc, _port = start_extauthz(config, redis_url=f"redis://127.0.0.1:{redis_port}/0", admin_port=admin_port)
+
+    def revocations() -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status", timeout=5) as response:
+            return dict(json.loads(response.read())["revocations"])
+
+    try:
+        wait_for(lambda: revocations()["subscribed"] is True, 10.0, "subscribed")
+        assert revocations() == {"kind": "redis", "address": f"127.0.0.1:{redis_port}", "db": 0, "tls": False,
+                                 "auth": False, "subscribed": True}
+        redis.stop()
+        wait_for(lambda: revocations()["subscribed"] is False, 10.0, "the lost subscription shown")
+        restarted, _ = start_redis(port=redis_port)
+        wait_for(lambda: revocations()["subscribed"] is True, 15.0, "subscribed again")
+    finally:
+        proc.stop()
+        redis.stop()
+        if restarted is not None:
+            restarted.stop()
