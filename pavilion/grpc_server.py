@@ -15,6 +15,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from pavilion.log import get_logger
+from pavilion.metrics import GRPC_SERVING
 
 log = get_logger(__name__)
 
@@ -70,6 +71,7 @@ class GrpcServer:
 
     async def start(self) -> int:
         await self._server.start()
+        GRPC_SERVING.set(1)
         await self.set_serving("", True)
         for name in self.service_names:
             await self.set_serving(name, True)
@@ -84,6 +86,7 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, then let in-flight RPCs finish for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
+        GRPC_SERVING.set(0)
         await self._server.stop(grace)
         log.info("grpc_server_stopped", port=self.port)
 

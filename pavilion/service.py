@@ -23,6 +23,7 @@ from pavilion.config_files import yaml_files
 from pavilion.errors import ConfigError
 from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
+from pavilion.metrics import any_worker_serving
 from pavilion.settings import Settings
 from pavilion.workers import run_workers
 
@@ -84,12 +85,15 @@ def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutin
     return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
 
 
-def serve_metrics_in_thread(settings: Settings) -> None:
-    """The parent's metrics server (multiprocess mode sums the workers), on a daemon thread's own loop."""
+def serve_metrics_in_thread(settings: ServiceSettings) -> None:
+    """The parent's admin server on a daemon thread's own loop: the workers' metrics (multiprocess mode
+    sums them), and /readyz once a worker's gRPC server is started. A worker starts it only when it can
+    answer (with --xds, after the first rules or tenants arrived): what a single process's /readyz waits
+    for. (Its port alone would not tell: it is bound, and accepts connections, before that.)"""
 
     def run() -> None:
         async def main() -> None:
-            await AdminServer(settings.metrics_host, settings.metrics_port).start()
+            await AdminServer(settings.metrics_host, settings.metrics_port, ready=any_worker_serving).start()
             await asyncio.Event().wait()
 
         asyncio.run(main())

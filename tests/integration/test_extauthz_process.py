@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from pavilion.probe import http_ok
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import check_direct, pavilion_revoke, start_extauthz, wait_for, write_tenants
 from tests.procs import PAVILION, free_port, start_redis
@@ -53,6 +55,7 @@ def test_two_workers_share_one_port_revocations_and_metrics(tmp_path: Path) -> N
     admin_port = free_port()
     proc, port = start_extauthz(config, redis_url=redis_url, workers=2, admin_port=admin_port)
     try:
+        assert http_ok(f"http://127.0.0.1:{admin_port}/readyz")  # the parent's: a worker serves the port
         exp = int(time.time()) + 300
         token = ACME.token(jti="w-1", exp=exp)
         # Fresh connections: the kernel spreads them over both workers.
@@ -116,3 +119,23 @@ def test_status_shows_whether_revocations_arrive_by_pubsub_through_a_redis_resta
         redis.stop()
         if restarted is not None:
             restarted.stop()
+
+
+def test_with_workers_the_parent_is_ready_only_once_a_worker_serves(tmp_path: Path) -> None:
+    """With --xds a worker opens its port after the first tenants: until then the parent's /readyz
+    (what Kubernetes asks) says 503, as a single process's does."""
+    from tests.procs import Proc
+
+    port, admin_port, nowhere = free_port(), free_port(), free_port()
+    proc = Proc([PAVILION, "extauthz", "--xds", f"127.0.0.1:{nowhere}", "--port", str(port), "--workers", "2",
+                 "--admin-port", str(admin_port)], name="extauthz-waiting")
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+        for _ in range(10):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=5)
+            refused.value.close()
+            assert refused.value.code == 503
+            time.sleep(0.1)
+    finally:
+        proc.stop()
