@@ -35,9 +35,15 @@ def set_config_info(version: str, previous: str | None) -> None:
 
 
 class ConfigStatus:
-    """The version in use, where it came from (file or xds), and the last refused update."""
+    """The version in use, where it came from (file or xds), and the last refused update.
+
+    A process runs one service, so the last status made is the process's (`current`): a worker
+    publishes it for its parent's /status (pavilion.worker_status)."""
+
+    _current: ConfigStatus | None = None
 
     def __init__(self, source: str, *, details: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        ConfigStatus._current = self
         self.source = source
         self.version: str | None = None
         self.applied_at: float | None = None
@@ -62,6 +68,10 @@ class ConfigStatus:
         if self._details is not None:
             status.update(self._details())
         return status
+
+    @classmethod
+    def current(cls) -> ConfigStatus | None:
+        return cls._current
 
     async def handle(self, _request: web.Request) -> web.Response:
         return web.json_response(self.render(), dumps=lambda value: json.dumps(value, indent=2) + "\n")

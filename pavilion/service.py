@@ -8,6 +8,7 @@ and a check of its config file run once in the parent so errors show before any 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import socket
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import watchfiles
 
+from pavilion import worker_status
 from pavilion.admin import AdminServer
 from pavilion.config_files import yaml_files
 from pavilion.errors import ConfigError
@@ -81,19 +83,35 @@ def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutin
     if settings.xds:  # each worker runs its own xDS client, under its own node id
         base = settings.node_id or f"{role}-{socket.gethostname()}"
         settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
-    # The parent serves the metrics of every worker, summed.
-    return run_until_stopped(lambda stop: serve(settings, stop, admin=False))
+    # The parent serves the metrics of every worker, summed, and their statuses.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+    async def serve_and_publish(stop: asyncio.Event) -> None:
+        publisher = asyncio.create_task(worker_status.publish(directory, stop)) if directory else None
+        try:
+            await serve(settings, stop, admin=False)
+        finally:
+            if publisher is not None:
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
+
+    return run_until_stopped(serve_and_publish)
 
 
 def serve_metrics_in_thread(settings: ServiceSettings) -> None:
     """The parent's admin server on a daemon thread's own loop: the workers' metrics (multiprocess mode
-    sums them), and /readyz once a worker's gRPC server is started. A worker starts it only when it can
+    sums them), their statuses on /status (pavilion.worker_status), and /readyz once a worker's gRPC
+    server is started. A worker starts it only when it can
     answer (with --xds, after the first rules or tenants arrived): what a single process's /readyz waits
     for. (Its port alone would not tell: it is bound, and accepts connections, before that.)"""
 
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
     def run() -> None:
         async def main() -> None:
-            await AdminServer(settings.metrics_host, settings.metrics_port, ready=any_worker_serving).start()
+            await AdminServer(settings.metrics_host, settings.metrics_port, ready=any_worker_serving,
+                              routes=worker_status.routes(directory) if directory else ()).start()
             await asyncio.Event().wait()
 
         asyncio.run(main())

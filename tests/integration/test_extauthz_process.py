@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +76,21 @@ def test_two_workers_share_one_port_revocations_and_metrics(tmp_path: Path) -> N
         # Workers add their counts to Prometheus twice a second; the parent sums all workers.
         wait_for(lambda: counted().get(("ok", "200"), 0) >= 12 and counted().get(("revoked", "401"), 0) >= 8,
                  5.0, "every worker's checks counted by the parent")
+
+        def status() -> dict[str, Any]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status", timeout=5) as response:
+                return dict(json.loads(response.read()))
+
+        # Each worker publishes its status once a second; the parent lists the live ones.
+        def both_current(shown: dict[str, Any]) -> bool:
+            return len(shown["workers"]) == 2 and all(
+                worker["ready"] and worker["revocations"]["subscribed"] for worker in shown["workers"])
+
+        wait_for(lambda: both_current(status()), 5.0, "both workers ready and subscribed on the parent's /status")
+        shown = status()
+        assert shown["ready"] and shown["config_version"] is not None, shown
+        assert {worker["config_version"] for worker in shown["workers"]} == {shown["config_version"]}
+        assert len({worker["pid"] for worker in shown["workers"]}) == 2
     finally:
         proc.stop()
         redis.stop()
