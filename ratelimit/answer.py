@@ -16,7 +16,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 
 from ratelimit.headers import current_item, policy_item, retry_after
 from ratelimit.limiter import Code, Decision, RequestPlan
-from ratelimit.rules import TOKEN_BUCKET, Limit, Rule
+from ratelimit.rules import Limit, Rule
 from ratelimit.store import Check
 
 _RESPONSE = rls_pb2.RateLimitResponse
@@ -33,7 +33,7 @@ class LimitView(NamedTuple):
     quoted: str  # the policy's name as a Structured Field string
     policy: str  # its RateLimit-Policy item
     label: str  # the rule's metric label
-    near_above: int  # used past this (80 % of the limit) is "near" (envoyproxy/ratelimit's threshold)
+    near_above: int  # used past this (80 % of its quota) and allowed is "near" (envoyproxy/ratelimit)
 
 
 class PlanAnswer(NamedTuple):
@@ -74,10 +74,9 @@ def limit_view(limit: Limit, rule: Rule | None, check: Check) -> LimitView:
     override = _is_override(check.key)
     proto = current_limit(limit, rule)
     quoted, policy = policy_item(limit, rule, override)
-    size = limit.capacity if limit.algorithm == TOKEN_BUCKET else limit.requests_per_unit
     view = LimitView(limit, rule, _RESPONSE.DescriptorStatus(code=_RESPONSE.OK, current_limit=proto),
                      _RESPONSE.DescriptorStatus(code=_RESPONSE.OVER_LIMIT, current_limit=proto), quoted, policy,
-                     (rule.name or rule.stats_key) if rule else "", (size * 8) // 10)
+                     (rule.name or rule.stats_key) if rule else "", (limit.quota * 8) // 10)
     if not override:
         if len(_VIEWS) >= _MAX_VIEWS:
             _VIEWS.clear()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from ratelimit.limiter import Code, Decision
-from ratelimit.rules import TOKEN_BUCKET, Limit, Rule
+from ratelimit.rules import Limit, Rule
 from ratelimit.store import Outcome
 
 
@@ -37,14 +37,10 @@ def _sf_string(text: str) -> str:
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _quota(limit: Limit) -> int:
-    return limit.capacity if limit.algorithm == TOKEN_BUCKET else limit.requests_per_unit
-
-
 def policy_item(limit: Limit, rule: Rule | None, override: bool) -> tuple[str, str]:
     """The policy's quoted name and its RateLimit-Policy item (`"name";q=100;w=60`)."""
     quoted = _sf_string(policy_name(limit, rule, override))
-    return quoted, f"{quoted};q={_quota(limit)};w={limit.window_seconds}"
+    return quoted, f"{quoted};q={limit.quota};w={limit.window_seconds}"
 
 
 def current_item(quoted: str, outcome: Outcome) -> str:

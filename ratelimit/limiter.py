@@ -28,7 +28,7 @@ from ratelimit.known_over import KnownOver
 from ratelimit.matching import RateLimitConfig
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import KNOWN_OVER_ANSWERS
-from ratelimit.rules import MAX_UINT32, TOKEN_BUCKET, Limit, Rule
+from ratelimit.rules import MAX_UINT32, Limit, Rule
 from ratelimit.store import Check, CounterStore, Outcome, descriptor_key, limit_key
 
 
@@ -61,12 +61,6 @@ class LimitStatus(NamedTuple):
     def over(self) -> bool:
         return not self.outcome.allowed
 
-    @property
-    def near(self) -> bool:
-        """Within the limit but past 80 % of it (envoyproxy/ratelimit's near_limit threshold)."""
-        size = self.limit.capacity if self.limit.algorithm == TOKEN_BUCKET else self.limit.requests_per_unit
-        return self.outcome.allowed and self.outcome.used > (size * 8) // 10
-
 
 class DescriptorStatus(NamedTuple):
     """The answer for one descriptor, with what the service needs for the response, headers and metrics.
@@ -89,10 +83,6 @@ class DescriptorStatus(NamedTuple):
     unlimited: bool = False
     replaced: bool = False
     fallback: str | None = None
-
-    @property
-    def near(self) -> bool:
-        return any(status.near for status in self.limits)
 
 
 class Decision(NamedTuple):

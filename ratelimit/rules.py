@@ -59,6 +59,11 @@ class Limit:
         """Token bucket size: `burst`, or `requests_per_unit` when burst is 0."""
         return self.burst or self.requests_per_unit
 
+    @property
+    def quota(self) -> int:
+        """The most requests it admits at once: the bucket's capacity, else `requests_per_unit` a window."""
+        return self.capacity if self.algorithm == TOKEN_BUCKET else self.requests_per_unit
+
     def describe(self) -> str:
         per = self.unit if self.unit_multiplier == 1 else f"{self.unit_multiplier} {self.unit}s"
         extra = f", burst {self.capacity}" if self.algorithm == TOKEN_BUCKET else ""
