@@ -74,18 +74,11 @@ def make_store(settings: RateLimitSettings,
     return breaker, breaker
 
 
-def store_status(settings: RateLimitSettings, limiter: Limiter, breaker: CircuitBreaker | None) -> dict[str, Any]:
+def store_status(redis: RedisStore | RedisClusterStore | None, limiter: Limiter,
+                 breaker: CircuitBreaker | None) -> dict[str, Any]:
     """The counter store on /status: where it is (never its credentials), the breaker, and whether the
     service reports SERVING."""
-    shown: dict[str, Any] = {"kind": "memory"}
-    if settings.redis_cluster:
-        template, seeds = parse_cluster_seeds(settings.redis_cluster)
-        shown = {"kind": "redis-cluster", "seeds": [f"{host}:{port}" for host, port in seeds], "tls": template.tls,
-                 "auth": template.password is not None}
-    elif settings.redis_url:
-        target = parse_redis_url(settings.redis_url)
-        shown = {"kind": "redis", "address": target.address, "db": target.db, "tls": target.tls,
-                 "auth": target.password is not None}
+    shown: dict[str, Any] = redis.location() if redis is not None else {"kind": "memory"}
     if breaker is not None:
         shown["breaker"] = breaker.state.value
     shown["serving"] = serving(limiter.config, breaker)
@@ -183,13 +176,15 @@ def rules_over_xds(settings: RateLimitSettings, limiter: Limiter, health: Health
 async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
     path = Path(settings.config)
     xds: XdsClient | None = None
+    # Made below, after the status that shows them (a worker publishes its status from the start).
+    redis: RedisStore | RedisClusterStore | None = None
     limiter: Limiter | None = None
     breaker: CircuitBreaker | None = None
 
     def details() -> dict[str, Any]:
         shown: dict[str, Any] = {"xds": dict(xds.status())} if xds is not None else {}
         if limiter is not None:
-            shown["store"] = store_status(settings, limiter, breaker)
+            shown["store"] = store_status(redis, limiter, breaker)
         return shown
 
     status = ConfigStatus("xds" if settings.xds else "file", details=details)

@@ -250,6 +250,12 @@ class RedisStore:
         """See `ratelimit.redis_target` for the URL forms."""
         return cls(parse_redis_url(url), timeout=timeout)
 
+    def location(self) -> dict[str, Any]:
+        """Where the counters are, for /status (never the password)."""
+        target = self._node.target
+        return {"kind": "redis", "address": target.address, "db": target.db, "tls": target.tls,
+                "auth": target.password is not None}
+
     async def start(self) -> None:
         await self._node.start()
 
@@ -289,6 +295,11 @@ class RedisClusterStore:
         """See `ratelimit.redis_target.parse_cluster_seeds` for the forms."""
         template, seeds = parse_cluster_seeds(text)
         return cls(seeds, timeout=timeout, template=template)
+
+    def location(self) -> dict[str, Any]:
+        """Where the counters are, for /status (never the password)."""
+        return {"kind": "redis-cluster", "seeds": [f"{host}:{port}" for host, port in self._seeds],
+                "tls": self._template.tls, "auth": self._template.password is not None}
 
     def _node(self, address: str) -> _Node:
         node = self._nodes.get(address)

@@ -71,12 +71,13 @@ def test_a_bad_redis_url_stops_the_start_with_the_password_starred_out(tmp_path:
 
 
 def test_the_store_on_status_names_where_it_is_never_the_password(tmp_path: Path) -> None:
-    from ratelimit.app import RateLimitSettings, store_status
+    from ratelimit.app import store_status
+    from ratelimit.redis_store import RedisClusterStore, RedisStore
 
     limiter = Limiter(load_config(_write(tmp_path, GOOD.format(n=5))), MemoryStore())
-    redis = RateLimitSettings(redis_url="rediss://lim:hunter2@cache.internal:6380/2")
-    cluster = RateLimitSettings(redis_cluster="redis://:hunter2@10.0.0.1:7000,10.0.0.2:7000")
-    assert store_status(RateLimitSettings(), limiter, None) == {"kind": "memory", "serving": True}
+    redis = RedisStore.from_url("rediss://lim:hunter2@cache.internal:6380/2")
+    cluster = RedisClusterStore.from_hosts("redis://:hunter2@10.0.0.1:7000,10.0.0.2:7000")
+    assert store_status(None, limiter, None) == {"kind": "memory", "serving": True}
     assert store_status(redis, limiter, None) == {"kind": "redis", "address": "cache.internal:6380", "db": 2,
                                                   "tls": True, "auth": True, "serving": True}
     assert store_status(cluster, limiter, None) == {"kind": "redis-cluster", "tls": False, "auth": True,
