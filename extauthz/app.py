@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from redis.connection import parse_url
 
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
@@ -50,15 +49,12 @@ def make_store(settings: ExtAuthzSettings) -> RevocationStore:
     return MemoryRevocations()
 
 
-def revocations_status(settings: ExtAuthzSettings, store: RevocationStore) -> dict[str, Any]:
+def revocations_status(store: RevocationStore) -> dict[str, Any]:
     """The revocation store on /status: where it is (never its password) and whether the pub/sub that
     keeps the local cache current is up (while it is not, every check asks Redis)."""
-    if not isinstance(store, RedisRevocations) or not settings.redis_url:
+    if not isinstance(store, RedisRevocations):
         return {"kind": "memory"}
-    where: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]  # redis-py's reading
-    return {"kind": "redis", "address": where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}",
-            "db": where.get("db", 0), "tls": settings.redis_url.startswith("rediss:"),
-            "auth": where.get("password") is not None, "subscribed": store.subscribed}
+    return {**store.location, "subscribed": store.subscribed}
 
 
 async def reload_on_change(path: Path, authorizer: Authorizer, stop: asyncio.Event,
@@ -120,7 +116,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
 
     def details() -> dict[str, Any]:
         shown: dict[str, Any] = {"xds": dict(xds.status())} if xds is not None else {}
-        shown["revocations"] = revocations_status(settings, store)
+        shown["revocations"] = revocations_status(store)
         return shown
 
     status = ConfigStatus("xds" if settings.xds else "file", details=details)

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from pavilion.errors import BackendUnavailable
@@ -176,6 +177,11 @@ class RedisRevocations:
         self._subscriber: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=None, socket_connect_timeout=timeout, decode_responses=True,
             retry=Retry(NoBackoff(), 0))
+        where: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py's reading of it
+        # For /status: where revocations are read, never the password.
+        address = where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}"
+        self.location = {"kind": "redis", "address": address, "db": where.get("db", 0),
+                         "tls": url.startswith("rediss:"), "auth": where.get("password") is not None}
         self._local_ttl = local_ttl
         self._keep_warm = keep_warm
         self._max_local = max_local
