@@ -8,7 +8,6 @@ the responses' `version_info`; a service reading its own file reports a hash of 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from pavilion.metrics import NAMESPACE, Gauge
+from pavilion.workers import shared_directory
 
 __all__ = ["CONFIG_INFO", "ConfigStatus", "set_config_info"]
 
@@ -27,7 +27,7 @@ CONFIG_INFO = Gauge("config_info", "The config version in use (value 1).", ["ver
 def set_config_info(version: str, previous: str | None) -> None:
     """Move the info metric from `previous` to `version`."""
     if previous and previous != version:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if shared_directory():
             CONFIG_INFO.labels(previous).set(0)  # another worker's file may still hold it: zero, not remove
         else:
             CONFIG_INFO.remove(previous)

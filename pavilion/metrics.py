@@ -6,8 +6,6 @@ With `--workers N` each worker is its own process; prometheus-client's multiproc
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,6 +16,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+from pavilion.workers import shared_directory
 
 NAMESPACE = "pavilion"
 
@@ -31,7 +31,7 @@ GRPC_SERVING = Gauge(_GRPC_SERVING_NAME, "1 while this process's gRPC server ser
 
 
 def _registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if shared_directory():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry

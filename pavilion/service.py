@@ -27,7 +27,7 @@ from pavilion.lifecycle import run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.metrics import any_worker_serving
 from pavilion.settings import Settings
-from pavilion.workers import run_workers
+from pavilion.workers import run_workers, shared_directory
 
 log = get_logger(__name__)
 
@@ -84,7 +84,7 @@ def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutin
         base = settings.node_id or f"{role}-{socket.gethostname()}"
         settings = dataclasses.replace(settings, node_id=f"{base}-{os.getpid()}")
     # The parent serves the metrics of every worker, summed, and their statuses.
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = shared_directory()
 
     async def serve_and_publish(stop: asyncio.Event) -> None:
         publisher = asyncio.create_task(worker_status.publish(directory, stop)) if directory else None
@@ -102,11 +102,11 @@ def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutin
 def serve_metrics_in_thread(settings: ServiceSettings) -> None:
     """The parent's admin server on a daemon thread's own loop: the workers' metrics (multiprocess mode
     sums them), their statuses on /status (pavilion.worker_status), and /readyz once a worker's gRPC
-    server is started. A worker starts it only when it can
-    answer (with --xds, after the first rules or tenants arrived): what a single process's /readyz waits
-    for. (Its port alone would not tell: it is bound, and accepts connections, before that.)"""
+    server is started. A worker starts it only when it can answer (with --xds, after the first rules or
+    tenants arrived): what a single process's /readyz waits for. (Its port alone would not tell: it is
+    bound, and accepts connections, before that.)"""
 
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = shared_directory()
 
     def run() -> None:
         async def main() -> None:

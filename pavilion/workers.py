@@ -21,6 +21,11 @@ from pavilion.log import get_logger
 log = get_logger(__name__)
 
 
+def shared_directory() -> str | None:
+    """The directory the workers and their parent share (metrics, statuses); None without --workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 def prepare_multiprocess_metrics() -> str:
     """Create and export PROMETHEUS_MULTIPROC_DIR before any worker starts; returns the directory."""
     directory = tempfile.mkdtemp(prefix="pavilion-metrics-")
@@ -34,7 +39,7 @@ def run_workers(count: int, target: Callable[..., int | None], args: Sequence[An
 
     Returns 0 when every worker exited 0, else the first non-zero exit code.
     """
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or prepare_multiprocess_metrics()
+    metrics_dir = shared_directory() or prepare_multiprocess_metrics()
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(target, index, tuple(args)), daemon=False)
                  for index in range(count)]
