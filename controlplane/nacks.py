@@ -110,7 +110,7 @@ class NackAttributor:
         await self.reloader.reapply()
 
     def _unexplained(self, type_url: str, error: str, region: str, version: str) -> None:
-        self.unattributed[type_url.rsplit(".", 1)[-1]] = {"error": error, "region": region, "version": version,
+        self.unattributed[urls.short_type(type_url)] = {"error": error, "region": region, "version": version,
                                                           "at": iso_time(time.time())}
 
     async def drain(self) -> None:

@@ -25,8 +25,9 @@ from google.protobuf import text_format
 from controlplane import resources as urls
 from controlplane.cache import DEFAULT_ROLE, Group, SnapshotCache
 from controlplane.config.model import Config
+from controlplane.resources import short_type
 from controlplane.snapshot import Snapshot, build_snapshot
-from controlplane.status import json_dumps, short_type
+from controlplane.status import json_dumps
 
 TIMEOUT = 30.0
 

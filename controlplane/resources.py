@@ -23,5 +23,12 @@ ADS_ORDER = (CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE)
 # it (for the role that uses it).
 SERVED_ORDER = (*ADS_ORDER, VIRTUAL_HOST, *PAVILION_TYPES)
 
+
+
+def short_type(type_url: str) -> str:
+    """`RouteConfiguration` for its type URL: how metrics, logs and /status name a type."""
+    return type_url.rsplit(".", 1)[-1]
+
+
 # In SotW, a response for these types is the full state: a resource left out is deleted.
 FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER, *PAVILION_TYPES})

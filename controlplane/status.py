@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.cache import SnapshotCache
+from controlplane.resources import short_type
 from controlplane.server.stream import StreamState, iso_time
 from pavilion.config_status import set_config_info
 from pavilion.metrics import NAMESPACE, Counter, Gauge, Histogram
@@ -34,10 +35,6 @@ PUSH_BYTES = Counter("xds_push_bytes", "Bytes of DiscoveryResponses sent, by res
                      namespace=NAMESPACE)
 ACKS = Counter("xds_acks", "Responses a proxy accepted, by resource type.", ["type"], namespace=NAMESPACE)
 NACKS = Counter("xds_nacks", "Responses a proxy rejected, by resource type.", ["type"], namespace=NAMESPACE)
-
-
-def short_type(type_url: str) -> str:
-    return type_url.rsplit(".", 1)[-1]
 
 
 class StatusBoard:

@@ -24,9 +24,10 @@ from envoy.service.discovery.v3 import ads_pb2
 
 from controlplane import resources as urls
 from controlplane.cache import group_of
+from controlplane.resources import short_type
 from controlplane.server.stream import Nack, StreamState, TypeState
 from controlplane.snapshot import Resource, Snapshot, content_hash
-from controlplane.status import ACKS, NACKS, PUSH_BYTES, PUSHES, short_type
+from controlplane.status import ACKS, NACKS, PUSH_BYTES, PUSHES
 from pavilion.log import get_logger
 
 if TYPE_CHECKING:

@@ -162,8 +162,8 @@ class StreamState:
             "connected_at": iso_time(self.connected_at),
             "last_seen": iso_time(self.last_seen),
             "synced": snapshot is not None and not pending,
-            "pending": [url.rsplit(".", 1)[-1] for url in pending],
-            "types": {url.rsplit(".", 1)[-1]: state.status() for url, state in sorted(self.types.items())},
+            "pending": [urls.short_type(url) for url in pending],
+            "types": {urls.short_type(url): state.status() for url, state in sorted(self.types.items())},
         }
 
 
