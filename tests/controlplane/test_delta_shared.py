@@ -79,6 +79,14 @@ async def subscribed(client: DeltaClient, hosts: tuple[str, ...] = ()) -> None:
     await client.silence(0.2)
 
 
+async def two_in_step(plane: Plane) -> tuple[DeltaClient, DeltaClient]:
+    """Two Envoys, envoy-1 and envoy-2, each subscribed to everything and holding all of it."""
+    first, second = DeltaClient(plane.channel, node_id="envoy-1"), DeltaClient(plane.channel, node_id="envoy-2")
+    await subscribed(first)
+    await subscribed(second)
+    return first, second
+
+
 def served(plane: Plane, type_url: str) -> TypeSnapshot:
     snapshot = plane.cache.current(EU)
     assert snapshot is not None
@@ -87,9 +95,7 @@ def served(plane: Plane, type_url: str) -> TypeSnapshot:
 
 
 async def test_streams_in_step_share_what_they_hold_and_one_diff(plane: Plane, built: list[tuple[str, ...]]) -> None:
-    first, second = DeltaClient(plane.channel, node_id="envoy-1"), DeltaClient(plane.channel, node_id="envoy-2")
-    await subscribed(first)
-    await subscribed(second)
+    first, second = await two_in_step(plane)
     one, two = vhds(plane, "envoy-1"), vhds(plane, "envoy-2")
     assert one.in_step is two.in_step is served(plane, urls.VIRTUAL_HOST)
     assert one.held is two.held and one.sent_resources is two.sent_resources  # one map for every stream
@@ -113,9 +119,7 @@ async def test_streams_in_step_share_what_they_hold_and_one_diff(plane: Plane, b
 
 
 async def test_a_nacked_change_is_not_resent_and_the_stream_stays_in_step(plane: Plane) -> None:
-    first, second = DeltaClient(plane.channel, node_id="envoy-1"), DeltaClient(plane.channel, node_id="envoy-2")
-    await subscribed(first)
-    await subscribed(second)
+    first, second = await two_in_step(plane)
     await plane.cache.install(ToyConfig(services=SERVICES, own_hosts=True, paths={"billing": "/v2"}), "v2")
     refused = await first.response()
     await first.nack(refused, "virtual host public/billing.test: boom")
@@ -201,9 +205,7 @@ def test_changing_what_a_stream_holds_takes_it_out_of_step_on_a_copy() -> None:
 
 
 async def test_one_stream_leaving_the_step_leaves_the_shared_maps_alone(plane: Plane) -> None:
-    first, second = DeltaClient(plane.channel, node_id="envoy-1"), DeltaClient(plane.channel, node_id="envoy-2")
-    await subscribed(first)
-    await subscribed(second)
+    first, second = await two_in_step(plane)
     shared = served(plane, urls.VIRTUAL_HOST)
     await second.request(urls.VIRTUAL_HOST, unsubscribe=("public/carts.test",))  # the proxy forgets carts
     back = await second.response()  # the wildcard still covers it: it goes again
@@ -223,9 +225,7 @@ async def test_one_stream_leaving_the_step_leaves_the_shared_maps_alone(plane: P
 
 
 async def test_a_removed_cluster_kept_for_routes_behind_is_held_apart_then_rejoins(plane: Plane) -> None:
-    first, second = DeltaClient(plane.channel, node_id="envoy-1"), DeltaClient(plane.channel, node_id="envoy-2")
-    await subscribed(first)
-    await subscribed(second)
+    first, second = await two_in_step(plane)
     await plane.cache.install(ToyConfig(services={"accounts": 9001, "carts": 9003}, own_hosts=True), "v2")
     removal = await first.response()  # the virtual host goes first; its cluster stays until it is acked
     assert removal.type_url == urls.VIRTUAL_HOST and list(removal.removed_resources) == ["public/billing.test"]
