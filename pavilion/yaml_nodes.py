@@ -31,6 +31,9 @@ ScalarValue: TypeAlias = str | int | float | bool | None
 class Scalar:
     value: ScalarValue
     loc: Location
+    # The text as written (quotes removed): what Go's yaml.v2 puts in a string field whatever the
+    # scalar would resolve to (`010`, `1.50`, `on`), for formats that must read the same as a Go tool.
+    written: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def _convert(node: RuamelNode, file: str) -> Node:
     if isinstance(node, SequenceNode):
         return Sequence(tuple(_convert(item, file) for item in node.value), _where(node, file))
     if isinstance(node, ScalarNode):
-        return Scalar(_scalar_value(node), _where(node, file))
+        return Scalar(_scalar_value(node), _where(node, file), node.value)
     raise ConfigError(f"unsupported YAML node {type(node).__name__}", location=_where(node, file))
 
 

@@ -47,6 +47,7 @@ class PlanAnswer(NamedTuple):
     template: rls_pb2.RateLimitResponse
     policy_header: str
     header_positions: tuple[tuple[int, int, LimitView], ...]
+    labels: tuple[str, ...]  # per descriptor, the `rule` label of its metrics ("" when nothing is counted)
 
 
 def current_limit(limit: Limit, rule: Rule | None) -> rls_pb2.RateLimitResponse.RateLimit:
@@ -99,7 +100,25 @@ def plan_answer(plan: RequestPlan) -> PlanAnswer:
         else:
             template.statuses.add(code=_RESPONSE.OK)
     positions = header_positions(views, ())
-    return PlanAnswer(plan, views, template, ", ".join(view.policy for _i, _j, view in positions), positions)
+    labels = tuple(metric_label(plan.rules[index], descriptor_views, plan.checks_of[index][0][1])
+                   if descriptor_views else "" for index, descriptor_views in enumerate(views))
+    return PlanAnswer(plan, views, template, ", ".join(view.policy for _i, _j, view in positions), positions,
+                      labels)
+
+
+def metric_label(rule: Rule | None, views: tuple[LimitView, ...], check: Check) -> str:
+    """A descriptor's `rule` label: the rule's name or key path, or with `detailed_metric` or
+    `value_to_metric` the key path with request values in it (Rule.metric_label). Request values come
+    percent-encoded, as the counter key holds them; RuleMetrics caps how many labels there can be."""
+    if rule is None or not (rule.detailed_metric or rule.value_to_metric):
+        return views[0].label
+    return rule.metric_label(tuple((key, value) for key, _, value in
+                                   (entry.partition("=") for entry in _key_entries(check.key))))
+
+
+def _key_entries(key: str) -> list[str]:
+    # A counter key is `domain|k=v|k2=v2|<limit part>` (store.storage_key), keys and values escaped.
+    return key.split("|")[1:-1]
 
 
 def header_positions(views: tuple[tuple[LimitView, ...], ...],

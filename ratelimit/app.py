@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ class RateLimitSettings(ServiceSettings):
     breaker_failures: int = 5            # consecutive store failures that open the breaker
     breaker_cool_down: float = 1.0       # seconds open before one probe goes through
     shadow_mode: bool = False            # global: count and report, never answer OVER_LIMIT
+    merge_domains: bool = False          # one domain may span files (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG)
     replicas: int = 1                    # service replicas sharing the limits (for on_backend_error: local)
     metric_label_cap: int = 1000
 
@@ -124,16 +126,17 @@ class Health:
 
 
 async def reload_on_change(path: Path, limiter: Limiter, health: Health, stop: asyncio.Event,
-                           status: ConfigStatus | None = None) -> None:
+                           status: ConfigStatus | None = None, *, merge_domains: bool = False) -> None:
     """Swap in the rules of `path` after each change; a broken edit keeps the last good config."""
     async for _ in config_changes(path, stop):
-        await reload_once(path, limiter, status)
+        await reload_once(path, limiter, status, merge_domains=merge_domains)
         await health.update()
 
 
-async def reload_once(path: Path, limiter: Limiter, status: ConfigStatus | None = None) -> bool:
+async def reload_once(path: Path, limiter: Limiter, status: ConfigStatus | None = None, *,
+                      merge_domains: bool = False) -> bool:
     try:
-        config = await asyncio.to_thread(load_config, path)
+        config = await asyncio.to_thread(load_config, path, merge_domains=merge_domains)
     except (ConfigError, OSError) as exc:
         CONFIG_RELOADS.labels(result="rejected").inc()
         log.error("config_rejected", path=str(path), errors=str(exc).splitlines(), kept="last good config")
@@ -188,7 +191,7 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         return shown
 
     status = ConfigStatus("xds" if settings.xds else "file", details=details)
-    config = RateLimitConfig(()) if settings.xds else load_config(path)
+    config = RateLimitConfig(()) if settings.xds else load_config(path, merge_domains=settings.merge_domains)
     if not settings.xds:
         status.applied(file_version(config))
     redis = make_redis(settings)
@@ -214,8 +217,8 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
             if not await xds.wait_ready(stop):
                 return
         else:
-            tasks.append(asyncio.create_task(reload_on_change(path, limiter, health, stop, status),
-                                             name="config-watch"))
+            watch = reload_on_change(path, limiter, health, stop, status, merge_domains=settings.merge_domains)
+            tasks.append(asyncio.create_task(watch, name="config-watch"))
         await server.start()
         tasks.append(asyncio.create_task(health.run(stop), name="health"))
         log.info("ratelimit_started", port=server.port, rules=len(limiter.config.rules),
@@ -234,8 +237,6 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         await store.close()
 
 
-def check_config_file(path: str) -> None:
-    load_config(path)
 
 
 def run(settings: RateLimitSettings) -> int:
@@ -250,4 +251,5 @@ def run(settings: RateLimitSettings) -> int:
     except ValueError as exc:  # its message shows the URL with the password starred out
         log.error("bad_redis_url", detail=str(exc))
         return 2
-    return run_service(settings, serve, role="ratelimit", check_config=check_config_file)
+    return run_service(settings, serve, role="ratelimit",
+                       check_config=functools.partial(load_config, merge_domains=settings.merge_domains))

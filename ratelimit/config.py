@@ -2,7 +2,8 @@
 
 `parse_config` is pure (texts in, RateLimitConfig or ConfigErrors out); `load_config` reads the
 files first. Every problem of every file is reported at once, each as `FILE:LINE:COL: path: message`.
-Domains must be unique across files (envoyproxy/ratelimit without MERGE_DOMAIN_CONFIG).
+Domains must be unique across files, unless `merge_domains` (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG):
+then the files of one domain add up, and only a top-level descriptor given in two of them is an error.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from ratelimit.matching import RateLimitConfig
 from ratelimit.rules import Rule
 
 
-def load_config(path: str | Path) -> RateLimitConfig:
+def load_config(path: str | Path, *, merge_domains: bool = False) -> RateLimitConfig:
     """The rules of `path` (a file, or a directory searched recursively in sorted order); ConfigErrors if bad."""
-    return parse_config(read_sources(path))
+    return parse_config(read_sources(path), merge_domains=merge_domains)
 
 
-def parse_config(sources: Sequence[Source]) -> RateLimitConfig:
+def parse_config(sources: Sequence[Source], *, merge_domains: bool = False) -> RateLimitConfig:
     errors: list[ConfigError] = []
     rules: list[Rule] = []
     placeholders: list[tuple[str, tuple[tuple[str, str | None], ...]]] = []
     domains: dict[str, Location] = {}
+    top_level: dict[tuple[str, str, str | None], Location] = {}  # (domain, key, value): where first given
     for source in sources:
         try:
             documents = parse_documents(source.text, source.name)
@@ -44,11 +46,18 @@ def parse_config(sources: Sequence[Source]) -> RateLimitConfig:
             if found is None:
                 continue
             domain, where = found
-            if domain in domains:
+            if domain in domains and not merge_domains:
                 errors.append(ConfigError(f"duplicate domain '{domain}' in config file (first at {domains[domain]})",
                                           location=where, path="domain"))
                 continue
-            domains[domain] = where
+            domains.setdefault(domain, where)
+            clashes = [ConfigError(f"duplicate descriptor composite key '{_shown(domain, key, value)}' "
+                                   f"(first at {top_level[(domain, key, value)]})", location=loc, path=path)
+                       for (key, value), (loc, path) in reader.top_level.items() if (domain, key, value) in top_level]
+            if clashes:
+                errors.extend(clashes)
+                continue
+            top_level.update({(domain, key, value): loc for (key, value), (loc, _) in reader.top_level.items()})
             rules.extend(reader.rules)
             placeholders.extend(reader.placeholders)
     if errors:
@@ -57,6 +66,10 @@ def parse_config(sources: Sequence[Source]) -> RateLimitConfig:
     for domain in domains:
         config.add_domain(domain)
     return config
+
+
+def _shown(domain: str, key: str, value: str | None) -> str:
+    return f"{domain}.{key}" if value is None else f"{domain}.{key}_{value}"
 
 
 def parse_config_text(text: str, name: str = "<string>") -> RateLimitConfig:

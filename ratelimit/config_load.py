@@ -17,7 +17,8 @@ from ratelimit.rules import ALGORITHMS, FIXED_WINDOW, ON_BACKEND_ERROR, TOKEN_BU
 
 ROOT_KEYS = ("domain", "descriptors")
 DESCRIPTOR_KEYS = (
-    "key", "value", "rate_limit", "rate_limits", "descriptors", "shadow_mode", "detailed_metric", "on_backend_error",
+    "key", "value", "rate_limit", "rate_limits", "descriptors", "shadow_mode", "detailed_metric", "value_to_metric",
+    "share_threshold", "on_backend_error",
 )
 LIMIT_KEYS = ("unit", "requests_per_unit", "unit_multiplier", "algorithm", "burst", "name", "replaces")
 RATE_LIMIT_KEYS = ("unlimited", *LIMIT_KEYS)
@@ -35,6 +36,8 @@ class DocumentReader:
     errors: list[ConfigError] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     placeholders: list[tuple[str, tuple[tuple[str, str | None], ...]]] = field(default_factory=list)
+    # Each top-level (key, value): where it was written and its field path (for merging domains).
+    top_level: dict[tuple[str, str | None], tuple[Location, str]] = field(default_factory=dict)
 
     def problem(self, message: str, loc: Location, path: str) -> None:
         self.errors.append(ConfigError(message, location=loc, path=path))
@@ -56,7 +59,9 @@ class DocumentReader:
             self.descriptors(fields["descriptors"][1], domain, (), "descriptors")
         return domain, where
 
-    def descriptors(self, node: Node, domain: str, parent: tuple[tuple[str, str | None], ...], path: str) -> None:
+    def descriptors(self, node: Node, domain: str, parent: tuple[tuple[str, str | None], ...], path: str,
+                    shared: tuple[int, ...] = (), valued: tuple[int, ...] = ()) -> None:
+        """`shared` and `valued`: the depths above that set share_threshold and value_to_metric."""
         if isinstance(node, Scalar) and node.value is None:
             return
         if not isinstance(node, Sequence):
@@ -84,13 +89,27 @@ class DocumentReader:
                              item.loc, here)
                 continue
             seen[(key, value)] = item.loc
-            if not self.rule(fields, domain, key_path, item.loc, here):
+            if not parent:
+                self.top_level[(key, value)] = (item.loc, here)
+            depth = len(parent)
+            item_shared, item_valued = shared, valued  # this descriptor's and those below it
+            if self.flag(fields, "share_threshold", here):
+                if value is None or not value.endswith("*"):
+                    self.problem(f"share_threshold can only be used with a wildcard value (ending with '*'), "
+                                 f"but '{shown}' has {'no value' if value is None else 'an exact one'}",
+                                 fields["share_threshold"][0].loc, join(here, "share_threshold"))
+                else:
+                    item_shared = (*shared, depth)
+            if self.flag(fields, "value_to_metric", here):
+                item_valued = (*valued, depth)
+            if not self.rule(fields, domain, key_path, item.loc, here, item_shared, item_valued):
                 self.placeholders.append((domain, key_path))
             if "descriptors" in fields:
-                self.descriptors(fields["descriptors"][1], domain, key_path, join(here, "descriptors"))
+                self.descriptors(fields["descriptors"][1], domain, key_path, join(here, "descriptors"), item_shared,
+                                 item_valued)
 
-    def rule(self, fields: dict[str, tuple[Key, Node]], domain: str,
-             key_path: tuple[tuple[str, str | None], ...], loc: Location, path: str) -> bool:
+    def rule(self, fields: dict[str, tuple[Key, Node]], domain: str, key_path: tuple[tuple[str, str | None], ...],
+             loc: Location, path: str, shared: tuple[int, ...] = (), valued: tuple[int, ...] = ()) -> bool:
         """Append the descriptor's rule, if it has a valid one; True if it did."""
         shadow = self.flag(fields, "shadow_mode", path)
         detailed = self.flag(fields, "detailed_metric", path)
@@ -162,7 +181,7 @@ class DocumentReader:
         self.rules.append(Rule(
             domain=domain, key_path=key_path, limits=tuple(limits), unlimited=unlimited, shadow_mode=shadow,
             replaces=tuple(dict.fromkeys(r for r, _, _ in replaces)), detailed_metric=detailed, name=name,
-            on_backend_error=on_error, source=loc,
+            on_backend_error=on_error, share_threshold=shared, value_to_metric=valued, source=loc,
         ))
         return True
 
@@ -252,9 +271,10 @@ class DocumentReader:
         value = node.value
         if value is None:
             return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
+        if isinstance(value, str):
+            return value
+        # Go's yaml.v2 fills a string field with the scalar as written: `010` stays "010", `1.50` "1.50".
+        return node.written or str(value)
 
     def integer(self, node: Node, minimum: int, maximum: int, path: str) -> int | None:
         value = node.value if isinstance(node, Scalar) else None

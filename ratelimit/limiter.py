@@ -249,7 +249,7 @@ class Limiter:
         rule = config.match(domain, entries)
         checks: tuple[tuple[Limit, Check], ...] = ()
         if rule is not None and not rule.unlimited and rule.limits:
-            prefix = descriptor_key(domain, entries)
+            prefix = descriptor_key(domain, rule.counted_entries(entries))
             checks = tuple((limit, Check(limit_key(prefix, limit, position), limit.algorithm, limit.requests_per_unit,
                                          limit.window_seconds, limit.burst, hits))
                            for position, limit in enumerate(rule.limits))
@@ -265,7 +265,7 @@ class Limiter:
         if rule is None or not limits:
             return ()
         override = descriptor.limit_override is not None
-        prefix = descriptor_key(domain, descriptor.entries)
+        prefix = descriptor_key(domain, rule.counted_entries(descriptor.entries))
         return tuple((limit, Check(limit_key(prefix, limit, position, override=override), limit.algorithm,
                                    limit.requests_per_unit, limit.window_seconds, limit.burst, hits))
                      for position, limit in enumerate(limits))

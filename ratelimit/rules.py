@@ -76,6 +76,13 @@ class Rule:
 
     `key_path` holds (key, value) per level; value None means "any value" (key only), and a value
     ending in `*` is a prefix wildcard. `limits` is empty when `unlimited`.
+
+    Two per-level settings of envoyproxy/ratelimit, each the depths (0 = the top level) where a
+    descriptor on the rule's path set it; a setting applies to every rule below its descriptor:
+    - `share_threshold`: at a wildcard level, every request value the wildcard matches counts on one
+      counter (the wildcard's), instead of one counter per value;
+    - `value_to_metric`: the metric label holds the request's value at that level where it would
+      otherwise hold the configured one (the key alone, or the wildcard).
     """
 
     domain: str
@@ -87,6 +94,8 @@ class Rule:
     detailed_metric: bool = False
     name: str | None = None
     on_backend_error: str = "allow"
+    share_threshold: tuple[int, ...] = ()
+    value_to_metric: tuple[int, ...] = ()
     source: Location = field(default=NO_SOURCE, compare=False)
 
     @property
@@ -94,6 +103,28 @@ class Rule:
         """envoyproxy/ratelimit's stat key for the rule: `domain.key_value.subkey` (a bounded label)."""
         parts = [key if value is None else f"{key}_{value}" for key, value in self.key_path]
         return ".".join([self.domain, *parts])
+
+    def counted_entries(self, entries: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """A request's entries as its counter key holds them: at a `share_threshold` level, the wildcard."""
+        if not self.share_threshold:
+            return entries
+        return tuple((key, self.key_path[depth][1] or value) if depth in self.share_threshold else (key, value)
+                     for depth, (key, value) in enumerate(entries))
+
+    def metric_label(self, entries: tuple[tuple[str, str], ...]) -> str:
+        """The stat name of a request matched by this rule, as envoyproxy/ratelimit builds it: `stats_key`
+        with the request's value at every level (`detailed_metric`) or at the `value_to_metric` levels;
+        a wildcard that `share_threshold` shares stays the wildcard."""
+        if not (self.detailed_metric or self.value_to_metric):
+            return self.stats_key
+        parts = [self.domain]
+        for depth, (key, configured) in enumerate(self.key_path):
+            value = configured
+            if (self.detailed_metric or depth in self.value_to_metric) and depth not in self.share_threshold \
+                    and depth < len(entries):
+                value = entries[depth][1] or None
+            parts.append(key if value is None else f"{key}_{value}")
+        return ".".join(parts)
 
     @property
     def limit_names(self) -> frozenset[str]:

@@ -42,12 +42,21 @@ def _rule(domain: str, message: ratelimit_pb2.RateLimitRule, where: str) -> Rule
                           path=f"{where}.on_backend_error")
     if message.unlimited == bool(message.limits):
         raise ConfigError("a rule is either unlimited or has limits", path=where)
+    key_path = _key_path(message.key_path)
+    for depth in message.share_threshold:
+        value = key_path[depth][1] if depth < len(key_path) else None
+        if value is None or not value.endswith("*"):
+            raise ConfigError(f"share_threshold depth {depth} is not a wildcard level of the key path",
+                              path=f"{where}.share_threshold")
+    if any(depth >= len(key_path) for depth in message.value_to_metric):
+        raise ConfigError("a value_to_metric depth is past the key path", path=f"{where}.value_to_metric")
     return Rule(
-        domain=domain, key_path=_key_path(message.key_path),
+        domain=domain, key_path=key_path,
         limits=tuple(_limit(limit, f"{where}.limits[{i}]") for i, limit in enumerate(message.limits)),
         unlimited=message.unlimited, shadow_mode=message.shadow_mode, replaces=tuple(message.replaces),
         detailed_metric=message.detailed_metric, name=message.name if message.HasField("name") else None,
-        on_backend_error=on_error, source=Location(f"xds:RateLimitPolicy/{domain}"))
+        on_backend_error=on_error, share_threshold=tuple(message.share_threshold),
+        value_to_metric=tuple(message.value_to_metric), source=Location(f"xds:RateLimitPolicy/{domain}"))
 
 
 def rules_from_policy(message: ratelimit_pb2.RateLimitPolicy) -> tuple[Rule, ...]:

@@ -25,7 +25,7 @@ from pavilion.errors import BackendUnavailable
 from pavilion.grpc_server import add_method_handlers
 from pavilion.log import get_logger
 from ratelimit.answer import PlanAnswer, plan_answer, to_response
-from ratelimit.limiter import Code, Decision, Descriptor, DescriptorStatus, Limiter
+from ratelimit.limiter import Code, Decision, Descriptor, Limiter
 from ratelimit.metrics import BACKEND_ERRORS, RuleMetrics
 from ratelimit.rules import Limit
 
@@ -132,11 +132,9 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
 
     def _record(self, domain: str, decision: Decision, answer: PlanAnswer) -> None:
         record = self.metrics.record
-        for status, views in zip(decision.statuses, answer.views, strict=True):
-            rule = status.rule
-            if rule is None or not views or status.fallback in ("allow", "deny"):
+        for status, views, label in zip(decision.statuses, answer.views, answer.labels, strict=True):
+            if status.rule is None or not views or status.fallback in ("allow", "deny"):
                 continue
-            label = (_detailed_label(status) if rule.detailed_metric else None) or views[0].label
             for limit_status, view in zip(status.limits, views, strict=True):
                 outcome = limit_status.outcome
                 over = not outcome.allowed
@@ -152,11 +150,6 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         if now - self._last_error_log >= 1.0:
             self._last_error_log = now
             log.warning("ratelimit_backend_unavailable", kind=kind, detail=str(error))
-
-
-def _detailed_label(status: DescriptorStatus) -> str | None:
-    """`detailed_metric`: the request's own entries, as the storage key holds them (`domain|k=v|...|limit`)."""
-    return ".".join(status.limits[0].key.split("|")[1:-1]) or None
 
 
 def register(service: RateLimitService) -> Any:

@@ -89,7 +89,8 @@ def _rule(rule: Rule) -> ratelimit_pb2.RateLimitRule:
     message = ratelimit_pb2.RateLimitRule(
         key_path=_entries(rule.key_path), limits=[_limit(limit) for limit in rule.limits], unlimited=rule.unlimited,
         shadow_mode=rule.shadow_mode, replaces=rule.replaces, detailed_metric=rule.detailed_metric,
-        on_backend_error=rule.on_backend_error)
+        on_backend_error=rule.on_backend_error, share_threshold=rule.share_threshold,
+        value_to_metric=rule.value_to_metric)
     if rule.name is not None:
         message.name = rule.name
     return message

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpavilion/v1/ratelimit.proto\x12\x0bpavilion.v1\"9\n\x0cKeyPathEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x87\x01\n\x05Limit\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12\x17\n\x0funit_multiplier\x18\x03 \x01(\r\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\r\n\x05\x62urst\x18\x05 \x01(\r\x12\x11\n\x04name\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_name\"\xe9\x01\n\rRateLimitRule\x12+\n\x08key_path\x18\x01 \x03(\x0b\x32\x19.pavilion.v1.KeyPathEntry\x12\"\n\x06limits\x18\x02 \x03(\x0b\x32\x12.pavilion.v1.Limit\x12\x11\n\tunlimited\x18\x03 \x01(\x08\x12\x13\n\x0bshadow_mode\x18\x04 \x01(\x08\x12\x10\n\x08replaces\x18\x05 \x03(\t\x12\x17\n\x0f\x64\x65tailed_metric\x18\x06 \x01(\x08\x12\x11\n\x04name\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10on_backend_error\x18\x08 \x01(\tB\x07\n\x05_name\"5\n\x07KeyPath\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.pavilion.v1.KeyPathEntry\"x\n\x0fRateLimitPolicy\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12)\n\x05rules\x18\x02 \x03(\x0b\x32\x1a.pavilion.v1.RateLimitRule\x12*\n\x0cplaceholders\x18\x03 \x03(\x0b\x32\x14.pavilion.v1.KeyPathb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpavilion/v1/ratelimit.proto\x12\x0bpavilion.v1\"9\n\x0cKeyPathEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x87\x01\n\x05Limit\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12\x17\n\x0funit_multiplier\x18\x03 \x01(\r\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\r\n\x05\x62urst\x18\x05 \x01(\r\x12\x11\n\x04name\x18\x06 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_name\"\x9b\x02\n\rRateLimitRule\x12+\n\x08key_path\x18\x01 \x03(\x0b\x32\x19.pavilion.v1.KeyPathEntry\x12\"\n\x06limits\x18\x02 \x03(\x0b\x32\x12.pavilion.v1.Limit\x12\x11\n\tunlimited\x18\x03 \x01(\x08\x12\x13\n\x0bshadow_mode\x18\x04 \x01(\x08\x12\x10\n\x08replaces\x18\x05 \x03(\t\x12\x17\n\x0f\x64\x65tailed_metric\x18\x06 \x01(\x08\x12\x11\n\x04name\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x10on_backend_error\x18\x08 \x01(\t\x12\x17\n\x0fshare_threshold\x18\t \x03(\r\x12\x17\n\x0fvalue_to_metric\x18\n \x03(\rB\x07\n\x05_name\"5\n\x07KeyPath\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.pavilion.v1.KeyPathEntry\"x\n\x0fRateLimitPolicy\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12)\n\x05rules\x18\x02 \x03(\x0b\x32\x1a.pavilion.v1.RateLimitRule\x12*\n\x0cplaceholders\x18\x03 \x03(\x0b\x32\x14.pavilion.v1.KeyPathb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIMIT']._serialized_start=104
   _globals['_LIMIT']._serialized_end=239
   _globals['_RATELIMITRULE']._serialized_start=242
-  _globals['_RATELIMITRULE']._serialized_end=475
-  _globals['_KEYPATH']._serialized_start=477
-  _globals['_KEYPATH']._serialized_end=530
-  _globals['_RATELIMITPOLICY']._serialized_start=532
-  _globals['_RATELIMITPOLICY']._serialized_end=652
+  _globals['_RATELIMITRULE']._serialized_end=525
+  _globals['_KEYPATH']._serialized_start=527
+  _globals['_KEYPATH']._serialized_end=580
+  _globals['_RATELIMITPOLICY']._serialized_start=582
+  _globals['_RATELIMITPOLICY']._serialized_end=702
 # @@protoc_insertion_point(module_scope)

@@ -101,6 +101,8 @@ class RateLimitRule(_message.Message):
     DETAILED_METRIC_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ON_BACKEND_ERROR_FIELD_NUMBER: _builtins.int
+    SHARE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    VALUE_TO_METRIC_FIELD_NUMBER: _builtins.int
     unlimited: _builtins.bool
     shadow_mode: _builtins.bool
     detailed_metric: _builtins.bool
@@ -113,6 +115,16 @@ class RateLimitRule(_message.Message):
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Limit]: ...
     @_builtins.property
     def replaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def share_threshold(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Depths in key_path (0 = the top level) of wildcard levels whose matching values all count on one
+        counter, the wildcard's (envoyproxy/ratelimit's share_threshold).
+        """
+
+    @_builtins.property
+    def value_to_metric(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Depths in key_path where the metric label holds the request's value (envoyproxy/ratelimit's value_to_metric)."""
+
     def __init__(
         self,
         *,
@@ -124,10 +136,12 @@ class RateLimitRule(_message.Message):
         detailed_metric: _builtins.bool = ...,
         name: _builtins.str | None = ...,
         on_backend_error: _builtins.str = ...,
+        share_threshold: _abc.Iterable[_builtins.int] | None = ...,
+        value_to_metric: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "name", b"name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "detailed_metric", b"detailed_metric", "key_path", b"key_path", "limits", b"limits", "name", b"name", "on_backend_error", b"on_backend_error", "replaces", b"replaces", "shadow_mode", b"shadow_mode", "unlimited", b"unlimited"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_name", b"_name", "detailed_metric", b"detailed_metric", "key_path", b"key_path", "limits", b"limits", "name", b"name", "on_backend_error", b"on_backend_error", "replaces", b"replaces", "shadow_mode", b"shadow_mode", "share_threshold", b"share_threshold", "unlimited", b"unlimited", "value_to_metric", b"value_to_metric"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
     _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015

@@ -70,3 +70,55 @@ def test_envoy_enforces_limits_with_ratelimit_headers(tmp_path: Path) -> None:
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+def test_a_domain_merged_from_two_files_and_a_shared_wildcard_counter(tmp_path: Path) -> None:
+    """envoyproxy/ratelimit configs unchanged: one domain in two teams' files (`--merge-domains`, its
+    MERGE_DOMAIN_CONFIG), and `share_threshold` making every `team-*` client count on one Redis counter."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "teams.yaml").write_text("""
+domain: edge
+descriptors:
+  - key: client
+    value: team-*
+    share_threshold: true
+    rate_limit: {unit: hour, requests_per_unit: 3, name: teams}
+  - key: client
+    rate_limit: {unit: hour, requests_per_unit: 2, name: per-client}
+""")
+    (rules / "api.yaml").write_text("""
+domain: edge
+descriptors:
+  - key: generic_key
+    value: api
+    rate_limit: {unit: hour, requests_per_unit: 1000, name: api-total}
+""")
+    procs: list[Proc] = []
+    try:
+        redis, redis_port = start_redis()
+        procs.append(redis)
+        service, rl_port, _admin = start_ratelimit(rules, extra=["--merge-domains", "--redis",
+                                                                   f"redis://127.0.0.1:{redis_port}",
+                                                                   "--redis-timeout-ms", "500"])
+        procs.append(service)
+        echo, echo_port = start_echo("backend")
+        procs.append(echo)
+        envoy, port = start_envoy(tmp_path, rl_port, echo_port, "edge")
+        procs.append(envoy)
+
+        for remaining, client in ((2, "team-a"), (1, "team-b"), (0, "team-c")):
+            status, headers, body = get(port, client)
+            assert status == 200, body
+            assert headers["ratelimit"].startswith(f'"teams";r={remaining};t='), headers
+        status, headers, _ = get(port, "team-d")  # a fourth team, the same counter
+        assert status == 429
+        # Outside the wildcard each client has its own counter; api.yaml's limit saw every request.
+        for client in ("ops", "qa"):
+            status, headers, _ = get(port, client)
+            assert status == 200
+            assert headers["ratelimit"].startswith('"per-client";r=1;t=')
+        assert '"api-total";r=994;' in headers["ratelimit"]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()

@@ -55,6 +55,9 @@ REJECTIONS = {
                                       "expected an integer, got a string ('ten')"),
     "bad_on_backend_error.yaml": (4, 23, "descriptors[0].on_backend_error", "'fail' is not one of allow, deny, local"),
     "bad_shadow_mode.yaml": (4, 18, "descriptors[0].shadow_mode", "expected true or false, got a string ('sometimes')"),
+    "share_threshold_without_wildcard.yaml": (5, 5, "descriptors[0].share_threshold",
+                                              "share_threshold can only be used with a wildcard value (ending "
+                                              "with '*'), but 'test-domain.files_reports' has an exact one"),
     "repeated_yaml_key.yaml": (6, 7, "descriptors[0].rate_limit.unit",
                                "key 'unit' is given twice (first at {dir}/repeated_yaml_key.yaml:5:7)"),
 }
@@ -91,6 +94,24 @@ def test_duplicate_domain_across_files_and_documents() -> None:
     [error] = caught.value.errors
     assert str(error) == (f"{CONFIGS}/dup_domain/b.yaml:3:9: domain: duplicate domain 'shared' in config file "
                           f"(first at {CONFIGS}/dup_domain/a.yaml:1:9)")
+
+
+def test_merged_domains_add_up_across_files() -> None:
+    config = load_config(CONFIGS / "merge", merge_domains=True)
+    assert config.match("shared", [("client", "x")]) is not None
+    assert config.match("shared", [("path", "/login")]) is not None
+    # b.yaml's placeholder shields its value from a.yaml's key-only rule, as within one file.
+    assert config.match("shared", [("client", "batch")]) is None
+    with pytest.raises(ConfigErrors, match="duplicate domain 'shared'"):
+        load_config(CONFIGS / "merge")
+
+
+def test_merged_domains_refuse_a_top_level_descriptor_given_twice() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(CONFIGS / "merge_clash", merge_domains=True)
+    [error] = caught.value.errors
+    assert str(error) == (f"{CONFIGS}/merge_clash/b.yaml:5:5: descriptors[1]: duplicate descriptor composite key "
+                          f"'shared.path_/login' (first at {CONFIGS}/merge_clash/a.yaml:3:5)")
 
 
 def test_missing_path_is_an_error() -> None:
@@ -154,6 +175,41 @@ def test_scalars_in_string_fields_are_taken_as_written() -> None:
     )
     assert config.match("42", [("code", "429")]) is not None
     assert config.match("42", [("flag", "true")]) is not None
+
+
+def test_scalars_in_string_fields_keep_their_text_as_go_yaml_does() -> None:
+    """envoyproxy/ratelimit's yaml.v2 fills a string field with the scalar's text, whatever it resolves to."""
+    config = parse_config_text(
+        "domain: 0100\ndescriptors:\n"
+        + "".join(f"  - key: k\n    value: {value}\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n"
+                  for value in ("010", "1.50", "on", "0x1F", "1e3")))
+    for written in ("010", "1.50", "on", "0x1F", "1e3"):
+        assert config.match("0100", [("k", written)]) is not None, written
+    for resolved in ("10", "1.5", "true", "31", "1000.0"):
+        assert config.match("0100", [("k", resolved)]) is None, resolved
+
+
+def test_share_threshold_and_value_to_metric_apply_to_their_level_and_below() -> None:
+    config = parse_config_text("""
+domain: d
+descriptors:
+  - key: files
+    value: reports/*
+    share_threshold: true
+    rate_limit: {unit: minute, requests_per_unit: 2}
+    descriptors:
+      - key: user
+        value_to_metric: true
+        rate_limit: {unit: minute, requests_per_unit: 5}
+  - key: files
+    value_to_metric: yes
+    rate_limit: {unit: minute, requests_per_unit: 9}
+""")
+    rules = {rule.stats_key: rule for rule in config.rules}
+    assert (rules["d.files_reports/*"].share_threshold, rules["d.files_reports/*"].value_to_metric) == ((0,), ())
+    assert (rules["d.files_reports/*.user"].share_threshold, rules["d.files_reports/*.user"].value_to_metric) == (
+        (0,), (1,))
+    assert (rules["d.files"].share_threshold, rules["d.files"].value_to_metric) == ((), (0,))
 
 
 def test_empty_value_is_no_value_and_null_descriptors_are_none() -> None:

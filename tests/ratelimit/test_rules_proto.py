@@ -33,7 +33,8 @@ def test_every_rule_field_survives() -> None:
         Rule(domain="d", key_path=(("route", "a"), ("limit", "0"), ("tenant", None), ("path", "/v1/*")),
              limits=(Limit(unit="second", requests_per_unit=5, unit_multiplier=30, algorithm="token_bucket",
                            burst=10, name="fast"), Limit(unit="day", requests_per_unit=1000)),
-             shadow_mode=True, replaces=("slow",), detailed_metric=True, name="r1", on_backend_error="local"),
+             shadow_mode=True, replaces=("slow",), detailed_metric=True, name="r1", on_backend_error="local",
+             share_threshold=(3,), value_to_metric=(2,)),
         Rule(domain="d", key_path=(("client", "internal"),), unlimited=True),
         Rule(domain="e", key_path=(("k", None),), limits=(Limit(unit="hour", requests_per_unit=1),),
              on_backend_error="deny"),
@@ -90,3 +91,15 @@ def test_a_bad_policy_is_refused_naming_the_domain(message: ratelimit_pb2.RateLi
 def test_the_resource_name_must_be_the_domain() -> None:
     with pytest.raises(ConfigErrors, match="differs from the domain"):
         config_from_policies({"other": policy()})
+
+
+def test_a_shared_level_must_be_a_wildcard_of_the_key_path() -> None:
+    rule = ratelimit_pb2.RateLimitRule(key_path=[ratelimit_pb2.KeyPathEntry(key="path", value="/v1/x")],
+                                       limits=[ratelimit_pb2.Limit(unit="second", requests_per_unit=1)],
+                                       share_threshold=[0])
+    with pytest.raises(ConfigErrors, match="share_threshold depth 0 is not a wildcard level"):
+        config_from_policies({"d": ratelimit_pb2.RateLimitPolicy(domain="d", rules=[rule])})
+    del rule.share_threshold[:]
+    rule.value_to_metric.append(1)
+    with pytest.raises(ConfigErrors, match="value_to_metric depth is past the key path"):
+        config_from_policies({"d": ratelimit_pb2.RateLimitPolicy(domain="d", rules=[rule])})
