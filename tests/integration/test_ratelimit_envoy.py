@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,21 +38,30 @@ def get(port: int, client: str) -> tuple[int, dict[str, str], bytes]:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
-def test_envoy_enforces_limits_with_ratelimit_headers(tmp_path: Path) -> None:
-    config = tmp_path / "ratelimit.yaml"
-    config.write_text(CONFIG)
+@contextlib.contextmanager
+def envoy_on_ratelimit(tmp_path: Path, config: Path, *extra: str) -> Iterator[int]:
+    """Redis, `pavilion ratelimit --config CONFIG` on it, an echo upstream and Envoy in front; Envoy's port."""
     procs: list[Proc] = []
     try:
         redis, redis_port = start_redis()
         procs.append(redis)
-        service, rl_port, _admin = start_ratelimit(config, extra=["--redis", f"redis://127.0.0.1:{redis_port}",
+        service, rl_port, _admin = start_ratelimit(config, extra=[*extra, "--redis", f"redis://127.0.0.1:{redis_port}",
                                                                     "--redis-timeout-ms", "500"])
         procs.append(service)
         echo, echo_port = start_echo("backend")
         procs.append(echo)
         envoy, port = start_envoy(tmp_path, rl_port, echo_port, "edge")
         procs.append(envoy)
+        yield port
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
 
+
+def test_envoy_enforces_limits_with_ratelimit_headers(tmp_path: Path) -> None:
+    config = tmp_path / "ratelimit.yaml"
+    config.write_text(CONFIG)
+    with envoy_on_ratelimit(tmp_path, config) as port:
         for remaining in (2, 1, 0):
             status, headers, body = get(port, "alice")
             assert status == 200, body
@@ -67,9 +78,6 @@ def test_envoy_enforces_limits_with_ratelimit_headers(tmp_path: Path) -> None:
         status, headers, _ = get(port, "bob")
         assert status == 200
         assert '"api-total";r=995;' in headers["ratelimit"]
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 def test_a_domain_merged_from_two_files_and_a_shared_wildcard_counter(tmp_path: Path) -> None:
@@ -94,19 +102,7 @@ descriptors:
     value: api
     rate_limit: {unit: hour, requests_per_unit: 1000, name: api-total}
 """)
-    procs: list[Proc] = []
-    try:
-        redis, redis_port = start_redis()
-        procs.append(redis)
-        service, rl_port, _admin = start_ratelimit(rules, extra=["--merge-domains", "--redis",
-                                                                   f"redis://127.0.0.1:{redis_port}",
-                                                                   "--redis-timeout-ms", "500"])
-        procs.append(service)
-        echo, echo_port = start_echo("backend")
-        procs.append(echo)
-        envoy, port = start_envoy(tmp_path, rl_port, echo_port, "edge")
-        procs.append(envoy)
-
+    with envoy_on_ratelimit(tmp_path, rules, "--merge-domains") as port:
         for remaining, client in ((2, "team-a"), (1, "team-b"), (0, "team-c")):
             status, headers, body = get(port, client)
             assert status == 200, body
@@ -119,6 +115,3 @@ descriptors:
             assert status == 200
             assert headers["ratelimit"].startswith('"per-client";r=1;t=')
         assert '"api-total";r=994;' in headers["ratelimit"]
-    finally:
-        for proc in reversed(procs):
-            proc.stop()

@@ -189,29 +189,6 @@ def test_scalars_in_string_fields_keep_their_text_as_go_yaml_does() -> None:
         assert config.match("0100", [("k", resolved)]) is None, resolved
 
 
-def test_share_threshold_and_value_to_metric_apply_to_their_level_and_below() -> None:
-    config = parse_config_text("""
-domain: d
-descriptors:
-  - key: files
-    value: reports/*
-    share_threshold: true
-    rate_limit: {unit: minute, requests_per_unit: 2}
-    descriptors:
-      - key: user
-        value_to_metric: true
-        rate_limit: {unit: minute, requests_per_unit: 5}
-  - key: files
-    value_to_metric: yes
-    rate_limit: {unit: minute, requests_per_unit: 9}
-""")
-    rules = {rule.stats_key: rule for rule in config.rules}
-    assert (rules["d.files_reports/*"].share_threshold, rules["d.files_reports/*"].value_to_metric) == ((0,), ())
-    assert (rules["d.files_reports/*.user"].share_threshold, rules["d.files_reports/*.user"].value_to_metric) == (
-        (0,), (1,))
-    assert (rules["d.files"].share_threshold, rules["d.files"].value_to_metric) == ((), (0,))
-
-
 def test_empty_value_is_no_value_and_null_descriptors_are_none() -> None:
     config = parse_config_text(
         "domain: d\ndescriptors:\n  - key: k\n    value: ''\n    rate_limit: {unit: second, requests_per_unit: 1}\n"

@@ -41,6 +41,17 @@ descriptors:
 """
 
 
+def test_share_threshold_and_value_to_metric_apply_to_their_level_and_below() -> None:
+    rules = {rule.stats_key: (rule.share_threshold, rule.value_to_metric) for rule in parse_config_text(CONFIG).rules}
+    assert rules == {
+        "files.path_reports/*": ((0,), ()),
+        "files.path_reports/*.user": ((0,), (1,)),
+        "files.path_images/*": ((), ()),
+        "files.tenant.plan_gold": ((), (0,)),
+        "files.tenant.plan": ((), (0,)),
+    }
+
+
 def limiter() -> Limiter:
     clock = ManualClock(start=1_700_000_000.0)
     return Limiter(parse_config_text(CONFIG), MemoryStore(clock), clock=clock)
