@@ -21,6 +21,7 @@ import aiohttp
 
 from extauthz.jwk import Key, LoadedKeys
 from extauthz.jwks import FetchError, InlineLoader, KeyLoader, Loaded, loader_for
+from extauthz.metrics import KEY_REFRESHES, forget_keys_stale, set_keys_stale
 from extauthz.tenant import Tenant
 from pavilion.errors import BackendUnavailable, ConfigError, TokenError, UnknownKey
 from pavilion.log import get_logger
@@ -163,6 +164,7 @@ class KeySet:
         self._last_error = None
         self._backoff = self._source.error_retry
         self._retry_at = 0.0
+        self._count_load("ok")
 
     def _fail(self, why: str, keys: LoadedKeys | None = None) -> None:
         self._failures += 1
@@ -172,6 +174,17 @@ class KeySet:
         if keys is not None:
             self._log_dropped(keys)
         log.warning("jwks_load_failed", tenant=self.tenant.id, error=why, keys_kept=len(self._all))
+        self._count_load("error")
+
+    def _count_load(self, result: str) -> None:
+        KEY_REFRESHES.labels(self.tenant.id, result).inc()
+        if not self._closed:
+            set_keys_stale(self.tenant.id, self, self.stale)
+
+    @property
+    def stale(self) -> bool:
+        """Serving the last good keys because refreshes fail (stale-while-error)."""
+        return self._last_error is not None and bool(self._all)
 
     def _install(self, loaded: Loaded) -> None:
         by_kid: dict[str, list[Key]] = {}
@@ -234,6 +247,7 @@ class KeySet:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._refresher = self._inflight = None
+        forget_keys_stale(self.tenant.id, self)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -249,7 +263,7 @@ class KeySet:
             "dropped": [{"kid": kid, "why": why} for kid, why in self._dropped],
             "last_fetch": self._last_fetch_wall,
             "last_error": self._last_error,
-            "stale": self._last_error is not None and bool(self._all),
+            "stale": self.stale,
             "ttl": self._ttl,
             "fetches": self._fetches,
             "failures": self._failures,

@@ -36,6 +36,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import RedisError
 
+from extauthz.metrics import revocation_subscribed
 from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
 
@@ -189,6 +190,7 @@ class RedisRevocations:
         self._clock = clock
         self._local: dict[str, tuple[str | None, float]] = {}  # key -> (value, fetched_at monotonic)
         self._subscribed = False
+        self._subscribed_gauge = revocation_subscribed()
         self._generation = 0  # bumped by every event and flush
         self._version = 0  # bumped by every change to `_local`: a verdict is only as good as it
         self._listener: asyncio.Task[None] | None = None
@@ -201,6 +203,7 @@ class RedisRevocations:
         return self._subscribed
 
     async def start(self) -> None:
+        self._subscribed_gauge.set(0)  # until the first subscribe confirmation
         self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
 
     async def close(self) -> None:
@@ -339,6 +342,7 @@ class RedisRevocations:
                     log.warning("revocation_pubsub_lost", error=type(exc).__name__)
             finally:
                 self._subscribed = False
+                self._subscribed_gauge.set(0)
                 self._generation += 1
                 self._version += 1
                 self._local.clear()
@@ -356,6 +360,7 @@ class RedisRevocations:
             # is lost, so start from an empty cache.
             self._local.clear()
             self._subscribed = True
+            self._subscribed_gauge.set(1)
             log.info("revocation_pubsub_subscribed")
         elif kind == "message":
             try:

@@ -17,11 +17,14 @@ from aiohttp import web
 from pavilion.metrics import NAMESPACE, Gauge
 from pavilion.workers import shared_directory
 
-__all__ = ["CONFIG_INFO", "ConfigStatus", "set_config_info"]
+__all__ = ["CONFIG_INFO", "CONFIG_REFUSED", "ConfigStatus", "set_config_info"]
 
 # livemax: with --workers, a version is shown while one live worker uses it.
 CONFIG_INFO = Gauge("config_info", "The config version in use (value 1).", ["version"], namespace=NAMESPACE,
                     multiprocess_mode="livemax")
+# livemax: with --workers, 1 while one live worker kept its last good config after a refused update.
+CONFIG_REFUSED = Gauge("config_refused", "1 while the last config update was refused and the last good config is "
+                       "served, 0 once an update is applied", namespace=NAMESPACE, multiprocess_mode="livemax")
 
 
 def set_config_info(version: str, previous: str | None) -> None:
@@ -50,14 +53,17 @@ class ConfigStatus:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._details = details
+        CONFIG_REFUSED.set(0)
 
     def applied(self, version: str) -> None:
         set_config_info(version, self.version)
         self.version, self.applied_at = version, time.time()
         self.last_error = self.last_error_at = None
+        CONFIG_REFUSED.set(0)
 
     def refused(self, error: str) -> None:
         self.last_error, self.last_error_at = error, time.time()
+        CONFIG_REFUSED.set(1)
 
     def render(self) -> dict[str, Any]:
         status: dict[str, Any] = {

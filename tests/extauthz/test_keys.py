@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from prometheus_client import REGISTRY
 
 from extauthz.jwk import RejectedKey, parse_jwk, parse_jwk_set
 from extauthz.jwks import cache_max_age
@@ -247,6 +249,54 @@ async def test_down_warm_serves_stale_keys(server: JwksServer) -> None:
         assert (await keys.key_for(RSA_KID, "RS256")).kid == RSA_KID
         status = keys.status()
         assert status["stale"] is True and "500" in status["last_error"] and status["keys"] == 2
+
+
+def refreshes(tenant: str, result: str) -> float:
+    labels = {"tenant": tenant, "result": result}
+    return REGISTRY.get_sample_value("pavilion_extauthz_key_refreshes_total", labels) or 0.0
+
+
+def stale_gauge(tenant: str) -> float | None:
+    return REGISTRY.get_sample_value("pavilion_extauthz_keys_stale", {"tenant": tenant})
+
+
+async def test_refreshes_are_counted_and_keys_stale_is_1_while_serving_last_good_keys(server: JwksServer) -> None:
+    tenant = dataclasses.replace(remote_tenant(server), id="metrics-stale")
+    async with running(key_set_for(tenant)) as keys:
+        await keys.start()
+        assert (refreshes("metrics-stale", "ok"), refreshes("metrics-stale", "error")) == (1.0, 0.0)
+        assert stale_gauge("metrics-stale") == 0.0
+        server.status = 500
+        assert await keys.refresh() is True
+        assert (refreshes("metrics-stale", "ok"), refreshes("metrics-stale", "error")) == (1.0, 1.0)
+        assert stale_gauge("metrics-stale") == 1.0 and keys.status()["stale"] is True
+        server.status = 200
+        assert await keys.refresh() is True
+        assert (refreshes("metrics-stale", "ok"), refreshes("metrics-stale", "error")) == (2.0, 1.0)
+        assert stale_gauge("metrics-stale") == 0.0
+    assert stale_gauge("metrics-stale") is None   # closed (tenant removed): nothing left to alert on
+
+
+async def test_a_cold_failing_key_set_counts_errors_but_is_not_stale(server: JwksServer) -> None:
+    server.status = 503
+    async with running(key_set_for(dataclasses.replace(remote_tenant(server), id="metrics-cold"))) as keys:
+        await keys.start()
+        assert refreshes("metrics-cold", "error") == 1.0 and refreshes("metrics-cold", "ok") == 0.0
+        assert stale_gauge("metrics-cold") == 0.0   # no last good keys: checks answer 503, not stale keys
+
+
+async def test_closing_a_replaced_key_set_leaves_its_successor_s_stale_value(server: JwksServer) -> None:
+    tenant = dataclasses.replace(remote_tenant(server), id="metrics-replaced")
+    async with running(key_set_for(tenant)) as old, running(key_set_for(tenant)) as new:
+        await old.start()
+        await new.start()   # a changed tenant: the new key set starts before the old one is retired
+        server.status = 500
+        await new.refresh()
+        assert stale_gauge("metrics-replaced") == 1.0
+        await old.close()
+        assert stale_gauge("metrics-replaced") == 1.0
+        await new.close()
+        assert stale_gauge("metrics-replaced") is None
 
 
 async def test_unknown_kid_flood_refetches_once_per_cooldown(server: JwksServer) -> None:

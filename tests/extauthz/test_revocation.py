@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationQuery, RevocationStore, token_key
 from pavilion.errors import BackendUnavailable
@@ -135,11 +138,16 @@ async def test_a_revocation_reaches_another_replica_at_once_despite_its_cache(
         await asyncio.sleep(0.01)
 
 
+def subscribed_gauge() -> float | None:
+    return REGISTRY.get_sample_value("pavilion_extauthz_revocation_subscribed")
+
+
 async def test_redis_down_is_backend_unavailable_quickly_and_recovery_flushes_the_cache() -> None:
     port = free_port()
     store = RedisRevocations(f"redis://127.0.0.1:{port}/0", timeout=0.2, local_ttl=60.0)
     await store.start()
     try:
+        assert subscribed_gauge() == 0.0
         started = time.monotonic()
         with pytest.raises(BackendUnavailable):
             await store.is_revoked(query())
@@ -147,6 +155,7 @@ async def test_redis_down_is_backend_unavailable_quickly_and_recovery_flushes_th
         proc, _ = start_redis(port)
         try:
             await wait_subscribed(store)
+            assert subscribed_gauge() == 1.0
             assert not await store.is_revoked(query("j5"))   # cached for 60 s while subscribed
             proc.kill()
             with pytest.raises(BackendUnavailable):
@@ -155,9 +164,10 @@ async def test_redis_down_is_backend_unavailable_quickly_and_recovery_flushes_th
                 while time.monotonic() < deadline:
                     await store.is_revoked(query("j5"))
                     await asyncio.sleep(0.02)
-            assert not store.subscribed
+            assert not store.subscribed and subscribed_gauge() == 0.0
             proc, _ = start_redis(port)
             await wait_subscribed(store)
+            assert subscribed_gauge() == 1.0
             writer = aioredis.Redis(port=port)
             # Written behind the store's back (no publish): only a flushed cache can see it.
             await writer.set(token_key(ISS, "j5"), "1", ex=60)
@@ -310,3 +320,17 @@ async def test_a_remembered_verdict_follows_each_published_revocation(
     while not reader.revoked_locally(q):
         assert time.monotonic() < deadline, "a remembered verdict hid a subject revocation"
         await asyncio.sleep(0.01)
+
+
+def test_revocation_subscribed_is_absent_with_the_memory_store_and_exposed_with_redis() -> None:
+    """An unset gauge would be exposed as 0 and page whoever runs without Redis: a fresh process shows
+    the metric only once a Redis store exists."""
+    script = (
+        "from prometheus_client import generate_latest\n"
+        "from extauthz.app import ExtAuthzSettings, make_store\n"
+        "make_store(ExtAuthzSettings())\n"
+        "print('memory:', b'revocation_subscribed' in generate_latest())\n"
+        "make_store(ExtAuthzSettings(redis_url='redis://127.0.0.1:1/0'))\n"
+        "print('redis:', b'revocation_subscribed' in generate_latest())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split("\n")[:2] == ["memory: False", "redis: True"], done.stderr

@@ -123,14 +123,22 @@ def test_status_shows_whether_revocations_arrive_by_pubsub_through_a_redis_resta
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status", timeout=5) as response:
             return dict(json.loads(response.read())["revocations"])
 
+    def subscribed_metric() -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as response:
+            found = re.search(r"^pavilion_extauthz_revocation_subscribed ([0-9.e+]+)$", response.read().decode(), re.M)
+        return float(found[1]) if found else None
+
     try:
         wait_for(lambda: revocations()["subscribed"] is True, 10.0, "subscribed")
+        assert subscribed_metric() == 1.0
         assert revocations() == {"kind": "redis", "address": f"127.0.0.1:{redis_port}", "db": 0, "tls": False,
                                  "auth": False, "subscribed": True}
         redis.stop()
         wait_for(lambda: revocations()["subscribed"] is False, 10.0, "the lost subscription shown")
+        assert subscribed_metric() == 0.0
         restarted, _ = start_redis(port=redis_port)
         wait_for(lambda: revocations()["subscribed"] is True, 15.0, "subscribed again")
+        assert subscribed_metric() == 1.0
     finally:
         proc.stop()
         redis.stop()

@@ -23,3 +23,20 @@ def test_the_metric_follows_the_version_and_errors_clear_on_the_next_apply() -> 
     status.applied("test-v2")
     assert info("test-v2") == 1.0 and info("test-v1") is None
     assert status.render()["last_error"] is None
+
+
+def refused() -> float | None:
+    return REGISTRY.get_sample_value("pavilion_config_refused")
+
+
+def test_config_refused_is_1_while_the_last_update_was_refused_and_0_once_one_is_applied() -> None:
+    status = ConfigStatus("file")
+    assert refused() == 0.0
+    status.applied("test-refused-v1")
+    assert refused() == 0.0
+    status.refused("tenants.yaml:3:5: tenants[0].issuer: required")
+    assert refused() == 1.0
+    status.refused("tenants.yaml:3:5: still broken")
+    assert refused() == 1.0
+    status.applied("test-refused-v2")
+    assert refused() == 0.0
