@@ -34,7 +34,9 @@ def exported_series() -> set[str]:
     import controlplane.app  # noqa: F401  (each app imports every module that registers a metric)
     import extauthz.app  # noqa: F401
     import ratelimit.app  # noqa: F401
+    from extauthz.metrics import revocation_subscribed
 
+    revocation_subscribed()  # registered by the first Redis store only (absent with the in-memory store)
     names = set()
     for family in REGISTRY.collect():
         names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
