@@ -10,11 +10,20 @@ plan for a new client value costs a tuple, not new messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from envoy.service.ratelimit.v3 import rls_pb2
 
-from ratelimit.headers import current_item, policy_item, retry_after
+from ratelimit.headers import (
+    ENVOYPROXY_NAMES,
+    HEADER_STYLES,
+    HeaderNames,
+    current_item,
+    envoyproxy_headers,
+    policy_item,
+    retry_after,
+)
 from ratelimit.limiter import Code, Decision, RequestPlan
 from ratelimit.rules import Limit, Rule
 from ratelimit.store import Check
@@ -137,7 +146,8 @@ def header_positions(views: tuple[tuple[LimitView, ...], ...],
     return tuple(positions)
 
 
-def to_response(decision: Decision, answer: PlanAnswer) -> rls_pb2.RateLimitResponse:
+def to_response(decision: Decision, answer: PlanAnswer, headers: Headers | None = None) -> rls_pb2.RateLimitResponse:
+    """The answer for Envoy; `headers` makes the client's headers (default: `rate_limit_headers`)."""
     response = _RESPONSE()
     response.MergeFrom(answer.template)
     response.overall_code = decision.code
@@ -159,9 +169,23 @@ def to_response(decision: Decision, answer: PlanAnswer) -> rls_pb2.RateLimitResp
         reset.seconds = micros // 1_000_000
         reset.nanos = micros % 1_000_000 * 1000
     add = response.response_headers_to_add.add
-    for key, value in rate_limit_headers(decision, answer):
+    for key, value in (headers or rate_limit_headers)(decision, answer):
         add(key=key, value=value)
     return response
+
+
+Headers = Callable[[Decision, PlanAnswer], list[tuple[str, str]]]
+
+
+def header_style(style: str, names: HeaderNames = ENVOYPROXY_NAMES) -> Headers:
+    """What `--response-headers STYLE` adds to each answer (see ratelimit.headers)."""
+    if style == "draft":
+        return rate_limit_headers
+    if style == "envoyproxy":
+        return lambda decision, _answer: envoyproxy_headers(decision, names)
+    if style == "none":
+        return lambda _decision, _answer: []
+    raise ValueError(f"response headers {style!r}: give one of {', '.join(HEADER_STYLES)}")
 
 
 def rate_limit_headers(decision: Decision, answer: PlanAnswer) -> list[tuple[str, str]]:

@@ -20,8 +20,10 @@ from pavilion.service import ServiceSettings, config_changes, run_service
 from pavilion.v1 import ratelimit_pb2
 from pavilion.versions import config_version
 from pavilion.xds_client import Subscription, XdsClient
+from ratelimit.answer import header_style
 from ratelimit.breaker import BreakerState, CircuitBreaker
 from ratelimit.config import RateLimitConfig, load_config
+from ratelimit.headers import HEADER_STYLES, HeaderNames
 from ratelimit.limiter import Limiter
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
@@ -50,6 +52,11 @@ class RateLimitSettings(ServiceSettings):
     breaker_cool_down: float = 1.0       # seconds open before one probe goes through
     shadow_mode: bool = False            # global: count and report, never answer OVER_LIMIT
     merge_domains: bool = False          # one domain may span files (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG)
+    response_headers: str = "draft"      # draft | envoyproxy | none: what answers tell the client (headers.py)
+    # With response_headers = envoyproxy: envoyproxy/ratelimit's LIMIT_LIMIT_HEADER, _REMAINING_, _RESET_.
+    limit_header: str = "RateLimit-Limit"
+    remaining_header: str = "RateLimit-Remaining"
+    reset_header: str = "RateLimit-Reset"
     replicas: int = 1                    # service replicas sharing the limits (for on_backend_error: local)
     metric_label_cap: int = 1000
 
@@ -200,7 +207,9 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
     store, breaker = make_store(settings, redis)
     limiter = Limiter(config, store, replicas=max(1, settings.replicas) * max(1, settings.workers),
                       global_shadow_mode=settings.shadow_mode)
-    service = RateLimitService(limiter, RuleMetrics(settings.metric_label_cap))
+    names = HeaderNames(settings.limit_header, settings.remaining_header, settings.reset_header)
+    service = RateLimitService(limiter, RuleMetrics(settings.metric_label_cap),
+                               header_style(settings.response_headers, names))
     server = GrpcServer(settings.grpc_host, settings.port, register=register(service), service_names=[SERVICE_NAME])
     health = Health(server, limiter, breaker, interval=max(0.05, settings.breaker_cool_down / 2))
     admin_server = None
@@ -242,6 +251,10 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
 def run(settings: RateLimitSettings) -> int:
     if settings.redis_url and settings.redis_cluster:
         log.error("choose_one_redis", detail="give --redis or --redis-cluster, not both")
+        return 2
+    if settings.response_headers not in HEADER_STYLES:
+        log.error("bad_response_headers", detail=f"{settings.response_headers!r} is not one of "
+                                                 f"{', '.join(HEADER_STYLES)}")
         return 2
     try:
         if settings.redis_url:

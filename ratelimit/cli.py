@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--admin-port", type=int, default=None, help="HTTP /metrics, /healthz, /readyz")
     serve.add_argument("--shadow-mode", action="store_true", default=None,
                        help="count and report, but never answer OVER_LIMIT")
+    serve.add_argument("--response-headers", default=None, metavar="STYLE",
+                       help="headers for the client: draft (RateLimit, RateLimit-Policy, Retry-After; the default), "
+                            "envoyproxy (envoyproxy/ratelimit's RateLimit-Limit/-Remaining/-Reset; names from "
+                            "PAVILION_LIMIT_HEADER, _REMAINING_HEADER, _RESET_HEADER) or none")
     serve.add_argument("--merge-domains", action="store_true", default=None,
                        help="let one domain span several config files (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG)")
     serve.set_defaults(func=_ratelimit)
@@ -49,6 +53,6 @@ def _ratelimit(args: argparse.Namespace) -> int:
         port=args.port, grpc_host=args.host, redis_url=args.redis,
         redis_cluster=args.redis_cluster, redis_timeout_ms=args.redis_timeout_ms, workers=args.workers,
         replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode,
-        merge_domains=args.merge_domains,
+        merge_domains=args.merge_domains, response_headers=args.response_headers,
         log_level=getattr(args, "log_level", None), log_format=getattr(args, "log_format", None))
     return run(settings)

@@ -13,15 +13,25 @@ adds these to the 429 it sends, and to the upstream's response when the request 
 
 A limit answered by `on_backend_error: allow|deny` (Redis down) has no real counts behind it, so it
 gets no RateLimit item; a `local` one does (its counts are real, if per replica).
+
+`--response-headers envoyproxy` gives instead what envoyproxy/ratelimit sends with
+LIMIT_RESPONSE_HEADERS_ENABLED, for clients that already read it (`envoyproxy_headers`): three
+headers about one descriptor, `RateLimit-Limit` (its requests per unit), `RateLimit-Remaining` and
+`RateLimit-Reset` (seconds), names changeable as with its LIMIT_*_HEADER settings.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ratelimit.limiter import Code, Decision
-from ratelimit.rules import Limit, Rule
+from ratelimit.rules import MAX_UINT32, Limit, Rule
 from ratelimit.store import Outcome
+
+# What `--response-headers` takes: this draft's fields (the default), envoyproxy/ratelimit's, or none
+# (Envoy can still make X-RateLimit-* headers from the statuses: enable_x_ratelimit_headers).
+HEADER_STYLES = ("draft", "envoyproxy", "none")
 
 
 def policy_name(limit: Limit, rule: Rule | None, override: bool) -> str:
@@ -53,3 +63,34 @@ def retry_after(decision: Decision) -> str:
     """Delay-seconds until the over-limit descriptor that blocks longest resets, at least 1."""
     wait = max((s.duration_until_reset for s in decision.statuses if s.code is Code.OVER_LIMIT), default=0.0)
     return str(max(1, math.ceil(wait)))
+
+
+class HeaderNames(NamedTuple):
+    """envoyproxy/ratelimit's LIMIT_LIMIT_HEADER, LIMIT_REMAINING_HEADER and LIMIT_RESET_HEADER."""
+
+    limit: str = "RateLimit-Limit"
+    remaining: str = "RateLimit-Remaining"
+    reset: str = "RateLimit-Reset"
+
+
+ENVOYPROXY_NAMES = HeaderNames()
+
+
+def envoyproxy_headers(decision: Decision, names: HeaderNames = ENVOYPROXY_NAMES) -> list[tuple[str, str]]:
+    """envoyproxy/ratelimit's headers (src/service/ratelimit.go): about the descriptor closest to its
+    limit (the first with the least remaining), or the last one over its limit; none when no descriptor
+    was counted. The reset is the seconds until that limit's window ends, rounded up."""
+    chosen = None
+    least = MAX_UINT32
+    for status in decision.statuses:
+        if status.current_limit is None or status.fallback in ("allow", "deny"):
+            continue
+        if status.code is Code.OVER_LIMIT:
+            chosen, least = status, 0
+        elif status.limit_remaining < least:
+            chosen, least = status, status.limit_remaining
+    if chosen is None or chosen.current_limit is None:
+        return []
+    return [(names.limit, str(chosen.current_limit.requests_per_unit)),
+            (names.remaining, str(chosen.limit_remaining)),
+            (names.reset, str(max(0, math.ceil(chosen.duration_until_reset))))]

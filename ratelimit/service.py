@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from pavilion.errors import BackendUnavailable
 from pavilion.grpc_server import add_method_handlers
 from pavilion.log import get_logger
-from ratelimit.answer import PlanAnswer, plan_answer, to_response
+from ratelimit.answer import Headers, PlanAnswer, plan_answer, rate_limit_headers, to_response
 from ratelimit.limiter import Code, Decision, Descriptor, Limiter
 from ratelimit.metrics import BACKEND_ERRORS, RuleMetrics
 from ratelimit.rules import Limit
@@ -78,9 +78,11 @@ def _cause(decision: Decision) -> str:
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
-    def __init__(self, limiter: Limiter, metrics: RuleMetrics | None = None) -> None:
+    def __init__(self, limiter: Limiter, metrics: RuleMetrics | None = None,
+                 headers: Headers = rate_limit_headers) -> None:
         self.limiter = limiter
         self.metrics = metrics or RuleMetrics()
+        self.headers = headers  # what each answer tells the client (answer.header_style)
         self._last_error_log = 0.0
         self._plans: dict[bytes, PlanAnswer] = {}  # by request bytes, oldest first
 
@@ -94,7 +96,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
                 answer = self._plan(request)
             domain = answer.plan.domain
             decision = await self.limiter.decide(answer.plan)
-            response = to_response(decision, answer)
+            response = to_response(decision, answer, self.headers)
             self._record(domain, decision, answer)
             if decision.backend_error is not None:
                 self._backend_error(decision.backend_error)

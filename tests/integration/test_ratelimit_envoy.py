@@ -80,9 +80,11 @@ def test_envoy_enforces_limits_with_ratelimit_headers(tmp_path: Path) -> None:
         assert '"api-total";r=995;' in headers["ratelimit"]
 
 
-def test_a_domain_merged_from_two_files_and_a_shared_wildcard_counter(tmp_path: Path) -> None:
-    """envoyproxy/ratelimit configs unchanged: one domain in two teams' files (`--merge-domains`, its
-    MERGE_DOMAIN_CONFIG), and `share_threshold` making every `team-*` client count on one Redis counter."""
+def test_an_envoyproxy_ratelimit_deployment_moves_over_unchanged(tmp_path: Path) -> None:
+    """What a team running envoyproxy/ratelimit has: one domain in two teams' files (its
+    MERGE_DOMAIN_CONFIG: `--merge-domains`), `share_threshold` making every `team-*` client count on one
+    Redis counter, and the headers its clients read (LIMIT_RESPONSE_HEADERS_ENABLED: `--response-headers
+    envoyproxy`): about the descriptor closest to its limit, or the one over it."""
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "teams.yaml").write_text("""
@@ -100,18 +102,25 @@ domain: edge
 descriptors:
   - key: generic_key
     value: api
-    rate_limit: {unit: hour, requests_per_unit: 1000, name: api-total}
+    rate_limit: {unit: hour, requests_per_unit: 6, name: api-total}
 """)
-    with envoy_on_ratelimit(tmp_path, rules, "--merge-domains") as port:
+    with envoy_on_ratelimit(tmp_path, rules, "--merge-domains", "--response-headers", "envoyproxy") as port:
         for remaining, client in ((2, "team-a"), (1, "team-b"), (0, "team-c")):
             status, headers, body = get(port, client)
             assert status == 200, body
-            assert headers["ratelimit"].startswith(f'"teams";r={remaining};t='), headers
-        status, headers, _ = get(port, "team-d")  # a fourth team, the same counter
+            assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("3", str(remaining)), headers
+            assert 0 < int(headers["ratelimit-reset"]) <= 3600
+            assert "ratelimit-policy" not in headers and "ratelimit" not in headers
+        status, headers, _ = get(port, "team-d")  # a fourth team, the same counter: over
         assert status == 429
-        # Outside the wildcard each client has its own counter; api.yaml's limit saw every request.
-        for client in ("ops", "qa"):
-            status, headers, _ = get(port, client)
-            assert status == 200
-            assert headers["ratelimit"].startswith('"per-client";r=1;t=')
-        assert '"api-total";r=994;' in headers["ratelimit"]
+        assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("3", "0")
+        # Outside the wildcard each client has its own counter; api.yaml's limit counted all requests.
+        status, headers, _ = get(port, "ops")
+        assert status == 200
+        assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("2", "1")  # per-client first
+        status, headers, _ = get(port, "qa")
+        assert status == 200
+        assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("6", "0")  # api-total least
+        status, headers, _ = get(port, "zed")
+        assert status == 429
+        assert (headers["ratelimit-limit"], headers["ratelimit-remaining"]) == ("6", "0")
