@@ -95,7 +95,7 @@ class Client:
 
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    clock = ManualClock(start=1_700_000_000.0)  # 20 s into a minute, 2,000 s into an hour
+    clock = ManualClock(start=1_700_000_000.0)  # 20 s into a minute, 800 s into an hour
     limiter = Limiter(parse_config_text(CONFIG), MemoryStore(clock), clock=clock)
     service = RateLimitService(limiter)
     server = GrpcServer("127.0.0.1", 0, register=register(service), service_names=[SERVICE_NAME])
