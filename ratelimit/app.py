@@ -16,6 +16,7 @@ from pavilion.config_status import ConfigStatus
 from pavilion.errors import BackendUnavailable, ConfigError
 from pavilion.grpc_server import GrpcServer
 from pavilion.log import get_logger
+from pavilion.sentinel_url import is_sentinel_url, parse_sentinel_url
 from pavilion.service import ServiceSettings, config_changes, run_service
 from pavilion.v1 import ratelimit_pb2
 from pavilion.versions import config_version
@@ -27,6 +28,7 @@ from ratelimit.headers import HEADER_STYLES, HeaderNames
 from ratelimit.limiter import Limiter
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
+from ratelimit.redis_sentinel import RedisSentinelStore
 from ratelimit.redis_store import RedisClusterStore, RedisStore
 from ratelimit.redis_target import parse_cluster_seeds, parse_redis_url
 from ratelimit.rules_proto import config_from_policies
@@ -61,17 +63,22 @@ class RateLimitSettings(ServiceSettings):
     metric_label_cap: int = 1000
 
 
-def make_redis(settings: RateLimitSettings) -> RedisStore | RedisClusterStore | None:
+RedisBackend = RedisStore | RedisClusterStore | RedisSentinelStore
+
+
+def make_redis(settings: RateLimitSettings) -> RedisBackend | None:
     timeout = settings.redis_timeout_ms / 1000
     if settings.redis_cluster:
         return RedisClusterStore.from_hosts(settings.redis_cluster, timeout=timeout)
+    if settings.redis_url and is_sentinel_url(settings.redis_url):
+        return RedisSentinelStore.from_url(settings.redis_url, timeout=timeout)
     if settings.redis_url:
         return RedisStore.from_url(settings.redis_url, timeout=timeout)
     return None
 
 
 def make_store(settings: RateLimitSettings,
-               redis: RedisStore | RedisClusterStore | None) -> tuple[CounterStore, CircuitBreaker | None]:
+               redis: RedisBackend | None) -> tuple[CounterStore, CircuitBreaker | None]:
     if redis is None:
         return MemoryStore(), None
 
@@ -83,7 +90,7 @@ def make_store(settings: RateLimitSettings,
     return breaker, breaker
 
 
-def store_status(redis: RedisStore | RedisClusterStore | None, limiter: Limiter,
+def store_status(redis: RedisBackend | None, limiter: Limiter,
                  breaker: CircuitBreaker | None) -> dict[str, Any]:
     """The counter store on /status: where it is (never its credentials), the breaker, and whether the
     service reports SERVING."""
@@ -187,7 +194,7 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
     path = Path(settings.config)
     xds: XdsClient | None = None
     # Made below, after the status that shows them (a worker publishes its status from the start).
-    redis: RedisStore | RedisClusterStore | None = None
+    redis: RedisBackend | None = None
     limiter: Limiter | None = None
     breaker: CircuitBreaker | None = None
 
@@ -258,7 +265,7 @@ def run(settings: RateLimitSettings) -> int:
         return 2
     try:
         if settings.redis_url:
-            parse_redis_url(settings.redis_url)
+            (parse_sentinel_url if is_sentinel_url(settings.redis_url) else parse_redis_url)(settings.redis_url)
         if settings.redis_cluster:
             parse_cluster_seeds(settings.redis_cluster)
     except ValueError as exc:  # its message shows the URL with the password starred out

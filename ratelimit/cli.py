@@ -22,8 +22,9 @@ def register(subparsers: Any) -> None:
     backend = serve.add_mutually_exclusive_group()
     backend.add_argument("--redis", default=None, metavar="URL",
                          help="shared by every replica: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... "
-                              "(TLS; ?ssl_ca_certs=PATH) or unix:///PATH; env PAVILION_REDIS_URL keeps a password "
-                              "off the command line")
+                              "(TLS; ?ssl_ca_certs=PATH), unix:///PATH or "
+                              "redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT],.../MASTER (Redis Sentinel); "
+                              "env PAVILION_REDIS_URL keeps a password off the command line")
     backend.add_argument("--redis-cluster", default=None, metavar="HOST:PORT,...",
                          help="Redis Cluster seed nodes; with a password or TLS: "
                               "rediss://:PASSWORD@HOST:PORT,HOST:PORT (env PAVILION_REDIS_CLUSTER)")

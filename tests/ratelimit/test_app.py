@@ -68,6 +68,11 @@ def test_a_bad_redis_url_stops_the_start_with_the_password_starred_out(tmp_path:
     [refusal] = [entry for entry in logs if entry["event"] == "bad_redis_url"]
     assert "http://:***@redis.internal: expected redis://" in refusal["detail"]
     assert "hunter2" not in str(logs)
+    with capture_logs() as logs:
+        assert run(RateLimitSettings(config=str(config), redis_url="redis+sentinel://:hunter2@s1:26379")) == 2
+    [refusal] = [entry for entry in logs if entry["event"] == "bad_redis_url"]
+    assert "redis+sentinel://:***@s1:26379: the master's name is missing" in refusal["detail"]
+    assert "hunter2" not in str(logs)
 
 
 def test_the_store_on_status_names_where_it_is_never_the_password(tmp_path: Path) -> None:
