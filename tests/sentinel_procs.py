@@ -23,14 +23,17 @@ class SentinelGroup:
     replica_port: int
     sentinel_port: int
     password: str | None
+    sentinel_password: str | None = None
 
     def url(self) -> str:
         """The `--redis` URL both services take (pavilion.sentinel_url)."""
         credentials = f":{self.password}@" if self.password else ""
-        return f"redis+sentinel://{credentials}127.0.0.1:{self.sentinel_port}/{MASTER_NAME}"
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{credentials}127.0.0.1:{self.sentinel_port}/{MASTER_NAME}{query}"
 
     def cli(self, port: int, *command: str) -> str:
-        auth = ["-a", self.password, "--no-auth-warning"] if self.password and port != self.sentinel_port else []
+        secret = self.sentinel_password if port == self.sentinel_port else self.password
+        auth = ["-a", secret, "--no-auth-warning"] if secret else []
         done = subprocess.run([REDIS_CLI, "-p", str(port), *auth, *command], capture_output=True, text=True,
                               timeout=5)
         return done.stdout.strip()
@@ -41,9 +44,10 @@ class SentinelGroup:
 
 
 @contextlib.contextmanager
-def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
+def sentinel_group(password: str | None = None, sentinel_password: str | None = None) -> Iterator[SentinelGroup]:
     """Started and in sync (the replica linked, the sentinel aware of it), always stopped. Sentinel calls
-    the master down after 1 s of silence and promotes the replica (quorum 1)."""
+    the master down after 1 s of silence and promotes the replica (quorum 1). `password` is the Redis
+    servers' requirepass, `sentinel_password` the sentinel's own."""
     auth = ["--requirepass", password, "--masterauth", password] if password else []
     procs: list[Proc] = []
     try:
@@ -59,11 +63,12 @@ def sentinel_group(password: str | None = None) -> Iterator[SentinelGroup]:
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1",
             f"sentinel down-after-milliseconds {MASTER_NAME} 1000",
             f"sentinel failover-timeout {MASTER_NAME} 5000",
-            *([f"sentinel auth-pass {MASTER_NAME} {password}"] if password else []), ""]))
+            *([f"sentinel auth-pass {MASTER_NAME} {password}"] if password else []),
+            *([f"requirepass {sentinel_password}"] if sentinel_password else []), ""]))
         sentinel = Proc([REDIS_SERVER, str(config), "--sentinel"], name=f"sentinel-{sentinel_port}")
         procs.append(sentinel)
         sentinel.wait_port(sentinel_port)
-        group = SentinelGroup(master, master_port, replica_port, sentinel_port, password)
+        group = SentinelGroup(master, master_port, replica_port, sentinel_port, password, sentinel_password)
         replica.wait_until(lambda: "master_link_status:up" in group.cli(replica_port, "INFO", "replication"),
                            30, "replica in sync")
         sentinel.wait_until(lambda: str(replica_port) in group.cli(sentinel_port, "SENTINEL", "replicas",

@@ -1,5 +1,6 @@
 """`pavilion ratelimit --redis redis+sentinel://...`: counters on the master a sentinel names, with its
-password, and on the promoted replica after the master dies; /status says which master it uses."""
+password, and on the promoted replica after the master dies; /status says which master it uses. And
+RedisSentinelStore with a sentinel that wants its own password."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from pavilion.errors import BackendUnavailable
+from ratelimit.redis_sentinel import RedisSentinelStore
+from ratelimit.store import Check
 from tests.integration.ratelimit_procs import start_ratelimit
 from tests.sentinel_procs import sentinel_group
 
@@ -73,3 +77,27 @@ def test_counters_follow_the_master_through_a_failover(tmp_path: Path) -> None:
                 assert codes == [(OK, 1), (OK, 0), (OVER, 0)]
         finally:
             service.stop()
+
+
+CHECK = Check("t|k=v|0.fixed_window.60", "fixed_window", 10, 60)
+
+
+async def test_the_sentinel_password_opens_the_sentinel_and_the_master_gets_its_own() -> None:
+    with sentinel_group(password="master-pw", sentinel_password="sentinel-pw") as group:
+        store = RedisSentinelStore.from_url(group.url(), timeout=1.0)
+        await store.start()
+        try:
+            assert store.location()["master"] == f"127.0.0.1:{group.master_port}"
+            [outcome] = await store.apply([CHECK])
+            assert (outcome.allowed, outcome.remaining) == (True, 9)
+        finally:
+            await store.close()
+
+        wrong = RedisSentinelStore.from_url(group.url().replace("sentinel-pw", "nope"), timeout=1.0)
+        await wrong.start()  # logged, not raised: the service starts and answers by on_backend_error
+        try:
+            assert wrong.location()["master"] is None
+            with pytest.raises(BackendUnavailable, match="no master known yet"):
+                await wrong.apply([CHECK])
+        finally:
+            await wrong.close()
