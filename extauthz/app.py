@@ -14,6 +14,7 @@ from aiohttp import web
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
 from extauthz.keys import key_set_for
+from extauthz.redis_clients import check_redis_url
 from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationStore
 from extauthz.service import SERVICE_NAME, register
 from extauthz.tenant_proto import tenants_from_policies
@@ -146,7 +147,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
             tasks.append(asyncio.create_task(reload_on_change(path, authorizer, stop, status), name="config-watch"))
         await server.start()
         log.info("extauthz_started", port=server.port, tenants=[t.id for t in authorizer.tenants.tenants],
-                 store="redis" if settings.redis_url else "memory", source=status.source, version=status.version)
+                 store=revocations_status(store)["kind"], source=status.source, version=status.version)
         await stop.wait()
     finally:
         for task in tasks:
@@ -166,4 +167,10 @@ def check_config_file(path: str) -> None:
 
 
 def run(settings: ExtAuthzSettings) -> int:
+    if settings.redis_url:
+        try:
+            check_redis_url(settings.redis_url)
+        except ValueError as exc:  # its message shows the URL with the password starred out
+            log.error("bad_redis_url", detail=str(exc))
+            return 2
     return run_service(settings, serve, role="extauthz", check_config=check_config_file)

@@ -18,13 +18,14 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 9191; env PAVILION_PORT)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--redis", default=None, metavar="URL",
-                       help="redis://HOST:PORT/DB shared by every replica; without it revocations stay in memory")
+                       help="redis://HOST:PORT/DB (or redis+sentinel://HOST:PORT,.../MASTER_NAME) shared by every "
+                            "replica; without it revocations stay in memory")
     serve.add_argument("--workers", type=int, default=None, help="processes serving the one port (SO_REUSEPORT)")
     serve.add_argument("--admin-port", type=int, default=None, help="HTTP /metrics, /healthz, /readyz, /keys")
     serve.set_defaults(func=_extauthz)
 
     revoke = subparsers.add_parser("revoke", help="revoke a token, a subject's tokens or a tenant's tokens")
-    revoke.add_argument("--redis", required=True, metavar="URL")
+    revoke.add_argument("--redis", required=True, metavar="URL", help="as for `pavilion extauthz --redis`")
     revoke.add_argument("--tenant", required=True, help="tenant id")
     revoke.add_argument("--issuer", required=True, help="the tenant's issuer (exactly as in the token's iss)")
     what = revoke.add_mutually_exclusive_group(required=True)

@@ -2,7 +2,8 @@
 and per tenant, compared with the token's `iat`.
 
 Two stores share one Protocol: `MemoryRevocations` (one process, no `--redis`) and `RedisRevocations`
-(every replica). The Redis store answers a check with at most one MGET, and keeps a short local cache
+(every replica; `--redis` is a plain Redis URL or a `redis+sentinel://` one, see extauthz/redis_clients.py).
+The Redis store answers a check with at most one MGET, and keeps a short local cache
 that pub/sub keeps current: a revocation is published on `CHANNEL` and every replica writes it into its
 cache at once. The cache is only trusted while the subscription is up, and is flushed on every
 (re)subscribe, so a missed message can never outlive `local_ttl` (1 s by default).
@@ -30,13 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from extauthz.metrics import revocation_subscribed
+from extauthz.redis_clients import connect
 from pavilion.errors import BackendUnavailable
 from pavilion.log import get_logger
 
@@ -170,19 +168,10 @@ class RedisRevocations:
 
     def __init__(self, url: str, *, timeout: float = 0.25, local_ttl: float = 1.0, max_local: int = 100_000,
                  keep_warm: float = 30.0, monotonic: Clock = time.monotonic, clock: Clock = time.time) -> None:
-        # No retries: a check must fail within `timeout` and let the tenant's on_store_error decide.
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
-            retry=Retry(NoBackoff(), 0))
-        # The subscriber blocks on reads for as long as nothing is published: no read timeout.
-        self._subscriber: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=None, socket_connect_timeout=timeout, decode_responses=True,
-            retry=Retry(NoBackoff(), 0))
-        where: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py's reading of it
-        # For /status: where revocations are read, never the password.
-        address = where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}"
-        self.location = {"kind": "redis", "address": address, "db": where.get("db", 0),
-                         "tls": url.startswith("rediss:"), "auth": where.get("password") is not None}
+        # ValueError when the URL is unusable; `check_redis_url` tells why before anything starts.
+        self._redis = connect(url, timeout)
+        self._client = self._redis.commands
+        self._subscriber = self._redis.subscriber
         self._local_ttl = local_ttl
         self._keep_warm = keep_warm
         self._max_local = max_local
@@ -202,6 +191,11 @@ class RedisRevocations:
     def subscribed(self) -> bool:
         return self._subscribed
 
+    @property
+    def location(self) -> dict[str, Any]:
+        """For /status: where revocations are read (plain Redis or behind Sentinel), never the password."""
+        return self._redis.location
+
     async def start(self) -> None:
         self._subscribed_gauge.set(0)  # until the first subscribe confirmation
         self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
@@ -213,8 +207,7 @@ class RedisRevocations:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._listener = self._refresher = None
-        await self._client.aclose()
-        await self._subscriber.aclose()
+        await self._redis.aclose()
 
     def revoked_locally(self, query: RevocationQuery) -> bool | None:
         now = self._monotonic()

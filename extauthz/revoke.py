@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 
+from extauthz.redis_clients import check_redis_url
 from extauthz.revocation import RedisRevocations
 from pavilion.durations import parse_duration
 from pavilion.errors import BackendUnavailable
@@ -20,6 +21,11 @@ def run_revoke(args: argparse.Namespace) -> int:
         ttl = parse_duration(args.ttl) if args.ttl else None
     except ValueError as exc:
         print(f"pavilion revoke: --ttl: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_redis_url(args.redis)
+    except ValueError as exc:  # the password starred out
+        print(f"pavilion revoke: {exc}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_revoke(args, ttl))
