@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 
@@ -52,6 +52,30 @@ class RevocationRedis:
             return dict(self._location)
         address = getattr(self.commands.connection_pool, "master_address", None)
         return {**self._location, "master_address": None if address is None else f"{address[0]}:{address[1]}"}
+
+    @property
+    def behind_sentinel(self) -> bool:
+        return self._sentinel is not None
+
+    async def master_moved(self) -> bool:
+        """Behind Sentinel: ask the sentinels for the master; True when it is no longer the one a client
+        was using, whose command connections are then all dropped (the caller resubscribes).
+
+        A pool only asks again when a connection fails, which a master demoted while still up (`SENTINEL
+        FAILOVER` for maintenance, a partition) does not do until Sentinel turns it into a replica, ~10 s
+        later: meanwhile revocations written on the new master would not be seen. Raises a Redis error when
+        no sentinel answers or none names a master (it is down and not yet replaced)."""
+        moved = False
+        for client in (self.commands, self.subscriber):
+            pool = client.connection_pool
+            if not isinstance(pool, SentinelConnectionPool):
+                return False
+            before = pool.master_address
+            # Also drops the pool's idle connections when the address changed.
+            moved |= before is not None and before != await pool.get_master_address()  # type: ignore[no-untyped-call]
+        if moved:
+            await self.commands.connection_pool.disconnect(inuse_connections=True)
+        return moved
 
     async def aclose(self) -> None:
         await self.commands.aclose()

@@ -44,6 +44,7 @@ CHANNEL = "pavilion:revocations"
 _PREFIX = "pavilion:revoked:"
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _REFRESH_BATCH = 512  # keys per background MGET
+_MASTER_CHECK = 1.0  # seconds between asking the sentinels which server is the master
 Clock = Callable[[], float]
 
 
@@ -186,6 +187,7 @@ class RedisRevocations:
         self._fetching: dict[tuple[str, ...], asyncio.Future[list[str | None]]] = {}
         self._in_use: dict[RevocationQuery, _Tracked] = {}  # the queries checks read from the local cache
         self._refresher: asyncio.Task[None] | None = None
+        self._master_watch: asyncio.Task[None] | None = None
 
     @property
     def subscribed(self) -> bool:
@@ -199,14 +201,13 @@ class RedisRevocations:
     async def start(self) -> None:
         self._subscribed_gauge.set(0)  # until the first subscribe confirmation
         self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
+        if self._redis.behind_sentinel:
+            self._master_watch = asyncio.create_task(self._follow_master(), name="revocation-master-watch")
 
     async def close(self) -> None:
-        for task in (self._listener, self._refresher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._listener = self._refresher = None
+        for task in (self._master_watch, self._listener, self._refresher):
+            await _cancelled(task)
+        self._master_watch = self._listener = self._refresher = None
         await self._redis.aclose()
 
     def revoked_locally(self, query: RevocationQuery) -> bool | None:
@@ -344,6 +345,20 @@ class RedisRevocations:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
+    async def _follow_master(self) -> None:
+        """Behind Sentinel: when the sentinels name another master while the old one still answers, move
+        the commands and the subscription to it (resubscribing flushes the cache, as any resubscribe)."""
+        while True:
+            await asyncio.sleep(_MASTER_CHECK)
+            try:
+                moved = await self._redis.master_moved()
+            except _REDIS_ERRORS:
+                continue  # no master named (a failover in progress) or no sentinel answers: keep what works
+            if moved:
+                log.warning("revocation_master_moved", master=self._redis.location.get("master_address"))
+                await _cancelled(self._listener)
+                self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
+
     def _on_message(self, message: dict[str, Any]) -> None:
         self._generation += 1
         self._version += 1
@@ -386,3 +401,10 @@ class RedisRevocations:
 
     async def revoke_tenant(self, tenant_id: str, before: float, ttl: float | None = None) -> None:
         await self._write(tenant_key(tenant_id), repr(before), ttl)
+
+
+async def _cancelled(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

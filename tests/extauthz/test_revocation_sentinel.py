@@ -84,15 +84,57 @@ async def test_revocations_follow_a_sentinel_failover_on_commands_and_pubsub() -
             await reader.close()
 
 
+async def test_a_master_demoted_while_still_up_is_left_for_the_one_the_sentinel_names() -> None:
+    """As in a `SENTINEL FAILOVER` for maintenance or a partition: the old master keeps answering, so no
+    connection fails. Here it stays a master for good (the sentinel is pointed at the replica by hand),
+    so only asking the sentinel can move the store."""
+    with sentinel_group(password=PASSWORD) as group:
+        reader = RedisRevocations(group.url(), local_ttl=60.0)
+        await reader.start()
+        try:
+            await until(lambda: asyncio.sleep(0, reader.subscribed), "subscribed", 10)
+            assert not await reader.is_revoked(query("moved"))  # now cached as "not revoked" for 60 s
+            old, new = f"127.0.0.1:{group.master_port}", f"127.0.0.1:{group.replica_port}"
+            assert reader.location["master_address"] == old
+            group.cli(group.replica_port, "REPLICAOF", "NO", "ONE")
+            group.cli(group.sentinel_port, "SENTINEL", "REMOVE", MASTER_NAME)
+            group.cli(group.sentinel_port, "SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", str(group.replica_port),
+                      "1")
+            group.cli(group.sentinel_port, "SENTINEL", "SET", MASTER_NAME, "auth-pass", PASSWORD)
+            assert group.master_address() == new
+            assert group.cli(group.master_port, "ROLE").split()[0] == "master"  # still up, still a master
+            # Written as `pavilion revoke` does, by a new client: to the master the sentinel names.
+            writer = RedisRevocations(group.url())
+            try:
+                assert await writer.revoke_token(ISS, "moved", time.time() + 120)
+            finally:
+                await writer.close()
+            await until(lambda: reader.is_revoked(query("moved")), "the reader follows the sentinel")
+            assert reader.location["master_address"] == new
+            # Its own writes go to the new master too.
+            assert await reader.revoke_token(ISS, "own", time.time() + 120)
+            assert group.cli(group.replica_port, "EXISTS", token_key(ISS, "own")) == "1"
+            assert group.cli(group.master_port, "EXISTS", token_key(ISS, "own")) == "0"
+        finally:
+            await reader.close()
+
+
 def revoke_args(url: str, jti: str) -> argparse.Namespace:
     return argparse.Namespace(redis=url, tenant="acme", issuer=ISS, jti=jti, expires=time.time() + 120,
                               subject=None, all=False, ttl=None)
 
 
-def test_pavilion_revoke_writes_through_the_sentinel_to_the_master() -> None:
-    with sentinel_group(password=PASSWORD) as group:
+def test_pavilion_revoke_writes_through_a_sentinel_that_wants_its_own_password(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with sentinel_group(password=PASSWORD, sentinel_password="sentinel-pw") as group:
         assert run_revoke(revoke_args(group.url(), "cli")) == 0
         assert group.cli(group.master_port, "EXISTS", token_key(ISS, "cli")) == "1"
+        # Without the sentinel's password no master is found: refused as Redis being down.
+        assert run_revoke(revoke_args(group.url().replace("sentinel-pw", "wrong-pw"), "nope")) == 1
+        assert group.cli(group.master_port, "EXISTS", token_key(ISS, "nope")) == "0"
+        shown = capsys.readouterr()
+        assert "redis unavailable" in shown.err
+        assert "wrong-pw" not in shown.err + shown.out and PASSWORD not in shown.err + shown.out
 
 
 def test_pavilion_revoke_refuses_a_bad_sentinel_url_without_printing_the_password(
