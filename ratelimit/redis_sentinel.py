@@ -2,12 +2,15 @@
 pavilion.sentinel_url), followed through a failover.
 
 A sentinel names the master (`SENTINEL get-master-addr-by-name`); the store then is a `RedisStore`
-on it. When the master stops answering as one (a timeout, a lost connection, or `READONLY` from a
-demoted master), the sentinels are asked again, at most once a second and in the background: the
-request that failed is answered by its rule's `on_backend_error`, as for any Redis failure, and the
-first request after the new master is known goes to it. A failover costs what Sentinel takes to
-promote a replica (about its `down-after-milliseconds` plus a second). Redis replicates
-asynchronously, so hits counted on the old master in its last moments can be lost with it.
+on it. The sentinels are asked again every second in the background, and at once (at most once a
+second) when the master stops answering as one (a timeout, a lost connection, `READONLY` from a
+demoted master): the request that failed is answered by its rule's `on_backend_error`, as for any
+Redis failure, and the first request after the new master is known goes to it. The periodic
+question catches a master demoted while it still answers (`SENTINEL FAILOVER`, a partition that
+cuts it from the sentinels but not from us), where hits counted meanwhile would be lost with it.
+A failover costs what Sentinel takes to promote a replica (about its `down-after-milliseconds`
+plus a second). Redis replicates asynchronously, so hits counted on the old master in its last
+moments can be lost with it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ class RedisSentinelStore:
         self._connect_timeout = connect_timeout
         self._store: RedisStore | None = None  # on the master last named
         self._resolving: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._last_resolve = float("-inf")
+        self._failing: str | None = None  # the last error asking the sentinels, logged once
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 0.05) -> RedisSentinelStore:
@@ -63,6 +68,12 @@ class RedisSentinelStore:
         except (RedisError, TimeoutError, OSError) as exc:
             log.warning("redis_sentinel_unavailable_at_start", master_name=self._sentinel.master_name,
                         error=str(exc))
+        self._watch = asyncio.create_task(self._follow_master(), name="redis-master-watch")
+
+    async def _follow_master(self) -> None:
+        while True:
+            await asyncio.sleep(RESOLVE_INTERVAL)
+            self._resolve_soon()
 
     async def apply(self, checks: Sequence[Check]) -> list[Outcome]:
         store = self._store
@@ -87,7 +98,13 @@ class RedisSentinelStore:
         try:
             await self._resolve()
         except (RedisError, TimeoutError, OSError) as exc:
-            log.warning("redis_sentinel_unavailable", master_name=self._sentinel.master_name, error=str(exc))
+            if self._failing is None:  # once per outage, not every second
+                log.warning("redis_sentinel_unavailable", master_name=self._sentinel.master_name, error=str(exc))
+            self._failing = str(exc)
+        else:
+            if self._failing is not None:
+                log.info("redis_sentinel_available", master_name=self._sentinel.master_name, master=self.master)
+            self._failing = None
 
     async def _resolve(self) -> None:
         host, port = await self._ask_sentinels()
@@ -132,7 +149,8 @@ class RedisSentinelStore:
             conn.close()
 
     async def close(self) -> None:
-        if self._resolving is not None and not self._resolving.done():
-            self._resolving.cancel()
+        for task in (self._watch, self._resolving):
+            if task is not None and not task.done():
+                task.cancel()
         if self._store is not None:
             await self._store.close()

@@ -4,6 +4,7 @@ RedisSentinelStore with a sentinel that wants its own password."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -18,7 +19,7 @@ from pavilion.errors import BackendUnavailable
 from ratelimit.redis_sentinel import RedisSentinelStore
 from ratelimit.store import Check
 from tests.integration.ratelimit_procs import start_ratelimit
-from tests.sentinel_procs import sentinel_group
+from tests.sentinel_procs import MASTER_NAME, sentinel_group
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +102,23 @@ async def test_the_sentinel_password_opens_the_sentinel_and_the_master_gets_its_
                 await wrong.apply([CHECK])
         finally:
             await wrong.close()
+
+
+async def test_a_master_demoted_while_it_still_answers_is_left_without_a_request_failing() -> None:
+    """SENTINEL FAILOVER promotes the replica while the old master still answers (as would a partition
+    that cuts it from the sentinels only): no error tells the store, its question every second does."""
+    with sentinel_group() as group:
+        store = RedisSentinelStore.from_url(group.url(), timeout=1.0)
+        await store.start()
+        try:
+            [outcome] = await store.apply([CHECK])
+            assert outcome.remaining == 9 and store.location()["master"] == f"127.0.0.1:{group.master_port}"
+            assert group.cli(group.sentinel_port, "SENTINEL", "FAILOVER", MASTER_NAME) == "OK"
+            end = time.monotonic() + 30
+            while store.location()["master"] != f"127.0.0.1:{group.replica_port}":
+                assert time.monotonic() < end, "the store stayed on the old master"
+                await asyncio.sleep(0.1)
+            [outcome] = await store.apply([CHECK])
+            assert outcome.remaining == 8  # on the new master, from the count it had replicated
+        finally:
+            await store.close()
