@@ -348,12 +348,20 @@ class RedisRevocations:
     async def _follow_master(self) -> None:
         """Behind Sentinel: when the sentinels name another master while the old one still answers, move
         the commands and the subscription to it (resubscribing flushes the cache, as any resubscribe)."""
+        unanswered = False
         while True:
             await asyncio.sleep(_MASTER_CHECK)
             try:
                 moved = await self._redis.master_moved()
-            except _REDIS_ERRORS:
-                continue  # no master named (a failover in progress) or no sentinel answers: keep what works
+            except _REDIS_ERRORS as exc:
+                # No master named (a failover in progress) or no sentinel answers: keep what works, say it once.
+                if not unanswered:
+                    log.warning("revocation_sentinels_name_no_master", error=type(exc).__name__)
+                unanswered = True
+                continue
+            if unanswered:
+                log.info("revocation_sentinels_name_a_master", master=self._redis.location.get("master_address"))
+                unanswered = False
             if moved:
                 log.warning("revocation_master_moved", master=self._redis.location.get("master_address"))
                 await _cancelled(self._listener)
