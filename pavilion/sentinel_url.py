@@ -45,18 +45,19 @@ def is_sentinel_url(url: str) -> bool:
 def parse_sentinel_url(url: str, flag: str = "--redis") -> SentinelUrl:
     """ValueError naming what is wrong, with the password left out."""
     scheme, _, rest = url.strip().partition("://")
+    rest, question, query_text = rest.partition("?")  # first: a sentinel password may hold an "@"
     credentials, at, location = rest.rpartition("@")
-    shown = f"{flag} {scheme}://{_redacted(credentials)}{at}{location}"
+    query = parse_qs(query_text, keep_blank_values=True)
+    shown_query = "&".join(f"{name}=***" for name in query)  # values may be passwords
+    shown = f"{flag} {scheme}://{_redacted(credentials)}{at}{location}{question}{shown_query}"
     if scheme.lower() != SCHEME:
         raise ValueError(f"{shown}: expected {FORM}")
-    location, _, query_text = location.partition("?")
     hosts, _, path = location.partition("/")
     master_name, _, db_text = path.strip("/").partition("/")
     if not master_name:
         raise ValueError(f"{shown}: the master's name is missing ({FORM})")
     if db_text and not db_text.isdigit():
         raise ValueError(f"{shown}: the database must be a number, not {db_text!r}")
-    query = parse_qs(query_text, keep_blank_values=True)
     unknown = sorted(set(query) - {"sentinel_password"})
     if unknown:
         raise ValueError(f"{shown}: unknown parameter {', '.join(unknown)} (known: sentinel_password)")

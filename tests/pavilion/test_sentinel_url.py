@@ -37,3 +37,11 @@ def test_a_wrong_url_is_refused_without_its_password(url: str, message: str) -> 
     with pytest.raises(ValueError, match=re.escape(message)) as caught:
         parse_sentinel_url(url)
     assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
+
+
+def test_a_sentinel_password_may_hold_an_at_sign_and_never_shows() -> None:
+    url = parse_sentinel_url("redis+sentinel://:pw@s1/m?sentinel_password=se@cret")
+    assert (url.password, url.sentinel_password, url.sentinels) == ("pw", "se@cret", (("s1", 26379),))
+    with pytest.raises(ValueError) as caught:
+        parse_sentinel_url("redis+sentinel://s1:x/m?sentinel_password=topsecret")
+    assert "topsecret" not in str(caught.value) and "sentinel_password=***" in str(caught.value)
