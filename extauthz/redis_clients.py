@@ -13,6 +13,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 
+from pavilion.log import redact_url
 from pavilion.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 
@@ -24,15 +25,7 @@ def check_redis_url(url: str, flag: str = "--redis") -> None:
     try:
         parse_url(url)  # type: ignore[no-untyped-call]  # its messages never quote the URL
     except ValueError as exc:
-        raise ValueError(f"{flag} {_starred(url)}: {exc}") from exc
-
-
-def _starred(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if ":" in credentials:
-        credentials = f"{credentials.split(':', 1)[0]}:***"
-    return f"{scheme}{sep}{credentials}{at}{location}"
+        raise ValueError(f"{flag} {redact_url(url)}: {exc}") from exc
 
 
 @dataclass

@@ -37,6 +37,22 @@ def redact_text(text: str) -> str:
     return _EMAIL.sub(REDACTED, text)
 
 
+def redact_url(url: str) -> str:
+    """`url` as an error or log may show it: the password of its userinfo, and the value of every query
+    parameter named like a secret (`sentinel_password=`), replaced by ***; the rest as written."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, question, query = rest.partition("?")  # first: a password in the query may hold an "@"
+    credentials, at, location = rest.rpartition("@")
+    if at and ":" in credentials:
+        credentials = f"{credentials.split(':', 1)[0]}:***"
+    if query:
+        query = "&".join(f"{name}=***" if is_secret_key(name) else f"{name}{eq}{value}"
+                         for name, eq, value in (part.partition("=") for part in query.split("&")))
+    return f"{scheme}{sep}{credentials}{at}{location}{question}{query}"
+
+
 def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
 
+from pavilion.log import redact_url
+
 SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 FORM = "redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER_NAME[/DB][?sentinel_password=PW]"
@@ -45,11 +47,10 @@ def is_sentinel_url(url: str) -> bool:
 def parse_sentinel_url(url: str, flag: str = "--redis") -> SentinelUrl:
     """ValueError naming what is wrong, with the password left out."""
     scheme, _, rest = url.strip().partition("://")
-    rest, question, query_text = rest.partition("?")  # first: a sentinel password may hold an "@"
+    rest, _, query_text = rest.partition("?")  # first: a sentinel password may hold an "@"
     credentials, at, location = rest.rpartition("@")
     query = parse_qs(query_text, keep_blank_values=True)
-    shown_query = "&".join(f"{name}=***" for name in query)  # values may be passwords
-    shown = f"{flag} {scheme}://{_redacted(credentials)}{at}{location}{question}{shown_query}"
+    shown = f"{flag} {redact_url(url.strip())}"
     if scheme.lower() != SCHEME:
         raise ValueError(f"{shown}: expected {FORM}")
     hosts, _, path = location.partition("/")
@@ -80,6 +81,3 @@ def parse_sentinel_url(url: str, flag: str = "--redis") -> SentinelUrl:
     return SentinelUrl(master_name=unquote(master_name), sentinels=tuple(sentinels), username=username,
                        password=password, db=int(db_text or 0), sentinel_password=sentinel_password)
 
-
-def _redacted(credentials: str) -> str:
-    return f"{credentials.split(':', 1)[0]}:***" if ":" in credentials else credentials

@@ -19,6 +19,8 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pavilion.log import redact_url
+
 DEFAULT_PORT = 6379
 _FORMS = "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH"
 
@@ -63,7 +65,7 @@ class RedisTarget:
 def parse_redis_url(url: str, flag: str = "--redis") -> RedisTarget:
     """A `RedisTarget` from `--redis`; ValueError naming what is wrong (the password left out)."""
     parts = urlsplit(url if "://" in url else f"redis://{url}")
-    shown = f"{flag} {_redacted(url)}"
+    shown = f"{flag} {redact_url(url)}"
     try:
         port = parts.port
     except ValueError as exc:
@@ -98,22 +100,22 @@ def parse_cluster_seeds(text: str) -> tuple[RedisTarget, list[tuple[str, int]]]:
     hosts, _, query = hosts.partition("?")
     hosts, _, db = hosts.partition("/")
     if db.strip("/") not in ("", "0"):
-        raise ValueError(f"--redis-cluster {_redacted(text)}: a cluster has database 0 only")
+        raise ValueError(f"--redis-cluster {redact_url(text)}: a cluster has database 0 only")
     seeds = []
     for item in filter(None, (part.strip() for part in hosts.split(","))):
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"--redis-cluster {_redacted(text)}: {item!r} is not HOST:PORT")
+            raise ValueError(f"--redis-cluster {redact_url(text)}: {item!r} is not HOST:PORT")
         seeds.append((host, int(port)))
     if not seeds:
-        raise ValueError(f"--redis-cluster {_redacted(text)}: needs at least one HOST:PORT")
+        raise ValueError(f"--redis-cluster {redact_url(text)}: needs at least one HOST:PORT")
     if not scheme:
         return RedisTarget(), seeds
     first = f"{seeds[0][0]}:{seeds[0][1]}"
     template = parse_redis_url(f"{scheme}://{credentials}{at}{first}" + (f"?{query}" if query else ""),
                                "--redis-cluster")
     if template.path:
-        raise ValueError(f"--redis-cluster {_redacted(text)}: cluster nodes are HOST:PORT, not a socket")
+        raise ValueError(f"--redis-cluster {redact_url(text)}: cluster nodes are HOST:PORT, not a socket")
     return template, seeds
 
 
@@ -122,14 +124,3 @@ def _number(text: str, shown: str) -> int:
         raise ValueError(f"{shown}: the database must be a number, not {text!r}")
     return int(text)
 
-
-def _redacted(url: str) -> str:
-    """The URL with its password replaced by *** (for error messages)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    credentials, at, location = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.split(":", 1)[0] if ":" in credentials else ""
-    return f"{scheme}{sep}{user}:***@{location}"

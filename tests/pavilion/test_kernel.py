@@ -7,7 +7,7 @@ import pytest
 
 from pavilion.durations import format_duration, parse_duration
 from pavilion.errors import ConfigError, ConfigErrors, Location
-from pavilion.log import configure_logging, get_logger
+from pavilion.log import configure_logging, get_logger, redact_url
 from pavilion.settings import Settings
 
 
@@ -53,3 +53,14 @@ def test_logging_follows_a_replaced_stderr(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("sys.stderr", second)
     get_logger("t").info("after_capture_closed")
     assert "after_capture_closed" in second.getvalue()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:hunter2@redis.internal:6380/2", "redis://:***@redis.internal:6380/2"),
+    ("rediss://app:hunter2@r:6379?ssl_ca_certs=/ca.pem", "rediss://app:***@r:6379?ssl_ca_certs=/ca.pem"),
+    ("redis+sentinel://:hunter2@s1,s2/m?sentinel_password=hun@ter2", "redis+sentinel://:***@s1,s2/m?sentinel_password=***"),
+    ("app@r:6379", "app@r:6379"),
+    ("r1:7000,r2:7001", "r1:7000,r2:7001"),
+])
+def test_redact_url_stars_passwords_and_keeps_the_rest(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
