@@ -44,7 +44,7 @@ class RevocationRedis:
         if self._sentinel is None:
             return dict(self._location)
         address = getattr(self.commands.connection_pool, "master_address", None)
-        return {**self._location, "master_address": None if address is None else f"{address[0]}:{address[1]}"}
+        return {**self._location, "master": None if address is None else f"{address[0]}:{address[1]}"}
 
     @property
     def behind_sentinel(self) -> bool:
@@ -105,14 +105,14 @@ def _behind_sentinel(url: str, timeout: float) -> RevocationRedis:
         sentinel_kwargs["password"] = target.sentinel_password
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     master: dict[str, Any] = {"username": target.username, "password": target.password, "db": target.db,
-              "decode_responses": True, "socket_connect_timeout": timeout}
+                              "decode_responses": True, "socket_connect_timeout": timeout}
     # Each client has its own pool; a pool asks the sentinels for the master on every new connection, and
     # a connection that fails is dropped, so after a failover the next command or subscribe finds the new one.
     commands: aioredis.Redis = sentinel.master_for(target.master_name, socket_timeout=timeout,
                                                    retry=Retry(NoBackoff(), 0), **master)
     subscriber: aioredis.Redis = sentinel.master_for(target.master_name, socket_timeout=None,
                                                      retry=Retry(NoBackoff(), 0), **master)
-    location = {"kind": "redis-sentinel", "master": target.master_name,
+    location = {"kind": "redis-sentinel", "master_name": target.master_name,
                 "sentinels": [f"{host}:{port}" for host, port in target.sentinels], "db": target.db,
                 "auth": target.password is not None, "sentinel_auth": target.sentinel_password is not None}
     return RevocationRedis(commands, subscriber, location, sentinel)

@@ -360,10 +360,10 @@ class RedisRevocations:
                 unanswered = True
                 continue
             if unanswered:
-                log.info("revocation_sentinels_name_a_master", master=self._redis.location.get("master_address"))
+                log.info("revocation_sentinels_name_a_master", master=self._redis.location.get("master"))
                 unanswered = False
             if moved:
-                log.warning("revocation_master_moved", master=self._redis.location.get("master_address"))
+                log.warning("revocation_master_moved", master=self._redis.location.get("master"))
                 await _cancelled(self._listener)
                 self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
 

@@ -58,7 +58,7 @@ class RedisSentinelStore:
         sentinel = self._sentinel
         return {"kind": "redis-sentinel", "master_name": sentinel.master_name, "master": self.master,
                 "sentinels": [f"{host}:{port}" for host, port in sentinel.sentinels], "db": sentinel.db,
-                "auth": sentinel.password is not None}
+                "auth": sentinel.password is not None, "sentinel_auth": sentinel.sentinel_password is not None}
 
     async def start(self) -> None:
         """Find the master and connect before the first request; a failure is logged, not raised."""

@@ -54,7 +54,7 @@ async def test_revocations_follow_a_sentinel_failover_on_commands_and_pubsub() -
             await until(lambda: reader.is_revoked(query("before")), "pub/sub reached the reader", 5)
             old_master = f"127.0.0.1:{group.master_port}"
             assert group.master_address() == old_master
-            assert reader.location["master_address"] == old_master  # found through the sentinel
+            assert reader.location["master"] == old_master  # found through the sentinel
 
             group.master.stop()
             killed = time.monotonic()
@@ -73,7 +73,7 @@ async def test_revocations_follow_a_sentinel_failover_on_commands_and_pubsub() -
             seen = time.monotonic() - killed
             assert await writer.is_revoked(query("after"))
             new_master = f"127.0.0.1:{group.replica_port}"
-            assert reader.location["master_address"] == writer.location["master_address"] == new_master
+            assert reader.location["master"] == writer.location["master"] == new_master
             # The commands are on the new master: the key is there, and the one replicated before is too.
             assert group.cli(group.replica_port, "EXISTS", token_key(ISS, "after")) == "1"
             assert await reader.is_revoked(query("before"))
@@ -95,7 +95,7 @@ async def test_a_master_demoted_while_still_up_is_left_for_the_one_the_sentinel_
             await until(lambda: asyncio.sleep(0, reader.subscribed), "subscribed", 10)
             assert not await reader.is_revoked(query("moved"))  # now cached as "not revoked" for 60 s
             old, new = f"127.0.0.1:{group.master_port}", f"127.0.0.1:{group.replica_port}"
-            assert reader.location["master_address"] == old
+            assert reader.location["master"] == old
             group.cli(group.replica_port, "REPLICAOF", "NO", "ONE")
             group.cli(group.sentinel_port, "SENTINEL", "REMOVE", MASTER_NAME)
             group.cli(group.sentinel_port, "SENTINEL", "MONITOR", MASTER_NAME, "127.0.0.1", str(group.replica_port),
@@ -110,7 +110,7 @@ async def test_a_master_demoted_while_still_up_is_left_for_the_one_the_sentinel_
             finally:
                 await writer.close()
             await until(lambda: reader.is_revoked(query("moved")), "the reader follows the sentinel")
-            assert reader.location["master_address"] == new
+            assert reader.location["master"] == new
             # Its own writes go to the new master too.
             assert await reader.revoke_token(ISS, "own", time.time() + 120)
             assert group.cli(group.replica_port, "EXISTS", token_key(ISS, "own")) == "1"
@@ -153,8 +153,9 @@ async def test_the_sentinel_store_on_status_names_master_and_sentinels_never_a_p
         shown = revocations_status(store)
     finally:
         await store.close()
-    assert shown == {"kind": "redis-sentinel", "master": MASTER_NAME, "sentinels": ["10.0.0.1:26379", "10.0.0.2:26379"],
-                     "db": 3, "auth": True, "sentinel_auth": True, "master_address": None, "subscribed": False}
+    assert shown == {"kind": "redis-sentinel", "master_name": MASTER_NAME,
+                     "sentinels": ["10.0.0.1:26379", "10.0.0.2:26379"], "db": 3, "auth": True,
+                     "sentinel_auth": True, "master": None, "subscribed": False}
     text = json.dumps(shown)
     assert PASSWORD not in text and "s3cret-pw" not in text
 

@@ -55,9 +55,9 @@ def test_checks_see_revocations_through_the_sentinel_before_and_after_a_failover
             assert revoke(url, "s-1", exp).returncode == 0
             wait_for(lambda: answer(port, before) == 401, 5, "the revocation seen")
             shown, text = status()
-            assert shown["kind"] == "redis-sentinel" and shown["master"] == MASTER_NAME
+            assert shown["kind"] == "redis-sentinel" and shown["master_name"] == MASTER_NAME
             assert shown["sentinels"] == [f"127.0.0.1:{group.sentinel_port}"] and shown["auth"] is True
-            assert shown["master_address"] == f"127.0.0.1:{group.master_port}"
+            assert shown["master"] == f"127.0.0.1:{group.master_port}"
             assert PASSWORD not in text
 
             group.master.stop()
@@ -70,7 +70,7 @@ def test_checks_see_revocations_through_the_sentinel_before_and_after_a_failover
             wait_for(lambda: answer(port, after) == 401, 5, "the revocation after the failover seen")
             assert answer(port, before) == 401  # replicated before the failover
             shown, text = status()
-            assert shown["master_address"] == new_master and shown["subscribed"], shown
+            assert shown["master"] == new_master and shown["subscribed"], shown
             assert PASSWORD not in text and PASSWORD not in proc.output()
         finally:
             proc.stop()

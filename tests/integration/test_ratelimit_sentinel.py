@@ -88,7 +88,10 @@ async def test_the_sentinel_password_opens_the_sentinel_and_the_master_gets_its_
         store = RedisSentinelStore.from_url(group.url(), timeout=1.0)
         await store.start()
         try:
-            assert store.location()["master"] == f"127.0.0.1:{group.master_port}"
+            shown = store.location()
+            assert shown["master"] == f"127.0.0.1:{group.master_port}" and shown["master_name"] == MASTER_NAME
+            assert shown["auth"] is True and shown["sentinel_auth"] is True
+            assert "master-pw" not in json.dumps(shown) and "sentinel-pw" not in json.dumps(shown)
             [outcome] = await store.apply([CHECK])
             assert (outcome.allowed, outcome.remaining) == (True, 9)
         finally:
