@@ -38,6 +38,12 @@ class SentinelGroup:
                               timeout=5)
         return done.stdout.strip()
 
+    def replicated(self) -> bool:
+        """Whether the replica holds every write the master has (their replication offsets agree)."""
+        master = _field(self.cli(self.master_port, "INFO", "replication"), "master_repl_offset")
+        return master is not None and master == _field(self.cli(self.replica_port, "INFO", "replication"),
+                                                         "slave_repl_offset")
+
     def master_address(self) -> str:
         """host:port of the master the sentinel names now."""
         return ":".join(self.cli(self.sentinel_port, "SENTINEL", "get-master-addr-by-name", MASTER_NAME).split())
@@ -77,3 +83,11 @@ def sentinel_group(password: str | None = None, sentinel_password: str | None = 
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+def _field(info: str, name: str) -> str | None:
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return None
