@@ -55,6 +55,7 @@ async def test_revocations_follow_a_sentinel_failover_on_commands_and_pubsub() -
             old_master = f"127.0.0.1:{group.master_port}"
             assert group.master_address() == old_master
             assert reader.location["master"] == old_master  # found through the sentinel
+            await until(lambda: asyncio.sleep(0, group.replicated()), "the replica caught up", 10)
 
             group.master.stop()
             killed = time.monotonic()
