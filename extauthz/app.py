@@ -4,7 +4,6 @@ gRPC server, admin server, config reload, worker processes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from pavilion.admin import AdminServer
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import GrpcServer
+from pavilion.lifecycle import cancel_and_wait
 from pavilion.log import get_logger
 from pavilion.service import ServiceSettings, config_changes, run_service
 from pavilion.v1 import tenant_pb2
@@ -150,10 +150,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
                  store=revocations_status(store)["kind"], source=status.source, version=status.version)
         await stop.wait()
     finally:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await server.stop(settings.drain_seconds)
         if admin_server is not None:
             await admin_server.stop()

@@ -12,7 +12,6 @@ Rules (issue 4, item 2):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from extauthz.jwks import FetchError, InlineLoader, KeyLoader, Loaded, loader_fo
 from extauthz.metrics import KEY_REFRESHES, forget_keys_stale, set_keys_stale
 from extauthz.tenant import Tenant
 from pavilion.errors import BackendUnavailable, ConfigError, TokenError, UnknownKey
+from pavilion.lifecycle import cancel_and_wait
 from pavilion.log import get_logger
 
 __all__ = ["Key", "KeySet", "default_session", "key_set_for"]
@@ -241,11 +241,7 @@ class KeySet:
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._refresher, self._inflight):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._refresher, self._inflight)
         self._refresher = self._inflight = None
         forget_keys_stale(self.tenant.id, self)
         if self._session is not None:

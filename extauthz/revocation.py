@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from extauthz.metrics import revocation_subscribed
 from extauthz.redis_clients import connect
 from pavilion.errors import BackendUnavailable
+from pavilion.lifecycle import cancel_and_wait
 from pavilion.log import get_logger
 
 log = get_logger(__name__)
@@ -205,8 +206,7 @@ class RedisRevocations:
             self._master_watch = asyncio.create_task(self._follow_master(), name="revocation-master-watch")
 
     async def close(self) -> None:
-        for task in (self._master_watch, self._listener, self._refresher):
-            await _cancelled(task)
+        await cancel_and_wait(self._master_watch, self._listener, self._refresher)
         self._master_watch = self._listener = self._refresher = None
         await self._redis.aclose()
 
@@ -364,7 +364,7 @@ class RedisRevocations:
                 unanswered = False
             if moved:
                 log.warning("revocation_master_moved", master=self._redis.location.get("master"))
-                await _cancelled(self._listener)
+                await cancel_and_wait(self._listener)
                 self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -409,10 +409,3 @@ class RedisRevocations:
 
     async def revoke_tenant(self, tenant_id: str, before: float, ttl: float | None = None) -> None:
         await self._write(tenant_key(tenant_id), repr(before), ttl)
-
-
-async def _cancelled(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,6 +13,17 @@ from pavilion.log import get_logger
 log = get_logger(__name__)
 
 ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel the tasks (None: nothing there) and wait until each has ended: background loops a service
+    or store stops on its way out, so nothing of theirs runs after it."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def install_event_loop_policy() -> str:

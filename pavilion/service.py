@@ -8,7 +8,6 @@ and a check of its config file run once in the parent so errors show before any 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import socket
@@ -23,7 +22,7 @@ from pavilion import worker_status
 from pavilion.admin import AdminServer
 from pavilion.config_files import yaml_files
 from pavilion.errors import ConfigError
-from pavilion.lifecycle import run_until_stopped
+from pavilion.lifecycle import cancel_and_wait, run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.metrics import any_worker_serving
 from pavilion.settings import Settings
@@ -91,10 +90,7 @@ def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutin
         try:
             await serve(settings, stop, admin=False)
         finally:
-            if publisher is not None:
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
+            await cancel_and_wait(publisher)
 
     return run_until_stopped(serve_and_publish)
 

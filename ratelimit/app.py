@@ -15,6 +15,7 @@ from pavilion.admin import AdminServer
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import BackendUnavailable, ConfigError
 from pavilion.grpc_server import GrpcServer
+from pavilion.lifecycle import cancel_and_wait
 from pavilion.log import get_logger
 from pavilion.sentinel_url import is_sentinel_url, parse_sentinel_url
 from pavilion.service import ServiceSettings, config_changes, run_service
@@ -242,11 +243,7 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
                  store="redis-cluster" if settings.redis_cluster else "redis" if settings.redis_url else "memory")
         await stop.wait()
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await server.stop(settings.drain_seconds)
         if admin_server is not None:
             await admin_server.stop()

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pavilion.errors import BackendUnavailable
+from pavilion.lifecycle import cancel_and_wait
 from pavilion.log import get_logger
 from pavilion.sentinel_url import SentinelUrl, parse_sentinel_url
 from ratelimit.redis_store import RedisStore
@@ -149,8 +150,6 @@ class RedisSentinelStore:
             conn.close()
 
     async def close(self) -> None:
-        for task in (self._watch, self._resolving):
-            if task is not None and not task.done():
-                task.cancel()
+        await cancel_and_wait(self._watch, self._resolving)
         if self._store is not None:
             await self._store.close()
