@@ -194,7 +194,7 @@ def rate_limit_headers(decision: Decision, answer: PlanAnswer) -> list[tuple[str
         policy, positions = answer.policy_header, answer.header_positions
     else:
         left_out = tuple(index for index, status in enumerate(decision.statuses)
-                         if status.fallback in ("allow", "deny"))
+                         if status.guessed)
         positions = header_positions(answer.views, left_out)
         policy = ", ".join(view.policy for _i, _j, view in positions)
     headers: list[tuple[str, str]] = []

@@ -83,7 +83,7 @@ def envoyproxy_headers(decision: Decision, names: HeaderNames = ENVOYPROXY_NAMES
     chosen = None
     least = MAX_UINT32
     for status in decision.statuses:
-        if status.current_limit is None or status.fallback in ("allow", "deny"):
+        if status.current_limit is None or status.guessed:
             continue
         if status.code is Code.OVER_LIMIT:
             chosen, least = status, 0

@@ -84,6 +84,12 @@ class DescriptorStatus(NamedTuple):
     replaced: bool = False
     fallback: str | None = None
 
+    @property
+    def guessed(self) -> bool:
+        """Answered by `on_backend_error: allow|deny` with no counter behind it (a `local` answer has real,
+        per-replica counts): left out of the client's headers and the per-rule metrics."""
+        return self.fallback in ("allow", "deny")
+
 
 class Decision(NamedTuple):
     code: Code

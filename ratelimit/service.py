@@ -135,7 +135,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
     def _record(self, domain: str, decision: Decision, answer: PlanAnswer) -> None:
         record = self.metrics.record
         for status, views, label in zip(decision.statuses, answer.views, answer.labels, strict=True):
-            if status.rule is None or not views or status.fallback in ("allow", "deny"):
+            if status.rule is None or not views or status.guessed:
                 continue
             for limit_status, view in zip(status.limits, views, strict=True):
                 outcome = limit_status.outcome
