@@ -25,7 +25,7 @@ from pavilion.xds_client import Subscription, XdsClient
 from ratelimit.answer import header_style
 from ratelimit.breaker import BreakerState, CircuitBreaker
 from ratelimit.config import RateLimitConfig, load_config
-from ratelimit.headers import HEADER_STYLES, HeaderNames
+from ratelimit.headers import HeaderNames
 from ratelimit.limiter import Limiter
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
@@ -256,9 +256,10 @@ def run(settings: RateLimitSettings) -> int:
     if settings.redis_url and settings.redis_cluster:
         log.error("choose_one_redis", detail="give --redis or --redis-cluster, not both")
         return 2
-    if settings.response_headers not in HEADER_STYLES:
-        log.error("bad_response_headers", detail=f"{settings.response_headers!r} is not one of "
-                                                 f"{', '.join(HEADER_STYLES)}")
+    try:
+        header_style(settings.response_headers)
+    except ValueError as exc:
+        log.error("bad_response_headers", detail=str(exc))
         return 2
     try:
         if settings.redis_url:

@@ -93,3 +93,16 @@ def _write(directory: Path, text: str) -> Path:
     path = directory / "rules.yaml"
     path.write_text(text)
     return path
+
+
+def test_an_unknown_response_header_style_stops_the_start(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from ratelimit.app import RateLimitSettings, run
+
+    config = tmp_path / "rules.yaml"
+    config.write_text(GOOD.format(n=5))
+    with capture_logs() as logs:
+        assert run(RateLimitSettings(config=str(config), response_headers="x-ratelimit")) == 2
+    [refusal] = [entry for entry in logs if entry["event"] == "bad_response_headers"]
+    assert refusal["detail"] == "response headers 'x-ratelimit': give one of draft, envoyproxy, none"
