@@ -194,13 +194,17 @@ class RedisRevocations:
     def subscribed(self) -> bool:
         return self._subscribed
 
+    def _mark_subscribed(self, subscribed: bool) -> None:
+        self._subscribed = subscribed
+        self._subscribed_gauge.set(1 if subscribed else 0)
+
     @property
     def location(self) -> dict[str, Any]:
         """For /status: where revocations are read (plain Redis or behind Sentinel), never the password."""
         return self._redis.location
 
     async def start(self) -> None:
-        self._subscribed_gauge.set(0)  # until the first subscribe confirmation
+        self._mark_subscribed(False)  # the gauge shows 0 until the first subscribe confirmation
         self._listener = asyncio.create_task(self._listen(), name="revocation-pubsub")
         if self._redis.behind_sentinel:
             self._master_watch = asyncio.create_task(self._follow_master(), name="revocation-master-watch")
@@ -335,8 +339,7 @@ class RedisRevocations:
                 if self._subscribed:
                     log.warning("revocation_pubsub_lost", error=type(exc).__name__)
             finally:
-                self._subscribed = False
-                self._subscribed_gauge.set(0)
+                self._mark_subscribed(False)
                 self._generation += 1
                 self._version += 1
                 self._local.clear()
@@ -375,8 +378,7 @@ class RedisRevocations:
             # Also sent again after redis-py reconnects by itself: whatever was published meanwhile
             # is lost, so start from an empty cache.
             self._local.clear()
-            self._subscribed = True
-            self._subscribed_gauge.set(1)
+            self._mark_subscribed(True)
             log.info("revocation_pubsub_subscribed")
         elif kind == "message":
             try:
