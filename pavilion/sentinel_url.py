@@ -32,13 +32,6 @@ class SentinelUrl:
     db: int = 0
     sentinel_password: str | None = field(default=None, repr=False)
 
-    @property
-    def shown(self) -> str:
-        """The URL as logs and /status may show it: passwords starred out."""
-        user = f"{self.username or ''}:***@" if self.password is not None else ""
-        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
-        return f"{SCHEME}://{user}{hosts}/{self.master_name}" + (f"/{self.db}" if self.db else "")
-
 
 def is_sentinel_url(url: str) -> bool:
     return url.strip().lower().startswith(f"{SCHEME}://")

@@ -10,7 +10,8 @@ services. A managed Redis usually wants a password (`AUTH`, with a user for Redi
 `--redis-cluster` takes seed nodes, `HOST:PORT,HOST:PORT,...`, or the same with a URL's scheme,
 credentials and TLS parameters around them (`rediss://:PASSWORD@HOST:PORT,HOST:PORT?ssl_ca_certs=PATH`),
 which every node of the cluster then gets.
-The password never appears in logs or errors: they show `address` and `shown`.
+The password never appears in logs or errors: logs name `address`, errors show the URL through
+`pavilion.log.redact_url`.
 """
 
 from __future__ import annotations
@@ -40,13 +41,6 @@ class RedisTarget:
     def address(self) -> str:
         """HOST:PORT or the socket's path: what logs and errors name (never the credentials)."""
         return self.path or f"{self.host}:{self.port}"
-
-    @property
-    def shown(self) -> str:
-        scheme = "unix" if self.path else "rediss" if self.tls else "redis"
-        user = f"{self.username or ''}:***@" if self.password is not None else ""
-        return f"{scheme}://{user}{'/' if self.path else ''}{self.address.lstrip('/')}" + (
-            f"/{self.db}" if self.db and not self.path else "")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client context that verifies the server (hostname included), or None without TLS."""

@@ -47,9 +47,7 @@ def test_a_bad_url_is_refused_naming_the_problem_and_never_the_password(url: str
 def test_what_logs_show_has_no_password() -> None:
     target = parse_redis_url("rediss://alice:hunter2@cache.example.com:6380/2")
     assert target.address == "cache.example.com:6380"
-    assert target.shown == "rediss://alice:***@cache.example.com:6380/2"
     assert "hunter2" not in repr(target)
-    assert parse_redis_url("unix:///run/redis.sock").shown == "unix:///run/redis.sock"
 
 
 def test_cluster_seeds_alone_or_with_credentials_and_tls_for_every_node() -> None:
