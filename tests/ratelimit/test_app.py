@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ratelimit.app import Health, reload_on_change
 from ratelimit.config import load_config
@@ -56,23 +58,26 @@ async def test_reload_on_change_keeps_the_last_good_config(tmp_path: Path) -> No
             await asyncio.wait_for(watcher, 5)
 
 
-def test_a_bad_redis_url_stops_the_start_with_the_password_starred_out(tmp_path: Path) -> None:
+def refused_at_start(tmp_path: Path, event: str, **settings: Any) -> tuple[Mapping[str, Any], str]:
+    """`run` with a good config file and `settings`: exit 2, its one `event` log line, and all it logged."""
     from structlog.testing import capture_logs
 
     from ratelimit.app import RateLimitSettings, run
 
-    config = tmp_path / "rules.yaml"
-    config.write_text(GOOD.format(n=5))
+    config = _write(tmp_path, GOOD.format(n=5))
     with capture_logs() as logs:
-        assert run(RateLimitSettings(config=str(config), redis_url="http://:hunter2@redis.internal")) == 2
-    [refusal] = [entry for entry in logs if entry["event"] == "bad_redis_url"]
+        assert run(RateLimitSettings(config=str(config), **settings)) == 2
+    [refusal] = [entry for entry in logs if entry["event"] == event]
+    return refusal, str(logs)
+
+
+def test_a_bad_redis_url_stops_the_start_with_the_password_starred_out(tmp_path: Path) -> None:
+    refusal, logged = refused_at_start(tmp_path, "bad_redis_url", redis_url="http://:hunter2@redis.internal")
     assert "http://:***@redis.internal: expected redis://" in refusal["detail"]
-    assert "hunter2" not in str(logs)
-    with capture_logs() as logs:
-        assert run(RateLimitSettings(config=str(config), redis_url="redis+sentinel://:hunter2@s1:26379")) == 2
-    [refusal] = [entry for entry in logs if entry["event"] == "bad_redis_url"]
+    assert "hunter2" not in logged
+    refusal, logged = refused_at_start(tmp_path, "bad_redis_url", redis_url="redis+sentinel://:hunter2@s1:26379")
     assert "redis+sentinel://:***@s1:26379: the master's name is missing" in refusal["detail"]
-    assert "hunter2" not in str(logs)
+    assert "hunter2" not in logged
 
 
 def test_the_store_on_status_names_where_it_is_never_the_password(tmp_path: Path) -> None:
@@ -96,13 +101,5 @@ def _write(directory: Path, text: str) -> Path:
 
 
 def test_an_unknown_response_header_style_stops_the_start(tmp_path: Path) -> None:
-    from structlog.testing import capture_logs
-
-    from ratelimit.app import RateLimitSettings, run
-
-    config = tmp_path / "rules.yaml"
-    config.write_text(GOOD.format(n=5))
-    with capture_logs() as logs:
-        assert run(RateLimitSettings(config=str(config), response_headers="x-ratelimit")) == 2
-    [refusal] = [entry for entry in logs if entry["event"] == "bad_response_headers"]
+    refusal, _ = refused_at_start(tmp_path, "bad_response_headers", response_headers="x-ratelimit")
     assert refusal["detail"] == "response headers 'x-ratelimit': give one of draft, envoyproxy, none"
