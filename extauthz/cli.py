@@ -25,7 +25,9 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_extauthz)
 
     revoke = subparsers.add_parser("revoke", help="revoke a token, a subject's tokens or a tenant's tokens")
-    revoke.add_argument("--redis", required=True, metavar="URL", help="as for `pavilion extauthz --redis`")
+    revoke.add_argument("--redis", required=True, metavar="URL", action="append",
+                        help="as for `pavilion extauthz --redis`; repeat it for every region's Redis "
+                             "(written together, one cut-off instant for all)")
     revoke.add_argument("--tenant", required=True, help="tenant id")
     revoke.add_argument("--issuer", required=True, help="the tenant's issuer (exactly as in the token's iss)")
     what = revoke.add_mutually_exclusive_group(required=True)

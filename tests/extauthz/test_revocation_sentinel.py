@@ -121,7 +121,7 @@ async def test_a_master_demoted_while_still_up_is_left_for_the_one_the_sentinel_
 
 
 def revoke_args(url: str, jti: str) -> argparse.Namespace:
-    return argparse.Namespace(redis=url, tenant="acme", issuer=ISS, jti=jti, expires=time.time() + 120,
+    return argparse.Namespace(redis=[url], tenant="acme", issuer=ISS, jti=jti, expires=time.time() + 120,
                               subject=None, all=False, ttl=None)
 
 
