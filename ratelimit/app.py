@@ -240,7 +240,7 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         tasks.append(asyncio.create_task(health.run(stop), name="health"))
         log.info("ratelimit_started", port=server.port, rules=len(limiter.config.rules),
                  shadow_mode=settings.shadow_mode, source=status.source, version=status.version,
-                 store="redis-cluster" if settings.redis_cluster else "redis" if settings.redis_url else "memory")
+                 store=store_status(redis, limiter, breaker)["kind"])
         await stop.wait()
     finally:
         await cancel_and_wait(*tasks)
@@ -248,8 +248,6 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
         if admin_server is not None:
             await admin_server.stop()
         await store.close()
-
-
 
 
 def run(settings: RateLimitSettings) -> int:
