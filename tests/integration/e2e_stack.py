@@ -85,7 +85,7 @@ routes:
     service: app
     auth: {tenants: [demo]}
     rate_limits:
-      - {per: [tenant, subject], unit: minute, requests: 5}
+      - {per: [tenant, subject], unit: hour, requests: 5}
 """)
 
 
