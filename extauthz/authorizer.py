@@ -1,5 +1,8 @@
 """One Check, start to finish: credential, tenant, verification (cached), route admission, revocation.
 
+Route admission is the route's tenants, then what it requires of the token (scopes, claim values:
+`route_requirements`); both are local, so a token the route refuses costs no revocation round trip.
+
 The order keeps the cheap, local steps first: a request without a single well-formed bearer token
 never reaches a parser; an issuer no tenant has is refused without any key fetch; a cached token
 skips the signature; and revocation is asked on every request, cache hit or not.
@@ -18,6 +21,7 @@ from extauthz import decision
 from extauthz.decision import Outcome, split_tenants
 from extauthz.keys import KeySet
 from extauthz.revocation import RevocationQuery, RevocationStore
+from extauthz.route_requirements import route_requirement, token_scopes
 from extauthz.tenant import Tenant
 from extauthz.tenant_set import Tenants
 from extauthz.token_cache import VerifiedTokenCache, token_digest
@@ -33,11 +37,13 @@ _BEARER = ("Bearer ", "bearer ")
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """What a verified token admits, computed once and cached: its revocation keys and its OK outcome."""
+    """What a verified token admits, computed once and cached: its revocation keys, its scopes (for routes
+    that require some) and its OK outcome."""
 
     verified: VerifiedToken
     query: RevocationQuery
     outcome: Outcome
+    scopes: frozenset[str]
 
 
 class Authorizer:
@@ -74,6 +80,11 @@ class Authorizer:
         raw = context_extensions.get("tenant")
         if raw is not None and tenant.id not in split_tenants(raw):
             return _route_refusal(tenant, tenants, split_tenants(raw))
+        scopes, claims = context_extensions.get("scopes"), context_extensions.get("claims")
+        if scopes is not None or claims is not None:
+            refusal = _requirement_refusal(admission, scopes, claims)
+            if refusal is not None:
+                return refusal
         revoked = self.store.revoked_locally(admission.query)
         if revoked is False:
             return admission.outcome
@@ -99,6 +110,9 @@ class Authorizer:
             tenant, admission = found
 
         refusal = _route_refusal(tenant, tenants, route)
+        scopes, claims = context_extensions.get("scopes"), context_extensions.get("claims")
+        if refusal is None and (scopes is not None or claims is not None):
+            refusal = _requirement_refusal(admission, scopes, claims)
         if refusal is not None:
             return refusal
         try:
@@ -130,7 +144,7 @@ class Authorizer:
         if not outcome.allowed:
             return outcome  # a claim that cannot become a header: refused, and not cached
         query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
-        admission = Admission(verified, query, outcome)
+        admission = Admission(verified, query, outcome, token_scopes(verified.claims))
         self.cache.put(digest, tenant, admission, verified.expires_at)
         return tenant, admission
 
@@ -143,6 +157,14 @@ def _route_refusal(tenant: Tenant, tenants: Tenants, route: tuple[str, ...] | No
         log.warning("route_tenant_unknown", route_tenants=list(route))
         return decision.unavailable("route_tenant_unknown")
     return decision.insufficient_scope("wrong_tenant", "the token's tenant is not accepted on this route")
+
+
+def _requirement_refusal(admission: Admission, scopes: str | None, claims: str | None) -> Outcome | None:
+    """The refusal when the route requires scopes or claim values the token lacks (or cannot be read)."""
+    requirement = route_requirement(scopes, claims)
+    if isinstance(requirement, Outcome):
+        return requirement
+    return requirement.refusal(admission.scopes, admission.verified.claims)
 
 
 def _revoked() -> Outcome:

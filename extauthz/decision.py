@@ -7,7 +7,7 @@ field) and, for 400/401/403, an RFC 6750 `WWW-Authenticate` challenge:
     400 invalid_request     two credentials, an empty bearer, a token in the query string
     401 (no error code)     no credential, or one of another scheme (RFC 6750 section 3.1)
     401 invalid_token       the token is refused (malformed, expired, bad signature, revoked, ...)
-    403 insufficient_scope  a valid token of a tenant this route does not admit
+    403 insufficient_scope  a valid token this route does not admit (its tenant, scopes or claims)
     503                     a dependency failed (keys cold, revocation store down with on_store_error deny)
 """
 
@@ -56,13 +56,19 @@ def _escape(description: str) -> str:
     return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 3] + "..."
 
 
-def challenge(error: str | None = None, description: str | None = None) -> str:
-    """A `WWW-Authenticate: Bearer ...` value; the description is printable ASCII with no quote or backslash."""
+def challenge(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+    """A `WWW-Authenticate: Bearer ...` value; the description is printable ASCII with no quote or backslash.
+
+    `scope` (RFC 6750 section 3) names the scopes the resource needs; its tokens are NQCHAR (RFC 6749
+    section 3.3: no space, quote or backslash), which `route_requirements` checks before it gets here.
+    """
     if error is None:
         return "Bearer"
     value = f'Bearer error="{error}"'
     if description:
         value += f', error_description="{_escape(description)}"'
+    if scope:
+        value += f', scope="{scope}"'
     return value
 
 
@@ -85,8 +91,8 @@ def invalid_token(reason: str, description: str) -> Outcome:
     return _refusal(401, reason, challenge("invalid_token", description))
 
 
-def insufficient_scope(reason: str, description: str) -> Outcome:
-    return _refusal(403, reason, challenge("insufficient_scope", description))
+def insufficient_scope(reason: str, description: str, scope: str | None = None) -> Outcome:
+    return _refusal(403, reason, challenge("insufficient_scope", description, scope))
 
 
 def unavailable(reason: str) -> Outcome:

@@ -37,10 +37,11 @@ Check = Callable[..., Awaitable[external_auth_pb2.CheckResponse]]
 
 
 def check_request(headers: dict[str, str], path: str = "/orders", tenant: str | None = "acme",
-                  ) -> external_auth_pb2.CheckRequest:
+                  extensions: dict[str, str] | None = None) -> external_auth_pb2.CheckRequest:
     attributes = attribute_context_pb2.AttributeContext(
         request=attribute_context_pb2.AttributeContext.Request(
-            http=attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path=path, headers=headers)))
+            http=attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path=path, headers=headers)),
+        context_extensions=extensions or {})
     if tenant is not None:
         attributes.context_extensions["tenant"] = tenant
     return external_auth_pb2.CheckRequest(attributes=attributes)
@@ -53,8 +54,8 @@ async def serve(authorizer: Authorizer) -> tuple[GrpcServer, Check, grpc.aio.Cha
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
 
     async def check(headers: dict[str, str], path: str = "/orders", tenant: str | None = "acme",
-                    ) -> external_auth_pb2.CheckResponse:
-        return await stub.Check(check_request(headers, path, tenant), timeout=5)
+                    extensions: dict[str, str] | None = None) -> external_auth_pb2.CheckResponse:
+        return await stub.Check(check_request(headers, path, tenant, extensions), timeout=5)
 
     return server, check, channel
 
