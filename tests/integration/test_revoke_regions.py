@@ -1,6 +1,7 @@
 """`pavilion revoke` with one `--redis` per region: each region's ext_authz hears only its own Redis, so
 one command writes them all, with one cut-off; a region that cannot be written is named and fails the
-command while the others keep the revocation; a bad URL stops it before anything is written."""
+command while the others keep the revocation; a bad URL stops it before anything is written. Or a
+region's ext_authz reads a replica of one Redis that every revocation is written to."""
 
 from __future__ import annotations
 
@@ -93,3 +94,27 @@ def test_a_bad_url_among_good_ones_writes_nothing(two_regions: tuple[int, int]) 
         done = revoke("--redis", good, "--redis", second, "--subject", "bob")
         assert done.returncode == 2, done.stderr
         assert stored(two_regions[0], subject_key("acme", "bob")) is None
+
+
+def test_a_region_reading_a_replica_hears_revocations_written_to_its_master(tmp_path: Path) -> None:
+    """The other way to reach regions: one Redis replicating to the others. ext_authz only reads (MGET,
+    SUBSCRIBE), so it can use a read-only replica, and Redis forwards PUBLISH to replicas."""
+    master, master_port = start_redis()
+    replica, replica_port = start_redis(extra=["--replicaof", "127.0.0.1", str(master_port)])
+    server = None
+    try:
+        with redis.Redis(port=replica_port, decode_responses=True) as client:
+            wait_for(lambda: client.info("replication").get("master_link_status") == "up", 10.0, "replicating")
+        config = write_tenants(tmp_path / "tenants.yaml", {"acme": ACME})
+        server = start_extauthz(config, redis_url=f"redis://127.0.0.1:{replica_port}/0", name="extauthz-replica")
+        token = ACME.token(sub="alice", iat=int(time.time()) - 5)
+        assert status_of(server[1], token) == 200
+        done = revoke("--redis", f"redis://127.0.0.1:{master_port}/0", "--subject", "alice")
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: status_of(server[1], token) == 401, 5.0, "refused by the replica's ext_authz")
+        assert status_of(server[1], ACME.token(sub="bob", iat=int(time.time()) - 5)) == 200
+    finally:
+        if server is not None:
+            server[0].stop()
+        replica.stop()
+        master.stop()
