@@ -82,9 +82,15 @@ def try_lines(config: Any) -> list[str]:
 
 
 def _admits(route: Any, tenant: str, config: Any) -> bool:
+    """Whether the demo token (the tenant's, with no scope or other claim to offer) passes the route."""
     if config.extauthz is None:
         return False
-    return route.auth is None or tenant in route.auth.tenants
+    auth = route.auth
+    if auth is None:
+        return True
+    if auth.public or auth.scopes or auth.claims:
+        return False
+    return not auth.tenants or tenant in auth.tenants
 
 
 def demo_lines(config: Any, config_dir: str, tenant: str, redis_url: str | None) -> list[str]:

@@ -46,10 +46,11 @@ class ListOf:
 
 @dataclass(frozen=True)
 class MapOf:
-    """A mapping of free keys (e.g. header names) to values."""
+    """A mapping of free keys (header names, claim names) to values."""
 
     key: Value
-    value: Value
+    value: Value | ListOf
+    key_title: str = "header name"  # what the docs call a key
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Object:
     doc: str
     fields: tuple[Field, ...]
     exactly_one: tuple[tuple[str, ...], ...] = ()  # groups of fields of which exactly one must be given
+    at_least_one: tuple[str, ...] = ()  # fields of which one or more must be given
+    none_given: str = ""  # what to tell a user who gave none of `at_least_one`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})

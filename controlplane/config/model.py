@@ -107,7 +107,12 @@ class HeaderRules:
 
 @dataclass(frozen=True)
 class RouteAuth:
-    tenants: tuple[str, ...]  # empty: `auth: none`
+    """`auth: none` (public) or what a token must hold: `{tenants, scopes, claims}`, at least one given."""
+
+    tenants: tuple[str, ...] = ()  # empty: any tenant
+    scopes: tuple[str, ...] = ()  # config order; the token must hold every one
+    claims: tuple[tuple[str, tuple[str, ...]], ...] = ()  # config order; each claim must hold one of its values
+    public: bool = False  # `auth: none`: ext_authz is not asked
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,7 @@ class Route:
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
     # None: any configured tenant may call the route (a token is required whenever ext_authz is set up);
-    # RouteAuth(tenants=()) is `auth: none`, a public route with ext_authz disabled.
+    # RouteAuth(public=True) is `auth: none`, a public route with ext_authz disabled.
     auth: RouteAuth | None = None
     rate_limits: tuple[RouteRateLimit, ...] = ()
     source: Location = field(default=NO_SOURCE, compare=False)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from controlplane.config import model
 from controlplane.config.rules import RATE_LIMIT_FACTS
 from controlplane.config.shape import Fields, Got
+from controlplane.config.token_rules import MAX_EXTENSION, claims_extension, scopes_extension
 from pavilion.errors import Location
 from pavilion.yaml_nodes import suggest
 from ratelimit.rules import TOKEN_BUCKET
@@ -29,18 +30,27 @@ class Policy:
 
 
 def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model.RouteAuth | None]:
-    """(ok, the route's auth): None when absent, RouteAuth(()) for `auth: none`."""
+    """(ok, the route's auth): None when absent, RouteAuth(public=True) for `auth: none`."""
     if "auth" not in f:
         return "auth" not in f.given, None
     value = f.get("auth")
     if value == "none":
-        return True, model.RouteAuth(())
+        return True, model.RouteAuth(public=True)
     auth: Fields = value
     if policy.extauthz is None:
         problem("auth needs ext_authz: add an `extauthz:` section naming its service", f.at("auth"), f.path_of("auth"))
         return False, None
-    items: list[Got] = auth.get("tenants", [])
-    ok = auth.complete
+    tenants = _tenants(auth.get("tenants", []), policy, problem)
+    scopes = _distinct(auth.get("scopes", []), "scope", problem)
+    claims = _claims(auth, problem)
+    if not auth.complete or tenants is None or scopes is None or claims is None:
+        return False, None
+    built = model.RouteAuth(tenants, scopes, claims)
+    return _fits_ext_authz(built, auth, problem), built
+
+
+def _tenants(items: list[Got], policy: Policy, problem: Problem) -> tuple[str, ...] | None:
+    ok = True
     seen: dict[str, Location] = {}
     for got in items:
         if got.value in seen:
@@ -52,7 +62,38 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
             problem(f"unknown tenant {got.value!r}{suggest(got.value, known) or listed}", got.loc, got.path)
             ok = False
         seen.setdefault(got.value, got.loc)
-    return ok, model.RouteAuth(tuple(got.value for got in items)) if ok else None
+    return tuple(got.value for got in items) if ok else None
+
+
+def _distinct(items: list[Got], what: str, problem: Problem) -> tuple[str, ...] | None:
+    seen: dict[str, Location] = {}
+    for got in items:
+        if got.value in seen:
+            problem(f"{what} {got.value!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
+        seen.setdefault(got.value, got.loc)
+    return tuple(seen) if len(seen) == len(items) else None
+
+
+def _claims(auth: Fields, problem: Problem) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    given: dict[str, Got] = auth.get("claims", {})
+    if "claims" in auth and not given:
+        problem("name at least one claim, or leave `claims` out", auth.at("claims"), auth.path_of("claims"))
+        return None
+    claims = [(name, _distinct(got.value, "value", problem)) for name, got in given.items()]
+    if any(values is None for _name, values in claims):
+        return None
+    return tuple((name, values) for name, values in claims if values is not None)
+
+
+def _fits_ext_authz(auth: model.RouteAuth, fields: Fields, problem: Problem) -> bool:
+    """ext_authz answers 503 to every request of a route whose extension is longer than it reads."""
+    ok = True
+    for name, text in (("scopes", scopes_extension(auth.scopes)), ("claims", claims_extension(auth.claims))):
+        if len(text) > MAX_EXTENSION:
+            problem(f"{name} come to {len(text)} characters for ext_authz, more than the {MAX_EXTENSION} it reads",
+                    fields.at(name), fields.path_of(name))
+            ok = False
+    return ok
 
 
 def route_rate_limits(f: Fields, auth: model.RouteAuth | None, policy: Policy,
@@ -64,7 +105,7 @@ def route_rate_limits(f: Fields, auth: model.RouteAuth | None, policy: Policy,
         problem("rate_limits need a `ratelimit:` section naming the ratelimit service", f.at("rate_limits"),
                 f.path_of("rate_limits"))
         return None
-    public = auth is not None and not auth.tenants
+    public = auth is not None and auth.public
     items: list[Got] = f.get("rate_limits")
     built = [_rate_limit(got.value, public, policy, problem) for got in items]
     if len(built) != len(items) or any(item is None for item in built):

@@ -32,7 +32,7 @@ def type_name(kind: Kind) -> str:
         least = f" (at least {kind.min_items})" if kind.min_items else ""
         return f"list of {type_name(kind.item)}{least}"
     if isinstance(kind, MapOf):
-        return "map of header name to string"
+        return f"map of {kind.key_title} to {type_name(kind.value)}"
     if isinstance(kind, Either):
         return " or ".join(type_name(option) for option in kind.options)
     if isinstance(kind, Custom):
@@ -55,7 +55,10 @@ def _value_name(kind: Value) -> str:
 
 
 def _exactly_one(kind: Object) -> str:
-    return "".join(f" Exactly one of {', '.join(f'`{n}`' for n in group)}." for group in kind.exactly_one)
+    rule = "".join(f" Exactly one of {', '.join(f'`{n}`' for n in group)}." for group in kind.exactly_one)
+    if kind.at_least_one:
+        rule += f" At least one of {', '.join(f'`{n}`' for n in kind.at_least_one)}."
+    return rule
 
 
 def _objects(kind: Object) -> list[Object]:

@@ -40,7 +40,7 @@ def _kind(kind: Kind) -> dict[str, Any]:
             result["minItems"] = kind.min_items
         return result
     if isinstance(kind, MapOf):
-        return {"type": "object", "propertyNames": _value(kind.key), "additionalProperties": _value(kind.value)}
+        return {"type": "object", "propertyNames": _value(kind.key), "additionalProperties": _kind(kind.value)}
     if isinstance(kind, Either):
         return {"oneOf": [_kind(option) for option in kind.options]}
     if isinstance(kind, Custom):
@@ -73,6 +73,8 @@ def _object(kind: Object) -> dict[str, Any]:
     if required:
         result["required"] = required
     groups = [{"oneOf": [{"required": [name]} for name in group]} for group in kind.exactly_one]
+    if kind.at_least_one:
+        groups.append({"anyOf": [{"required": [name]} for name in kind.at_least_one]})
     if len(groups) == 1:
         result.update(groups[0])
     elif groups:

@@ -110,7 +110,8 @@ class Shape:
             if spec.required and spec.name not in seen:
                 self.problem(f"required field {spec.name!r} is missing", node.loc, join(path, spec.name))
                 complete = False
-        complete = self._exactly_one(kind, node, seen, path) and complete and len(self.errors) == errors_before
+        complete = self._exactly_one(kind, node, seen, path) and complete
+        complete = self._at_least_one(kind, node, seen, path) and complete and len(self.errors) == errors_before
         return Got(Fields(kind, got, node.loc, path, complete, frozenset(seen)), node.loc, path)
 
     def _exactly_one(self, kind: Object, node: Mapping, seen: dict[str, Location], path: str) -> bool:
@@ -127,6 +128,14 @@ class Shape:
             else:
                 self.problem(f"give one of {choices}", node.loc, path)
         return ok
+
+    def _at_least_one(self, kind: Object, node: Mapping, seen: dict[str, Location], path: str) -> bool:
+        group = kind.at_least_one
+        if not group or any(name in seen for name in group):
+            return True
+        hint = f"; {kind.none_given}" if kind.none_given else ""
+        self.problem(f"give at least one of {', '.join(group[:-1])} or {group[-1]}{hint}", node.loc, path)
+        return False
 
     def _list(self, node: Node, kind: ListOf, path: str) -> Got | None:
         if not isinstance(node, Sequence):
@@ -153,7 +162,7 @@ class Shape:
             if name is not None and name.value in seen:
                 self.problem(f"{key.text!r} is given twice (first at {seen[name.value]})", key.loc, where)
                 continue
-            got = self._value(value, kind.value, where)
+            got = self.read(value, kind.value, where)
             if name is not None:
                 seen[name.value] = key.loc
                 if got is not None:

@@ -6,7 +6,7 @@ docs/route-yaml.md describes the same fields (tests/controlplane/config/test_doc
 
 from __future__ import annotations
 
-from controlplane.config import rules
+from controlplane.config import rules, token_rules
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
@@ -123,10 +123,23 @@ REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
     Field("prefix", URL_PATH, "Replaces the matched prefix or path; starts with / (Envoy prefix_rewrite).", True),
 ))
 
-AUTH = Object("auth", "Which tenants' tokens the route accepts; checked by ext_authz.", (
+SCOPE = Value("string", convert=token_rules.scope_token, schema={"pattern": token_rules.SCOPE_PATTERN})
+CLAIM_NAME = Value("string", convert=token_rules.claim_name,
+                   schema={"pattern": token_rules.CLAIM_TEXT_PATTERN, "not": {"enum": list(token_rules.SCOPE_CLAIMS)}})
+# maxLength counts characters, the loader UTF-8 bytes: the schema lets through some the loader refuses.
+CLAIM_VALUE = Value("string", convert=token_rules.claim_value,
+                    schema={"pattern": token_rules.CLAIM_TEXT_PATTERN,
+                            "maxLength": token_rules.MAX_CLAIM_VALUE_BYTES})
+
+AUTH = Object("auth", "What a token must hold to call the route; checked by ext_authz (a 403 when it falls short).", (
     Field("tenants", ListOf(Value("string"), min_items=1),
-          "Tenant ids (from `tenants`); a valid token of one of them is required.", True),
-))
+          "Tenant ids (from `tenants`); the token must be one of theirs. Absent: a valid token of any tenant."),
+    Field("scopes", ListOf(SCOPE, min_items=1),
+          "OAuth scopes (RFC 6749 section 3.3 tokens), every one of which the token's `scope` or `scp` must hold."),
+    Field("claims", MapOf(CLAIM_NAME, ListOf(CLAIM_VALUE, min_items=1), key_title="claim name"),
+          "Claim name: accepted values. Each claim named must hold one of its values (the string itself, "
+          "or an array with it among its elements). Not `scope` or `scp`: use `scopes`."),
+), at_least_one=("tenants", "scopes", "claims"), none_given="for a public route write `auth: none`")
 
 RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelimit service per the facts in `per`.", (
     Field("per", Either((Value("string", choices=rules.RATE_LIMIT_FACTS),
@@ -163,7 +176,7 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("retries", RETRIES, "Retry policy; no retries when absent."),
     Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
     Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),
-    Field("auth", Either((Value("string", choices=("none",)), AUTH), "`none` or a mapping {tenants: [...]}"),
+    Field("auth", Either((Value("string", choices=("none",)), AUTH), "`none` or a mapping {tenants, scopes, claims}"),
           "Who may call the route when `extauthz` is set. Absent: a valid token of any tenant. `none`: public, "
           "ext_authz is not asked."),
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),

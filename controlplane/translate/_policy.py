@@ -5,9 +5,11 @@ Filter order (see `_listeners.http_filters`): ext_authz, then ratelimit, then th
 limit descriptors can carry the tenant and subject ext_authz found in the token.
 
 - ext_authz is on for every route of a listener; a route opts out with `auth: none` (`disabled`).
-  Its `context_extensions` carry the route's tenants (`tenant: "acme,beta"`, which ext_authz admits)
-  and the route name. Any failure to get an answer (timeout, connection refused, a gRPC error) is a
-  503: `failure_mode_allow` stays false, so an outage never lets a request through.
+  Its `context_extensions` carry the route name and what the route requires of a token, each key
+  only when required: the tenants (`tenant: "acme,beta"`), the scopes (`scopes: "a:read a:write"`)
+  and the claims (`claims: '{"groups":["admins"]}'`, compact JSON with sorted names). Any failure
+  to get an answer (timeout, connection refused, a gRPC error) is a 503: `failure_mode_allow` stays
+  false, so an outage never lets a request through.
 - Only the `authorization` header goes to ext_authz (path, method and host are sent apart from the
   headers): the one the service reads, and a small Check message for every request.
 - ratelimit: the service itself adds `RateLimit`, `RateLimit-Policy` and `Retry-After`
@@ -26,6 +28,7 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import http_status_pb2
 
 from controlplane.config.model import Config, ExtAuthzSettings, RateLimitSettings, Route
+from controlplane.config.token_rules import claims_extension, scopes_extension
 from controlplane.translate._protos import duration, packed
 from controlplane.translate._ratelimit import route_rate_limits
 from extauthz.tenant import Tenant
@@ -76,11 +79,17 @@ def ratelimit_filter(settings: RateLimitSettings) -> hcm_pb2.HttpFilter:
 
 
 def ext_authz_per_route(route: Route) -> ext_authz_pb2.ExtAuthzPerRoute:
-    if route.auth is not None and not route.auth.tenants:
+    auth = route.auth
+    if auth is not None and auth.public:
         return ext_authz_pb2.ExtAuthzPerRoute(disabled=True)
     extensions = {"route": route.name}
-    if route.auth is not None:
-        extensions["tenant"] = ",".join(route.auth.tenants)
+    # A key is present only when the route requires something: ext_authz reads a missing key as "any".
+    if auth is not None and auth.tenants:
+        extensions["tenant"] = ",".join(auth.tenants)
+    if auth is not None and auth.scopes:
+        extensions["scopes"] = scopes_extension(auth.scopes)
+    if auth is not None and auth.claims:
+        extensions["claims"] = claims_extension(auth.claims)
     return ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings(context_extensions=extensions))
 
 
@@ -102,7 +111,7 @@ def apply_route_policy(message: rc.Route, route: Route, config: Config, identity
     """Add the route's ext_authz settings and rate-limit actions to its Envoy Route."""
     if config.extauthz is not None:
         message.typed_per_filter_config[EXT_AUTHZ_FILTER].CopyFrom(packed(ext_authz_per_route(route)))
-        if route.auth is not None and not route.auth.tenants:
+        if route.auth is not None and route.auth.public:
             # ext_authz is not asked on a public route, so nothing overwrites identity headers a
             # client made up: remove them, or the upstream would trust `x-user-id: admin`.
             known = set(message.request_headers_to_remove)

@@ -60,7 +60,7 @@ def test_protected_example() -> None:
     )
     assert routes["reports"].auth is None
     assert routes["reports"].rate_limits[0].shadow_mode
-    assert routes["status"].auth == model.RouteAuth(())
+    assert routes["status"].auth == model.RouteAuth(public=True)
     assert routes["status"].rate_limits == (model.RouteRateLimit(("client_ip",), "second", 20),)
 
 
@@ -133,7 +133,7 @@ listeners: [{name: public, address: 127.0.0.1, port: 10080}]
 services: [{name: app, endpoints: [{address: 127.0.0.1:9001, region: local}]}]
 routes: [{name: x, match: {prefix: /}, service: app, auth: none}]
 """)
-    assert config.extauthz is None and config.routes[0].auth == model.RouteAuth(())
+    assert config.extauthz is None and config.routes[0].auth == model.RouteAuth(public=True)
 
 
 def test_section_naming_an_unknown_service() -> None:
