@@ -17,7 +17,8 @@ DOMAIN = "pavilion"
 
 def write_config(directory: Path, issuers: dict[str, Issuer], *, requests: int = 3) -> Path:
     """gateway.yaml (listener, services, the two Pavilion services) and routes.yaml: tenants trusting
-    each issuer's keys inline, and one route limited to `requests` per minute per tenant."""
+    each issuer's keys inline, and one route limited to `requests` per hour per tenant (an hour, not a
+    minute: a window rolling over between two requests of a test would start the count again)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "gateway.yaml").write_text("""\
 regions: [local]
@@ -40,7 +41,7 @@ ratelimit: {service: ratelimit, domain: DOMAIN}
         lines += [f"  - id: {tenant_id}", f"    issuer: {issuer.issuer}", f"    audiences: [{issuer.audience}]",
                   f"    algorithms: [{', '.join(issuer.algs)}]", f"    jwks: {{inline: {json.dumps(issuer.jwks())}}}"]
     lines += ["routes:", "  - name: accounts", "    match: {prefix: /v1/accounts}", "    service: accounts",
-              "    rate_limits:", f"      - {{per: tenant, unit: minute, requests: {requests}}}"]
+              "    rate_limits:", f"      - {{per: tenant, unit: hour, requests: {requests}}}"]
     # Written beside and moved into place: the control plane never reads half a file.
     temporary = directory / ".routes.yaml.tmp"
     temporary.write_text("\n".join(lines) + "\n")
