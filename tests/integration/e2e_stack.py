@@ -1,11 +1,11 @@
 """The whole gateway for end-to-end and resilience tests, started through `pavilion run`'s own plan.
 
 `running_stack` writes a route YAML directory (demo tenant with a locally generated key, a public,
-a protected and a rate-limited route, ext_authz and ratelimit services) on random loopback ports,
-builds the plan `make run` uses (launch_plan.build_plan: redis-server, echo upstream, control plane,
-`pavilion extauthz --xds`, `pavilion ratelimit --xds --redis`, Envoy) and starts it with the same
-Launcher, so these tests prove `make run` itself. `SteadyLoad` sends bounded, steady traffic and
-records every answer.
+a protected, a rate-limited route and one requiring a scope and a claim value, ext_authz and ratelimit
+services) on random loopback ports, builds the plan `make run` uses (launch_plan.build_plan:
+redis-server, echo upstream, control plane, `pavilion extauthz --xds`, `pavilion ratelimit --xds
+--redis`, Envoy) and starts it with the same Launcher, so these tests prove `make run` itself.
+`SteadyLoad` sends bounded, steady traffic and records every answer.
 """
 
 from __future__ import annotations
@@ -86,6 +86,10 @@ routes:
     auth: {tenants: [demo]}
     rate_limits:
       - {per: [tenant, subject], unit: hour, requests: 5}
+  - name: admin
+    match: {prefix: /admin}
+    service: app
+    auth: {scopes: [accounts:admin], claims: {groups: [ops]}}
 """)
 
 
@@ -108,15 +112,15 @@ class Stack:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return request(self.url(path), headers=headers, **kwargs)
 
-    def token(self, subject: str = "alice", tenant: str = "demo", ttl: int = 600) -> str:
-        """A token signed with the tenant's local key, as `pavilion token` makes it."""
+    def token(self, subject: str = "alice", tenant: str = "demo", ttl: int = 600, **extra: Any) -> str:
+        """A token signed with the tenant's local key, as `pavilion token` makes it; `extra`: more claims."""
         config = load_config(self.config_dir)
         entry = next(t for t in config.tenants if t.id == tenant)
         private = load_local_key(private_key_path(entry))
         alg = signing_algorithm(entry)
         now = int(time.time())
         claims = {"iss": entry.issuer, "aud": entry.audiences[0], "sub": subject, "iat": now, "exp": now + ttl,
-                  "jti": f"{subject}-{time.monotonic_ns()}"}
+                  "jti": f"{subject}-{time.monotonic_ns()}", **extra}
         return sign_token(claims, private, alg, jwk_thumbprint(public_jwk(private, alg=alg)))
 
     def kill(self, name: str) -> None:

@@ -1,5 +1,6 @@
 """The whole gateway end to end, as `make run` starts it (launch_plan's processes): 401 without a token,
-200 with one (identity headers reach the upstream), 429 after a burst with RateLimit headers, a
+200 with one (identity headers reach the upstream), 403 without a route's scope or claim value, 429
+after a burst with RateLimit headers, a
 revocation refused within a second, and a live edit adding a tenant and a route with no restart."""
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def test_a_burst_past_the_limit_is_429_with_ratelimit_headers(stack: Stack) -> N
     assert "ratelimit" in over.headers or "x-ratelimit-limit" in over.headers, over.headers
     assert int(over.headers["retry-after"]) > 0
     assert stack.get("/limited/x", stack.token("bob-2")).status == 200  # counted per subject
+
+
+def test_a_route_requiring_a_scope_and_a_claim_admits_only_tokens_that_carry_them(stack: Stack) -> None:
+    refused = stack.get("/admin/users", stack.token("erin", scope="accounts:read", groups=["ops"]))
+    assert refused.status == 403, refused.body
+    assert refused.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", error_description="the token lacks a scope this route requires", '
+        'scope="accounts:admin"')
+    wrong_group = stack.get("/admin/users", stack.token("erin", scope="accounts:read accounts:admin", groups=["dev"]))
+    assert (wrong_group.status, wrong_group.body) == (403, {"error": "claim_not_allowed"})
+    admitted = stack.get("/admin/users", stack.token("erin", scp=["accounts:admin"], groups=["dev", "ops"]))
+    assert admitted.status == 200, admitted.body
+    assert stack.get("/api/x", stack.token("erin")).status == 200  # other routes require nothing more
 
 
 def test_a_revoked_token_is_refused_within_a_second(stack: Stack) -> None:
