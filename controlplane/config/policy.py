@@ -79,7 +79,7 @@ def _claims(auth: Fields, problem: Problem) -> tuple[tuple[str, tuple[str, ...]]
     if "claims" in auth and not given:
         problem("name at least one claim, or leave `claims` out", auth.at("claims"), auth.path_of("claims"))
         return None
-    claims = [(name, _distinct(got.value, "value", problem)) for name, got in given.items()]
+    claims = [(name, _distinct(got.value, "claim value", problem)) for name, got in given.items()]
     if any(values is None for _name, values in claims):
         return None
     return tuple((name, values) for name, values in claims if values is not None)

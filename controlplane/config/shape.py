@@ -157,7 +157,7 @@ class Shape:
         items: dict[str, Got] = {}
         seen: dict[str, Location] = {}  # by the key as kept (header names in lower case)
         for key, value in node.items:
-            where = join(path, key.text)
+            where = _key_path(path, key.text)
             name = self._value(Scalar(key.text, key.loc), kind.key, where)
             if name is not None and name.value in seen:
                 self.problem(f"{key.text!r} is given twice (first at {seen[name.value]})", key.loc, where)
@@ -184,6 +184,11 @@ class Shape:
             self.problem(message, node.loc, path)
             return None
         return Got(value, node.loc, path)
+
+
+def _key_path(path: str, key: str) -> str:
+    """`headers.x-user`, or `claims['ro\\tle']` for a key that would not read well (empty, control characters)."""
+    return join(path, key) if key and key.isprintable() else f"{path}[{key!r}]"
 
 
 def _form_fits(node: Node, kind: Kind) -> bool:

@@ -29,6 +29,6 @@ def test_every_rule_has_a_fixture() -> None:
         "weights", "service_and_backends", "match_one", "path_slash", "methods", "retry_on", "backoff", "limits",
         "auth_unknown_tenant", "auth_without_extauthz", "per_token_on_public", "section_service",
         "rate_limits_without_ratelimit", "tenant_duplicate", "tenant_invalid", "tenants_without_extauthz",
-        "rate_limit_values",
+        "rate_limit_values", "auth_empty", "auth_scopes", "auth_claims",
     }
     assert rules <= names

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from controlplane.config import model
+from controlplane.config import model, token_rules
 from controlplane.config.load import Source, load_config, parse_sources
 from controlplane.config.schema import json_schema
 from controlplane.config.tenants import TENANT_SCHEMA
@@ -141,3 +143,110 @@ def test_section_naming_an_unknown_service() -> None:
         load(SETUP.replace("extauthz: {service: authz}", "extauthz: {service: auth}"))
     assert [str(e) for e in caught.value.errors] == [
         "/conf/f0.yaml:8:21: extauthz.service: unknown service 'auth'; did you mean 'authz'?"]
+
+
+ROUTE = """
+routes:
+  - name: x
+    match: {prefix: /}
+    service: app
+"""
+
+
+def test_auth_with_scopes_and_claims() -> None:
+    config = load(SETUP, TENANT, ROUTE + """
+    auth:
+      tenants: [acme]
+      scopes: [accounts:write, accounts:read, "urn:x:!#$[]~"]
+      claims: {plan: [gold], groups: [ops, admins], "名前": ["値"]}
+""")
+    assert config.routes[0].auth == model.RouteAuth(
+        tenants=("acme",), scopes=("accounts:write", "accounts:read", "urn:x:!#$[]~"),
+        claims=(("plan", ("gold",)), ("groups", ("ops", "admins")), ("名前", ("値",))))
+
+
+@pytest.mark.parametrize(("auth", "expected"), [
+    ("{scopes: [accounts:read]}", model.RouteAuth(scopes=("accounts:read",))),
+    ("{claims: {groups: [admins]}}", model.RouteAuth(claims=(("groups", ("admins",)),))),
+    ("{tenants: [acme]}", model.RouteAuth(tenants=("acme",))),
+    ("none", model.RouteAuth(public=True)),
+])
+def test_tenants_are_optional(auth: str, expected: model.RouteAuth) -> None:
+    route = load(SETUP, TENANT, ROUTE + f"    auth: {auth}\n").routes[0]
+    assert route.auth == expected
+    assert route.auth is not None and route.auth.public is (auth == "none")
+
+
+def test_token_facts_are_counted_on_a_scopes_only_route() -> None:
+    """`per: tenant` needs a token; a route that requires only scopes still has one (it is not public)."""
+    route = load(SETUP, TENANT, ROUTE + """    auth: {scopes: [a]}
+    rate_limits: [{per: [tenant, subject], unit: second, requests: 3}]
+""").routes[0]
+    assert route.rate_limits[0].per == ("tenant", "subject")
+
+
+def test_scopes_and_claims_need_extauthz() -> None:
+    gateway = SETUP.replace("extauthz: {service: authz}\n", "")
+    with pytest.raises(ConfigErrors) as caught:
+        load(gateway, ROUTE + "    auth: {scopes: [a]}\n",
+             ROUTE.replace("name: x", "name: y") + "    auth: {claims: {g: [a]}}\n")
+    assert [str(e) for e in caught.value.errors] == [
+        "/conf/f1.yaml:6:11: routes[x].auth: auth needs ext_authz: add an `extauthz:` section naming its service",
+        "/conf/f2.yaml:6:11: routes[y].auth: auth needs ext_authz: add an `extauthz:` section naming its service",
+    ]
+
+
+def test_empty_auth_points_to_auth_none() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load(SETUP, TENANT, ROUTE + "    auth: {}\n")
+    assert [str(e) for e in caught.value.errors] == [
+        "/conf/f2.yaml:6:11: routes[x].auth: give at least one of tenants, scopes or claims; "
+        "for a public route write `auth: none`"]
+
+
+def test_extensions_longer_than_ext_authz_reads_are_refused() -> None:
+    """ext_authz answers 503 on a route whose `claims` extension is over 8192 characters: refuse it here."""
+    def auth(count: int) -> str:
+        values = ", ".join(f'"{"v" * 1000}{i}"' for i in range(count))
+        return ROUTE + f"    auth: {{claims: {{big: [{values}]}}}}\n"
+    assert load(SETUP, TENANT, auth(8)).routes[0].auth is not None  # 8041 characters
+    with pytest.raises(ConfigErrors) as caught:
+        load(SETUP, TENANT, auth(9))
+    assert [str(e) for e in caught.value.errors] == [
+        "/conf/f2.yaml:6:20: routes[x].auth.claims: claims come to 9045 characters for ext_authz, "
+        "more than the 8192 it reads"]
+
+
+def test_auth_passes_the_schema_as_the_loader_does() -> None:
+    validator = jsonschema.Draft202012Validator(json_schema())
+    route = {"name": "x", "match": {"prefix": "/"}, "service": "app"}
+    good = {"tenants": ["acme"], "scopes": ["a:b", "~!#"], "claims": {"groups": ["admins"], "名前": ["値"]}}
+    assert not list(validator.iter_errors({"routes": [{**route, "auth": good}]}))
+    for bad in ({}, {"scopes": ["a b"]}, {"scopes": ["a\\b"]}, {"scopes": []}, {"claims": {"scope": ["x"]}},
+                {"claims": {"scp": ["x"]}}, {"claims": {"g": []}}, {"claims": {"g": ["a\nb"]}},
+                {"claims": {"g": ["x" * 1025]}}, {"claims": {"g\t": ["x"]}}, {"claims": {"g": [1]}}):
+        assert list(validator.iter_errors({"routes": [{**route, "auth": bad}]})), bad
+
+
+@pytest.mark.parametrize("text", ["a", "accounts:read", "!", "#", "[", "]", "~", "a\"b", "a\\b", "a b", "", " ",
+                                  "caf\u00e9", "a\x7f", "a\tb", "\x20", "https://x/y?z=1&w"])
+def test_scope_pattern_matches_scope_token(text: str) -> None:
+    try:
+        token_rules.scope_token(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert bool(re.search(token_rules.SCOPE_PATTERN, text)) == accepted
+    # RFC 6749 section 3.3 NQCHAR, spelled out.
+    assert accepted == (text != "" and all(c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e" for c in text))
+
+
+@pytest.mark.parametrize("text", ["admins", "名前", "a b", "", "a\nb", "\x7f", "\x85", "\x9f", "\xa0", "\u2028"])
+def test_claim_pattern_matches_the_control_character_check(text: str) -> None:
+    try:
+        token_rules.claim_value(text)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert bool(re.search(token_rules.CLAIM_TEXT_PATTERN, text)) == accepted
+    assert accepted == (text != "" and all(unicodedata.category(c) != "Cc" for c in text))

@@ -21,7 +21,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import descriptor_pool, text_format
 
 from controlplane import resources as urls
-from controlplane.config.load import load_config
+from controlplane.config.load import Source, load_config, parse_sources
 from controlplane.config.model import Config, RateLimitSettings, Route, RouteAuth, RouteRateLimit
 from controlplane.translate import ext_authz_tenants, ratelimit_config, ratelimit_rules, translate
 from ratelimit.clock import ManualClock
@@ -107,6 +107,54 @@ def test_per_route_ext_authz_settings() -> None:
     two = replace(protected(), routes=tuple(
         replace(r, auth=RouteAuth(("acme", "beta"))) if r.name == "accounts" else r for r in protected().routes))
     assert per_route(routes(two)["accounts"]).check_settings.context_extensions["tenant"] == "acme,beta"
+
+
+def extensions_of(auth: RouteAuth) -> dict[str, str]:
+    config = protected()
+    config = replace(config, routes=tuple(replace(r, auth=auth) if r.name == "accounts" else r for r in config.routes))
+    found = per_route(routes(config)["accounts"])
+    assert not found.disabled
+    return dict(found.check_settings.context_extensions)
+
+
+def test_scopes_and_claims_become_context_extensions() -> None:
+    auth = RouteAuth(tenants=("acme", "beta"), scopes=("accounts:write", "accounts:read"),
+                     claims=(("plan", ("gold",)), ("groups", ("ops", "admins")), ("名前", ("値", 'a"b\\c'))))
+    assert extensions_of(auth) == {
+        "route": "accounts",
+        "tenant": "acme,beta",
+        # Scopes in config order; claim names sorted, each claim's values in config order; compact, ASCII.
+        "scopes": "accounts:write accounts:read",
+        "claims": '{"groups":["ops","admins"],"plan":["gold"],"\\u540d\\u524d":["\\u5024","a\\"b\\\\c"]}',
+    }
+
+
+@pytest.mark.parametrize(("auth", "expected"), [
+    (RouteAuth(scopes=("x",)), {"route": "accounts", "scopes": "x"}),
+    (RouteAuth(claims=(("groups", ("admins",)),)), {"route": "accounts", "claims": '{"groups":["admins"]}'}),
+    (RouteAuth(tenants=("acme",), claims=(("b", ("1",)), ("a", ("2",)))),
+     {"route": "accounts", "tenant": "acme", "claims": '{"a":["2"],"b":["1"]}'}),
+    (RouteAuth(tenants=("acme",)), {"route": "accounts", "tenant": "acme"}),
+])
+def test_a_key_is_sent_only_when_the_route_requires_it(auth: RouteAuth, expected: dict[str, str]) -> None:
+    assert extensions_of(auth) == expected
+
+
+def test_loaded_scopes_and_claims_reach_envoy() -> None:
+    """From the YAML: `auth: {scopes: [x]}` with no tenants sends no `tenant` key; `auth: none` stays disabled."""
+    text = (PROTECTED / "routes.yaml").read_text(encoding="utf-8")
+    assert "auth: {tenants: [acme]}" in text
+    config = parse_sources([
+        Source(str(path), path.read_text(encoding="utf-8")) for path in sorted(PROTECTED.glob("*.yaml"))
+        if path.name != "routes.yaml"] + [Source(str(PROTECTED / "routes.yaml"), text.replace(
+            "auth: {tenants: [acme]}", "auth: {scopes: [x, 'y:z'], claims: {groups: [admins, ops], plan: [gold]}}"))])
+    found = routes(config)
+    assert dict(per_route(found["accounts"]).check_settings.context_extensions) == {
+        "route": "accounts", "scopes": "x y:z", "claims": '{"groups":["admins","ops"],"plan":["gold"]}'}
+    assert per_route(found["status"]).disabled
+    assert not per_route(found["accounts"]).disabled
+    # Only the public route drops identity headers; a scopes-only route is checked by ext_authz.
+    assert list(found["accounts"].request_headers_to_remove) == []
 
 
 def test_public_route_drops_identity_headers_a_client_sent() -> None:
