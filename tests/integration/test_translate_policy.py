@@ -6,9 +6,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 
-from controlplane.config.load import load_config
+from controlplane.config.load import Source, load_config, parse_sources
 from controlplane.envoy_check import check_with_envoy
+from tests.controlplane.translate.sample import translated
 from tests.procs import ENVOY
 
 pytestmark = pytest.mark.integration
@@ -27,6 +30,24 @@ def test_each_filter_alone_is_accepted_by_envoy() -> None:
     only_ip = tuple(replace(r, auth=None, rate_limits=tuple(x for x in r.rate_limits if x.per == ("client_ip",)))
                     for r in config.routes)
     assert check_with_envoy(replace(config, extauthz=None, tenants=(), routes=only_ip), ENVOY) == []
+
+
+def test_scopes_and_claims_are_accepted_by_envoy() -> None:
+    """A route requiring scopes and claims (no tenants, non-ASCII and quotes in values) validates."""
+    auth = "auth: {scopes: [accounts:read, 'urn:x:!#[]~'], claims: {groups: [admins, 'a\"b'], 名前: [値]}}"
+    sources = []
+    for path in sorted(PROTECTED.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        sources.append(Source(str(path), text.replace("auth: {tenants: [acme]}", auth)))
+    config = parse_sources(sources)
+    accounts = next(r for r in config.routes if r.name == "accounts")
+    assert accounts.auth is not None and accounts.auth.scopes and accounts.auth.claims and not accounts.auth.tenants
+    table = translated(route_pb2.RouteConfiguration, config, "local")[0]
+    route = next(r for vh in table.virtual_hosts for r in vh.routes if r.name == "accounts")
+    per_route = ext_authz_pb2.ExtAuthzPerRoute()
+    assert route.typed_per_filter_config["envoy.filters.http.ext_authz"].Unpack(per_route)
+    assert set(per_route.check_settings.context_extensions) == {"route", "scopes", "claims"}
+    assert check_with_envoy(config, ENVOY) == []
 
 
 def test_envoy_checks_the_filters_too() -> None:
