@@ -9,8 +9,9 @@ import pytest
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 
-from controlplane.config.load import Source, load_config, parse_sources
+from controlplane.config.load import load_config, parse_sources
 from controlplane.envoy_check import check_with_envoy
+from pavilion.config_files import Source
 from tests.controlplane.translate.sample import translated
 from tests.procs import ENVOY
 

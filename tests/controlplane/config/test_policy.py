@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
 from controlplane.config import model, token_rules
-from controlplane.config.load import Source, load_config, parse_sources
+from controlplane.config.load import load_config, parse_sources
 from controlplane.config.schema import json_schema
 from controlplane.config.tenants import TENANT_SCHEMA
 from extauthz import config as extauthz_config
 from extauthz.tenant import JwksSource
+from pavilion.config_files import Source
 from pavilion.errors import ConfigErrors
 from tests.controlplane.config.test_schema import load_yaml
 
@@ -222,9 +224,11 @@ def test_auth_passes_the_schema_as_the_loader_does() -> None:
     route = {"name": "x", "match": {"prefix": "/"}, "service": "app"}
     good = {"tenants": ["acme"], "scopes": ["a:b", "~!#"], "claims": {"groups": ["admins"], "名前": ["値"]}}
     assert not list(validator.iter_errors({"routes": [{**route, "auth": good}]}))
-    for bad in ({}, {"scopes": ["a b"]}, {"scopes": ["a\\b"]}, {"scopes": []}, {"claims": {"scope": ["x"]}},
-                {"claims": {"scp": ["x"]}}, {"claims": {"g": []}}, {"claims": {"g": ["a\nb"]}},
-                {"claims": {"g": ["x" * 1025]}}, {"claims": {"g\t": ["x"]}}, {"claims": {"g": [1]}}):
+    cases: list[dict[str, Any]] = [
+        {}, {"scopes": ["a b"]}, {"scopes": ["a\\b"]}, {"scopes": []}, {"claims": {"scope": ["x"]}},
+        {"claims": {"scp": ["x"]}}, {"claims": {"g": []}}, {"claims": {"g": ["a\nb"]}},
+        {"claims": {"g": ["x" * 1025]}}, {"claims": {"g\t": ["x"]}}, {"claims": {"g": [1]}}]
+    for bad in cases:
         assert list(validator.iter_errors({"routes": [{**route, "auth": bad}]})), bad
 
 

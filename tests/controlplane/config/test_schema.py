@@ -12,9 +12,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from controlplane.config.kinds import ListOf, Object
-from controlplane.config.load import Source, parse_sources
+from controlplane.config.load import parse_sources
 from controlplane.config.schema import json_schema
 from controlplane.config.spec import DURATION_PATTERN, ROOT
+from pavilion.config_files import Source
 from pavilion.durations import parse_duration
 from tests.controlplane.config.fixtures_bad import bad_files, schema_verdict
 

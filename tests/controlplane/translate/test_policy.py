@@ -21,9 +21,10 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import descriptor_pool, text_format
 
 from controlplane import resources as urls
-from controlplane.config.load import Source, load_config, parse_sources
+from controlplane.config.load import load_config, parse_sources
 from controlplane.config.model import Config, RateLimitSettings, Route, RouteAuth, RouteRateLimit
 from controlplane.translate import ext_authz_tenants, ratelimit_config, ratelimit_rules, translate
+from pavilion.config_files import Source
 from ratelimit.clock import ManualClock
 from ratelimit.limiter import Code, Descriptor, Limiter
 from ratelimit.memory_store import MemoryStore
