@@ -31,10 +31,14 @@ from pavilion.log import get_logger
 
 log = get_logger(__name__)
 
+# The claims a token's scopes are read from: a route requires them through `scopes`, never by value.
 SCOPE_CLAIMS = ("scope", "scp")
 # RFC 6749 section 3.3: scope-token = 1*NQCHAR, printable ASCII without space, quote and backslash.
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-_MAX_EXTENSION = 8192
+# Written so that Python's `re` and ECMA-262 read it alike: the control plane's JSON Schema uses it too.
+SCOPE_PATTERN = r"^[!#-\[\]-~]+$"
+_SCOPE_TOKEN = re.compile(SCOPE_PATTERN)
+# The longest `scopes` or `claims` extension read; the control plane refuses a route above it at load.
+MAX_EXTENSION = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,7 @@ def route_requirement(scopes: str | None, claims: str | None) -> RouteRequiremen
 
 
 def _read_scopes(text: str) -> tuple[str, ...]:
-    if len(text) > _MAX_EXTENSION:
+    if len(text) > MAX_EXTENSION:
         raise ValueError("the scopes extension is longer than 8 KiB")
     scopes = tuple(dict.fromkeys(part for part in text.split(" ") if part))
     if not scopes:
@@ -104,7 +108,7 @@ def _read_scopes(text: str) -> tuple[str, ...]:
 
 
 def _read_claims(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    if len(text) > _MAX_EXTENSION:
+    if len(text) > MAX_EXTENSION:
         raise ValueError("the claims extension is longer than 8 KiB")
     try:
         parsed = json.loads(text)
@@ -122,4 +126,4 @@ def _read_claims(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple(accepted)
 
 
-__all__ = ["SCOPE_CLAIMS", "RouteRequirement", "route_requirement", "token_scopes"]
+__all__ = ["MAX_EXTENSION", "SCOPE_CLAIMS", "SCOPE_PATTERN", "RouteRequirement", "route_requirement", "token_scopes"]

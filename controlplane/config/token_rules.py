@@ -11,23 +11,18 @@ from __future__ import annotations
 import json
 import re
 
+from extauthz.route_requirements import MAX_EXTENSION, SCOPE_CLAIMS, SCOPE_PATTERN
+
 __all__ = [
     "CLAIM_TEXT_PATTERN", "MAX_CLAIM_VALUE_BYTES", "MAX_EXTENSION", "SCOPE_CLAIMS", "SCOPE_PATTERN",
     "claim_name", "claim_value", "claims_extension", "scope_token", "scopes_extension",
 ]
 
-# RFC 6749 section 3.3: scope-token = 1*NQCHAR, printable ASCII without space, '"' and '\'.
-# Written so that Python's `re` and ECMA-262 (JSON Schema) read it the same way.
-SCOPE_PATTERN = r"^[!#-\[\]-~]+$"
 # Non-empty, without control characters (Unicode category Cc is exactly these two ranges).
 CLAIM_TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 _SCOPE = re.compile(SCOPE_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# The claims a token's scopes are read from: a route requires them through `scopes`, never by value.
-SCOPE_CLAIMS = ("scope", "scp")
 MAX_CLAIM_VALUE_BYTES = 1024
-# The longest `scopes` or `claims` extension ext_authz reads (in characters; ours are ASCII).
-MAX_EXTENSION = 8192
 
 
 def scope_token(text: str) -> str:
