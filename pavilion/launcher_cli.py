@@ -8,6 +8,7 @@ without a token, a 200 with one, a 429 after a burst), and stops everything on C
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -94,7 +95,8 @@ def _admits(route: Any, tenant: str, config: Any) -> bool:
 
 
 def demo_lines(config: Any, config_dir: str, tenant: str, redis_url: str | None) -> list[str]:
-    """The three outcomes with a local tenant's token: 401 without, 200 with, 429 after a burst."""
+    """The outcomes with a local tenant's token: 401 without, 200 with, 429 after a burst, 403 without a
+    route's scope and 200 with it, 401 once revoked."""
     pavilion = _command()
     reachable = [r for r in config.routes if _base_url(config, r) and _path(r) and _admits(r, tenant, config)]
     if not reachable:
@@ -115,6 +117,7 @@ def demo_lines(config: Any, config_dir: str, tenant: str, redis_url: str | None)
                          f"    # {allowed} x 200, then 429 (route {route.name})")
             lines.append(f"  curl -si -H \"Authorization: Bearer $TOKEN\"{_options(route)} {url} | grep -i "
                          "'^ratelimit\\|^retry-after\\|^HTTP'    # the RateLimit headers")
+    lines += _scope_lines(config, config_dir, tenant, pavilion)
     from extauthz.token_cli import DEFAULT_SUBJECT
 
     tenant_entry = next((t for t in config.tenants if t.id == tenant), None)
@@ -122,6 +125,26 @@ def demo_lines(config: Any, config_dir: str, tenant: str, redis_url: str | None)
         lines.append(f"  {pavilion} revoke --redis {redis_url} --tenant {tenant} --issuer {tenant_entry.issuer} "
                      f"--subject {DEFAULT_SUBJECT}    # then the same token is a 401 within a second")
     return lines
+
+
+def _scope_lines(config: Any, config_dir: str, tenant: str, pavilion: str) -> list[str]:
+    """403 for the plain demo token on a route that requires scopes or claim values, 200 for a token
+    carrying them (the scopes in `scope`, each claim's first accepted value)."""
+    route = next((r for r in config.routes if _base_url(config, r) and _path(r) and config.extauthz is not None
+                  and r.auth is not None and (r.auth.scopes or r.auth.claims)
+                  and (not r.auth.tenants or tenant in r.auth.tenants)), None)
+    if route is None:
+        return []
+    url = f"{_base_url(config, route)}{_path(route)}"
+    wanted = {name: values[0] for name, values in route.auth.claims}
+    if route.auth.scopes:
+        wanted["scope"] = " ".join(route.auth.scopes)
+    needs = ", ".join(f"{name} {value}" for name, value in wanted.items())
+    return [f"  curl -i{_options(route)} -H \"Authorization: Bearer $TOKEN\" {url}    # 403 insufficient_scope: "
+            f"route {route.name} needs {needs}",
+            f"  SCOPED=$({pavilion} token --tenant {tenant} --config {shlex.quote(config_dir)} "
+            f"--claims {shlex.quote(json.dumps(wanted))})",
+            f"  curl -i{_options(route)} -H \"Authorization: Bearer $SCOPED\" {url}    # 200"]
 
 
 def _allowed(limit: Any) -> int:

@@ -1,5 +1,6 @@
 """`pavilion run` (what `make run` calls) as a user meets it: the lines it prints work when pasted
-into a shell (401, 200, 429), and Ctrl-C stops every process it started, none left behind."""
+into a shell (401, 200, 429, 403 then 200 with a route's scope), and Ctrl-C stops every process it
+started, none left behind."""
 
 from __future__ import annotations
 
@@ -52,7 +53,11 @@ def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path, redis:
         lines = [line.strip() for line in out.splitlines()]
         token_line = next(line for line in lines if line.startswith("TOKEN=$("))
         curls = [line for line in lines if line.startswith(("curl", "for i in"))]
-        script = "\n".join([token_line, *(_status_only(line) for line in curls[:3])])
+        scoped = [line for line in lines if line.startswith("SCOPED=$(")]
+        # The route requiring a scope and a claim, with the plain token, then with the scoped one.
+        requires = [line for line in curls if "/admin/" in line and "Bearer" in line]
+        script = "\n".join([token_line, *(_status_only(line) for line in curls[:3]), *scoped,
+                            *(_status_only(line) for line in requires)])
         revoke = [line.split("    #")[0] for line in lines if " revoke --redis " in line]
         if redis:  # the printed revoke line, then the 200 line again: now refused
             script += "\n" + "\n".join([f"{revoke[0]} >/dev/null", "sleep 1", _status_only(curls[1])])
@@ -62,7 +67,8 @@ def test_the_printed_lines_work_and_ctrl_c_leaves_nothing(tmp_path: Path, redis:
         outcomes = done.stdout.split()
         assert outcomes[:2] == ["401", "200"], done.stdout  # without, then with the token
         assert outcomes[2:8] == ["200"] * 5 + ["429"], done.stdout  # the burst
-        assert outcomes[8:] == (["401"] if redis else []), done.stdout  # revoked within a second
+        assert outcomes[8:10] == ["403", "200"], done.stdout  # the route's scope: without, then with
+        assert outcomes[10:] == (["401"] if redis else []), done.stdout  # revoked within a second
         started = [(name, int(pid)) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", out)]
         names = [name for name, _pid in started]
         assert (names[0] == "redis") == redis

@@ -46,7 +46,7 @@ def test_plan_starts_redis_upstreams_control_plane_services_then_envoy(tmp_path:
     assert not any("--redis" in spec.argv for spec in plain)
 
 
-def test_demo_lines_show_401_200_and_429(tmp_path: Path) -> None:
+def test_demo_lines_show_401_200_429_and_a_routes_scope(tmp_path: Path) -> None:
     config = load_config(EXAMPLE)
     lines = demo_lines(config, "examples/gateway", "demo", "redis://127.0.0.1:16379/0")
     assert "token --tenant demo --config examples/gateway" in lines[0]
@@ -55,6 +55,11 @@ def test_demo_lines_show_401_200_and_429(tmp_path: Path) -> None:
     burst = next(line for line in lines if "429" in line)
     assert "seq 6" in burst and "/v1/payments/example" in burst  # payments allows 5 a minute
     assert any("revoke --redis redis://127.0.0.1:16379/0 --tenant demo" in line for line in lines)
+    scoped = [line for line in lines if "/v1/accounts/admin/example" in line]
+    assert "$TOKEN" in scoped[0] and "403 insufficient_scope" in scoped[0] and "accounts:admin" in scoped[0]
+    assert "$SCOPED" in scoped[1] and "# 200" in scoped[1]
+    assert any(line.strip().startswith("SCOPED=$(") and """'{"scope": "accounts:admin"}'""" in line
+               for line in lines)
     assert not any("revoke" in line for line in demo_lines(config, "examples/gateway", "demo", None))
 
 

@@ -17,7 +17,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway"
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--no-envoy", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out == "ok: 5 files, 1 listener, 5 services, 4 routes\n"
+    assert capsys.readouterr().out == "ok: 5 files, 1 listener, 5 services, 5 routes\n"
 
 
 def test_validate_prints_one_line_per_problem(capsys: pytest.CaptureFixture[str]) -> None:

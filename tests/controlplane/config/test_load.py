@@ -43,7 +43,8 @@ def test_example_gateway_loads() -> None:
     assert accounts.health_check == model.HealthCheck("/healthz", 1.0)
     assert accounts.outlier_detection == model.OutlierDetection(3, 1.0, 10.0)
     # files sorted by path: listeners.yaml, routes/accounts.yaml, routes/payments.yaml, services.yaml, tenants.yaml
-    assert [r.name for r in config.routes] == ["accounts-health", "accounts", "payments-debug", "payments"]
+    assert [r.name for r in config.routes] == ["accounts-health", "accounts", "accounts-admin", "payments-debug",
+                                               "payments"]
     route = next(r for r in config.routes if r.name == "accounts")
     assert route.listener == "public"
     assert route.timeout == 2.0
