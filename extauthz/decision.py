@@ -40,6 +40,7 @@ class Outcome:
     headers_to_remove: tuple[str, ...] = ()
     tenant: str | None = None
     subject: str | None = None
+    client: str | None = None  # the OAuth client the token was issued to (`token_client`), for rate limits
     # A field, not a property: read on every request, and a property is a Python call.
     allowed: bool = field(init=False, repr=False, compare=False)
 
@@ -181,6 +182,25 @@ def header_value(value: Any) -> str | None:
     return text
 
 
+# Where a token names the client it was issued to: RFC 9068 access tokens carry `client_id`; OIDC tokens
+# carry `azp` (authorized party).
+CLIENT_CLAIMS = ("client_id", "azp")
+
+
+def token_client(claims: Mapping[str, Any]) -> str | None:
+    """The token's client: the first of `client_id`, `azp` that is a string; None when it is absent or
+    not safe as a header value (control characters, over 1 KiB). It only keys rate limits, so an odd
+    value does not refuse the token: the request then counts with the requests that have no client."""
+    for name in CLIENT_CLAIMS:
+        value = claims.get(name)
+        if isinstance(value, str):
+            try:
+                return header_value(value)
+            except ValueError:
+                return None
+    return None
+
+
 def allowed(tenant_id: str, subject: str, claims: Mapping[str, Any],
             claims_to_headers: tuple[tuple[str, str], ...]) -> Outcome:
     """The OK outcome: identity headers set, every identity header not set removed; or a refusal.
@@ -203,4 +223,4 @@ def allowed(tenant_id: str, subject: str, claims: Mapping[str, Any],
         else:
             headers.append((name, value))
     return Outcome(status=200, reason="ok", headers=tuple(headers), headers_to_remove=tuple(remove),
-                   tenant=tenant_id, subject=subject)
+                   tenant=tenant_id, subject=subject, client=token_client(claims))

@@ -54,6 +54,8 @@ def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
     if outcome.allowed:
         metadata = struct_pb2.Struct()
         metadata.update({"tenant": outcome.tenant or "", "subject": outcome.subject or ""})
+        if outcome.client is not None:
+            metadata["client"] = outcome.client
         return external_auth_pb2.CheckResponse(
             status=_OK_STATUS, dynamic_metadata=metadata,
             ok_response=external_auth_pb2.OkHttpResponse(headers=headers,

@@ -142,6 +142,22 @@ async def test_a_valid_token_is_allowed_with_identity_headers_and_metadata(stack
     assert bare[1] == ["x-user-email", "x-user-groups"]  # not set this time: removed so they cannot be spoofed
 
 
+@pytest.mark.parametrize(("claims", "client"), [
+    ({"client_id": "rp-1", "azp": "rp-2"}, "rp-1"),
+    ({"azp": "rp-2"}, "rp-2"),
+    ({}, None),
+    ({"client_id": "rp\n1", "azp": "rp-2"}, None),  # not safe as a value: no client, the token still passes
+    ({"client_id": 42, "azp": "rp-2"}, "rp-2"),
+    ({"client_id": "x" * 2000}, None),
+])
+async def test_the_tokens_client_is_in_the_metadata_for_rate_limits(stack: dict[str, Any], claims: dict[str, Any],
+                                                                      client: str | None) -> None:
+    response = await stack["check"](bearer(ACME.token(sub="alice", jti=f"c-{len(str(claims))}", **claims)))
+    assert response.status.code == 0
+    expected = {"tenant": "acme", "subject": "alice", **({"client": client} if client else {})}
+    assert dict(response.dynamic_metadata) == expected
+
+
 @pytest.mark.parametrize(("headers", "path", "status", "reason", "challenge"), [
     ({}, "/", 401, "missing", "Bearer"),
     ({"authorization": "Basic dXNlcjpwYXNz"}, "/", 401, "unsupported_scheme", "Bearer"),
