@@ -119,7 +119,7 @@ class RouteAuth:
 class RouteRateLimit:
     """`{per: [tenant, subject], unit: second, requests: 5, algorithm: token_bucket, burst: 10}`."""
 
-    per: tuple[str, ...]  # facts the counter is kept per: tenant, subject (from ext_authz), client_ip
+    per: tuple[str, ...]  # facts the counter is kept per: tenant, client, subject (from ext_authz), client_ip
     unit: str  # second | minute | hour | day
     requests: int
     unit_multiplier: int = 1

@@ -17,7 +17,7 @@ from ratelimit.rules import TOKEN_BUCKET
 Problem = Callable[[str, Location, str], None]
 
 # The facts ext_authz finds in the token; they exist only on routes it checks.
-TOKEN_FACTS = ("tenant", "subject")
+TOKEN_FACTS = ("tenant", "client", "subject")
 
 
 @dataclass
@@ -150,9 +150,13 @@ def _per(r: Fields, public: bool, policy: Policy, problem: Problem) -> tuple[str
     elif token_facts and public:
         problem(f"per {token_facts[0]} needs a token, but the route has `auth: none`", where, path)
         ok = False
-    if "subject" in facts and "tenant" not in facts:
-        problem("per subject needs tenant too: a subject is unique only within its tenant", where, path)
-        ok = False
+    # Subjects and client ids are each assigned by one issuer: counted without the tenant, two
+    # tenants' alice (or two tenants' client "app") would share a counter.
+    for fact, what in (("client", "a client id is unique only within its issuer"),
+                       ("subject", "a subject is unique only within its tenant")):
+        if fact in facts and "tenant" not in facts:
+            problem(f"per {fact} needs tenant too: {what}", where, path)
+            ok = False
     return tuple(fact for fact in RATE_LIMIT_FACTS if fact in facts) if ok else None
 
 

@@ -22,7 +22,7 @@ RETRY_ON = (
 
 PROTOCOLS = ("http1", "http2", "grpc")
 # Facts a route's rate limit counts per, in the order their descriptor entries are sent.
-RATE_LIMIT_FACTS = ("tenant", "subject", "client_ip")
+RATE_LIMIT_FACTS = ("tenant", "client", "subject", "client_ip")
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 NAME_HINT = "a name starts with a letter or digit and holds only letters, digits, '.', '_' and '-'"

@@ -145,8 +145,9 @@ RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelim
     Field("per", Either((Value("string", choices=rules.RATE_LIMIT_FACTS),
                          ListOf(Value("string", choices=rules.RATE_LIMIT_FACTS), min_items=1)),
                         "a fact or a list of facts"),
-          "What the counter is kept per: `tenant` and `subject` (the token's, from ext_authz; subject needs "
-          "tenant too), `client_ip` (the TCP peer). Absent: one counter for the whole route."),
+          "What the counter is kept per: `tenant`, `client` and `subject` (the token's, from ext_authz; "
+          "client and subject need tenant too; `client` is the token's client_id, else its azp, and tokens "
+          "with neither share one counter), `client_ip` (the TCP peer). Absent: one counter for the whole route."),
     Field("unit", Value("string", choices=tuple(UNIT_SECONDS)), "The window: a month is 30 days, a year 365.", True),
     Field("requests", Value("integer", minimum=1, maximum=MAX_UINT32), "Requests allowed per window.", True),
     Field("unit_multiplier", Value("integer", minimum=1, maximum=MAX_UINT32),

@@ -117,6 +117,22 @@ routes:
     assert config.routes[0].rate_limits[0].unit_multiplier == 5
 
 
+def test_per_client_sits_between_tenant_and_subject() -> None:
+    config = load(SETUP, TENANT, """
+routes:
+  - name: x
+    match: {prefix: /}
+    service: app
+    auth: {tenants: [acme]}
+    rate_limits:
+      - {per: [client_ip, subject, client, tenant], unit: minute, requests: 3}
+      - {per: [client, tenant], unit: minute, requests: 3}
+      - {per: [tenant, client_ip, client], unit: minute, requests: 3}
+""")
+    assert [limit.per for limit in config.routes[0].rate_limits] == [
+        ("tenant", "client", "subject", "client_ip"), ("tenant", "client"), ("tenant", "client", "client_ip")]
+
+
 def test_sections_may_sit_in_any_file() -> None:
     gateway, _, rest = SETUP.partition("extauthz:")
     config = load(gateway, "extauthz:" + rest, TENANT)
@@ -182,9 +198,9 @@ def test_tenants_are_optional(auth: str, expected: model.RouteAuth) -> None:
 def test_token_facts_are_counted_on_a_scopes_only_route() -> None:
     """`per: tenant` needs a token; a route that requires only scopes still has one (it is not public)."""
     route = load(SETUP, TENANT, ROUTE + """    auth: {scopes: [a]}
-    rate_limits: [{per: [tenant, subject], unit: second, requests: 3}]
+    rate_limits: [{per: [tenant, subject], unit: second, requests: 3}, {per: [client, tenant], unit: hour, requests: 9}]
 """).routes[0]
-    assert route.rate_limits[0].per == ("tenant", "subject")
+    assert [limit.per for limit in route.rate_limits] == [("tenant", "subject"), ("tenant", "client")]
 
 
 def test_scopes_and_claims_need_extauthz() -> None:
