@@ -16,8 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from extauthz import decision
+from extauthz.cert_binding import UnverifiableBinding, binding_refusal, token_binding
 from extauthz.decision import Outcome, split_tenants
 from extauthz.keys import KeySet
 from extauthz.revocation import RevocationQuery, RevocationStore
@@ -38,12 +40,13 @@ _BEARER = ("Bearer ", "bearer ")
 @dataclass(frozen=True, slots=True)
 class Admission:
     """What a verified token admits, computed once and cached: its revocation keys, its scopes (for routes
-    that require some) and its OK outcome."""
+    that require some), the client certificate it is bound to (RFC 8705) and its OK outcome."""
 
     verified: VerifiedToken
     query: RevocationQuery
     outcome: Outcome
     scopes: frozenset[str]
+    bound_to: str | None = None  # the x5t#S256 thumbprint of the only client certificate it is valid with
 
 
 class Authorizer:
@@ -59,10 +62,11 @@ class Authorizer:
         """Serve with a new generation from the next request on; verifications under changed tenants miss."""
         self.tenants = tenants
 
-    def check_now(self, headers: Mapping[str, str], path: str,
-                  context_extensions: Mapping[str, str]) -> Outcome | None:
+    def check_now(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str],
+                  attributes: Any = None) -> Outcome | None:
         """The answer for a cached token whose revocation the store knows locally; None for anything else
-        (`check` then starts over, and answers every refusal of a malformed request)."""
+        (`check` then starts over, and answers every refusal of a malformed request). `attributes`, the
+        request's AttributeContext, is read only for a certificate-bound token (its client certificate)."""
         header = headers.get("authorization")
         if header is None or header[:7] not in _BEARER or "access_token" in path:
             return None
@@ -77,6 +81,10 @@ class Authorizer:
         tenants = self.tenants
         if not tenants.is_current(tenant):
             return None
+        if admission.bound_to is not None:
+            refusal = binding_refusal(admission.bound_to, attributes)
+            if refusal is not None:
+                return refusal
         raw = context_extensions.get("tenant")
         if raw is not None and tenant.id not in split_tenants(raw):
             return _route_refusal(tenant, tenants, split_tenants(raw))
@@ -90,7 +98,8 @@ class Authorizer:
             return admission.outcome
         return None if revoked is None else _revoked()
 
-    async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str]) -> Outcome:
+    async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str],
+                    attributes: Any = None) -> Outcome:
         token = decision.bearer_token(headers, path)
         if isinstance(token, Outcome):
             return token
@@ -109,7 +118,9 @@ class Authorizer:
                 return found
             tenant, admission = found
 
-        refusal = _route_refusal(tenant, tenants, route)
+        refusal = binding_refusal(admission.bound_to, attributes) if admission.bound_to is not None else None
+        if refusal is None:
+            refusal = _route_refusal(tenant, tenants, route)
         scopes, claims = context_extensions.get("scopes"), context_extensions.get("claims")
         if refusal is None and (scopes is not None or claims is not None):
             refusal = _requirement_refusal(admission, scopes, claims)
@@ -143,8 +154,12 @@ class Authorizer:
         outcome = decision.allowed(tenant.id, verified.subject, verified.claims, tenant.claims_to_headers)
         if not outcome.allowed:
             return outcome  # a claim that cannot become a header: refused, and not cached
+        try:
+            bound_to = token_binding(verified.claims)
+        except UnverifiableBinding as exc:
+            return decision.invalid_token("unverifiable_binding", str(exc))
         query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
-        admission = Admission(verified, query, outcome, token_scopes(verified.claims))
+        admission = Admission(verified, query, outcome, token_scopes(verified.claims), bound_to)
         self.cache.put(digest, tenant, admission, verified.expires_at)
         return tenant, admission
 

@@ -85,9 +85,10 @@ class AuthorizationService:
         try:
             attributes = request.attributes
             http = attributes.request.http
-            outcome = self.authorizer.check_now(http.headers, http.path, attributes.context_extensions)
+            outcome = self.authorizer.check_now(http.headers, http.path, attributes.context_extensions, attributes)
             if outcome is None:
-                outcome = await self.authorizer.check(http.headers, http.path, attributes.context_extensions)
+                outcome = await self.authorizer.check(http.headers, http.path, attributes.context_extensions,
+                                                      attributes)
         except Exception:  # the servicer boundary: an unforeseen error is a decided 503, never a gRPC error
             log.exception("check_failed")
             outcome = decision.unavailable("internal_error")

@@ -37,8 +37,10 @@ Check = Callable[..., Awaitable[external_auth_pb2.CheckResponse]]
 
 
 def check_request(headers: dict[str, str], path: str = "/orders", tenant: str | None = "acme",
-                  extensions: dict[str, str] | None = None) -> external_auth_pb2.CheckRequest:
+                  extensions: dict[str, str] | None = None, certificate: str = "") -> external_auth_pb2.CheckRequest:
+    """`certificate`: the client certificate as Envoy sends it (URL-encoded PEM), "" for none."""
     attributes = attribute_context_pb2.AttributeContext(
+        source=attribute_context_pb2.AttributeContext.Peer(certificate=certificate),
         request=attribute_context_pb2.AttributeContext.Request(
             http=attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path=path, headers=headers)),
         context_extensions=extensions or {})
@@ -54,8 +56,8 @@ async def serve(authorizer: Authorizer) -> tuple[GrpcServer, Check, grpc.aio.Cha
     stub = external_auth_pb2_grpc.AuthorizationStub(channel)
 
     async def check(headers: dict[str, str], path: str = "/orders", tenant: str | None = "acme",
-                    extensions: dict[str, str] | None = None) -> external_auth_pb2.CheckResponse:
-        return await stub.Check(check_request(headers, path, tenant, extensions), timeout=5)
+                    extensions: dict[str, str] | None = None, certificate: str = "") -> external_auth_pb2.CheckResponse:
+        return await stub.Check(check_request(headers, path, tenant, extensions, certificate), timeout=5)
 
     return server, check, channel
 

@@ -1,0 +1,83 @@
+"""Certificate-bound tokens (RFC 8705 section 3): a token carrying `cnf: {"x5t#S256": THUMBPRINT}` is
+valid only on a connection whose client certificate has that SHA-256 thumbprint. A stolen bound token
+is useless without the client's private key.
+
+Envoy hands ext_authz the client certificate of the TLS connection (`attributes.source.certificate`,
+URL-encoded PEM) when its ext_authz filter has `include_peer_certificate: true`; the control plane
+sets it on listeners that verify client certificates. Without a certificate a bound token is refused.
+
+A `cnf` this gateway cannot check (a DPoP key `jkt`, a raw `jwk`, anything but `x5t#S256`) is refused
+at verification, never accepted as a bearer token: the issuer meant the token for one key holder only.
+Thumbprints are kept per certificate text, so a client's connection costs one PEM parse, not one per
+request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from extauthz import decision
+from extauthz.decision import Outcome
+
+__all__ = [
+    "BINDING_MISMATCH", "BINDING_MISSING", "UnverifiableBinding", "binding_refusal", "certificate_thumbprint",
+    "token_binding",
+]
+
+THUMBPRINT_MEMBER = "x5t#S256"
+_MAX_THUMBPRINTS = 10_000
+_thumbprints: dict[str, str | None] = {}
+
+BINDING_MISSING = decision.invalid_token("certificate_missing",
+                                         "the token is bound to a client certificate and none was presented")
+BINDING_MISMATCH = decision.invalid_token("certificate_mismatch", "the token is bound to another client certificate")
+
+
+class UnverifiableBinding(ValueError):
+    """The token's `cnf` names no key this gateway can check."""
+
+
+def token_binding(claims: dict[str, Any]) -> str | None:
+    """The x5t#S256 thumbprint the token is bound to; None for an unbound token; UnverifiableBinding for
+    a `cnf` that is not an object holding a thumbprint string."""
+    if "cnf" not in claims:
+        return None
+    cnf = claims["cnf"]
+    thumbprint = cnf.get(THUMBPRINT_MEMBER) if isinstance(cnf, dict) else None
+    if not isinstance(thumbprint, str) or not thumbprint:
+        raise UnverifiableBinding("the token is bound to a key this gateway cannot check")
+    return thumbprint.rstrip("=")  # base64url without padding, as the certificate's is written
+
+
+def certificate_thumbprint(encoded_pem: str) -> str | None:
+    """base64url(SHA-256(DER)) of Envoy's URL-encoded PEM client certificate; None when there is none or
+    it cannot be read."""
+    if not encoded_pem:
+        return None
+    found = _thumbprints.get(encoded_pem, "")
+    if found != "":
+        return found
+    try:
+        certificate = x509.load_pem_x509_certificate(unquote(encoded_pem).encode("ascii"))
+        digest = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+        thumbprint: str | None = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        thumbprint = None
+    if len(_thumbprints) >= _MAX_THUMBPRINTS:
+        _thumbprints.clear()
+    _thumbprints[encoded_pem] = thumbprint
+    return thumbprint
+
+
+def binding_refusal(bound_to: str, attributes: Any) -> Outcome | None:
+    """The refusal when the connection's client certificate is not the one the token is bound to."""
+    presented = certificate_thumbprint(attributes.source.certificate) if attributes is not None else None
+    if presented is None:
+        return BINDING_MISSING
+    return None if presented == bound_to else BINDING_MISMATCH
