@@ -1,11 +1,11 @@
 """The whole gateway for end-to-end and resilience tests, started through `pavilion run`'s own plan.
 
-`running_stack` writes a route YAML directory (demo tenant with a locally generated key, a public,
-a protected, a rate-limited route and one requiring a scope and a claim value, ext_authz and ratelimit
-services) on random loopback ports, builds the plan `make run` uses (launch_plan.build_plan:
-redis-server, echo upstream, control plane, `pavilion extauthz --xds`, `pavilion ratelimit --xds
---redis`, Envoy) and starts it with the same Launcher, so these tests prove `make run` itself.
-`SteadyLoad` sends bounded, steady traffic and records every answer.
+`running_stack` writes a route YAML directory (demo tenant with a locally generated key, a public
+and a protected route, routes limited per subject and per OAuth client, one requiring a scope and a
+claim value, ext_authz and ratelimit services) on random loopback ports, builds the plan `make run`
+uses (launch_plan.build_plan: redis-server, echo upstream, control plane, `pavilion extauthz --xds`,
+`pavilion ratelimit --xds --redis`, Envoy) and starts it with the same Launcher, so these tests prove
+`make run` itself. `SteadyLoad` sends bounded, steady traffic and records every answer.
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ routes:
     auth: {tenants: [demo]}
     rate_limits:
       - {per: [tenant, subject], unit: hour, requests: 5}
+  - name: per-client
+    match: {prefix: /per-client}
+    service: app
+    auth: {tenants: [demo]}
+    rate_limits:
+      - {per: [tenant, client], unit: hour, requests: 6}  # above /limited's 5: make run's burst line keeps that
   - name: admin
     match: {prefix: /admin}
     service: app

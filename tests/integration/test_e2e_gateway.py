@@ -1,7 +1,7 @@
 """The whole gateway end to end, as `make run` starts it (launch_plan's processes): 401 without a token,
 200 with one (identity headers reach the upstream), 403 without a route's scope or claim value, 429
-after a burst with RateLimit headers, a
-revocation refused within a second, and a live edit adding a tenant and a route with no restart."""
+after a burst with RateLimit headers, per subject and per OAuth client, a revocation refused within
+a second, and a live edit adding a tenant and a route with no restart."""
 
 from __future__ import annotations
 
@@ -60,6 +60,17 @@ def test_a_burst_past_the_limit_is_429_with_ratelimit_headers(stack: Stack) -> N
     assert "ratelimit" in over.headers or "x-ratelimit-limit" in over.headers, over.headers
     assert int(over.headers["retry-after"]) > 0
     assert stack.get("/limited/x", stack.token("bob-2")).status == 200  # counted per subject
+
+
+def test_a_limit_per_client_counts_each_relying_party_apart(stack: Stack) -> None:
+    def statuses(count: int, **claims: str) -> list[int]:
+        # A new subject each time: the count is the client's, whoever the user is.
+        return [stack.get("/per-client/x", stack.token(f"user-{n}", **claims)).status for n in range(count)]
+
+    assert statuses(7, client_id="rp-one") == [200] * 6 + [429]
+    assert statuses(6, azp="rp-two") == [200] * 6  # OIDC's azp when there is no client_id
+    assert statuses(1, client_id="rp-two") == [429]  # the same client either way
+    assert statuses(7) == [200] * 6 + [429]  # tokens naming no client share one counter: never unlimited
 
 
 def test_a_route_requiring_a_scope_and_a_claim_admits_only_tokens_that_carry_them(stack: Stack) -> None:
