@@ -2,18 +2,21 @@
 
 One `RouteRateLimit` at index i of route R makes Envoy send one descriptor, entries in this order:
 
-    route=R, limit=i, [tenant=<t>], [subject=<s>], [remote_address=<client ip>]
+    route=R, limit=i, [tenant=<t>], [client=<c>], [subject=<s>], [remote_address=<client ip>]
 
-`route` and `limit` are generic keys (the index keeps two limits of one route apart); tenant and
-subject come from ext_authz's dynamic metadata (namespace `envoy.filters.http.ext_authz`, keys
-`tenant` and `subject`, set by extauthz/service.py); the client address from Envoy's
+`route` and `limit` are generic keys (the index keeps two limits of one route apart); tenant,
+client and subject come from ext_authz's dynamic metadata (namespace `envoy.filters.http.ext_authz`,
+keys `tenant`, `client` and `subject`, set by extauthz/service.py); the client address from Envoy's
 `remote_address` action. `ratelimit_rules` builds, for the same route and index, the rule with key
-path `route=R → limit=i → tenant → subject → remote_address`, the last ones key-only, so each
-distinct tenant (subject, address) value gets its own counter: the ratelimit service's usual
-matching (exact key and value, then key alone) finds exactly that rule.
+path `route=R → limit=i → tenant → client → subject → remote_address` (the facts given only), the
+last ones key-only, so each distinct tenant (client, subject, address) value gets its own counter:
+the ratelimit service's usual matching (exact key and value, then key alone) finds exactly that rule.
 
 If ext_authz sent no tenant (a route it does not check), Envoy sends no descriptor for that limit:
-loading refuses `per: tenant` on `auth: none` routes for that reason.
+loading refuses `per: tenant` on `auth: none` routes for that reason. A valid token always has a
+subject, but not always a client (`client_id`, else `azp`, may be absent): the client action carries
+`default_value: "-"` so such a request is still counted, all tokens without a client sharing the
+counter of the value "-", instead of the descriptor being dropped and the request escaping the limit.
 """
 
 from __future__ import annotations
@@ -26,15 +29,17 @@ from ratelimit.matching import RateLimitConfig
 from ratelimit.rules import Limit, Rule
 
 __all__ = [
-    "DESCRIPTOR_KEYS", "LIMIT_KEY", "METADATA_NAMESPACE", "ROUTE_KEY", "ratelimit_config", "ratelimit_rules",
-    "route_rate_limits",
+    "DESCRIPTOR_KEYS", "LIMIT_KEY", "METADATA_NAMESPACE", "NO_CLIENT", "ROUTE_KEY", "ratelimit_config",
+    "ratelimit_rules", "route_rate_limits",
 ]
 
 METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
 ROUTE_KEY = "route"
 LIMIT_KEY = "limit"
 # `per` fact → the descriptor key Envoy sends for it (remote_address is fixed by Envoy's action).
-DESCRIPTOR_KEYS = {"tenant": "tenant", "subject": "subject", "client_ip": "remote_address"}
+DESCRIPTOR_KEYS = {"tenant": "tenant", "client": "client", "subject": "subject", "client_ip": "remote_address"}
+# The descriptor value of a token without a client id: one shared counter, never an uncounted request.
+NO_CLIENT = "-"
 
 _Action = rc.RateLimit.Action
 
@@ -55,7 +60,8 @@ def _actions(route: str, index: int, limit: RouteRateLimit) -> list[rc.RateLimit
             continue
         key = metadata_pb2.MetadataKey(key=METADATA_NAMESPACE, path=[metadata_pb2.MetadataKey.PathSegment(key=fact)])
         actions.append(_Action(metadata=_Action.MetaData(
-            descriptor_key=DESCRIPTOR_KEYS[fact], metadata_key=key, source=_Action.MetaData.DYNAMIC)))
+            descriptor_key=DESCRIPTOR_KEYS[fact], metadata_key=key, source=_Action.MetaData.DYNAMIC,
+            default_value=NO_CLIENT if fact == "client" else "")))
     return actions
 
 

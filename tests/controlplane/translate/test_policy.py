@@ -197,7 +197,7 @@ def test_rate_limit_actions() -> None:
 
 def envoy_descriptor(limit: rc.RateLimit, metadata: dict[str, str], client: str) -> tuple[tuple[str, str], ...] | None:
     """What Envoy sends for one route rate limit: each action adds an entry; a missing metadata
-    value (no default, not skip_if_absent) means no descriptor at all."""
+    value takes the action's default_value, and without one (not skip_if_absent) means no descriptor at all."""
     entries: list[tuple[str, str]] = []
     for action in limit.actions:
         kind = action.WhichOneof("action_specifier")
@@ -208,7 +208,8 @@ def envoy_descriptor(limit: rc.RateLimit, metadata: dict[str, str], client: str)
         elif kind == "metadata":
             key = action.metadata.metadata_key
             assert key.key == EXT_AUTHZ and action.metadata.source == rc.RateLimit.Action.MetaData.DYNAMIC
-            value = metadata.get(key.path[0].key)
+            assert not action.metadata.skip_if_absent
+            value = metadata.get(key.path[0].key) or action.metadata.default_value or None
             if value is None:
                 return None
             entries.append((action.metadata.descriptor_key, value))
