@@ -51,6 +51,22 @@ def test_scopes_and_claims_are_accepted_by_envoy() -> None:
     assert check_with_envoy(config, ENVOY) == []
 
 
+def test_per_client_is_accepted_by_envoy() -> None:
+    """`per: [tenant, client, subject]` (client's metadata action with default_value "-") validates."""
+    sources = []
+    for path in sorted(PROTECTED.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        sources.append(Source(str(path), text.replace("{per: [tenant, subject],", "{per: [tenant, client, subject],")))
+    config = parse_sources(sources)
+    accounts = next(r for r in config.routes if r.name == "accounts")
+    assert [limit.per for limit in accounts.rate_limits] == [("tenant",), ("tenant", "client", "subject")]
+    table = translated(route_pb2.RouteConfiguration, config, "local")[0]
+    route = next(r for vh in table.virtual_hosts for r in vh.routes if r.name == "accounts")
+    client = [a.metadata for a in route.route.rate_limits[1].actions if a.metadata.descriptor_key == "client"]
+    assert [(m.metadata_key.path[0].key, m.default_value) for m in client] == [("client", "-")]
+    assert check_with_envoy(config, ENVOY) == []
+
+
 def test_envoy_checks_the_filters_too() -> None:
     """The check sees the filters: a ratelimit filter without a domain is refused by Envoy itself."""
     config = load_config(PROTECTED)
