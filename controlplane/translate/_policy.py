@@ -2,7 +2,7 @@
 and their per-route settings.
 
 Filter order (see `_listeners.http_filters`): ext_authz, then ratelimit, then the router, so the rate
-limit descriptors can carry the tenant and subject ext_authz found in the token.
+limit descriptors can carry the tenant, client and subject ext_authz found in the token.
 
 - ext_authz is on for every route of a listener; a route opts out with `auth: none` (`disabled`).
   Its `context_extensions` carry the route name and what the route requires of a token, each key
@@ -38,7 +38,7 @@ __all__ = [
     "ext_authz_per_route", "ext_authz_tenants", "identity_headers", "ratelimit_filter",
 ]
 
-# The filter names are also the dynamic metadata namespace ext_authz writes the tenant and subject to.
+# The filter names are also the dynamic metadata namespace ext_authz writes the tenant, client and subject to.
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 # Headers ext_authz sets on the request it lets through (extauthz/decision.py).
