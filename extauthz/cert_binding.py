@@ -26,8 +26,8 @@ from extauthz import decision
 from extauthz.decision import Outcome
 
 __all__ = [
-    "BINDING_MISMATCH", "BINDING_MISSING", "UnverifiableBinding", "binding_refusal", "certificate_thumbprint",
-    "token_binding",
+    "BINDING_MISMATCH", "BINDING_MISSING", "THUMBPRINT_MEMBER", "UnverifiableBinding", "binding_refusal",
+    "certificate_thumbprint", "pem_thumbprint", "token_binding",
 ]
 
 THUMBPRINT_MEMBER = "x5t#S256"
@@ -55,6 +55,14 @@ def token_binding(claims: dict[str, Any]) -> str | None:
     return thumbprint.rstrip("=")  # base64url without padding, as the certificate's is written
 
 
+def pem_thumbprint(pem: bytes) -> str:
+    """The x5t#S256 of the first certificate in `pem`: base64url(SHA-256(DER)), unpadded; ValueError when
+    there is none."""
+    certificate = x509.load_pem_x509_certificate(pem)
+    digest = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def certificate_thumbprint(encoded_pem: str) -> str | None:
     """base64url(SHA-256(DER)) of Envoy's URL-encoded PEM client certificate; None when there is none or
     it cannot be read."""
@@ -64,9 +72,7 @@ def certificate_thumbprint(encoded_pem: str) -> str | None:
     if found != "":
         return found
     try:
-        certificate = x509.load_pem_x509_certificate(unquote(encoded_pem).encode("ascii"))
-        digest = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
-        thumbprint: str | None = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+        thumbprint: str | None = pem_thumbprint(unquote(encoded_pem).encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         thumbprint = None
     if len(_thumbprints) >= _MAX_THUMBPRINTS:

@@ -27,6 +27,8 @@ def register(subparsers: Any) -> None:
     token.add_argument("--ttl", default="1h", help="lifetime, e.g. 10m or 1h (default 1h)")
     token.add_argument("--audience", default=None, help="the token's aud (default: the tenant's first audience)")
     token.add_argument("--claims", default=None, metavar="JSON", help='extra claims, e.g. \'{"email": "a@b.test"}\'')
+    token.add_argument("--bind-certificate", default=None, metavar="PEM",
+                       help="bind the token to this client certificate (RFC 8705 cnf x5t#S256)")
     token.add_argument("--key", default=None, metavar="FILE",
                        help="PEM private key (default: <tenant>-key.pem beside the tenant's JWK Set file)")
     token.set_defaults(func=_token)
@@ -56,6 +58,13 @@ def _token(args: argparse.Namespace) -> int:
             return _fail(f"--claims is not JSON: {exc}")
         if not isinstance(extra, dict):
             return _fail("--claims must be a JSON object")
+    if args.bind_certificate is not None:
+        from extauthz.cert_binding import THUMBPRINT_MEMBER, pem_thumbprint
+
+        try:
+            extra["cnf"] = {THUMBPRINT_MEMBER: pem_thumbprint(Path(args.bind_certificate).read_bytes())}
+        except (OSError, ValueError) as exc:
+            return _fail(f"--bind-certificate {args.bind_certificate}: not a PEM certificate ({type(exc).__name__})")
     try:
         config = load_config(args.config)
     except ConfigErrors as exc:

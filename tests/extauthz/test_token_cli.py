@@ -8,6 +8,7 @@ import json
 import stat
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -73,6 +74,19 @@ def test_token_of_the_local_tenant_verifies(tmp_path: Path, capsys: pytest.Captu
     assert claims["sub"] == "alice" and claims["aud"] == "demo-api" and claims["iss"] == "https://demo.test"
     assert claims["email"] == "alice@demo.test"
     assert 590 <= int(claims["exp"]) - int(claims["iat"]) <= 600  # type: ignore[call-overload]
+
+
+def test_a_token_bound_to_a_client_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.extauthz.test_cert_binding import RP_ONE
+
+    config = write_config(tmp_path)
+    ensure_local_key(load_config(config).tenants[0])
+    pem = tmp_path / "client.pem"
+    pem.write_text(unquote(RP_ONE[0]))
+    assert main(["token", "--tenant", "demo", "--config", str(config), "--bind-certificate", str(pem)]) == 0
+    assert verified_claims(config, capsys.readouterr().out.strip())["cnf"] == {"x5t#S256": RP_ONE[1]}
+    assert main(["token", "--tenant", "demo", "--config", str(config), "--bind-certificate", str(config)]) == 1
+    assert "not a PEM certificate" in capsys.readouterr().err
 
 
 def test_a_restart_keeps_the_key_and_rewrites_a_lost_jwks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
