@@ -17,10 +17,12 @@ from pathlib import Path
 
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import json_format
 
 from controlplane import resources as urls
@@ -28,6 +30,7 @@ from controlplane.config.model import Config, Route
 from controlplane.translate import translate
 from controlplane.translate._listeners import EDGE, HCM_FILTER
 from controlplane.translate._protos import packed
+from controlplane.translate._tls import TLS_TRANSPORT_SOCKET
 from pavilion.errors import PavilionError
 
 __all__ = ["EnvoyNotFound", "check_with_envoy", "find_envoy", "rejected_routes", "static_bootstrap"]
@@ -144,8 +147,23 @@ def static_bootstrap(config: Config, region: str, role: str = EDGE) -> bootstrap
             for network_filter in chain.filters:
                 if network_filter.name == HCM_FILTER:
                     _inline_routes(network_filter, routes)
+            if chain.transport_socket.name == TLS_TRANSPORT_SOCKET:
+                _static_secret_names(chain.transport_socket)
         result.static_resources.listeners.append(inline)
+    result.static_resources.secrets.extend(m for m in resources[urls.SECRET] if isinstance(m, secret_pb2.Secret))
     return result
+
+
+def _static_secret_names(socket: base_pb2.TransportSocket) -> None:
+    """Name the bootstrap's static secrets instead of fetching them over ADS (there is no ADS here)."""
+    context = tls_pb2.DownstreamTlsContext()
+    socket.typed_config.Unpack(context)
+    common = context.common_tls_context
+    for config in common.tls_certificate_sds_secret_configs:
+        config.ClearField("sds_config")
+    if common.HasField("validation_context_sds_secret_config"):
+        common.validation_context_sds_secret_config.ClearField("sds_config")
+    socket.typed_config.CopyFrom(packed(context))
 
 
 def _inline_routes(network_filter: listener_components_pb2.Filter,

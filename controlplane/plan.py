@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import hashlib
 import json
 import sys
 import urllib.error
@@ -20,7 +21,9 @@ import urllib.request
 from typing import Any
 
 from aiohttp import web
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf import text_format
+from google.protobuf.message import Message
 
 from controlplane import resources as urls
 from controlplane.cache import DEFAULT_ROLE, Group, SnapshotCache
@@ -32,10 +35,25 @@ from controlplane.status import json_dumps
 TIMEOUT = 30.0
 
 
+def shown_text(message: Message) -> str:
+    """The text proto of a resource as /resources and plan show it: a Secret's private key is replaced
+    by a marker naming its digest, so a new key still shows as a change but its bytes never do."""
+    if isinstance(message, secret_pb2.Secret) and message.tls_certificate.HasField("private_key"):
+        shown = secret_pb2.Secret()
+        shown.CopyFrom(message)
+        key = shown.tls_certificate.private_key
+        raw = key.inline_bytes if key.HasField("inline_bytes") else key.SerializeToString(deterministic=True)
+        digest = hashlib.sha256(raw).hexdigest()[:12]  # of the PEM file's bytes: `sha256sum` gives the same
+        key.Clear()
+        key.inline_string = f"[private key, sha256 {digest}]"
+        message = shown
+    return str(text_format.MessageToString(message))
+
+
 def resource_text(snapshot: Snapshot, kind: str, name: str) -> str:
     for type_url, snap in snapshot.types.items():
         if short_type(type_url) == kind and name in snap.resources:
-            return str(text_format.MessageToString(snap.resources[name].message))
+            return shown_text(snap.resources[name].message)
     return ""
 
 
@@ -50,7 +68,7 @@ def listing(snapshot: Snapshot, *, text: bool, names: set[str] | None = None) ->
                 continue
             entries[name] = {"hash": resource.hash}
             if text:
-                entries[name]["text"] = str(text_format.MessageToString(resource.message))
+                entries[name]["text"] = shown_text(resource.message)
         types[kind] = entries
     return {"version": snapshot.version, "types": types}
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from controlplane.config import model
+from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.shape import Fields, Got
 from pavilion.durations import format_duration
@@ -36,9 +37,13 @@ class Builder:
         self.errors.append(ConfigError(message, location=loc, path=path))
 
     def listener(self, f: Fields) -> model.Listener | None:
-        if not f.complete:
+        tls_fields: Fields | None = f.get("tls")
+        # Read here, not while checking the file's shape: that result is kept while the YAML text is
+        # unchanged, and a rotated certificate must be read again.
+        tls = read_listener_tls(tls_fields, self.problem) if tls_fields is not None and tls_fields.complete else None
+        if not f.complete or (tls_fields is not None and tls is None):
             return None
-        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc)
+        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls)
 
     def service(self, f: Fields) -> model.Service | None:
         endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)

@@ -15,12 +15,32 @@ from pavilion.errors import Location
 NO_SOURCE = Location("<memory>")
 
 
+# A file a config was read from, as stat saw it just before the read: (path, (st_dev, st_ino,
+# st_size, st_mtime_ns)), or None for the stat when it could not be read. Rotation compares these.
+FileStamp = tuple[str, tuple[int, int, int, int] | None]
+
+
+@dataclass(frozen=True)
+class ListenerTls:
+    """`tls:` of a listener: the PEM bytes Envoy gets as SDS secrets, read and checked at load time.
+
+    The private key never appears in a repr; versions still hash its bytes, so a new key is a change.
+    """
+
+    certificate_chain: bytes  # PEM, leaf first
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None  # PEM bundle client certificates are verified against
+    require_client_certificate: bool = False
+    files: tuple[FileStamp, ...] = field(default=(), compare=False)  # where the bytes came from
+
+
 @dataclass(frozen=True)
 class Listener:
     name: str
     address: str
     port: int
     source: Location = field(default=NO_SOURCE, compare=False)
+    tls: ListenerTls | None = None  # None: plaintext HTTP
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from controlplane.config import rules, token_rules
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
+from controlplane.config.listener_tls import file_path
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
 
@@ -28,10 +29,25 @@ MATCH_HEADER = Value("string", convert=rules.match_header_name, schema={"pattern
 RULE_HEADER = Value("string", convert=rules.rule_header_name,
                     schema={"pattern": f"^{_TOKEN}$", "not": {"pattern": "^[Hh][Oo][Ss][Tt]$"}})
 
+PEM_FILE = Value("string", convert=file_path, schema={"minLength": 1})
+
+LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become SDS secrets (see [TLS termination](#tls-termination)).", (
+    Field("certificate", PEM_FILE, "PEM certificate chain, leaf first; a path relative to this YAML file, or "
+          "absolute. The leaf must not have expired.", True),
+    Field("key", PEM_FILE, "PEM private key of the leaf (RSA of 2048 bits or more, or EC P-256/P-384), unencrypted.",
+          True),
+    Field("client_ca", PEM_FILE, "PEM bundle of the CAs client certificates are verified against. Absent: "
+          "client certificates are not asked for."),
+    Field("require_client_certificate", Value("boolean"),
+          "Refuse the handshake of a client without a certificate signed by `client_ca` (needs `client_ca`).",
+          default="false"),
+))
+
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
     Field("port", Value("integer", minimum=1, maximum=65535), "TCP port, 1-65535.", True),
+    Field("tls", LISTENER_TLS, "Terminate TLS (HTTPS) with this certificate; plaintext HTTP when absent."),
 ))
 
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (

@@ -14,6 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from controlplane.config.model import Config, Listener
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
+from controlplane.translate._tls import transport_socket
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
 
@@ -33,9 +34,10 @@ def listener(item: Listener, config: Config, role: str) -> listener_pb2.Listener
         address=socket_address(item.address, item.port),
         # Envoy's edge best practice: bound what one connection may buffer.
         per_connection_buffer_limit_bytes=uint32(32 * 1024),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[
-            listener_components_pb2.Filter(name=HCM_FILTER, typed_config=manager),
-        ])],
+        filter_chains=[listener_components_pb2.FilterChain(
+            filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=manager)],
+            transport_socket=transport_socket(item),
+        )],
     )
 
 

@@ -10,6 +10,7 @@ from controlplane.translate._clusters import cluster, load_assignment
 from controlplane.translate._listeners import EDGE, listener
 from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
+from controlplane.translate._tls import secrets
 from pavilion.errors import Location
 
 __all__ = ["resource_sources", "route_sources", "translate", "translate_regional"]
@@ -30,7 +31,7 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
     return {
         urls.CLUSTER: [cluster(s) for s in services],
         urls.ENDPOINT: [load_assignment(s, region) for s in services],
-        urls.SECRET: [],
+        urls.SECRET: sorted((s for item in listeners for s in secrets(item)), key=lambda s: s.name),
         urls.LISTENER: [listener(item, config, role) for item in listeners],
         urls.ROUTE: [route_configuration(item, config) for item in listeners],
     }
@@ -57,6 +58,8 @@ def resource_sources(config: Config) -> dict[tuple[str, str], Location]:
     for item in config.listeners:
         found[(urls.LISTENER, item.name)] = item.source
         found[(urls.ROUTE, item.name)] = item.source
+        for secret in secrets(item):
+            found[(urls.SECRET, secret.name)] = item.source
     return found
 
 
