@@ -9,6 +9,7 @@ import functools
 import socket
 
 from controlplane.cache import SnapshotCache
+from controlplane.config.listener_tls import referenced_files
 from controlplane.config.load import load_config
 from controlplane.fallback import RouteFallback
 from controlplane.nacks import NackAttributor
@@ -50,7 +51,8 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
     fallback = RouteFallback()
     board.refused_listeners = fallback.listener_status
-    reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply)
+    reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply,
+                        files=referenced_files)
     nacks = NackAttributor(cache, reloader, fallback)
     ads = AdsServer(cache, board, identifier=identifier)
     ads.ack_listeners.append(nacks.on_ack)
@@ -66,11 +68,13 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     log.info("controlplane_started", xds_port=grpc_server.port, admin_port=admin.port, identifier=identifier,
              config=settings.config, version=cache.config_version or None)
     watcher = asyncio.create_task(watch_config(settings.config, reloader.reload, stop)) if settings.watch else None
+    poller = asyncio.create_task(reloader.poll_files(stop)) if settings.watch else None
     try:
         await stop.wait()
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in (watcher, poller):
+            if task is not None:
+                task.cancel()
         await admin.stop()
         await ads.close()
         await grpc_server.stop(settings.drain_seconds)

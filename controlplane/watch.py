@@ -7,16 +7,19 @@ errors go to the log (one `FILE:LINE:COL: field: message` line each) and to /sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from watchfiles import Change, awatch
 
 from controlplane.cache import SnapshotCache, config_version
+from controlplane.config.listener_tls import stamps_now
+from controlplane.config.model import FileStamp
 from controlplane.status import StatusBoard
 from pavilion.config_files import SUFFIXES
 from pavilion.errors import ConfigErrors
@@ -38,14 +41,44 @@ class Reloader:
     """Loads the config at `path` and installs it in the cache when its content changed."""
 
     def __init__(self, path: str, cache: SnapshotCache, board: StatusBoard, *, loader: Loader,
-                 served: Callable[[Any], Any] = lambda config: config) -> None:
+                 served: Callable[[Any], Any] = lambda config: config,
+                 files: Callable[[Any], Sequence[FileStamp]] = lambda config: ()) -> None:
         self.path = path
         self.cache = cache
         self.board = board
         self.loaded: Any = None  # the last config read from disk that passed validation
         self._load = loader
         self._served = served  # loaded config -> the config to serve (routes Envoy refused fall back)
+        self._files = files  # loaded config -> the other files it was read from (certificates), stamped
         self._lock = asyncio.Lock()
+
+    async def poll_files(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Reload when a file the config was read from, besides the YAML, changes (a rotated certificate).
+
+        Polled rather than watched: cert-manager swaps a Secret volume's files through a `..data`
+        symlink, possibly outside the watched folder; stat of the resolved path sees every swap.
+        A change that is rejected is not retried until the files change again.
+        """
+        loaded: Any = None
+        tried: tuple[FileStamp, ...] = ()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set() or self.loaded is None:
+                continue
+            if self.loaded is not loaded:  # a new config was loaded: its own stamps are the reference
+                loaded, tried = self.loaded, ()
+            known = tuple(self._files(loaded))
+            if not known:
+                continue
+            now = await asyncio.to_thread(stamps_now, [path for path, _ in known])
+            changed = sorted({Path(path).name for (path, stamp), (_, before) in zip(now, tried or known, strict=True)
+                              if stamp != before})
+            if not changed:
+                continue
+            tried = now
+            log.info("config_files_changed", files=changed)
+            await self.reload()
 
     async def reload(self) -> bool:
         """True when the config on disk is now the one served (changed or not)."""
