@@ -170,3 +170,28 @@ def test_envoy_validate_accepts_the_tls_listener_and_checks_its_secret(setup: Se
     problems = check_with_envoy(replace(config, listeners=listeners), ENVOY)
     assert len(problems) == 1 and "KEY_VALUES_MISMATCH" in problems[0], problems
     assert "PRIVATE KEY" not in problems[0]
+
+
+ONE_LISTENER = """regions: [eu-west]
+listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {public}
+    tls: {{certificate: {certs}/edge.pem, key: {certs}/edge-key.pem}}
+services:
+  - {{name: accounts, endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]}}
+routes:
+  - {{name: public, match: {{prefix: /}}, service: accounts}}
+"""
+
+
+def test_delta_ads_serves_the_secret_too(setup: Setup, tmp_path: Path) -> None:
+    port = free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    (tmp_path / "gateway.yaml").write_text(ONE_LISTENER.format(public=port, certs=setup.certs,
+                                                                accounts=upstreams["accounts"][1]))
+    with running_gateway(tmp_path, port, upstreams, delta=True) as gateway:
+        status, serial = https_get(port, client_context(setup.ca))
+        assert status == 200
+        assert serial == x509.load_pem_x509_certificate((setup.certs / "edge.pem").read_bytes()).serial_number
+        assert gateway.plane.wait_synced(1)["synced"]
