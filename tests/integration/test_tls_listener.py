@@ -37,12 +37,17 @@ listeners:
       key: {certs}/edge-key.pem
       client_ca: {certs}/rp-ca.pem
       require_client_certificate: true
+  - name: optional
+    address: 127.0.0.1
+    port: {optional}
+    tls: {{certificate: {certs}/edge.pem, key: {certs}/edge-key.pem, client_ca: {certs}/rp-ca.pem}}
 services:
   - name: accounts
     endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
 routes:
   - {{name: public, listener: public, match: {{prefix: /}}, service: accounts}}
   - {{name: partners, listener: partners, match: {{prefix: /}}, service: accounts}}
+  - {{name: optional, listener: optional, match: {{prefix: /}}, service: accounts}}
 """
 
 
@@ -54,6 +59,7 @@ class Setup:
     certs: Path
     public: int
     partners: int
+    optional: int
 
 
 def write_leaf(certs: Path, ca: Ca) -> int:
@@ -72,14 +78,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ca, rp_ca = make_ca("Edge CA"), make_ca("Relying Party CA")
     write_leaf(certs, ca)
     (certs / "rp-ca.pem").write_bytes(rp_ca.pem)
-    public, partners = free_port(), free_port()
+    public, partners, optional = free_port(), free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
-    (routes / "gateway.yaml").write_text(CONFIG.format(public=public, partners=partners, certs=certs,
-                                                       accounts=upstreams["accounts"][1]))
+    (routes / "gateway.yaml").write_text(CONFIG.format(public=public, partners=partners, optional=optional,
+                                                       certs=certs, accounts=upstreams["accounts"][1]))
     with running_gateway(routes, public, upstreams) as gateway:
         gateway.envoys[0].proc.wait_port(partners)
+        gateway.envoys[0].proc.wait_port(optional)
         gateway.plane.wait_synced(1)
-        yield Setup(gateway, ca, rp_ca, certs, public, partners)
+        yield Setup(gateway, ca, rp_ca, certs, public, partners, optional)
 
 
 def client_context(ca: Ca, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
@@ -131,6 +138,16 @@ def test_client_certificate_required_on_the_partners_listener(setup: Setup, tmp_
     trusted = write_pair(tmp_path, *setup.rp_ca.issue("rp-1", server=False), stem="rp")
     status, _serial = https_get(setup.partners, client_context(setup.ca, trusted))
     assert status == 200
+
+
+def test_client_ca_without_require_verifies_a_certificate_sent_but_needs_none(setup: Setup, tmp_path: Path) -> None:
+    status, _serial = https_get(setup.optional, client_context(setup.ca))
+    assert status == 200
+    trusted = write_pair(tmp_path, *setup.rp_ca.issue("rp-1", server=False), stem="rp")
+    assert https_get(setup.optional, client_context(setup.ca, trusted))[0] == 200
+    stranger = write_pair(tmp_path, *make_ca("Stranger CA").issue("rp-x", server=False), stem="stranger")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https_get(setup.optional, client_context(setup.ca, stranger))
 
 
 def test_rotation_reaches_new_connections_without_restart_or_drop(setup: Setup) -> None:

@@ -104,3 +104,10 @@ def test_a_new_key_changes_only_the_certificate_secret() -> None:
             assert old[0] != new[0] and old[1] == new[1]
         else:
             assert old == new, type_url
+
+
+def test_secrets_are_pushed_before_the_listeners_that_name_them() -> None:
+    from controlplane.snapshot import build_snapshot
+
+    order = list(build_snapshot(translate(with_tls(ListenerTls(CHAIN, KEY)), "eu-west")).types)
+    assert order.index(urls.CLUSTER) < order.index(urls.SECRET) < order.index(urls.LISTENER) < order.index(urls.ROUTE)
