@@ -85,6 +85,9 @@ def _read(f: Fields, name: str, base: Path, stamps: list[FileStamp], problem: Pr
     path = base / f.get(name)
     stamp = file_stamp(str(path))
     stamps.append((str(path), stamp))  # before reading: a change after the stat is seen by the next poll
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the load for ever
+        problem(f"{path} is not a regular file", f.at(name), f.path_of(name))
+        return None
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_PEM_BYTES + 1)

@@ -31,7 +31,8 @@ RULE_HEADER = Value("string", convert=rules.rule_header_name,
 
 PEM_FILE = Value("string", convert=file_path, schema={"minLength": 1})
 
-LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become SDS secrets (see [TLS termination](#tls-termination)).", (
+LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become SDS secrets "
+                      "(see [TLS termination](#tls-termination)).", (
     Field("certificate", PEM_FILE, "PEM certificate chain, leaf first; a path relative to this YAML file, or "
           "absolute. The leaf must not have expired.", True),
     Field("key", PEM_FILE, "PEM private key of the leaf (RSA of 2048 bits or more, or EC P-256/P-384), unencrypted.",

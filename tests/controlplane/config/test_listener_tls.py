@@ -202,5 +202,12 @@ def test_a_folder_is_not_a_file(tmp_path: Path, ca: Ca) -> None:
     cert, key = ca.issue("edge")
     write_pair(tmp_path / "tls", cert, key)
     (message,) = errors_of(write_config(tmp_path, "      certificate: tls/edge.pem\n      key: tls"))
-    assert message == (f"{tmp_path}/gateway.yaml:8:12: listeners[public].tls.key: cannot read {tmp_path}/tls: "
-                       "Is a directory")
+    assert message == f"{tmp_path}/gateway.yaml:8:12: listeners[public].tls.key: {tmp_path}/tls is not a regular file"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path, ca: Ca) -> None:
+    cert, key = ca.issue("edge")
+    write_pair(tmp_path / "tls", cert, key)
+    os.mkfifo(tmp_path / "tls" / "pipe")
+    (message,) = errors_of(write_config(tmp_path, "      certificate: tls/pipe\n      key: tls/edge-key.pem"))
+    assert message.endswith(f"listeners[public].tls.certificate: {tmp_path}/tls/pipe is not a regular file")
