@@ -42,43 +42,37 @@ class Reloader:
 
     def __init__(self, path: str, cache: SnapshotCache, board: StatusBoard, *, loader: Loader,
                  served: Callable[[Any], Any] = lambda config: config,
-                 files: Callable[[Any], Sequence[FileStamp]] = lambda config: ()) -> None:
+                 files: Callable[[Any], Sequence[FileStamp]] = lambda outcome: ()) -> None:
         self.path = path
         self.cache = cache
         self.board = board
         self.loaded: Any = None  # the last config read from disk that passed validation
         self._load = loader
         self._served = served  # loaded config -> the config to serve (routes Envoy refused fall back)
-        self._files = files  # loaded config -> the other files it was read from (certificates), stamped
+        self._files = files  # a load's outcome (config or errors) -> the other files it read (certificates)
+        self.read_files: tuple[FileStamp, ...] = ()  # those of the last load, stamped as they were read
         self._lock = asyncio.Lock()
 
     async def poll_files(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        """Reload when a file the config was read from, besides the YAML, changes (a rotated certificate).
+        """Reload when a file the last load read, besides the YAML, changes (a rotated certificate).
 
         Polled rather than watched: cert-manager swaps a Secret volume's files through a `..data`
-        symlink, possibly outside the watched folder; stat of the resolved path sees every swap.
-        A change that is rejected is not retried until the files change again.
+        symlink, possibly outside the watched folder; stat of the resolved path sees every swap. The
+        files are those of the last load, good or rejected: a rejected certificate is not read again
+        until it changes, and a missing one is read once it appears.
         """
-        loaded: Any = None
-        tried: tuple[FileStamp, ...] = ()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set() or self.loaded is None:
+            read = self.read_files
+            if stop.is_set() or not read:
                 continue
-            if self.loaded is not loaded:  # a new config was loaded: its own stamps are the reference
-                loaded, tried = self.loaded, ()
-            known = tuple(self._files(loaded))
-            if not known:
-                continue
-            now = await asyncio.to_thread(stamps_now, [path for path, _ in known])
-            changed = sorted({Path(path).name for (path, stamp), (_, before) in zip(now, tried or known, strict=True)
+            now = await asyncio.to_thread(stamps_now, [path for path, _ in read])
+            changed = sorted({Path(path).name for (path, stamp), (_, before) in zip(now, read, strict=True)
                               if stamp != before})
-            if not changed:
-                continue
-            tried = now
-            log.info("config_files_changed", files=changed)
-            await self.reload()
+            if changed and read is self.read_files:  # else a reload just read them again
+                log.info("config_files_changed", files=changed)
+                await self.reload()
 
     async def reload(self) -> bool:
         """True when the config on disk is now the one served (changed or not)."""
@@ -86,7 +80,9 @@ class Reloader:
             started = time.perf_counter()
             try:
                 self.loaded = await asyncio.to_thread(self._load, self.path)
+                self.read_files = tuple(self._files(self.loaded))
             except ConfigErrors as exc:
+                self.read_files = tuple(self._files(exc))
                 self._reject([str(error) for error in exc.errors], "rejected")
                 return False
             return await self._install(started)

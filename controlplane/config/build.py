@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.listener_tls import read_listener_tls
+from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.shape import Fields, Got
 from pavilion.durations import format_duration
@@ -32,6 +33,7 @@ class Builder:
     def __init__(self, names: Names, errors: list[ConfigError]) -> None:
         self.names = names
         self.errors = errors
+        self.files: list[FileStamp] = []  # files besides the YAML read while building, good or bad
 
     def problem(self, message: str, loc: Location, path: str) -> None:
         self.errors.append(ConfigError(message, location=loc, path=path))
@@ -40,7 +42,8 @@ class Builder:
         tls_fields: Fields | None = f.get("tls")
         # Read here, not while checking the file's shape: that result is kept while the YAML text is
         # unchanged, and a rotated certificate must be read again.
-        tls = read_listener_tls(tls_fields, self.problem) if tls_fields is not None and tls_fields.complete else None
+        tls = (read_listener_tls(tls_fields, self.problem, self.files)
+               if tls_fields is not None and tls_fields.complete else None)
         if not f.complete or (tls_fields is not None and tls is None):
             return None
         return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls)

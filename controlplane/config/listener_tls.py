@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from controlplane.config.model import Config, FileStamp, ListenerTls
 from controlplane.config.shape import Fields
-from pavilion.errors import Location
+from pavilion.errors import ConfigError, ConfigErrors, Location
 
-__all__ = ["MAX_PEM_BYTES", "file_path", "file_stamp", "read_listener_tls", "referenced_files", "stamps_now"]
+__all__ = ["MAX_PEM_BYTES", "LoadErrors", "file_path", "file_stamp", "read_listener_tls", "referenced_files",
+           "stamps_now"]
 
 MAX_PEM_BYTES = 1024 * 1024  # a chain or bundle is kilobytes; a larger file is not one
 MIN_RSA_BITS = 2048
@@ -50,20 +51,33 @@ def file_stamp(path: str) -> tuple[int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def referenced_files(config: object) -> tuple[FileStamp, ...]:
-    """Every file a loaded config was read from besides the YAML, with its stamp at read time."""
-    if not isinstance(config, Config):
+class LoadErrors(ConfigErrors):
+    """The problems of a load, and the files besides the YAML it read (a fix to one must be noticed)."""
+
+    def __init__(self, errors: list[ConfigError], files: tuple[FileStamp, ...]) -> None:
+        super().__init__(errors)
+        self.files = files
+
+
+def referenced_files(outcome: object) -> tuple[FileStamp, ...]:
+    """Every file besides the YAML a load read, with its stamp at read time: of a loaded Config, or
+    of a load that failed (LoadErrors)."""
+    if isinstance(outcome, LoadErrors):
+        return outcome.files
+    if not isinstance(outcome, Config):
         return ()
-    return tuple(stamp for item in config.listeners if item.tls is not None for stamp in item.tls.files)
+    return tuple(stamp for item in outcome.listeners if item.tls is not None for stamp in item.tls.files)
 
 
-def read_listener_tls(f: Fields, problem: Problem, now: Clock = _now) -> ListenerTls | None:
-    """The checked `tls:` of a listener (`f` is its complete `tls` fields), or None after reporting."""
+def read_listener_tls(f: Fields, problem: Problem, read: list[FileStamp], now: Clock = _now) -> ListenerTls | None:
+    """The checked `tls:` of a listener (`f` is its complete `tls` fields), or None after reporting.
+    Each file tried is added to `read`, good or bad: a fix to a bad one must be noticed too."""
     base = Path(f.loc.file).parent
     stamps: list[FileStamp] = []
     chain = _read(f, "certificate", base, stamps, problem)
     key_bytes = _read(f, "key", base, stamps, problem)
     ca = _read(f, "client_ca", base, stamps, problem) if "client_ca" in f else None
+    read.extend(stamps)
     require = bool(f.get("require_client_certificate", False))
     ok = chain is not None and key_bytes is not None and ("client_ca" not in f or ca is not None)
     if require and "client_ca" not in f:

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from controlplane.config.build import Builder, Names
+from controlplane.config.listener_tls import LoadErrors
 from controlplane.config.model import Config, Match, Route
 from controlplane.config.sections import check_services, read_sections
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
 from pavilion.config_files import Source, read_sources
-from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.errors import ConfigError, Location
 from pavilion.yaml_nodes import parse_documents
 
 __all__ = ["load_config", "parse_sources"]
@@ -79,7 +80,7 @@ def _merge(sources: Sequence[Source]) -> Config:
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)
     if errors:
-        raise ConfigErrors(sorted(errors, key=_place))
+        raise LoadErrors(sorted(errors, key=_place), tuple(builder.files))
     return config
 
 

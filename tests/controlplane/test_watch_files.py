@@ -130,3 +130,27 @@ async def test_a_config_without_files_is_never_reloaded_by_the_poll(tmp_path: Pa
     stop.set()
     await asyncio.wait_for(poller, 3)
     assert board.render()["reloads"] == {"applied": 1, "unchanged": 0, "rejected": 0, "failed": 0}
+
+
+async def test_a_certificate_that_appears_after_the_yaml_naming_it_is_loaded(tmp_path: Path) -> None:
+    """A Secret mounted after the ConfigMap that names it: the rejected load's files are polled too."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (tmp_path / "gateway.yaml").write_text(CONFIG.format(secret=secret))
+    cache = SnapshotCache(translate, regional=translate_regional)
+    board = StatusBoard(cache, identifier="t")
+    reloader = Reloader(str(tmp_path), cache, board, loader=load_config, files=referenced_files)
+    assert not await reloader.reload()
+    assert [path for path, _ in reloader.read_files] == [f"{secret}/tls.crt", f"{secret}/tls.key"]
+    stop = asyncio.Event()
+    poller = asyncio.create_task(reloader.poll_files(stop, interval=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        assert board.render()["reloads"]["rejected"] == 1  # nothing changed: not tried again
+        chain = project(secret, make_ca(), "2026_11_28_01")
+        await wait_for(lambda: cache.loaded)
+        await cache.snapshot(Group("eu-west", "edge"))
+        assert served_chain(cache) == chain
+    finally:
+        stop.set()
+        await asyncio.wait_for(poller, 3)
