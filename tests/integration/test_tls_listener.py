@@ -8,6 +8,7 @@ import http.client
 import os
 import ssl
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -111,6 +112,13 @@ def https_get(port: int, context: ssl.SSLContext, path: str = "/") -> tuple[int,
         connection.close()
 
 
+def envoy_stats(setup: Setup) -> dict[str, str]:
+    url = f"http://127.0.0.1:{setup.gateway.envoys[0].admin_port}/stats"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+
 def test_https_through_envoy_verified_against_the_ca(setup: Setup) -> None:
     status, _serial = https_get(setup.public, client_context(setup.ca))
     assert status == 200
@@ -158,6 +166,7 @@ def test_rotation_reaches_new_connections_without_restart_or_drop(setup: Setup) 
         kept.request("GET", "/before")
         assert kept.getresponse().read() is not None
         _status, old_serial = https_get(setup.public, context)
+        before = envoy_stats(setup)
         new_serial = write_leaf(setup.certs, setup.ca)
         assert new_serial != old_serial
         deadline = time.monotonic() + 20
@@ -167,6 +176,14 @@ def test_rotation_reaches_new_connections_without_restart_or_drop(setup: Setup) 
             _status, seen = https_get(setup.public, context)
         assert seen == new_serial, "the rotated certificate was not served within 20 s"
         assert setup.gateway.envoys[0].proc.alive() and setup.gateway.envoys[0].proc.popen.pid == pid
+        # Only the secret changed: the listener was neither replaced nor drained.
+        after = envoy_stats(setup)
+        success = "sds.public/certificate.update_success"
+        assert int(after[success]) > int(before[success])
+        assert after["sds.public/certificate.update_rejected"] == "0"
+        for name in ("listener_manager.listener_modified", "listener_manager.listener_in_place_updated",
+                     "listener_manager.listener_removed"):
+            assert after[name] == before[name] == "0", name
         # The connection opened before the rotation still carries requests.
         kept.request("GET", "/after")
         response = kept.getresponse()
