@@ -211,3 +211,17 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path, ca: Ca) -> None:
     os.mkfifo(tmp_path / "tls" / "pipe")
     (message,) = errors_of(write_config(tmp_path, "      certificate: tls/pipe\n      key: tls/edge-key.pem"))
     assert message.endswith(f"listeners[public].tls.certificate: {tmp_path}/tls/pipe is not a regular file")
+
+
+def test_the_json_schema_knows_tls() -> None:
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    from controlplane.config.schema import json_schema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    yaml = YAML(typ="safe", pure=True)
+    good = yaml.load(BASE.format(tls=GOOD_TLS + "\n      client_ca: ca.pem\n      require_client_certificate: true"))
+    assert list(validator.iter_errors(good)) == []
+    bad = yaml.load(BASE.format(tls="      certificate: ''\n      kee: x.pem"))
+    assert len(list(validator.iter_errors(bad))) >= 2  # empty path, no key, unknown field
