@@ -77,12 +77,14 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
 
 def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
     """The HTTP filters of `item`'s connection manager, in order: ext_authz (when `extauthz:` is set),
-    ratelimit (when `ratelimit:` is set), and the router, always last. The same for every listener
-    and role: which requests are checked and counted is decided per route (see _policy)."""
-    del item, role
+    ratelimit (when `ratelimit:` is set), and the router, always last. Which requests are checked and
+    counted is decided per route (see _policy); a listener that verifies client certificates also
+    hands each one to ext_authz, which checks certificate-bound tokens against it."""
+    del role
     filters = []
     if config.extauthz is not None:
-        filters.append(ext_authz_filter(config.extauthz))
+        verifies_clients = item.tls is not None and item.tls.client_ca is not None
+        filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))
     if config.ratelimit is not None:
         filters.append(ratelimit_filter(config.ratelimit))
     filters.append(hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())))

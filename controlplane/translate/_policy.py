@@ -52,13 +52,16 @@ def _grpc_service(cluster: str, timeout: float) -> grpc_service_pb2.GrpcService:
         envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster), timeout=duration(timeout))
 
 
-def ext_authz_filter(settings: ExtAuthzSettings) -> hcm_pb2.HttpFilter:
+def ext_authz_filter(settings: ExtAuthzSettings, *, peer_certificate: bool = False) -> hcm_pb2.HttpFilter:
+    """`peer_certificate`: send the client certificate (URL-encoded PEM) with each check, for tokens bound
+    to one (RFC 8705); only where clients present certificates, as it adds ~1 KB to every check."""
     config = ext_authz_pb2.ExtAuthz(
         grpc_service=_grpc_service(settings.service, settings.timeout),
         transport_api_version=_V3,
         failure_mode_allow=False,
         status_on_error=_SERVICE_UNAVAILABLE,
         allowed_headers=string_pb2.ListStringMatcher(patterns=[string_pb2.StringMatcher(exact="authorization")]),
+        include_peer_certificate=peer_certificate,
     )
     return hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=packed(config))
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 
 from controlplane import resources as urls
-from controlplane.config.model import Config, ListenerTls
+from controlplane.config.model import Config, ExtAuthzSettings, ListenerTls
 from controlplane.translate import resource_sources, translate
 from pavilion.errors import Location
 from tests.controlplane.translate.sample import REGIONS, sample_config, translated
@@ -111,3 +113,18 @@ def test_secrets_are_pushed_before_the_listeners_that_name_them() -> None:
 
     order = list(build_snapshot(translate(with_tls(ListenerTls(CHAIN, KEY)), "eu-west")).types)
     assert order.index(urls.CLUSTER) < order.index(urls.SECRET) < order.index(urls.LISTENER) < order.index(urls.ROUTE)
+
+
+def test_only_a_listener_verifying_client_certificates_hands_them_to_ext_authz() -> None:
+    def sends_certificate(config: Config, name: str) -> bool:
+        (chain,) = listener_named(config, name).filter_chains
+        manager = hcm_pb2.HttpConnectionManager()
+        assert chain.filters[0].typed_config.Unpack(manager)
+        found = ext_authz_pb2.ExtAuthz()
+        assert manager.http_filters[0].typed_config.Unpack(found)
+        return found.include_peer_certificate
+
+    config = replace(with_tls(ListenerTls(CHAIN, KEY, CA, False), ListenerTls(CHAIN, KEY)),
+                     extauthz=ExtAuthzSettings("extauthz"))
+    assert sends_certificate(config, "public") is True  # client_ca, even when a certificate is optional
+    assert sends_certificate(config, "internal") is False
