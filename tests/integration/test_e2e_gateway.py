@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_a_burst_past_the_limit_is_429_with_ratelimit_headers(stack: Stack) -> N
 
 
 def test_a_limit_per_client_counts_each_relying_party_apart(stack: Stack) -> None:
-    def statuses(count: int, **claims: str) -> list[int]:
+    def statuses(count: int, **claims: Any) -> list[int]:
         # A new subject each time: the count is the client's, whoever the user is.
         return [stack.get("/per-client/x", stack.token(f"user-{n}", **claims)).status for n in range(count)]
 

@@ -122,7 +122,7 @@ def test_only_a_listener_verifying_client_certificates_hands_them_to_ext_authz()
         assert chain.filters[0].typed_config.Unpack(manager)
         found = ext_authz_pb2.ExtAuthz()
         assert manager.http_filters[0].typed_config.Unpack(found)
-        return found.include_peer_certificate
+        return bool(found.include_peer_certificate)
 
     config = replace(with_tls(ListenerTls(CHAIN, KEY, CA, False), ListenerTls(CHAIN, KEY)),
                      extauthz=ExtAuthzSettings("extauthz"))
