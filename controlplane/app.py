@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import functools
 import socket
+import sys
 
 from controlplane.cache import SnapshotCache
 from controlplane.config.listener_tls import referenced_files
@@ -19,8 +20,10 @@ from controlplane.server.ads import SERVICE, AdsServer
 from controlplane.status import StatusBoard
 from controlplane.translate import translate, translate_regional
 from controlplane.watch import Reloader, watch_config
+from controlplane.xds_tls import load_server_tls
 from pavilion.admin import AdminServer
-from pavilion.grpc_server import GrpcServer
+from pavilion.errors import ConfigError
+from pavilion.grpc_server import GrpcServer, ServerTLS
 from pavilion.lifecycle import run_until_stopped
 from pavilion.log import get_logger
 from pavilion.settings import Settings
@@ -37,15 +40,25 @@ class ControlPlaneSettings(Settings):
     identifier: str = ""  # control_plane.identifier in responses; default pavilion-<hostname>
     drain_seconds: float = 1.0  # streams are closed at once on stop; this is for the last writes
     watch: bool = True
+    # PEM files of the xDS port's TLS; a client CA makes it require client certificates (mTLS).
+    xds_tls_cert: str = ""
+    xds_tls_key: str = ""
+    xds_client_ca: str = ""
 
 
 def run(args: argparse.Namespace) -> int:
     settings = ControlPlaneSettings.from_env(config=args.config, xds_host=args.host, xds_port=args.xds_port,
-                                             admin_port=args.admin_port)
-    return run_until_stopped(functools.partial(serve, settings))
+                                             admin_port=args.admin_port, xds_tls_cert=args.xds_tls_cert,
+                                             xds_tls_key=args.xds_tls_key, xds_client_ca=args.xds_client_ca)
+    try:
+        tls = load_server_tls(settings.xds_tls_cert, settings.xds_tls_key, settings.xds_client_ca)
+    except ConfigError as exc:
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+    return run_until_stopped(functools.partial(serve, settings, tls=tls))
 
 
-async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
+async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: ServerTLS | None = None) -> None:
     identifier = settings.identifier or f"pavilion-{socket.gethostname()}"
     cache = SnapshotCache(translate, regional=translate_regional)
     board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
@@ -57,7 +70,8 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     ads = AdsServer(cache, board, identifier=identifier)
     ads.ack_listeners.append(nacks.on_ack)
     ads.nack_listeners.append(nacks.on_nack)
-    grpc_server = GrpcServer(settings.xds_host, settings.xds_port, register=ads.register, service_names=[SERVICE])
+    grpc_server = GrpcServer(settings.xds_host, settings.xds_port, register=ads.register, service_names=[SERVICE],
+                             tls=tls)
     admin_routes = [*board.routes(), *RouteStatus(board, reloader, fallback, nacks).routes(),
                     *ServedResources(cache).routes()]
     admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded, routes=admin_routes)
@@ -66,6 +80,7 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event) -> None:
     await grpc_server.start()
     await admin.start()
     log.info("controlplane_started", xds_port=grpc_server.port, admin_port=admin.port, identifier=identifier,
+             xds_tls="mtls" if tls is not None and tls.client_ca else "tls" if tls is not None else "off",
              config=settings.config, version=cache.config_version or None)
     watcher = asyncio.create_task(watch_config(settings.config, reloader.reload, stop)) if settings.watch else None
     poller = asyncio.create_task(reloader.poll_files(stop)) if settings.watch else None

@@ -21,6 +21,11 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--xds-port", type=int, default=18000)
     serve.add_argument("--admin-port", type=int, default=18001)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind both ports on")
+    serve.add_argument("--xds-tls-cert", metavar="FILE",
+                       help="PEM certificate chain: serve xDS over TLS (with --xds-tls-key)")
+    serve.add_argument("--xds-tls-key", metavar="FILE", help="PEM private key of --xds-tls-cert")
+    serve.add_argument("--xds-client-ca", metavar="FILE",
+                       help="PEM CA bundle: require xDS clients to present a certificate it signed (mTLS)")
     serve.set_defaults(func=_controlplane)
 
     status = subparsers.add_parser("status", help="per route and per proxy: accepted, resolved, programmed, acked")
@@ -43,6 +48,13 @@ def register(subparsers: Any) -> None:
     bootstrap.add_argument("--admin-port", type=int, default=9901)
     bootstrap.add_argument("--delta", action="store_true",
                            help="use Delta (incremental) xDS: api_type DELTA_GRPC instead of State of the World")
+    bootstrap.add_argument("--xds-ca", metavar="FILE",
+                           help="PEM CA bundle to verify the control plane with: reach xDS over TLS")
+    bootstrap.add_argument("--xds-client-cert", metavar="FILE",
+                           help="PEM client certificate Envoy presents to the control plane (mTLS; with --xds-ca)")
+    bootstrap.add_argument("--xds-client-key", metavar="FILE", help="PEM private key of --xds-client-cert")
+    bootstrap.add_argument("--xds-server-name", metavar="NAME",
+                           help="SNI sent to the control plane (default: the host of --xds-address when a DNS name)")
     bootstrap.set_defaults(func=_bootstrap)
 
 
