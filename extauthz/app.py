@@ -100,7 +100,7 @@ def tenants_over_xds(settings: ExtAuthzSettings, authorizer: Authorizer, status:
 
     return XdsClient(settings.xds, [Subscription(tenant_pb2.TenantPolicy, "id")], apply,
                      node_id=settings.xds_node_id("extauthz"), role="extauthz", cluster="extauthz",
-                     region=settings.region)
+                     region=settings.region, credentials=settings.xds_credentials())
 
 
 def _admin_routes(authorizer: Authorizer, status: ConfigStatus) -> list[web.RouteDef]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import watchfiles
 
 from pavilion import worker_status
@@ -27,6 +28,7 @@ from pavilion.log import configure_logging, get_logger
 from pavilion.metrics import any_worker_serving
 from pavilion.settings import Settings
 from pavilion.workers import run_workers, shared_directory
+from pavilion.xds_client import xds_credentials
 
 log = get_logger(__name__)
 
@@ -37,11 +39,17 @@ class ServiceSettings(Settings):
     xds: str = ""         # HOST:PORT of the control plane, which then sends the config
     node_id: str = ""     # xDS node id; default <role>-<hostname>-<pid>
     region: str = ""      # xDS node locality region
+    xds_ca: str = ""           # CA bundle (PEM) to reach the control plane over TLS; plaintext when empty
+    xds_client_cert: str = ""  # with xds_ca: a client certificate, for a control plane requiring one (mTLS)
+    xds_client_key: str = ""
     port: int = 0
     workers: int = 1
 
     def xds_node_id(self, role: str) -> str:
         return self.node_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+    def xds_credentials(self) -> grpc.ChannelCredentials | None:
+        return xds_credentials(self.xds_ca, self.xds_client_cert, self.xds_client_key)
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -58,6 +66,11 @@ def run_service(settings: S, serve: Callable[..., Coroutine[Any, Any, None]], *,
     """
     if bool(settings.config) == bool(settings.xds):
         log.error("choose_one_config_source", detail="give --config PATH or --xds HOST:PORT, not both")
+        return 2
+    try:
+        settings.xds_credentials()  # a missing or unreadable file fails here, once, not in every worker
+    except ConfigError as exc:
+        log.error("xds_tls_rejected", detail=str(exc))
         return 2
     if settings.config:
         settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))

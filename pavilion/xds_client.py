@@ -30,7 +30,7 @@ from pavilion.log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["Apply", "Subscription", "XdsClient"]
+__all__ = ["Apply", "Subscription", "XdsClient", "xds_credentials"]
 
 # apply(type URL, {resource name: message}, version_info); raises ConfigError to refuse the update.
 Apply = Callable[[str, dict[str, Any], str], Awaitable[None]]
@@ -51,8 +51,9 @@ class Subscription:
 class XdsClient:
     def __init__(self, target: str, subscriptions: list[Subscription], apply: Apply, *, node_id: str,
                  role: str, cluster: str = "", region: str = "", backoff_base: float = 0.2,
-                 backoff_max: float = 5.0) -> None:
+                 backoff_max: float = 5.0, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.target = target
+        self._credentials = credentials  # None: plaintext (a control plane on loopback or a trusted network)
         self.subscriptions = {s.type_url: s for s in subscriptions}
         self._apply = apply
         self.node = base_pb2.Node(id=node_id, cluster=cluster, user_agent_name="pavilion")
@@ -116,7 +117,9 @@ class XdsClient:
     async def _stream(self) -> bool:
         """One stream, until it ends; True when it got at least one response."""
         received = False
-        async with grpc.aio.insecure_channel(self.target) as channel:
+        channel = (grpc.aio.secure_channel(self.target, self._credentials) if self._credentials is not None
+                   else grpc.aio.insecure_channel(self.target))
+        async with channel:
             call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
             self.streams += 1
             try:
@@ -202,3 +205,28 @@ def _received(stream: asyncio.Task[bool]) -> bool:
         log.warning("xds_stream_failed", error=f"{type(error).__name__}: {error}")
         return False
     return stream.result()
+
+
+def xds_credentials(ca: str, client_cert: str = "", client_key: str = "") -> grpc.ChannelCredentials | None:
+    """TLS credentials for the xDS channel from the files given (None without a CA: plaintext).
+    ConfigError names the flag of a file that is missing, unreadable or given without its pair."""
+    if not ca:
+        if client_cert or client_key:
+            raise ConfigError("--xds-client-cert and --xds-client-key need --xds-ca")
+        return None
+    if bool(client_cert) != bool(client_key):
+        raise ConfigError("--xds-client-cert and --xds-client-key go together")
+    read: dict[str, bytes | None] = {}
+    for flag, path in (("--xds-ca", ca), ("--xds-client-cert", client_cert), ("--xds-client-key", client_key)):
+        if not path:
+            read[flag] = None
+            continue
+        try:
+            with open(path, "rb") as file:
+                read[flag] = file.read()
+        except OSError as exc:
+            raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        if b"-----BEGIN " not in (read[flag] or b""):
+            raise ConfigError(f"{flag}: {path} is not a PEM file")
+    return grpc.ssl_channel_credentials(root_certificates=read["--xds-ca"], private_key=read["--xds-client-key"],
+                                        certificate_chain=read["--xds-client-cert"])

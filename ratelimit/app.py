@@ -188,7 +188,7 @@ def rules_over_xds(settings: RateLimitSettings, limiter: Limiter, health: Health
 
     return XdsClient(settings.xds, [Subscription(ratelimit_pb2.RateLimitPolicy, "domain")], apply,
                      node_id=settings.xds_node_id("ratelimit"), role="ratelimit", cluster="ratelimit",
-                     region=settings.region)
+                     region=settings.region, credentials=settings.xds_credentials())
 
 
 async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool = True) -> None:

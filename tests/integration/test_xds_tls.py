@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,3 +137,43 @@ def test_envoy_without_a_client_certificate_never_syncs(setup: Setup, tmp_path: 
         assert not listeners.get("listener_statuses"), listeners
     finally:
         proc.stop()
+
+
+def start_service(setup: Setup, *tls: str) -> tuple[Proc, int]:
+    """`pavilion ratelimit --xds` against the TLS control plane, with the xDS TLS flags given."""
+    admin_port = free_port()
+    proc = Proc([PAVILION, "--log-format", "console", "ratelimit", "--xds", f"127.0.0.1:{setup.plane.xds_port}",
+                 "--port", str(free_port()), "--admin-port", str(admin_port), "--node-id", "ratelimit-tls",
+                 "--region", "eu-west", *tls], name="ratelimit-tls")
+    return proc, admin_port
+
+
+def test_a_service_takes_its_config_over_tls_only_with_a_client_certificate(setup: Setup) -> None:
+    ca = ("--xds-ca", str(setup.certs / "xds-ca.pem"))
+    client = ("--xds-client-cert", str(setup.certs / "edge-client.pem"),
+              "--xds-client-key", str(setup.certs / "edge-client-key.pem"))
+    proc, admin_port = start_service(setup, *ca, *client)
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+        status = admin_json(admin_port, "/status")
+        assert status["source"] == "xds" and status["config_version"] == setup.plane.status()["version"], status
+    finally:
+        proc.stop()
+    proc, admin_port = start_service(setup, *ca)  # TLS, but no client certificate: the plane refuses it
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+        proc.wait_until(lambda: int(admin_json(admin_port, "/status")["xds"]["streams"]) >= 2,  # type: ignore[index]
+                        20, "a second attempt")
+        status = admin_json(admin_port, "/status")
+        assert status["config_version"] in ("", None) and status["xds"]["connected"] is False, status  # type: ignore[index]
+    finally:
+        proc.stop()
+
+
+def test_a_services_xds_client_certificate_without_a_ca_is_refused_at_start(setup: Setup) -> None:
+    done = subprocess.run([PAVILION, "ratelimit", "--xds", f"127.0.0.1:{setup.plane.xds_port}",
+                           "--xds-client-cert", str(setup.certs / "edge-client.pem"),
+                           "--xds-client-key", str(setup.certs / "edge-client-key.pem")],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert "--xds-client-cert and --xds-client-key need --xds-ca" in done.stdout + done.stderr
