@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from controlplane.config.listener_tls import MAX_PEM_BYTES
+from controlplane.config.listener_tls import pem_certificates, read_pem_file, same_public_key
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import ServerTLS
 
@@ -31,7 +30,7 @@ def load_server_tls(cert: str | None, key: str | None, client_ca: str | None = N
         raise ConfigError(f"needs {missing} too: give both or neither", path=given)
     chain = _read("--xds-tls-cert", cert)
     key_bytes = _read("--xds-tls-key", key)
-    certificates = _certificates(chain)
+    certificates = pem_certificates(chain)
     if not certificates:
         raise ConfigError(f"{cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path="--xds-tls-cert")
     try:
@@ -39,38 +38,21 @@ def load_server_tls(cert: str | None, key: str | None, client_ca: str | None = N
     except (ValueError, TypeError, UnicodeError):
         # Never the exception's text: it may quote the key.
         raise ConfigError(f"{key} holds no readable unencrypted PEM private key", path="--xds-tls-key") from None
-    der, info = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     leaf = certificates[0]
-    if leaf.public_key().public_bytes(der, info) != private.public_key().public_bytes(der, info):
+    if not same_public_key(leaf, private):
         raise ConfigError(f"{key} is not the key of the certificate {leaf.subject.rfc4514_string()!r} in {cert} "
                           "(the first certificate of the file)", path="--xds-tls-key")
     ca_bytes = None
     if client_ca:
         ca_bytes = _read("--xds-client-ca", client_ca)
-        if not _certificates(ca_bytes):
+        if not pem_certificates(ca_bytes):
             raise ConfigError(f"{client_ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                               path="--xds-client-ca")
     return ServerTLS(cert_chain=chain, private_key=key_bytes, client_ca=ca_bytes)
 
 
 def _read(flag: str, name: str) -> bytes:
-    path = Path(name)
-    if path.exists() and not path.is_file():
-        raise ConfigError(f"{path} is not a regular file", path=flag)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PEM_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or type(exc).__name__}", path=flag) from None
-    if len(data) > MAX_PEM_BYTES:
-        raise ConfigError(f"{path} is larger than {MAX_PEM_BYTES} bytes; not a PEM file", path=flag)
-    return data
-
-
-def _certificates(data: bytes) -> list[x509.Certificate]:
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        return []
-    try:
-        return list(x509.load_pem_x509_certificates(data))
-    except ValueError:
-        return []
+        return read_pem_file(Path(name))
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=flag) from None

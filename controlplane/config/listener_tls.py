@@ -15,13 +15,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from controlplane.config.model import Config, FileStamp, ListenerTls
 from controlplane.config.shape import Fields
 from pavilion.errors import ConfigError, ConfigErrors, Location
 
-__all__ = ["MAX_PEM_BYTES", "LoadErrors", "file_path", "file_stamp", "read_listener_tls", "referenced_files",
-           "stamps_now"]
+__all__ = ["MAX_PEM_BYTES", "LoadErrors", "file_path", "file_stamp", "pem_certificates", "read_listener_tls",
+           "read_pem_file", "referenced_files", "same_public_key", "stamps_now"]
 
 MAX_PEM_BYTES = 1024 * 1024  # a chain or bundle is kilobytes; a larger file is not one
 MIN_RSA_BITS = 2048
@@ -99,22 +100,29 @@ def _read(f: Fields, name: str, base: Path, stamps: list[FileStamp], problem: Pr
     path = base / f.get(name)
     stamp = file_stamp(str(path))
     stamps.append((str(path), stamp))  # before reading: a change after the stat is seen by the next poll
-    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the load for ever
-        problem(f"{path} is not a regular file", f.at(name), f.path_of(name))
+    try:
+        return read_pem_file(path)
+    except ValueError as exc:
+        problem(str(exc), f.at(name), f.path_of(name))
         return None
+
+
+def read_pem_file(path: Path) -> bytes:
+    """The bytes of a PEM file; ValueError (naming the path, never the content) when it is not a regular
+    file (a FIFO would block the load for ever), cannot be read, or is too large to be PEM."""
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
-        problem(f"cannot read {path}: {exc.strerror or type(exc).__name__}", f.at(name), f.path_of(name))
-        return None
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     if len(data) > MAX_PEM_BYTES:
-        problem(f"{path} is larger than {MAX_PEM_BYTES} bytes; not a PEM file", f.at(name), f.path_of(name))
-        return None
+        raise ValueError(f"{path} is larger than {MAX_PEM_BYTES} bytes; not a PEM file")
     return data
 
 
-def _certificates(data: bytes) -> list[x509.Certificate]:
+def pem_certificates(data: bytes) -> list[x509.Certificate]:
     if b"-----BEGIN CERTIFICATE-----" not in data:
         return []
     try:
@@ -124,7 +132,7 @@ def _certificates(data: bytes) -> list[x509.Certificate]:
 
 
 def _leaf(f: Fields, chain: bytes, now: Clock, problem: Problem) -> x509.Certificate | None:
-    certificates = _certificates(chain)
+    certificates = pem_certificates(chain)
     where, path = f.at("certificate"), f.path_of("certificate")
     if not certificates:
         problem(f"{f.get('certificate')} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", where, path)
@@ -164,17 +172,20 @@ def _private_key(f: Fields, data: bytes, problem: Problem) -> rsa.RSAPrivateKey 
 
 def _key_matches(f: Fields, leaf: x509.Certificate, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
                  problem: Problem) -> bool:
-    der = serialization.Encoding.DER
-    info = serialization.PublicFormat.SubjectPublicKeyInfo
-    if leaf.public_key().public_bytes(der, info) == key.public_key().public_bytes(der, info):
+    if same_public_key(leaf, key):
         return True
     problem(f"{f.get('key')} is not the key of the certificate {leaf.subject.rfc4514_string()!r} in "
             f"{f.get('certificate')} (the first certificate of the file)", f.at("key"), f.path_of("key"))
     return False
 
 
+def same_public_key(leaf: x509.Certificate, key: PrivateKeyTypes) -> bool:
+    der, info = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(leaf.public_key().public_bytes(der, info) == key.public_key().public_bytes(der, info))
+
+
 def _bundle(f: Fields, data: bytes, problem: Problem) -> bool:
-    if _certificates(data):
+    if pem_certificates(data):
         return True
     problem(f"{f.get('client_ca')} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", f.at("client_ca"),
             f.path_of("client_ca"))
