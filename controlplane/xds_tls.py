@@ -11,9 +11,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from controlplane.config.listener_tls import pem_certificates, read_pem_file, same_public_key
+from controlplane.config.listener_tls import pem_certificates, same_public_key
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import ServerTLS
+from pavilion.pem_files import read_pem_file
 
 __all__ = ["load_server_tls"]
 

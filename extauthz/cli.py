@@ -47,8 +47,8 @@ def _extauthz(args: argparse.Namespace) -> int:
     from extauthz.app import ExtAuthzSettings, run
 
     settings = ExtAuthzSettings.from_env(config=args.config, xds=args.xds, node_id=args.node_id, region=args.region,
-        xds_ca=args.xds_ca, xds_client_cert=args.xds_client_cert, xds_client_key=args.xds_client_key,
-                                         port=args.port, grpc_host=args.host,
+                                         xds_ca=args.xds_ca, xds_client_cert=args.xds_client_cert,
+                                         xds_client_key=args.xds_client_key, port=args.port, grpc_host=args.host,
                                          redis_url=args.redis, workers=args.workers, metrics_port=args.admin_port)
     return run(settings)
 

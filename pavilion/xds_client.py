@@ -17,6 +17,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ from google.rpc import code_pb2, status_pb2
 
 from pavilion.errors import ConfigError
 from pavilion.log import get_logger
+from pavilion.pem_files import read_pem_file
 
 log = get_logger(__name__)
 
@@ -222,10 +224,9 @@ def xds_credentials(ca: str, client_cert: str = "", client_key: str = "") -> grp
             read[flag] = None
             continue
         try:
-            with open(path, "rb") as file:
-                read[flag] = file.read()
-        except OSError as exc:
-            raise ConfigError(f"{flag}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+            read[flag] = read_pem_file(Path(path))
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
         if b"-----BEGIN " not in (read[flag] or b""):
             raise ConfigError(f"{flag}: {path} is not a PEM file")
     return grpc.ssl_channel_credentials(root_certificates=read["--xds-ca"], private_key=read["--xds-client-key"],

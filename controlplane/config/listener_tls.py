@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from controlplane.config.model import Config, FileStamp, ListenerTls
 from controlplane.config.shape import Fields
 from pavilion.errors import ConfigError, ConfigErrors, Location
+from pavilion.pem_files import read_pem_file
 
-__all__ = ["MAX_PEM_BYTES", "LoadErrors", "file_path", "file_stamp", "pem_certificates", "read_listener_tls",
-           "read_pem_file", "referenced_files", "same_public_key", "stamps_now"]
+__all__ = ["LoadErrors", "file_path", "file_stamp", "pem_certificates", "read_listener_tls", "referenced_files",
+           "same_public_key", "stamps_now"]
 
-MAX_PEM_BYTES = 1024 * 1024  # a chain or bundle is kilobytes; a larger file is not one
 MIN_RSA_BITS = 2048
 EC_CURVES = ("secp256r1", "secp384r1")  # P-256, P-384
 
@@ -105,21 +105,6 @@ def _read(f: Fields, name: str, base: Path, stamps: list[FileStamp], problem: Pr
     except ValueError as exc:
         problem(str(exc), f.at(name), f.path_of(name))
         return None
-
-
-def read_pem_file(path: Path) -> bytes:
-    """The bytes of a PEM file; ValueError (naming the path, never the content) when it is not a regular
-    file (a FIFO would block the load for ever), cannot be read, or is too large to be PEM."""
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{path} is not a regular file")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PEM_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    if len(data) > MAX_PEM_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_PEM_BYTES} bytes; not a PEM file")
-    return data
 
 
 def pem_certificates(data: bytes) -> list[x509.Certificate]:
