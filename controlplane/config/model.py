@@ -35,6 +35,24 @@ class ListenerTls:
 
 
 @dataclass(frozen=True)
+class UpstreamTls:
+    """`tls:` of a service: how Envoy verifies the hosts' certificates, and the client certificate it
+    shows them (mTLS). PEM bytes, read and checked at load time; the key never appears in a repr."""
+
+    ca: bytes  # PEM bundle the hosts' certificates are verified against
+    server_name: str = ""  # SNI sent; "" sends none
+    subject_alt_names: tuple[str, ...] = ()  # SANs accepted instead of server_name: DNS, *.DNS, or IP
+    certificate_chain: bytes | None = None  # client certificate, leaf first (mTLS)
+    private_key: bytes | None = field(default=None, repr=False)
+    files: tuple[FileStamp, ...] = field(default=(), compare=False)  # where the bytes came from
+
+    @property
+    def accepted_names(self) -> tuple[str, ...]:
+        """The names a host's certificate must carry one of (as a SAN)."""
+        return self.subject_alt_names or (self.server_name,)
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     address: str
@@ -87,6 +105,7 @@ class Service:
     connect_timeout: float = 1.0
     protocol: str = "http1"  # http1 | http2 | grpc (grpc: HTTP/2 upstream, e.g. Pavilion's own services)
     source: Location = field(default=NO_SOURCE, compare=False)
+    tls: UpstreamTls | None = None  # None: plaintext to the hosts
 
 
 @dataclass(frozen=True)
