@@ -20,6 +20,7 @@ from extauthz.tenant_proto import tenants_from_policies
 from extauthz.tenant_set import build_tenants, retire
 from extauthz.token_cache import VerifiedTokenCache
 from pavilion.admin import AdminServer
+from pavilion.certificate_expiry import observe_xds_client_certificate
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import GrpcServer
@@ -138,6 +139,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
     tasks: list[asyncio.Task[None]] = []
     try:
         if settings.xds:
+            observe_xds_client_certificate(settings.xds_client_cert)  # the gauge of the certificate read at start
             xds = tenants_over_xds(settings, authorizer, status)
             tasks.append(asyncio.create_task(xds.run(stop), name="xds"))
             # Check answers only once the first tenants arrived: before that every token would be refused.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pavilion.admin import AdminServer
+from pavilion.certificate_expiry import observe_xds_client_certificate
 from pavilion.config_status import ConfigStatus
 from pavilion.errors import BackendUnavailable, ConfigError
 from pavilion.grpc_server import GrpcServer
@@ -228,6 +229,7 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
     tasks: list[asyncio.Task[None]] = []
     try:
         if settings.xds:
+            observe_xds_client_certificate(settings.xds_client_cert)  # the gauge of the certificate read at start
             xds = rules_over_xds(settings, limiter, health, status)
             tasks.append(asyncio.create_task(xds.run(stop), name="xds"))
             # ShouldRateLimit answers only once the first rules arrived: before that nothing would be limited.
