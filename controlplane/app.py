@@ -9,7 +9,9 @@ import functools
 import socket
 import sys
 
-from controlplane.cache import SnapshotCache
+from controlplane import resources as urls
+from controlplane.cache import DEFAULT_ROLE, SnapshotCache
+from controlplane.cert_expiry import CertificateExpiry
 from controlplane.config.listener_tls import referenced_files
 from controlplane.config.load import load_config
 from controlplane.fallback import RouteFallback
@@ -64,6 +66,10 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
     board = StatusBoard(cache, identifier=identifier, config_path=settings.config)
     fallback = RouteFallback()
     board.refused_listeners = fallback.listener_status
+    expiry = CertificateExpiry(cache, lambda config: translate(config, "", DEFAULT_ROLE)[urls.SECRET])
+    board.expiring_certificates = expiry.expiring
+    if tls is not None:
+        expiry.observe_xds_certificate(settings.xds_tls_cert, tls.cert_chain)
     reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply,
                         files=referenced_files)
     nacks = NackAttributor(cache, reloader, fallback)
@@ -84,10 +90,11 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
              config=settings.config, version=cache.config_version or None)
     watcher = asyncio.create_task(watch_config(settings.config, reloader.reload, stop)) if settings.watch else None
     poller = asyncio.create_task(reloader.poll_files(stop)) if settings.watch else None
+    following = asyncio.create_task(expiry.follow(), name="certificate-expiry")  # the first load's too
     try:
         await stop.wait()
     finally:
-        for task in (watcher, poller):
+        for task in (watcher, poller, following):
             if task is not None:
                 task.cancel()
         await admin.stop()

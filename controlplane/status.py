@@ -52,6 +52,8 @@ class StatusBoard:
         self.last_result = ""  # of the latest load: the directory on disk is served unless rejected or failed
         # Listener entries Envoy refused and what is served instead (set by the app to the fallback's view).
         self.refused_listeners: Callable[[], dict[str, Any]] = dict
+        # Served certificates expiring within 30 days, soonest first (set by the app to CertificateExpiry's).
+        self.expiring_certificates: Callable[[], list[dict[str, Any]]] = list
 
     # streams
 
@@ -109,6 +111,7 @@ class StatusBoard:
             "applied": self.applied,
             "last_rejected": self.rejected,
             "refused_listeners": self.refused_listeners(),
+            "certificates_expiring": self.expiring_certificates(),
             "reloads": dict(self.reloads),
             "groups": groups,
             "nodes": nodes,
