@@ -137,6 +137,8 @@ def static_bootstrap(config: Config, region: str, role: str = EDGE) -> bootstrap
         static.CopyFrom(message)
         static.ClearField("eds_cluster_config")
         static.type = cluster_pb2.Cluster.STATIC
+        if static.transport_socket.name == TLS_TRANSPORT_SOCKET:
+            _static_secret_names(static.transport_socket, tls_pb2.UpstreamTlsContext())
         if static.name in assignments:
             static.load_assignment.CopyFrom(assignments[static.name])
         result.static_resources.clusters.append(static)
@@ -148,21 +150,23 @@ def static_bootstrap(config: Config, region: str, role: str = EDGE) -> bootstrap
                 if network_filter.name == HCM_FILTER:
                     _inline_routes(network_filter, routes)
             if chain.transport_socket.name == TLS_TRANSPORT_SOCKET:
-                _static_secret_names(chain.transport_socket)
+                _static_secret_names(chain.transport_socket, tls_pb2.DownstreamTlsContext())
         result.static_resources.listeners.append(inline)
     result.static_resources.secrets.extend(m for m in resources[urls.SECRET] if isinstance(m, secret_pb2.Secret))
     return result
 
 
-def _static_secret_names(socket: base_pb2.TransportSocket) -> None:
+def _static_secret_names(socket: base_pb2.TransportSocket,
+                         context: tls_pb2.DownstreamTlsContext | tls_pb2.UpstreamTlsContext) -> None:
     """Name the bootstrap's static secrets instead of fetching them over ADS (there is no ADS here)."""
-    context = tls_pb2.DownstreamTlsContext()
     socket.typed_config.Unpack(context)
     common = context.common_tls_context
     for config in common.tls_certificate_sds_secret_configs:
         config.ClearField("sds_config")
     if common.HasField("validation_context_sds_secret_config"):
         common.validation_context_sds_secret_config.ClearField("sds_config")
+    if common.HasField("combined_validation_context"):
+        common.combined_validation_context.validation_context_sds_secret_config.ClearField("sds_config")
     socket.typed_config.CopyFrom(packed(context))
 
 

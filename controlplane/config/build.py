@@ -11,6 +11,7 @@ from controlplane.config import model
 from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
+from controlplane.config.service_tls import read_service_tls
 from controlplane.config.shape import Fields, Got
 from pavilion.durations import format_duration
 from pavilion.errors import ConfigError, Location
@@ -59,7 +60,11 @@ class Builder:
                     self.problem(f"endpoint {_hostport(address)} is listed twice (first at {seen[address]})",
                                  e.at("address"), e.path_of("address"))
                 seen.setdefault(address, e.at("address"))
-        if not f.complete:
+        tls_fields: Fields | None = f.get("tls")
+        # Read at each build, like a listener's files: a rotated CA or client certificate must be read again.
+        tls = (read_service_tls(tls_fields, self.problem, self.files)
+               if tls_fields is not None and tls_fields.complete else None)
+        if not f.complete or (tls_fields is not None and tls is None):
             return None
         return model.Service(
             name=f.get("name"),
@@ -70,6 +75,7 @@ class Builder:
             connect_timeout=f.get("connect_timeout", 1.0),
             protocol=f.get("protocol", "http1"),
             source=f.loc,
+            tls=tls,
         )
 
     def endpoint(self, e: Fields) -> model.Endpoint | None:

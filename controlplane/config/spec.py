@@ -9,6 +9,7 @@ from __future__ import annotations
 from controlplane.config import rules, token_rules
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import file_path
+from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
 
@@ -86,6 +87,23 @@ OUTLIER_DETECTION = Object("outlier_detection", "Passive health: eject hosts tha
           "two-host service.", default="100"),
 ))
 
+SERVICE_TLS = Object("upstream tls", "TLS from Envoy to the service's hosts; the files become SDS secrets "
+                     "(see [TLS to upstream services](#tls-to-upstream-services)).", (
+    Field("ca", PEM_FILE, "PEM bundle of the CAs that sign the hosts' certificates; a path relative to this YAML "
+          "file, or absolute.", True),
+    Field("server_name", Value("string", convert=server_name, schema={"minLength": 1}),
+          "DNS name sent as SNI, and the name a host's certificate must carry (as a subject alternative name) "
+          "unless `subject_alt_names` is given. Endpoints are IP addresses: give this or `subject_alt_names`."),
+    Field("subject_alt_names", ListOf(Value("string", convert=subject_alt_name, schema={"minLength": 1}),
+                                      min_items=1),
+          "Names a host's certificate may carry, one of them as a SAN, instead of `server_name`: a DNS name, "
+          "`*.` and a DNS name (any one label in place of `*`), or an IP address."),
+    Field("certificate", PEM_FILE, "PEM client certificate chain, leaf first, shown to the hosts (mTLS); needs "
+          "`key`. The leaf must not have expired."),
+    Field("key", PEM_FILE, "PEM private key of the client certificate (RSA of 2048 bits or more, or EC "
+          "P-256/P-384), unencrypted; needs `certificate`."),
+))
+
 SERVICE = Object("service", "An upstream service; becomes an Envoy Cluster (EDS) and its ClusterLoadAssignment.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy cluster name.", True),
     Field("endpoints", ListOf(ENDPOINT, min_items=1), "The service's hosts, in any regions.", True),
@@ -96,6 +114,7 @@ SERVICE = Object("service", "An upstream service; becomes an Envoy Cluster (EDS)
     Field("protocol", Value("string", choices=rules.PROTOCOLS),
           "How Envoy speaks to the hosts: HTTP/1.1, or HTTP/2 for `http2` and `grpc` (gRPC services such as "
           "Pavilion's ext_authz and ratelimit).", default="http1"),
+    Field("tls", SERVICE_TLS, "Speak TLS to the hosts, verifying their certificates; plaintext when absent."),
 ))
 
 MATCH = Object("match", "Which requests the route takes: a path condition, plus headers and methods.", (

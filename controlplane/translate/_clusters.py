@@ -22,6 +22,7 @@ from envoy.type.v3 import http_pb2
 
 from controlplane.config.model import Endpoint, Service
 from controlplane.translate._protos import ads_config_source, duration, packed, socket_address, uint32
+from controlplane.translate._tls import upstream_transport_socket
 
 __all__ = ["cluster", "load_assignment"]
 
@@ -47,6 +48,9 @@ def cluster(service: Service) -> cluster_pb2.Cluster:
         ),
     )
     result.typed_extension_protocol_options[_HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(_protocol_options(service)))
+    socket = upstream_transport_socket(service)
+    if socket is not None:  # health checks go over it too
+        result.transport_socket.CopyFrom(socket)
     if service.circuit_breaker is not None:
         limits = service.circuit_breaker
         result.circuit_breakers.CopyFrom(circuit_breaker_pb2.CircuitBreakers(thresholds=[

@@ -1,21 +1,29 @@
-"""A listener's `tls:` → SDS Secrets and the DownstreamTlsContext that names them.
+"""TLS → SDS Secrets and the TLS contexts that name them: a listener's `tls:` (DownstreamTlsContext on
+its filter chain) and a service's `tls:` (UpstreamTlsContext on its cluster).
 
-The certificate and the client CA travel as Secrets over the same ADS stream as the listener, so a
-rotated certificate is a new Secret version: Envoy swaps it in without draining the listener.
+Certificates, keys and CAs travel as Secrets over the same ADS stream as the listeners and clusters,
+so a rotated file is a new Secret version: Envoy swaps it in without draining a listener or
+rebuilding a cluster. The listener or cluster only names the secrets; no key travels inside it.
 """
 
 from __future__ import annotations
 
+import ipaddress
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from controlplane.config.model import Listener
+from controlplane.config.model import Listener, Service
 from controlplane.translate._protos import ads_config_source, boolean, packed
 
-__all__ = ["TLS_TRANSPORT_SOCKET", "certificate_secret_name", "client_ca_secret_name", "secrets", "transport_socket"]
+__all__ = ["TLS_TRANSPORT_SOCKET", "certificate_secret_name", "client_ca_secret_name",
+           "client_certificate_secret_name", "secrets", "transport_socket", "upstream_ca_secret_name",
+           "upstream_secrets", "upstream_transport_socket"]
 
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 ALPN = ("h2", "http/1.1")
+_SAN = common_pb2.SubjectAltNameMatcher
 
 
 def certificate_secret_name(item: Listener) -> str:
@@ -26,18 +34,47 @@ def client_ca_secret_name(item: Listener) -> str:
     return f"{item.name}/client-ca"
 
 
+def upstream_ca_secret_name(service: Service) -> str:
+    return f"{service.name}/upstream-ca"
+
+
+def client_certificate_secret_name(service: Service) -> str:
+    return f"{service.name}/client-certificate"
+
+
+def _certificate_secret(name: str, chain: bytes, key: bytes) -> secret_pb2.Secret:
+    return secret_pb2.Secret(name=name, tls_certificate=common_pb2.TlsCertificate(
+        certificate_chain=base_pb2.DataSource(inline_bytes=chain),
+        private_key=base_pb2.DataSource(inline_bytes=key),
+    ))
+
+
+def _ca_secret(name: str, ca: bytes) -> secret_pb2.Secret:
+    return secret_pb2.Secret(name=name, validation_context=common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(inline_bytes=ca)))
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_config_source())
+
+
+def _common(alpn: tuple[str, ...], certificate: str | None) -> tls_pb2.CommonTlsContext:
+    return tls_pb2.CommonTlsContext(
+        tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2,
+                                            tls_maximum_protocol_version=common_pb2.TlsParameters.TLSv1_3),
+        tls_certificate_sds_secret_configs=[_sds(certificate)] if certificate is not None else [],
+        alpn_protocols=list(alpn),
+    )
+
+
 def secrets(item: Listener) -> list[secret_pb2.Secret]:
     """The Secrets `item`'s TLS context names: its certificate, and its client CA when it has one."""
     tls = item.tls
     if tls is None:
         return []
-    found = [secret_pb2.Secret(name=certificate_secret_name(item), tls_certificate=common_pb2.TlsCertificate(
-        certificate_chain=base_pb2.DataSource(inline_bytes=tls.certificate_chain),
-        private_key=base_pb2.DataSource(inline_bytes=tls.private_key),
-    ))]
+    found = [_certificate_secret(certificate_secret_name(item), tls.certificate_chain, tls.private_key)]
     if tls.client_ca is not None:
-        found.append(secret_pb2.Secret(name=client_ca_secret_name(item), validation_context=(
-            common_pb2.CertificateValidationContext(trusted_ca=base_pb2.DataSource(inline_bytes=tls.client_ca)))))
+        found.append(_ca_secret(client_ca_secret_name(item), tls.client_ca))
     return found
 
 
@@ -46,15 +83,59 @@ def transport_socket(item: Listener) -> base_pb2.TransportSocket | None:
     tls = item.tls
     if tls is None:
         return None
-    common = tls_pb2.CommonTlsContext(
-        tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
-        tls_certificate_sds_secret_configs=[
-            secret_pb2.SdsSecretConfig(name=certificate_secret_name(item), sds_config=ads_config_source())],
-        alpn_protocols=list(ALPN),
-    )
+    common = _common(ALPN, certificate_secret_name(item))
     if tls.client_ca is not None:
-        common.validation_context_sds_secret_config.CopyFrom(
-            secret_pb2.SdsSecretConfig(name=client_ca_secret_name(item), sds_config=ads_config_source()))
+        common.validation_context_sds_secret_config.CopyFrom(_sds(client_ca_secret_name(item)))
     context = tls_pb2.DownstreamTlsContext(common_tls_context=common,
                                            require_client_certificate=boolean(tls.require_client_certificate))
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))
+
+
+def upstream_secrets(service: Service) -> list[secret_pb2.Secret]:
+    """The Secrets `service`'s cluster names: the CA its hosts are verified against, and the client
+    certificate shown to them when it has one."""
+    tls = service.tls
+    if tls is None:
+        return []
+    found = [_ca_secret(upstream_ca_secret_name(service), tls.ca)]
+    if tls.certificate_chain is not None and tls.private_key is not None:
+        found.append(_certificate_secret(client_certificate_secret_name(service), tls.certificate_chain,
+                                         tls.private_key))
+    return found
+
+
+def upstream_transport_socket(service: Service) -> base_pb2.TransportSocket | None:
+    """The cluster's `envoy.transport_sockets.tls`, or None when it speaks plaintext to its hosts.
+
+    The CA comes over SDS; the names a host's certificate must carry stay in the cluster, merged with
+    it by a combined validation context, so a new CA changes the Secret only.
+    """
+    tls = service.tls
+    if tls is None:
+        return None
+    mtls = tls.certificate_chain is not None
+    common = _common(("http/1.1",) if service.protocol == "http1" else ("h2",),
+                     client_certificate_secret_name(service) if mtls else None)
+    common.combined_validation_context.CopyFrom(tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+        default_validation_context=common_pb2.CertificateValidationContext(
+            match_typed_subject_alt_names=[_san_matcher(name) for name in tls.accepted_names]),
+        validation_context_sds_secret_config=_sds(upstream_ca_secret_name(service)),
+    ))
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.server_name)
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=packed(context))
+
+
+def _san_matcher(name: str) -> common_pb2.SubjectAltNameMatcher:
+    """An IP address matches an IP SAN; a DNS name a DNS SAN exactly (Envoy lets a certificate's `*.x`
+    stand for `a.x`); `*.x` any one label in front of x, as a regex."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return _SAN(san_type=_SAN.IP_ADDRESS, matcher=string_pb2.StringMatcher(exact=name))
+    if name.startswith("*."):
+        pattern = r"[^.]+" + name[1:].replace(".", r"\.")  # labels hold letters, digits and '-' only
+        return _SAN(san_type=_SAN.DNS, matcher=string_pb2.StringMatcher(
+            safe_regex=regex_pb2.RegexMatcher(regex=pattern)))
+    return _SAN(san_type=_SAN.DNS, matcher=string_pb2.StringMatcher(exact=name))

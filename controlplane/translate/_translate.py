@@ -10,7 +10,7 @@ from controlplane.translate._clusters import cluster, load_assignment
 from controlplane.translate._listeners import EDGE, listener
 from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
-from controlplane.translate._tls import secrets
+from controlplane.translate._tls import secrets, upstream_secrets
 from pavilion.errors import Location
 
 __all__ = ["resource_sources", "route_sources", "translate", "translate_regional"]
@@ -31,7 +31,8 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
     return {
         urls.CLUSTER: [cluster(s) for s in services],
         urls.ENDPOINT: [load_assignment(s, region) for s in services],
-        urls.SECRET: sorted((s for item in listeners for s in secrets(item)), key=lambda s: s.name),
+        urls.SECRET: sorted([*(s for item in listeners for s in secrets(item)),
+                             *(s for service in services for s in upstream_secrets(service))], key=lambda s: s.name),
         urls.LISTENER: [listener(item, config, role) for item in listeners],
         urls.ROUTE: [route_configuration(item, config) for item in listeners],
     }
@@ -55,6 +56,8 @@ def resource_sources(config: Config) -> dict[tuple[str, str], Location]:
     for service in config.services:
         found[(urls.CLUSTER, service.name)] = service.source
         found[(urls.ENDPOINT, service.name)] = service.source
+        for secret in upstream_secrets(service):
+            found[(urls.SECRET, secret.name)] = service.source
     for item in config.listeners:
         found[(urls.LISTENER, item.name)] = item.source
         found[(urls.ROUTE, item.name)] = item.source
