@@ -9,6 +9,12 @@ skips the signature; and revocation is asked on every request, cache hit or not.
 
 `check_now` is the common case without a coroutine: a cached token whose revocation the store can tell
 from local state. Anything else (a first verification, a store that must ask Redis) goes through `check`.
+
+DPoP (RFC 9449, extauthz/dpop_*.py): a request with `Authorization: DPoP` goes through `check` only; its
+token's verification is cached under a key of its own (`dpop_token_digest`), so `check_now`, which
+knows bearer tokens only, never finds a DPoP-bound token. A token bound to a DPoP key, or of a tenant
+whose `dpop.required` is set, is refused as a bearer token before it is cached, so `check_now` needs no
+DPoP test at all. The proof is checked on every request (each is new), then its jti is recorded.
 """
 
 from __future__ import annotations
@@ -19,14 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from extauthz import decision
-from extauthz.cert_binding import UnverifiableBinding, binding_refusal, token_binding
+from extauthz.cert_binding import UnverifiableBinding, binding_refusal, token_bindings
 from extauthz.decision import Outcome, split_tenants
+from extauthz.dpop_check import dpop_credentials, is_dpop, request_method, request_url
+from extauthz.dpop_proof import InvalidProof, verify_proof
+from extauthz.dpop_replay import ReplayStore, replay_key, replay_store_for
 from extauthz.keys import KeySet
 from extauthz.revocation import RevocationQuery, RevocationStore
 from extauthz.route_requirements import route_requirement, token_scopes
-from extauthz.tenant import Tenant
+from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS, Tenant
 from extauthz.tenant_set import Tenants
-from extauthz.token_cache import VerifiedTokenCache, token_digest
+from extauthz.token_cache import VerifiedTokenCache, dpop_token_digest, token_digest
 from extauthz.verify import VerifiedToken, unverified_issuer, verify_token
 from pavilion.errors import BackendUnavailable, TokenError
 from pavilion.log import get_logger
@@ -47,13 +56,16 @@ class Admission:
     outcome: Outcome
     scopes: frozenset[str]
     bound_to: str | None = None  # the x5t#S256 thumbprint of the only client certificate it is valid with
+    jkt: str | None = None  # the thumbprint of the DPoP key it is bound to (cached for DPoP requests only)
 
 
 class Authorizer:
     def __init__(self, tenants: Tenants, store: RevocationStore, cache: VerifiedTokenCache | None = None,
-                 clock: Callable[[], float] = time.time, verify: Verify = verify_token) -> None:
+                 clock: Callable[[], float] = time.time, verify: Verify = verify_token,
+                 replay: ReplayStore | None = None) -> None:
         self.tenants = tenants
         self.store = store
+        self.replay = replay if replay is not None else replay_store_for(store)
         self.cache = cache if cache is not None else VerifiedTokenCache(clock=clock)
         self._clock = clock
         self._verify = verify
@@ -100,12 +112,13 @@ class Authorizer:
 
     async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str],
                     attributes: Any = None) -> Outcome:
+        authorization = headers.get("authorization")
+        if authorization is not None and is_dpop(authorization):
+            return await self._check_dpop(authorization, headers, path, context_extensions, attributes)
         token = decision.bearer_token(headers, path)
         if isinstance(token, Outcome):
             return token
         tenants = self.tenants
-        route = decision.route_tenants(context_extensions)
-
         digest = token_digest(token)
         cached = self.cache.get(digest)
         tenant: Tenant
@@ -117,7 +130,54 @@ class Authorizer:
             if isinstance(found, Outcome):
                 return found
             tenant, admission = found
+        return await self._admitted(tenant, tenants, admission, context_extensions, attributes)
 
+    async def _check_dpop(self, authorization: str, headers: Mapping[str, str], path: str,
+                          context_extensions: Mapping[str, str], attributes: Any) -> Outcome:
+        credentials = dpop_credentials(authorization, headers, path)
+        if isinstance(credentials, Outcome):
+            return credentials
+        token, proof_text = credentials
+        tenants = self.tenants
+        digest = dpop_token_digest(token)
+        cached = self.cache.get(digest)
+        tenant: Tenant
+        admission: Admission
+        if cached is not None and tenants.is_current(cached[0]):
+            tenant, admission = cached
+        else:
+            found = await self._admission(token, digest, tenants, dpop=True)
+            if isinstance(found, Outcome):
+                return decision.as_dpop(found, DEFAULT_DPOP_ALGORITHMS)
+            tenant, admission = found
+        policy = tenant.dpop
+        now = self._clock()
+        try:
+            proof = verify_proof(proof_text, method=request_method(attributes), url=request_url(attributes),
+                                 access_token=token, jkt=admission.jkt or "", policy=policy,
+                                 skew=tenant.clock_skew, now=now)
+        except InvalidProof as exc:
+            return decision.invalid_dpop_proof(exc.reason, exc.description, policy.algorithms)
+        # Remembered while the proof could still be accepted, and a second more.
+        ttl = proof.iat + policy.max_age + tenant.clock_skew - now + 1.0
+        try:
+            first = await self.replay.first_use(replay_key(proof.jkt, proof.jti), ttl)
+        except BackendUnavailable as exc:
+            if tenant.on_store_error != "allow":
+                log.warning("dpop_replay_store_unavailable", tenant=tenant.id, detail=str(exc), decided="deny")
+                return decision.unavailable("dpop_store_unavailable")
+            log.warning("dpop_replay_store_unavailable", tenant=tenant.id, detail=str(exc), decided="allow")
+            first = True
+        if not first:
+            return decision.invalid_dpop_proof("dpop_replayed", "the proof has been used before", policy.algorithms)
+        outcome = await self._admitted(tenant, tenants, admission, context_extensions, attributes)
+        return outcome if outcome.allowed else decision.as_dpop(outcome, policy.algorithms)
+
+    async def _admitted(self, tenant: Tenant, tenants: Tenants, admission: Admission,
+                        context_extensions: Mapping[str, str], attributes: Any) -> Outcome:
+        """The answer for a verified token: its certificate binding, the route's tenants and requirements,
+        then revocation."""
+        route = decision.route_tenants(context_extensions)
         refusal = binding_refusal(admission.bound_to, attributes) if admission.bound_to is not None else None
         if refusal is None:
             refusal = _route_refusal(tenant, tenants, route)
@@ -136,7 +196,8 @@ class Authorizer:
             log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="allow")
         return admission.outcome
 
-    async def _admission(self, token: str, digest: bytes, tenants: Tenants) -> tuple[Tenant, Admission] | Outcome:
+    async def _admission(self, token: str, digest: bytes, tenants: Tenants,
+                         dpop: bool = False) -> tuple[Tenant, Admission] | Outcome:
         try:
             issuer = unverified_issuer(token, tenants.max_token_bytes)
         except TokenError as exc:
@@ -155,11 +216,20 @@ class Authorizer:
         if not outcome.allowed:
             return outcome  # a claim that cannot become a header: refused, and not cached
         try:
-            bound_to = token_binding(verified.claims)
+            bound_to, jkt = token_bindings(verified.claims)
         except UnverifiableBinding as exc:
             return decision.invalid_token("unverifiable_binding", str(exc))
+        # Refused before caching: a bearer check (`check_now`) must never find these.
+        if dpop and jkt is None:
+            return decision.invalid_token("dpop_token_unbound", "the token is not bound to a DPoP key")
+        if not dpop and jkt is not None:  # RFC 9449 section 7.2: no downgrade to bearer
+            return decision.dpop_invalid_token("dpop_bound_bearer", "the token is DPoP-bound: send it with the DPoP "
+                                               "scheme and a proof", tenant.dpop.algorithms)
+        if not dpop and tenant.dpop.required:
+            return decision.dpop_invalid_token("dpop_required", "this issuer's tokens must be DPoP-bound and sent "
+                                               "with a proof", tenant.dpop.algorithms)
         query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
-        admission = Admission(verified, query, outcome, token_scopes(verified.claims), bound_to)
+        admission = Admission(verified, query, outcome, token_scopes(verified.claims), bound_to, jkt)
         self.cache.put(digest, tenant, admission, verified.expires_at)
         return tenant, admission
 

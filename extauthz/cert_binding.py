@@ -6,8 +6,10 @@ Envoy hands ext_authz the client certificate of the TLS connection (`attributes.
 URL-encoded PEM) when its ext_authz filter has `include_peer_certificate: true`; the control plane
 sets it on listeners that verify client certificates. Without a certificate a bound token is refused.
 
-A `cnf` this gateway cannot check (a DPoP key `jkt`, a raw `jwk`, anything but `x5t#S256`) is refused
-at verification, never accepted as a bearer token: the issuer meant the token for one key holder only.
+A DPoP key thumbprint (`jkt`, RFC 9449) is read here too and checked against the request's proof by
+extauthz/dpop_check.py. A `cnf` this gateway cannot check (a raw `jwk`, a member that is not a non-empty
+string, neither `x5t#S256` nor `jkt`) is refused at verification, never accepted as a bearer token: the
+issuer meant the token for one key holder only.
 Thumbprints are kept per certificate text, so a client's connection costs one PEM parse, not one per
 request.
 """
@@ -27,10 +29,11 @@ from extauthz.decision import Outcome
 
 __all__ = [
     "BINDING_MISMATCH", "BINDING_MISSING", "THUMBPRINT_MEMBER", "UnverifiableBinding", "binding_refusal",
-    "certificate_thumbprint", "pem_thumbprint", "token_binding",
+    "certificate_thumbprint", "pem_thumbprint", "token_binding", "token_bindings",
 ]
 
 THUMBPRINT_MEMBER = "x5t#S256"
+DPOP_MEMBER = "jkt"
 _MAX_THUMBPRINTS = 10_000
 _thumbprints: dict[str, str | None] = {}
 
@@ -44,15 +47,28 @@ class UnverifiableBinding(ValueError):
 
 
 def token_binding(claims: dict[str, Any]) -> str | None:
-    """The x5t#S256 thumbprint the token is bound to; None for an unbound token; UnverifiableBinding for
-    a `cnf` that is not an object holding a thumbprint string."""
+    """The x5t#S256 thumbprint the token is bound to; None for a token not bound to a certificate;
+    UnverifiableBinding for a `cnf` that names no key this gateway can check."""
+    return token_bindings(claims)[0]
+
+
+def token_bindings(claims: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(x5t#S256, jkt): the certificate and the DPoP key the token is bound to, None where it is not
+    (both None: unbound). UnverifiableBinding for a `cnf` that is not an object holding at least one of
+    them, or holding one that is not a non-empty string."""
     if "cnf" not in claims:
-        return None
+        return None, None
     cnf = claims["cnf"]
-    thumbprint = cnf.get(THUMBPRINT_MEMBER) if isinstance(cnf, dict) else None
-    if not isinstance(thumbprint, str) or not thumbprint:
+    if not isinstance(cnf, dict) or (THUMBPRINT_MEMBER not in cnf and DPOP_MEMBER not in cnf):
         raise UnverifiableBinding("the token is bound to a key this gateway cannot check")
-    return thumbprint.rstrip("=")  # base64url without padding, as the certificate's is written
+    found: list[str | None] = []
+    for member in (THUMBPRINT_MEMBER, DPOP_MEMBER):
+        value = cnf.get(member)
+        if member in cnf and (not isinstance(value, str) or not value):
+            raise UnverifiableBinding("the token is bound to a key this gateway cannot check")
+        # base64url without padding, as the certificate's and the proof key's thumbprints are written
+        found.append(value.rstrip("=") if isinstance(value, str) else None)
+    return found[0], found[1]
 
 
 def pem_thumbprint(pem: bytes) -> str:

@@ -10,6 +10,7 @@
         max_lifetime: 24h
         claims_to_headers: {sub: x-user-id, email: x-user-email}
         on_store_error: deny              # or allow
+        dpop: {required: false, max_age: 60s, algorithms: [ES256, RS256]}   # RFC 9449 proofs
 
 `discovery: URL` is also accepted beside the other tenant fields instead of `jwks`. Loading only
 reads and checks: using the tenants (key sets, verification) is `tenant_set.Tenants`' business, so
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from extauthz.tenant import JwksSource, Tenant
+from extauthz.tenant import DpopPolicy, JwksSource, Tenant
 from pavilion.durations import parse_duration
 from pavilion.errors import ConfigError, ConfigErrors, Location
 from pavilion.yaml_nodes import Key, Mapping, Node, Scalar, Sequence, parse_documents
@@ -40,8 +41,9 @@ RESERVED_HEADERS = frozenset({
 })
 _TENANT_FIELDS = {
     "id", "issuer", "audiences", "algorithms", "jwks", "discovery", "clock_skew", "max_lifetime",
-    "claims_to_headers", "on_store_error", "token_type", "max_token_bytes",
+    "claims_to_headers", "on_store_error", "token_type", "max_token_bytes", "dpop",
 }
+_DPOP_FIELDS = {"required", "max_age", "algorithms"}
 _JWKS_DURATIONS = ("timeout", "refresh", "min_refresh", "max_refresh", "cooldown", "error_retry")
 _JWKS_FIELDS = {"inline", "file", "uri", "discovery", "max_bytes", "max_keys", "allow_http_loopback",
                 *_JWKS_DURATIONS}
@@ -198,6 +200,24 @@ def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> J
         return None
 
 
+def _dpop(node: Node) -> DpopPolicy:
+    if not isinstance(node, Mapping):
+        raise _Invalid("must be a mapping with required, max_age, algorithms", node)
+    fields: dict[str, Node] = {}
+    for key, value in node.items:
+        if key.text not in _DPOP_FIELDS:
+            raise _Invalid(f"unknown field {key.text!r}; expected one of {', '.join(sorted(_DPOP_FIELDS))}", value)
+        if key.text in fields:
+            raise _Invalid(f"field {key.text!r} given twice", value)
+        fields[key.text] = value
+    readers: dict[str, Callable[[Node], Any]] = {"required": _bool, "max_age": _seconds, "algorithms": _strings}
+    kwargs = {name: readers[name](value) for name, value in fields.items()}
+    try:
+        return DpopPolicy(**kwargs)
+    except ConfigError as exc:
+        raise _Invalid(exc.message, fields.get(exc.path.rsplit(".", 1)[-1], node)) from None
+
+
 def read_tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) -> Tenant | None:
     """One tenant entry from its YAML node, or None with its problems appended to `errors`.
 
@@ -224,7 +244,7 @@ def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) ->
     readers: dict[str, Callable[[Node], Any]] = {
         "id": _string, "issuer": _string, "audiences": _strings, "algorithms": _strings,
         "clock_skew": _seconds, "max_lifetime": _seconds, "claims_to_headers": _claims_to_headers,
-        "on_store_error": _string, "token_type": _string, "max_token_bytes": _int,
+        "on_store_error": _string, "token_type": _string, "max_token_bytes": _int, "dpop": _dpop,
     }
     for name, value in fields.items():
         if name in readers:

@@ -9,6 +9,9 @@ field) and, for 400/401/403, an RFC 6750 `WWW-Authenticate` challenge:
     401 invalid_token       the token is refused (malformed, expired, bad signature, revoked, ...)
     403 insufficient_scope  a valid token this route does not admit (its tenant, scopes or claims)
     503                     a dependency failed (keys cold, revocation store down with on_store_error deny)
+
+A request with the DPoP scheme (RFC 9449) is answered with a `WWW-Authenticate: DPoP ...` challenge
+carrying the proof algorithms accepted (`algs`), and `error="invalid_dpop_proof"` for a refused proof.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ TENANT_HEADER = "x-pavilion-tenant"
 SUBJECT_HEADER = "x-pavilion-subject"
 MAX_HEADER_VALUE_BYTES = 1024
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+TOKEN68 = _B64TOKEN  # RFC 7235 token68: what a bearer or DPoP access token may hold
 _DESCRIPTION_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 _MAX_DESCRIPTION = 200
 
@@ -98,6 +102,36 @@ def insufficient_scope(reason: str, description: str, scope: str | None = None) 
 
 def unavailable(reason: str) -> Outcome:
     return _refusal(503, reason, None)
+
+
+def dpop_challenge(error: str | None, description: str | None, algs: tuple[str, ...]) -> str:
+    """A `WWW-Authenticate: DPoP ...` value (RFC 9449 sections 7.1 and 12.2)."""
+    params = [] if error is None else [f'error="{error}"']
+    if error is not None and description:
+        params.append(f'error_description="{_escape(description)}"')
+    params.append(f'algs="{" ".join(algs)}"')
+    return "DPoP " + ", ".join(params)
+
+
+def invalid_dpop_proof(reason: str, description: str, algs: tuple[str, ...]) -> Outcome:
+    return _refusal(401, reason, dpop_challenge("invalid_dpop_proof", description, algs))
+
+
+def dpop_invalid_token(reason: str, description: str, algs: tuple[str, ...]) -> Outcome:
+    return _refusal(401, reason, dpop_challenge("invalid_token", description, algs))
+
+
+def as_dpop(outcome: Outcome, algs: tuple[str, ...]) -> Outcome:
+    """A refusal of a DPoP request: its Bearer challenge (if any) said with the DPoP scheme, `algs` added."""
+    headers = outcome.headers
+    if outcome.allowed or not any(name == "www-authenticate" for name, _ in headers):
+        return outcome
+    changed: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name == "www-authenticate" and (value == "Bearer" or value.startswith("Bearer ")):
+            value = "DPoP " + ", ".join([part for part in (value[7:],) if part] + [f'algs="{" ".join(algs)}"'])
+        changed.append((name, value))
+    return Outcome(status=outcome.status, reason=outcome.reason, headers=tuple(changed))
 
 
 def route_tenants(context_extensions: Mapping[str, str]) -> tuple[str, ...] | None:

@@ -191,6 +191,11 @@ class RedisRevocations:
         self._master_watch: asyncio.Task[None] | None = None
 
     @property
+    def commands(self) -> Any:
+        """The command client (short timeouts, no retries), shared with DPoP replay protection."""
+        return self._client
+
+    @property
     def subscribed(self) -> bool:
         return self._subscribed
 

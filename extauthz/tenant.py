@@ -21,6 +21,8 @@ SUPPORTED_ALGORITHMS = frozenset({
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 })
 STORE_ERROR_POLICIES = ("deny", "allow")
+# Proof algorithms accepted when a tenant names none (RFC 9449 section 5.1: asymmetric only).
+DEFAULT_DPOP_ALGORITHMS = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -131,6 +133,29 @@ def _inline_text(value: object) -> str:
     return json.dumps({"keys": [dict(k) for k in keys]}, sort_keys=True, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class DpopPolicy:
+    """What a tenant asks of DPoP (RFC 9449): `required` refuses its unbound bearer tokens; a proof is
+    accepted for `max_age` seconds after its `iat` (plus the tenant's clock skew), signed with one of
+    `algorithms`."""
+
+    required: bool = False
+    max_age: float = 60.0
+    algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.algorithms, list):
+            object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        if not isinstance(self.required, bool):
+            raise ConfigError("must be true or false", path="dpop.required")
+        if (not isinstance(self.max_age, int | float) or isinstance(self.max_age, bool)
+                or not 1 <= self.max_age <= 3600):
+            raise ConfigError(f"must be between 1s and 1h, got {self.max_age!r}", path="dpop.max_age")
+        if not self.algorithms or not all(alg in SUPPORTED_ALGORITHMS for alg in self.algorithms):
+            accepted = ", ".join(sorted(SUPPORTED_ALGORITHMS))
+            raise ConfigError(f"must be a non-empty list of {accepted}", path="dpop.algorithms")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Tenant:
     id: str
@@ -144,6 +169,7 @@ class Tenant:
     on_store_error: str = "deny"
     token_type: str | None = None    # required `typ`, e.g. "at+jwt"; None: not checked
     max_token_bytes: int = 8192
+    dpop: DpopPolicy = DpopPolicy()
     _algorithm_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +203,8 @@ class Tenant:
             raise ConfigError("token_type must be a non-empty string", path=f"{where}.token_type")
         if not isinstance(self.max_token_bytes, int) or not 256 <= self.max_token_bytes <= 1 << 20:
             raise ConfigError("max_token_bytes must be between 256 and 1048576", path=f"{where}.max_token_bytes")
+        if not isinstance(self.dpop, DpopPolicy):
+            raise ConfigError("dpop must be a DpopPolicy", path=f"{where}.dpop")
         object.__setattr__(self, "_algorithm_set", frozenset(self.algorithms))
 
     def allows_algorithm(self, alg: str) -> bool:

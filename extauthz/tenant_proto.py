@@ -13,7 +13,7 @@ from typing import Any, Literal
 from google.protobuf import duration_pb2
 
 from extauthz.config import _HEADER_NAME, _TENANT_ID, RESERVED_HEADERS
-from extauthz.tenant import JwksSource, Tenant
+from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS, DpopPolicy, JwksSource, Tenant
 from pavilion.errors import ConfigError, ConfigErrors, Location
 from pavilion.v1 import tenant_pb2
 
@@ -52,6 +52,15 @@ def _claims_to_headers(message: tenant_pb2.TenantPolicy) -> tuple[tuple[str, str
     return tuple(pairs)
 
 
+def _dpop(message: tenant_pb2.DpopPolicy) -> DpopPolicy:
+    try:
+        return DpopPolicy(required=message.required,
+                          max_age=_seconds(message.max_age) if message.HasField("max_age") else 60.0,
+                          algorithms=tuple(message.algorithms) or DEFAULT_DPOP_ALGORITHMS)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=f"dpop.{exc.path.rsplit('.', 1)[-1]}") from None
+
+
 def tenant_from_policy(message: tenant_pb2.TenantPolicy) -> Tenant:
     """One tenant; ConfigError (its `path` names the field) when the policy is not a valid tenant."""
     if not _TENANT_ID.fullmatch(message.id):
@@ -73,6 +82,8 @@ def tenant_from_policy(message: tenant_pb2.TenantPolicy) -> Tenant:
         kwargs["token_type"] = message.token_type
     if message.max_token_bytes:
         kwargs["max_token_bytes"] = message.max_token_bytes
+    if message.HasField("dpop"):
+        kwargs["dpop"] = _dpop(message.dpop)
     return Tenant(**kwargs)
 
 

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,25 +127,36 @@ def check_header(header: dict[str, Any]) -> None:
         raise MalformedToken("nested JWTs are not accepted")
 
 
-def parse_token(token: str, max_bytes: int) -> ParsedToken:
-    """The decoded parts of a compact JWS, or MalformedToken with a reason code.
+def split_compact(token: str, max_bytes: int, what: str = "token") -> tuple[bytes, bytes, bytes]:
+    """The three base64url segments of a compact JWS, still encoded; MalformedToken when it is not one.
 
     The size cap comes first, before any decoding: a multi-megabyte token is refused in constant time.
     """
     if not isinstance(token, str):
-        raise MalformedToken("token is not text")
+        raise MalformedToken(f"{what} is not text")
     if len(token) > max_bytes:
-        raise MalformedToken(f"token is longer than {max_bytes} bytes", reason="oversize")
+        raise MalformedToken(f"{what} is longer than {max_bytes} bytes", reason="oversize")
     if not token.isascii():
-        raise MalformedToken("token has non-ASCII characters")
+        raise MalformedToken(f"{what} has non-ASCII characters")
     data = token.encode("ascii")
     if data.count(b".") != 2:
-        raise MalformedToken("token does not have exactly three parts")
+        raise MalformedToken(f"{what} does not have exactly three parts")
     head_b64, body_b64, sig_b64 = data.split(b".")
     if not head_b64 or not body_b64 or not sig_b64:
-        raise MalformedToken("token has an empty part")
+        raise MalformedToken(f"{what} has an empty part")
+    return head_b64, body_b64, sig_b64
+
+
+def decode_segments(head_b64: bytes, body_b64: bytes, sig_b64: bytes,
+                    header_check: Callable[[dict[str, Any]], None] = check_header) -> ParsedToken:
+    """The decoded parts of `split_compact`'s segments; `header_check` refuses a header (MalformedToken)."""
     header = strict_json_object(b64url_decode(head_b64, "header"), "header")
-    check_header(header)
+    header_check(header)
     claims = strict_json_object(b64url_decode(body_b64, "payload"), "payload")
     signature = b64url_decode(sig_b64, "signature")
     return ParsedToken(header=header, claims=claims, signing_input=head_b64 + b"." + body_b64, signature=signature)
+
+
+def parse_token(token: str, max_bytes: int) -> ParsedToken:
+    """The decoded parts of a compact JWS (an access token), or MalformedToken with a reason code."""
+    return decode_segments(*split_compact(token, max_bytes))

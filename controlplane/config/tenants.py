@@ -37,6 +37,18 @@ _JWKS = {
     "oneOf": [{"required": [name]} for name in ("inline", "file", "uri", "discovery")],
 }
 
+_ALGORITHM = {"enum": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]}
+_DPOP = {
+    "type": "object",
+    "description": "DPoP (RFC 9449) proofs: required refuses unbound bearer tokens; max_age after the proof's iat.",
+    "properties": {
+        "required": {"type": "boolean"},
+        "max_age": _DURATION,
+        "algorithms": {"oneOf": [_ALGORITHM, {"type": "array", "minItems": 1, "items": _ALGORITHM}]},
+    },
+    "additionalProperties": False,
+}
+
 # For editors; the loader's checks are extauthz.config's (test_schema keeps the field names in step).
 TENANT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -54,6 +66,7 @@ TENANT_SCHEMA: dict[str, Any] = {
         "on_store_error": {"enum": ["deny", "allow"]},
         "token_type": {"type": "string", "minLength": 1},
         "max_token_bytes": {"type": "integer", "minimum": 256, "maximum": 1048576},
+        "dpop": _DPOP,
     },
     "required": ["id", "issuer", "audiences"],
     "additionalProperties": False,

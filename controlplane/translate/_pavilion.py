@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from controlplane import resources as urls
 from controlplane.config.model import Config
 from controlplane.translate._ratelimit import ratelimit_config
-from extauthz.tenant import JwksSource, Tenant
+from extauthz.tenant import DpopPolicy, JwksSource, Tenant
 from pavilion.v1 import ratelimit_pb2, tenant_pb2
 from ratelimit.matching import RateLimitConfig
 from ratelimit.rules import Limit, Rule
@@ -64,6 +64,10 @@ def tenant_policy(tenant: Tenant) -> tenant_pb2.TenantPolicy:
         on_store_error=tenant.on_store_error, max_token_bytes=tenant.max_token_bytes)
     if tenant.token_type is not None:
         message.token_type = tenant.token_type
+    if tenant.dpop != DpopPolicy():  # only when set: tenants without DPoP keep their resource bytes
+        dpop = tenant.dpop
+        message.dpop.CopyFrom(tenant_pb2.DpopPolicy(required=dpop.required, max_age=duration(dpop.max_age),
+                                                    algorithms=dpop.algorithms))
     return message
 
 

@@ -116,6 +116,40 @@ class ClaimHeader(_message.Message):
 Global___ClaimHeader: _TypeAlias = ClaimHeader  # noqa: Y015
 
 @_typing.final
+class DpopPolicy(_message.Message):
+    """DPoP (RFC 9449) proofs a tenant accepts; unset: the defaults (not required, 60 s, ES256 ES384 RS256 PS256 EdDSA)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    MAX_AGE_FIELD_NUMBER: _builtins.int
+    ALGORITHMS_FIELD_NUMBER: _builtins.int
+    required: _builtins.bool
+    """Refuse the tenant's tokens unless DPoP-bound and presented with a proof."""
+    @_builtins.property
+    def max_age(self) -> _duration_pb2.Duration:
+        """How long after its iat a proof is accepted (plus the tenant's clock skew)."""
+
+    @_builtins.property
+    def algorithms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Proof signature algorithms; empty: the defaults."""
+
+    def __init__(
+        self,
+        *,
+        required: _builtins.bool = ...,
+        max_age: _duration_pb2.Duration | None = ...,
+        algorithms: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max_age", b"max_age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms", "max_age", b"max_age", "required", b"required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DpopPolicy: _TypeAlias = DpopPolicy  # noqa: Y015
+
+@_typing.final
 class TenantPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -130,6 +164,7 @@ class TenantPolicy(_message.Message):
     ON_STORE_ERROR_FIELD_NUMBER: _builtins.int
     TOKEN_TYPE_FIELD_NUMBER: _builtins.int
     MAX_TOKEN_BYTES_FIELD_NUMBER: _builtins.int
+    DPOP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The tenant id; also the resource name."""
     issuer: _builtins.str
@@ -152,6 +187,8 @@ class TenantPolicy(_message.Message):
     def claims_to_headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimHeader]:
         """In the order the route YAML lists them."""
 
+    @_builtins.property
+    def dpop(self) -> Global___DpopPolicy: ...
     def __init__(
         self,
         *,
@@ -166,10 +203,11 @@ class TenantPolicy(_message.Message):
         on_store_error: _builtins.str = ...,
         token_type: _builtins.str | None = ...,
         max_token_bytes: _builtins.int = ...,
+        dpop: Global___DpopPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "clock_skew", b"clock_skew", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "token_type", b"token_type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "clock_skew", b"clock_skew", "dpop", b"dpop", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "token_type", b"token_type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "algorithms", b"algorithms", "audiences", b"audiences", "claims_to_headers", b"claims_to_headers", "clock_skew", b"clock_skew", "id", b"id", "issuer", b"issuer", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "max_token_bytes", b"max_token_bytes", "on_store_error", b"on_store_error", "token_type", b"token_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "algorithms", b"algorithms", "audiences", b"audiences", "claims_to_headers", b"claims_to_headers", "clock_skew", b"clock_skew", "dpop", b"dpop", "id", b"id", "issuer", b"issuer", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "max_token_bytes", b"max_token_bytes", "on_store_error", b"on_store_error", "token_type", b"token_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__token_type: _TypeAlias = _typing.Literal["token_type"]  # noqa: Y015
     _WhichOneofArgType__token_type: _TypeAlias = _typing.Literal["_token_type", b"_token_type"]  # noqa: Y015

@@ -49,7 +49,7 @@ def test_a_tokens_binding_is_its_certificate_thumbprint(claims: dict[str, Any], 
     assert token_binding(claims) == expected
 
 
-@pytest.mark.parametrize("cnf", [{"jkt": "dpop-key"}, {"jwk": {"kty": "EC"}}, "abc", {"x5t#S256": 7},
+@pytest.mark.parametrize("cnf", [{"jkt": 7}, {"jwk": {"kty": "EC"}}, "abc", {"x5t#S256": 7},
                                  {"x5t#S256": ""}, None])
 def test_a_binding_that_cannot_be_checked_is_refused(cnf: Any) -> None:
     with pytest.raises(UnverifiableBinding):
@@ -91,4 +91,4 @@ async def test_an_unbound_token_ignores_the_certificate_and_an_uncheckable_bindi
     dpop = ACME.token(jti="dpop", cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
     for _ in range(2):
         code, _, body = denied(await check(bearer(dpop), certificate=RP_ONE[0]))
-        assert (code, json.loads(body)) == (401, {"error": "unverifiable_binding"})
+        assert (code, json.loads(body)) == (401, {"error": "dpop_bound_bearer"})  # tests/extauthz/test_dpop.py

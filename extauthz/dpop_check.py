@@ -1,0 +1,78 @@
+"""The request side of DPoP (RFC 9449 section 7.1): `Authorization: DPoP <token>` with one `DPoP: <proof>`
+header, read from Envoy's CheckRequest, and the request URL a proof's `htu` must name.
+
+Envoy joins a repeated header with commas, and neither a token nor a proof can hold one: a comma means
+two credentials or two proofs, a malformed request (400).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from extauthz import decision
+from extauthz.decision import Outcome
+from extauthz.dpop_proof import normalise_url
+from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS
+
+__all__ = ["PROOF_HEADER", "dpop_credentials", "is_dpop", "request_method", "request_url"]
+
+PROOF_HEADER = "dpop"
+# An authority (RFC 3986 reg-name or IP literal, and a port): no "/", "?", "#", "@" that would move what
+# follows the host into another part of the URL compared with a proof's htu.
+_AUTHORITY = re.compile(r"[A-Za-z0-9.\-_~!$&'()*+;=:\[\]%]+")
+
+
+def is_dpop(authorization: str) -> bool:
+    """Whether an Authorization value uses the DPoP scheme (scheme names are case-insensitive)."""
+    return authorization[:5].lower() == "dpop "
+
+
+def _bad_request(reason: str, description: str) -> Outcome:
+    return decision.as_dpop(decision.invalid_request(reason, description), DEFAULT_DPOP_ALGORITHMS)
+
+
+def dpop_credentials(authorization: str, headers: Mapping[str, str], path: str) -> tuple[str, str] | Outcome:
+    """(access token, proof) of a DPoP request, or the refusal: 400 for two credentials or proofs, an empty or
+    malformed token; 401 invalid_dpop_proof when the proof is missing."""
+    token = authorization.strip().partition(" ")[2].strip(" ")
+    if "," in token:
+        return _bad_request("multiple_credentials", "more than one credential")
+    query = path.partition("?")[2]
+    if "access_token" in query and any(name == "access_token" for name, _ in parse_qsl(query, keep_blank_values=True)):
+        return _bad_request("multiple_credentials", "more than one credential")
+    if not token:
+        return _bad_request("empty_credential", "the DPoP access token is empty")
+    if not decision.TOKEN68.fullmatch(token):
+        return _bad_request("malformed_credential", "the access token has characters a token cannot hold")
+    proof = headers.get(PROOF_HEADER)
+    if proof is None or not proof.strip():
+        return decision.invalid_dpop_proof("dpop_proof_missing", "the request has no DPoP proof",
+                                           DEFAULT_DPOP_ALGORITHMS)
+    if "," in proof:
+        return _bad_request("dpop_multiple_proofs", "more than one DPoP proof")
+    return token, proof
+
+
+def request_method(attributes: Any) -> str:
+    return str(attributes.request.http.method) if attributes is not None else ""
+
+
+def request_url(attributes: Any) -> str | None:
+    """The normalised scheme://host/path of the request Envoy asks about (query and fragment left out);
+    None when Envoy sent no scheme or host."""
+    if attributes is None:
+        return None
+    http = attributes.request.http
+    return _url(http.scheme, http.host, http.path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _url(scheme: str, host: str, path: str) -> str | None:
+    # Few distinct (scheme, host, path) triples in real traffic; bounded for the rest.
+    if not scheme or not _AUTHORITY.fullmatch(host):
+        return None
+    return normalise_url(f"{scheme}://{host}{path.partition('?')[0].partition('#')[0]}")

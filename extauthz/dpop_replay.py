@@ -1,0 +1,104 @@
+"""DPoP proof replay protection (RFC 9449 section 11.1): a proof's `jti` is accepted once per key.
+
+A jti is remembered for as long as its proof could still be accepted (until `iat + max_age + skew`), so
+the memory needed is bounded by the rate of proofs times that window. Keys are a hash of (the proof
+key's thumbprint, jti): the jti is client-chosen text of any length, and two clients choosing the same
+jti do not collide.
+
+`MemoryReplay` is one process's set (ext_authz without `--redis`; with `--workers N` each process has
+its own, so a replay to another worker is not caught: run with `--redis` then). `RedisReplay` adds
+Redis `SET key 1 NX PX ttl`, shared by every replica and worker, on the revocation store's command
+client (same timeouts, same Sentinel failover); its local set answers a replay seen by this process
+without a round trip. A Redis error raises BackendUnavailable; the caller applies the tenant's
+`on_store_error`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from extauthz.revocation import RedisRevocations, RevocationStore
+from pavilion.errors import BackendUnavailable
+
+__all__ = ["MemoryReplay", "RedisReplay", "ReplayStore", "replay_key", "replay_store_for"]
+
+_PREFIX = "pavilion:dpop:jti:"
+_MAX_ENTRIES = 1_000_000
+Clock = Callable[[], float]
+
+
+def replay_key(jkt: str, jti: str) -> str:
+    return _PREFIX + hashlib.sha256(f"{jkt}\0{jti}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+class ReplayStore(Protocol):
+    async def first_use(self, key: str, ttl: float) -> bool:
+        """True the first time `key` is seen within `ttl` seconds, False after; BackendUnavailable when the
+        store cannot tell."""
+
+
+class MemoryReplay:
+    """Seen keys with their expiry, purged as they expire; refuses to grow past `max_entries` (raising
+    BackendUnavailable, so the tenant's on_store_error decides) rather than forget a live jti."""
+
+    def __init__(self, clock: Clock = time.monotonic, max_entries: int = _MAX_ENTRIES) -> None:
+        self._clock = clock
+        self._max_entries = max_entries
+        self._expires: dict[str, float] = {}
+        self._queue: list[tuple[float, str]] = []   # (expires_at, key), a heap
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+    def seen(self, key: str) -> bool:
+        expires = self._expires.get(key)
+        return expires is not None and expires > self._clock()
+
+    def remember(self, key: str, ttl: float) -> None:
+        now = self._clock()
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            _, old = heapq.heappop(queue)
+            if self._expires.get(old, now + 1) <= now:
+                del self._expires[old]
+        if len(self._expires) >= self._max_entries:
+            raise BackendUnavailable("dpop-replay", "the in-memory jti set is full")
+        self._expires[key] = now + ttl
+        heapq.heappush(queue, (now + ttl, key))
+
+    async def first_use(self, key: str, ttl: float) -> bool:
+        if self.seen(key):
+            return False
+        self.remember(key, ttl)
+        return True
+
+
+class RedisReplay:
+    """Every replica's jtis in Redis (SET NX PX), with this process's own in front of it."""
+
+    def __init__(self, client: Any, clock: Clock = time.monotonic) -> None:
+        self._client = client
+        self._local = MemoryReplay(clock)
+
+    async def first_use(self, key: str, ttl: float) -> bool:
+        if self._local.seen(key):
+            return False
+        try:
+            stored = await self._client.set(key, "1", nx=True, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendUnavailable("redis", type(exc).__name__) from exc
+        self._local.remember(key, ttl)
+        return bool(stored)
+
+
+def replay_store_for(revocations: RevocationStore) -> ReplayStore:
+    """Redis-backed when revocations are (`--redis`), so every replica shares the jtis; else in memory."""
+    if isinstance(revocations, RedisRevocations):
+        return RedisReplay(revocations.commands)
+    return MemoryReplay()
