@@ -38,7 +38,9 @@ log = get_logger(__name__)
 SERVICE = ads_pb2.DESCRIPTOR.services_by_name["AggregatedDiscoveryService"].full_name
 HOLD_SECONDS = 5.0  # longest wait for a CDS ACK before listeners and routes go anyway
 # Endpoints are not held: Envoy acks CDS only once the new clusters warmed, and they warm on endpoints.
-WAIT_FOR_CLUSTERS = frozenset({urls.SECRET, urls.LISTENER, urls.ROUTE, urls.VIRTUAL_HOST})
+# Nor are secrets: a cluster with upstream TLS warms on its secrets too (a listener's are asked for only
+# once Envoy has the listener, which is held).
+WAIT_FOR_CLUSTERS = frozenset({urls.LISTENER, urls.ROUTE, urls.VIRTUAL_HOST})
 
 
 class AdsStream(ABC):

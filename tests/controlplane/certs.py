@@ -45,8 +45,9 @@ class Ca:
 
     def issue(self, common_name: str, key: PrivateKey | None = None, *, server: bool = True,
               not_after: datetime.datetime | None = None,
-              serial: int | None = None) -> tuple[x509.Certificate, PrivateKey]:
-        """A leaf for `common_name` (server: SANs 127.0.0.1 and localhost; else a client certificate)."""
+              serial: int | None = None, dns_names: tuple[str, ...] = ("localhost",),
+              ) -> tuple[x509.Certificate, PrivateKey]:
+        """A leaf for `common_name` (server: SANs 127.0.0.1 and `dns_names`; else a client certificate)."""
         key = key or ec_key()
         now = datetime.datetime.now(datetime.UTC)
         not_after = not_after or now + 30 * DAY
@@ -60,7 +61,7 @@ class Ca:
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *map(x509.DNSName, dns_names)]), critical=False)
             usage = ExtendedKeyUsageOID.SERVER_AUTH
         else:
             usage = ExtendedKeyUsageOID.CLIENT_AUTH
