@@ -97,9 +97,10 @@ def _fields(node: Mapping, allowed: set[str], path: str, errors: list[ConfigErro
 
 
 class _Invalid(Exception):
-    def __init__(self, message: str, node: Node) -> None:
+    def __init__(self, message: str, node: Node, field: str = "") -> None:
         super().__init__(message)
         self.node = node
+        self.field = field  # ".name" of the member at fault inside a nested block, "" for the field itself
 
 
 def _string(node: Node) -> str:
@@ -206,16 +207,23 @@ def _dpop(node: Node) -> DpopPolicy:
     fields: dict[str, Node] = {}
     for key, value in node.items:
         if key.text not in _DPOP_FIELDS:
-            raise _Invalid(f"unknown field {key.text!r}; expected one of {', '.join(sorted(_DPOP_FIELDS))}", value)
+            raise _Invalid(f"unknown field; expected one of {', '.join(sorted(_DPOP_FIELDS))}", value,
+                           f".{key.text}")
         if key.text in fields:
-            raise _Invalid(f"field {key.text!r} given twice", value)
+            raise _Invalid("field given twice", value, f".{key.text}")
         fields[key.text] = value
     readers: dict[str, Callable[[Node], Any]] = {"required": _bool, "max_age": _seconds, "algorithms": _strings}
-    kwargs = {name: readers[name](value) for name, value in fields.items()}
+    kwargs: dict[str, Any] = {}
+    for name, value in fields.items():
+        try:
+            kwargs[name] = readers[name](value)
+        except _Invalid as exc:
+            raise _Invalid(str(exc), exc.node, f".{name}") from None
     try:
         return DpopPolicy(**kwargs)
     except ConfigError as exc:
-        raise _Invalid(exc.message, fields.get(exc.path.rsplit(".", 1)[-1], node)) from None
+        name = exc.path.rsplit(".", 1)[-1]
+        raise _Invalid(exc.message, fields.get(name, node), f".{name}") from None
 
 
 def read_tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) -> Tenant | None:
@@ -251,7 +259,7 @@ def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) ->
             try:
                 kwargs[name] = readers[name](value)
             except _Invalid as exc:
-                errors.append(ConfigError(str(exc), location=exc.node.loc, path=f"{path}.{name}"))
+                errors.append(ConfigError(str(exc), location=exc.node.loc, path=f"{path}.{name}{exc.field}"))
     if "id" in kwargs and not _TENANT_ID.fullmatch(kwargs["id"]):
         errors.append(ConfigError("tenant id must be lower-case letters, digits, '.', '_' or '-' (at most 63)",
                                   location=fields["id"].loc, path=f"{path}.id"))
