@@ -54,6 +54,8 @@ def config_text(port: int, certs: Path, upstreams: dict[str, int]) -> str:
         lines += [f"  - name: {name}",
                   f"    endpoints: [{{address: 127.0.0.1:{upstreams[upstream]}, region: eu-west}}]",
                   f"    tls: {tls.replace('{certs}', str(certs))}"]
+        if name == "good":
+            lines.append("    health_check: {path: /healthz, interval: 1s}")
     lines.append("routes:")
     lines += [f"  - {{name: {name}, match: {{prefix: /{name}/}}, service: {name}}}" for name in SERVICES]
     return "\n".join(lines) + "\n"
@@ -103,6 +105,12 @@ def test_the_right_ca_and_name_get_through_with_sni(setup: Setup) -> None:
     reply = get(setup, "good")
     assert reply.status == 200, reply.body
     assert reply.body == {"name": "plain", "path": "/good/x", "sni": "localhost", "client": ""}
+
+
+def test_health_checks_speak_tls_too(setup: Setup) -> None:
+    stats = envoy_stats(setup)
+    assert int(stats["cluster.good.health_check.success"]) >= 1
+    assert stats["cluster.good.health_check.failure"] == "0"
 
 
 def test_an_ip_subject_alt_name_without_sni(setup: Setup) -> None:
@@ -197,3 +205,24 @@ def test_envoy_validate_accepts_upstream_tls_and_checks_the_client_key(setup: Se
                      if s.tls is not None and s.name == "mtls" else s for s in config.services)
     problems = check_with_envoy(replace(config, services=services), ENVOY)
     assert len(problems) == 1 and "KEY_VALUES_MISMATCH" in problems[0], problems
+
+
+def test_an_envoy_on_delta_ads_gets_the_cluster_secrets_too(setup: Setup, tmp_path: Path) -> None:
+    config = load_config(setup.gateway.plane.config_dir)
+    mtls = SERVICES["mtls"][1].replace("{certs}", str(setup.certs))
+    port = free_port()
+    (tmp_path / "gateway.yaml").write_text(f"""regions: [eu-west]
+listeners:
+  - {{name: public, address: 127.0.0.1, port: {port}}}
+services:
+  - name: mtls
+    endpoints: [{{address: 127.0.0.1:{config.service("mtls").endpoints[0].port}, region: eu-west}}]
+    tls: {mtls}
+routes:
+  - {{name: mtls, match: {{prefix: /}}, service: mtls}}
+""")
+    with running_gateway(tmp_path, port, {}, delta=True) as gateway:
+        reply = gateway.get("/via-delta")
+        assert reply.status == 200, reply.body
+        assert reply.body["client"] == "pavilion-gateway"
+        assert gateway.plane.wait_synced(1)["synced"]
