@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from controlplane.config.model import Config, FileStamp
 from controlplane.config.shape import Fields
 from pavilion.errors import ConfigError, ConfigErrors, Location
-from pavilion.pem_files import read_pem_file
+from pavilion.pem_files import pem_certificates, read_pem_file
 
 __all__ = ["Clock", "LoadErrors", "Problem", "TlsFiles", "file_path", "file_stamp", "now", "pem_certificates",
            "referenced_files", "same_public_key", "stamps_now"]
@@ -76,15 +76,6 @@ def referenced_files(outcome: object) -> tuple[FileStamp, ...]:
     listeners = (stamp for item in outcome.listeners if item.tls is not None for stamp in item.tls.files)
     services = (stamp for item in outcome.services if item.tls is not None for stamp in item.tls.files)
     return (*listeners, *services)
-
-
-def pem_certificates(data: bytes) -> list[x509.Certificate]:
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        return []
-    try:
-        return list(x509.load_pem_x509_certificates(data))
-    except ValueError:
-        return []
 
 
 def same_public_key(leaf: x509.Certificate, key: PrivateKeyTypes) -> bool:
