@@ -10,8 +10,9 @@ limit descriptors can carry the tenant, client and subject ext_authz found in th
   and the claims (`claims: '{"groups":["admins"]}'`, compact JSON with sorted names). Any failure
   to get an answer (timeout, connection refused, a gRPC error) is a 503: `failure_mode_allow` stays
   false, so an outage never lets a request through.
-- Only the `authorization` header goes to ext_authz (path, method and host are sent apart from the
-  headers): the one the service reads, and a small Check message for every request.
+- Only the `authorization` and `dpop` headers go to ext_authz (path, method and host are sent apart
+  from the headers): the ones the service reads (`dpop` carries a DPoP proof, RFC 9449, and is sent
+  only by DPoP clients), and a small Check message for every request.
 - ratelimit: the service itself adds `RateLimit`, `RateLimit-Policy` and `Retry-After`
   (ratelimit/headers.py), so Envoy's own X-RateLimit headers stay off: no header twice.
 """
@@ -60,7 +61,8 @@ def ext_authz_filter(settings: ExtAuthzSettings, *, peer_certificate: bool = Fal
         transport_api_version=_V3,
         failure_mode_allow=False,
         status_on_error=_SERVICE_UNAVAILABLE,
-        allowed_headers=string_pb2.ListStringMatcher(patterns=[string_pb2.StringMatcher(exact="authorization")]),
+        allowed_headers=string_pb2.ListStringMatcher(patterns=[string_pb2.StringMatcher(exact="authorization"),
+                                                               string_pb2.StringMatcher(exact="dpop")]),
         include_peer_certificate=peer_certificate,
     )
     return hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=packed(config))

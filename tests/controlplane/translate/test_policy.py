@@ -71,7 +71,7 @@ def test_ext_authz_error_is_a_503_never_a_pass() -> None:
     assert authz.transport_api_version == 2  # V3
     assert authz.failure_mode_allow is False
     assert authz.status_on_error.code == 503
-    assert [p.exact for p in authz.allowed_headers.patterns] == ["authorization"]
+    assert [p.exact for p in authz.allowed_headers.patterns] == ["authorization", "dpop"]
     assert not authz.HasField("with_request_body")
 
 
