@@ -9,7 +9,10 @@ Services and ports the manifests define; the Envoy bootstrap is exactly what its
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +22,16 @@ from urllib.parse import urlsplit
 import pytest
 from ruamel.yaml import YAML
 
-from controlplane.bootstrap import render_bootstrap, split_address
+from controlplane.bootstrap import XdsTls, render_bootstrap, split_address
 from controlplane.config.load import load_config
 from controlplane.envoy_check import EnvoyNotFound, find_envoy
 from pavilion.cli import build_parser
 from pavilion.settings import Settings
 from tests.configmap import ConfigMapVolume
+from tests.controlplane.certs import cert_pem, key_pem, make_ca
 
 DIR = Path(__file__).resolve().parents[2] / "k8s"
+TLS_DIR = DIR / "tls"
 NAMESPACE = "pavilion"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 
@@ -43,27 +48,27 @@ def load_documents() -> list[dict[str, Any]]:
 DOCS = load_documents()
 
 
-def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in DOCS if doc["kind"] == kind]
+def of_kind(kind: str, docs: list[dict[str, Any]] = DOCS) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
 
 
-def named(kind: str, name: str) -> dict[str, Any]:
-    found = [doc for doc in of_kind(kind) if doc["metadata"]["name"] == name]
+def named(kind: str, name: str, docs: list[dict[str, Any]] = DOCS) -> dict[str, Any]:
+    found = [doc for doc in of_kind(kind, docs) if doc["metadata"]["name"] == name]
     assert len(found) == 1, f"one {kind} {name} expected, found {len(found)}"
     return found[0]
 
 
-def containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def containers(docs: list[dict[str, Any]] = DOCS) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(workload, container) for every container of every workload."""
-    for doc in DOCS:
+    for doc in docs:
         if doc["kind"] in WORKLOADS:
             spec = doc["spec"]["template"]["spec"]
             for container in [*spec.get("initContainers", []), *spec["containers"]]:
                 yield doc, container
 
 
-def pavilion_containers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return [(w, c) for w, c in containers() if c.get("command") == ["pavilion"]]
+def pavilion_containers(docs: list[dict[str, Any]] = DOCS) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(w, c) for w, c in containers(docs) if c.get("command") == ["pavilion"]]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -91,36 +96,54 @@ def service_port(service: dict[str, Any], port: int) -> dict[str, Any]:
     return found[0]
 
 
-def pods_of(service: dict[str, Any]) -> list[dict[str, Any]]:
+def pods_of(service: dict[str, Any], docs: list[dict[str, Any]] = DOCS) -> list[dict[str, Any]]:
     selector = service["spec"]["selector"]
-    return [w for w in DOCS if w["kind"] in WORKLOADS
+    return [w for w in docs if w["kind"] in WORKLOADS
             and selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
 
 
-def test_every_document_is_a_named_object_in_the_namespace() -> None:
-    assert DOCS
-    kinds = {doc["kind"] for doc in DOCS}
+@functools.cache
+def tls_documents() -> list[dict[str, Any]]:
+    """The TLS variant (k8s/tls) as kustomize renders it, with the command its README gives."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is needed to render k8s/tls")
+    done = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(TLS_DIR)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in YAML(typ="safe").load_all(done.stdout) if doc is not None]
+
+
+@pytest.fixture(params=["base", "tls"])
+def docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The base manifests (k8s/*.yaml), then the TLS variant: every check below holds for both."""
+    return DOCS if request.param == "base" else tls_documents()
+
+
+def test_every_document_is_a_named_object_in_the_namespace(docs: list[dict[str, Any]]) -> None:
+    assert docs
+    kinds = {doc["kind"] for doc in docs}
     assert {"Namespace", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget"} <= kinds
-    for doc in DOCS:
-        assert doc.get("apiVersion") and doc["metadata"].get("name"), doc["_file"]
+    for doc in docs:
+        assert doc.get("apiVersion") and doc["metadata"].get("name"), doc.get("_file")
         if doc["kind"] != "Namespace":
-            assert doc["metadata"].get("namespace") == NAMESPACE, (doc["_file"], doc["metadata"]["name"])
-    for workload in of_kind("Deployment"):
+            assert doc["metadata"].get("namespace") == NAMESPACE, (doc.get("_file"), doc["metadata"]["name"])
+    for workload in of_kind("Deployment", docs):
         spec = workload["spec"]
         assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
 
 
-def test_pavilion_args_parse_with_the_real_cli() -> None:
+def test_pavilion_args_parse_with_the_real_cli(docs: list[dict[str, Any]]) -> None:
     commands = {}
-    for workload, container in pavilion_containers():
+    for workload, container in pavilion_containers(docs):
         args = parse(container["args"])
         assert getattr(args, "func", None) is not None, container["args"]
         commands[args.command] = (workload, container, args)
     assert set(commands) == {"controlplane", "extauthz", "ratelimit"}
 
 
-def test_pavilion_servers_listen_on_their_container_ports_on_every_address() -> None:
-    for _workload, container in pavilion_containers():
+def test_pavilion_servers_listen_on_their_container_ports_on_every_address(docs: list[dict[str, Any]]) -> None:
+    for _workload, container in pavilion_containers(docs):
         args = parse(container["args"])
         # loopback (the default) would be unreachable from other pods and from kubelet's probes
         assert args.host == "0.0.0.0", container["name"]
@@ -132,9 +155,9 @@ def test_pavilion_servers_listen_on_their_container_ports_on_every_address() -> 
             assert Settings.from_env(env).metrics_host == "0.0.0.0", container["name"]
 
 
-def test_every_probe_names_a_port_of_its_container() -> None:
+def test_every_probe_names_a_port_of_its_container(docs: list[dict[str, Any]]) -> None:
     probed = 0
-    for _workload, container in containers():
+    for _workload, container in containers(docs):
         for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
             probe = container.get(kind)
             if probe is None:
@@ -145,15 +168,15 @@ def test_every_probe_names_a_port_of_its_container() -> None:
             assert has_port(container, action["port"]), (container["name"], kind, action)
             probed += 1
     assert probed >= 8
-    for _workload, container in pavilion_containers():
+    for _workload, container in pavilion_containers(docs):
         ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
         assert (ready["path"], live["path"]) == ("/readyz", "/healthz"), container["name"]
         assert container["resources"]["requests"].keys() >= {"cpu", "memory"}
 
 
-def test_every_service_port_reaches_a_container_port() -> None:
-    for service in of_kind("Service"):
-        pods = pods_of(service)
+def test_every_service_port_reaches_a_container_port(docs: list[dict[str, Any]]) -> None:
+    for service in of_kind("Service", docs):
+        pods = pods_of(service, docs)
         assert pods, f"Service {service['metadata']['name']} selects no workload"
         for port in service["spec"]["ports"]:
             target = port.get("targetPort", port["port"])
@@ -162,20 +185,20 @@ def test_every_service_port_reaches_a_container_port() -> None:
                 assert any(has_port(c, target) for c in spec["containers"]), (service["metadata"]["name"], target)
 
 
-def test_the_controlplane_has_a_disruption_budget_below_its_replicas() -> None:
-    plane = named("Deployment", "controlplane")
+def test_the_controlplane_has_a_disruption_budget_below_its_replicas(docs: list[dict[str, Any]]) -> None:
+    plane = named("Deployment", "controlplane", docs)
     labels = plane["spec"]["template"]["metadata"]["labels"]
-    budgets = [b for b in of_kind("PodDisruptionBudget")
+    budgets = [b for b in of_kind("PodDisruptionBudget", docs)
                if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
     assert len(budgets) == 1
     assert 1 <= budgets[0]["spec"]["minAvailable"] < plane["spec"]["replicas"]
 
 
-def test_services_reach_the_controlplane_and_redis_through_defined_services() -> None:
-    plane = named("Service", "controlplane")
-    plane_args = parse(next(c["args"] for _w, c in pavilion_containers() if c["args"][0] == "controlplane"))
+def test_services_reach_the_controlplane_and_redis_through_defined_services(docs: list[dict[str, Any]]) -> None:
+    plane = named("Service", "controlplane", docs)
+    plane_args = parse(next(c["args"] for _w, c in pavilion_containers(docs) if c["args"][0] == "controlplane"))
     assert service_port(plane, plane_args.xds_port)
-    for workload, container in pavilion_containers():
+    for workload, container in pavilion_containers(docs):
         args = parse(container["args"])
         if args.command == "controlplane":
             continue
@@ -184,15 +207,14 @@ def test_services_reach_the_controlplane_and_redis_through_defined_services() ->
         assert service_port(plane, port)["appProtocol"] == "grpc"
         redis = urlsplit(args.redis)
         name, namespace = service_dns(str(redis.hostname))
-        assert namespace == NAMESPACE and service_port(named("Service", name), int(redis.port or 6379))
+        assert namespace == NAMESPACE and service_port(named("Service", name, docs), int(redis.port or 6379))
         if args.command == "ratelimit":  # on_backend_error: local divides each limit by this
             assert args.replicas == workload["spec"]["replicas"]
 
 
-@pytest.fixture(scope="module")
-def route_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def mount_routes(docs: list[dict[str, Any]], root: Path) -> Path:
     """The control plane's route directory as kubelet mounts it from the manifests' ConfigMaps."""
-    plane = named("Deployment", "controlplane")
+    plane = named("Deployment", "controlplane", docs)
     container = plane["spec"]["template"]["spec"]["containers"][0]
     config = parse(container["args"]).config
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == config)
@@ -201,12 +223,16 @@ def route_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else [volume["configMap"]["name"]]
     files: dict[str, str] = {}
     for name in sources:
-        data = named("ConfigMap", name)["data"]
+        data = named("ConfigMap", name, docs)["data"]
         assert not files.keys() & data.keys(), f"ConfigMap {name} repeats a key of another source"
         files |= data
-    root = tmp_path_factory.mktemp("k8s") / "routes"
     ConfigMapVolume(root, files)
     return root
+
+
+@pytest.fixture(scope="module")
+def route_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mount_routes(DOCS, tmp_path_factory.mktemp("k8s") / "routes")
 
 
 def test_the_route_configmaps_load_and_name_the_manifests_services(route_dir: Path) -> None:
@@ -229,32 +255,45 @@ def test_the_route_configmaps_load_and_name_the_manifests_services(route_dir: Pa
         assert listener.address == "0.0.0.0" and has_port(envoy, listener.port), listener
 
 
-def bootstraps() -> list[dict[str, Any]]:
-    return [doc for doc in of_kind("ConfigMap")
+def bootstraps(docs: list[dict[str, Any]] = DOCS) -> list[dict[str, Any]]:
+    return [doc for doc in of_kind("ConfigMap", docs)
             if "pavilion.dev/generated-by" in doc["metadata"].get("annotations", {})]
 
 
-def test_the_envoy_bootstrap_is_what_its_command_prints(route_dir: Path) -> None:
-    assert bootstraps()
-    regions = load_config(route_dir).regions
-    for configmap in bootstraps():
-        argv = shlex.split(configmap["metadata"]["annotations"]["pavilion.dev/generated-by"])
-        assert argv[0] == "pavilion"
-        args = parse(argv[1:])
-        assert args.command == "envoy-bootstrap"
+def bootstrap_args(configmap: dict[str, Any]) -> argparse.Namespace:
+    argv = shlex.split(configmap["metadata"]["annotations"]["pavilion.dev/generated-by"])
+    assert argv[0] == "pavilion"
+    args = parse(argv[1:])
+    assert args.command == "envoy-bootstrap"
+    return args
+
+
+def envoy_using(configmap: dict[str, Any], docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one (workload, container) running Envoy on this bootstrap ConfigMap."""
+    users = [(w, c) for w, c in containers(docs) if c.get("command") == ["envoy"]
+             and any(v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
+                     for v in w["spec"]["template"]["spec"]["volumes"])]
+    assert len(users) == 1
+    return users[0]
+
+
+def test_the_envoy_bootstrap_is_what_its_command_prints(docs: list[dict[str, Any]], route_dir: Path) -> None:
+    assert bootstraps(docs)
+    regions = load_config(route_dir).regions  # the TLS variant changes only the listener (checked below)
+    for configmap in bootstraps(docs):
+        args = bootstrap_args(configmap)
+        tls = XdsTls(args.xds_ca, args.xds_client_cert or "", args.xds_client_key or "",
+                     args.xds_server_name or "") if args.xds_ca else None
         expected = render_bootstrap(node_id=args.node_id, region=args.region, role=args.role,
-                                    xds_address=args.xds_address, admin_port=args.admin_port, delta=args.delta)
+                                    xds_address=args.xds_address, admin_port=args.admin_port, delta=args.delta,
+                                    xds_tls=tls)
         assert configmap["data"]["envoy.yaml"] == expected, "regenerate with the annotation's command"
         assert args.region in regions
         host, port = split_address(args.xds_address)
         assert service_dns(host) == ("controlplane", NAMESPACE)
-        assert service_port(named("Service", "controlplane"), port)["name"] == "xds"
+        assert service_port(named("Service", "controlplane", docs), port)["name"] == "xds"
         # an Envoy Deployment mounts it where its -c points
-        users = [(w, c) for w, c in containers() if c.get("command") == ["envoy"]
-                 and any(v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
-                         for v in w["spec"]["template"]["spec"]["volumes"])]
-        assert len(users) == 1
-        workload, container = users[0]
+        workload, container = envoy_using(configmap, docs)
         path = Path(container["args"][container["args"].index("-c") + 1])
         volume = next(v["name"] for v in workload["spec"]["template"]["spec"]["volumes"]
                       if v.get("configMap", {}).get("name") == configmap["metadata"]["name"])
@@ -262,14 +301,157 @@ def test_the_envoy_bootstrap_is_what_its_command_prints(route_dir: Path) -> None
         assert Path(mount["mountPath"]) / "envoy.yaml" == path
 
 
-def test_envoy_validates_the_bootstrap(tmp_path: Path) -> None:
+def test_envoy_validates_the_bootstrap(docs: list[dict[str, Any]], tmp_path: Path) -> None:
     try:
         envoy = find_envoy()
     except EnvoyNotFound as exc:
         pytest.skip(str(exc))
-    for configmap in bootstraps():
+    for configmap in bootstraps(docs):
+        text = configmap["data"]["envoy.yaml"]
+        args = bootstrap_args(configmap)
+        if args.xds_ca:  # Envoy reads the files named, here made in their folder's stead
+            ca = make_ca()
+            cert, key = ca.issue("envoy", server=False)
+            files = tmp_path / "xds-client"
+            files.mkdir()
+            (files / "ca.crt").write_bytes(ca.pem)
+            (files / "tls.crt").write_bytes(cert_pem(cert))
+            (files / "tls.key").write_bytes(key_pem(key))
+            for flag in (args.xds_ca, args.xds_client_cert, args.xds_client_key):
+                text = text.replace(f'"{flag}"', json.dumps(str(files / Path(flag).name)))
         path = tmp_path / f"{configmap['metadata']['name']}.yaml"
-        path.write_text(configmap["data"]["envoy.yaml"])
+        path.write_text(text)
         done = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--disable-hot-restart",
                                "-l", "error"], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+# The TLS variant (k8s/tls): cert-manager Certificates and Issuers, mounted as Secrets, named by flags.
+
+CERT_MANAGER_FILES = ("tls.crt", "tls.key", "ca.crt")  # the keys cert-manager writes in a Certificate's Secret
+
+
+def certificate_of_secret(docs: list[dict[str, Any]], secret: str) -> dict[str, Any]:
+    found = [c for c in of_kind("Certificate", docs) if c["spec"]["secretName"] == secret]
+    assert len(found) == 1, f"one Certificate with secretName {secret} expected, found {len(found)}"
+    return found[0]
+
+
+def mounted_file(docs: list[dict[str, Any]], workload: dict[str, Any], container: dict[str, Any],
+                 path: str) -> tuple[dict[str, Any], str]:
+    """(the Certificate whose Secret provides `path` in `container`, the Secret key) or an assertion."""
+    folder, name = str(Path(path).parent), Path(path).name
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == folder]
+    assert mounts, f"{container['name']}: nothing is mounted at {folder} (for {path})"
+    assert "subPath" not in mounts[0], f"{container['name']}: a subPath mount is never updated by kubelet"
+    volume = next(v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == mounts[0]["name"])
+    assert "secret" in volume, f"{container['name']}: {folder} is not a Secret volume"
+    assert name in CERT_MANAGER_FILES, f"{path}: cert-manager writes {', '.join(CERT_MANAGER_FILES)}, not {name}"
+    assert not volume["secret"].get("items"), "every key of the Secret stays mounted under its own name"
+    return certificate_of_secret(docs, volume["secret"]["secretName"]), name
+
+
+def issuer_of(docs: list[dict[str, Any]], certificate: dict[str, Any]) -> dict[str, Any]:
+    ref = certificate["spec"]["issuerRef"]
+    assert ref.get("kind", "Issuer") == "Issuer" and ref.get("group", "cert-manager.io") == "cert-manager.io"
+    return named("Issuer", ref["name"], docs)
+
+
+def test_tls_certificates_come_from_the_issuers_defined_with_them() -> None:
+    docs = tls_documents()
+    certificates = of_kind("Certificate", docs)
+    assert certificates and of_kind("Issuer", docs)
+    secrets = [c["spec"]["secretName"] for c in certificates]
+    assert len(secrets) == len(set(secrets)), "two Certificates write the same Secret"
+    for certificate in certificates:
+        issuer = issuer_of(docs, certificate)
+        if "ca" in issuer["spec"]:  # a CA issuer signs with the Secret of a CA Certificate made here
+            assert certificate_of_secret(docs, issuer["spec"]["ca"]["secretName"])["spec"].get("isCA") is True
+        else:
+            assert "selfSigned" in issuer["spec"], issuer["metadata"]["name"]
+    mounted = {v["secret"]["secretName"] for w in of_kind("Deployment", docs)
+               for v in w["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
+    ca_secrets = {i["spec"]["ca"]["secretName"] for i in of_kind("Issuer", docs) if "ca" in i["spec"]}
+    assert mounted <= set(secrets), f"Secret volumes no Certificate writes: {sorted(mounted - set(secrets))}"
+    assert set(secrets) - ca_secrets <= mounted, "a Certificate whose Secret no pod mounts"
+    assert not mounted & ca_secrets, "the CA's private key is mounted into a pod"
+
+
+def test_tls_xds_is_mutual_tls_with_files_the_secret_mounts_provide() -> None:
+    docs = tls_documents()
+    by_command = {parse(c["args"]).command: (w, c) for w, c in pavilion_containers(docs)}
+    workload, container = by_command["controlplane"]
+    plane = parse(container["args"])
+    assert plane.xds_tls_cert and plane.xds_tls_key and plane.xds_client_ca, "the control plane must require mTLS"
+    server, cert_key = mounted_file(docs, workload, container, plane.xds_tls_cert)
+    assert (server, "tls.key") == mounted_file(docs, workload, container, plane.xds_tls_key)
+    assert cert_key == "tls.crt" and "server auth" in server["spec"]["usages"]
+    xds_issuer = issuer_of(docs, server)
+    assert "ca" in xds_issuer["spec"], "the xDS certificates come from the internal CA issuer"
+    trusted, name = mounted_file(docs, workload, container, plane.xds_client_ca)
+    assert name == "ca.crt" and issuer_of(docs, trusted) is xds_issuer  # ca.crt of that issuer: the xDS CA
+
+    # (who, workload, container, xDS address, CA file, certificate file, key file) of every xDS client
+    clients = []
+    for command in ("extauthz", "ratelimit"):
+        workload, container = by_command[command]
+        args = parse(container["args"])
+        clients.append((command, workload, container, args.xds, args.xds_ca, args.xds_client_cert,
+                        args.xds_client_key))
+    for configmap in bootstraps(docs):
+        args = bootstrap_args(configmap)
+        workload, container = envoy_using(configmap, docs)
+        clients.append((container["name"], workload, container, args.xds_address, args.xds_ca,
+                        args.xds_client_cert, args.xds_client_key))
+    assert len(clients) == 3
+    identities = set()
+    for who, workload, container, address, ca, cert, key in clients:
+        assert ca and cert and key, f"{who}: the control plane requires a client certificate"
+        assert split_address(address)[0] in server["spec"]["dnsNames"], f"{who} dials a name the server lacks"
+        verifier, name = mounted_file(docs, workload, container, ca)
+        assert name == "ca.crt" and issuer_of(docs, verifier) is xds_issuer, who
+        client, name = mounted_file(docs, workload, container, cert)
+        assert name == "tls.crt" and (client, "tls.key") == mounted_file(docs, workload, container, key), who
+        assert issuer_of(docs, client) is xds_issuer and "client auth" in client["spec"]["usages"], who
+        identities.add(client["metadata"]["name"])
+    assert len(identities) == 3, "each client has its own certificate"
+
+
+def test_tls_edge_listener_serves_the_edge_certificate(tmp_path: Path) -> None:
+    docs = tls_documents()
+    routes = mount_routes(docs, tmp_path / "routes")
+    plane, container = next((w, c) for w, c in pavilion_containers(docs) if c["args"][0] == "controlplane")
+    route_yaml = YAML(typ="safe", pure=True)  # YAML 1.2, as the loader reads it (`10.96.80.91:9191` in a flow)
+    gateway = route_yaml.load((routes / "gateway.yaml").read_text())
+    base = route_yaml.load(named("ConfigMap", "pavilion-gateway")["data"]["gateway.yaml"])
+    assert {k: v for k, v in gateway.items() if k != "listeners"} == {k: v for k, v in base.items() if k != "listeners"}
+    assert [item["name"] for item in gateway["listeners"]] == [item["name"] for item in base["listeners"]]
+    # The files `tls:` names are those of the edge Certificate's Secret, in the control plane's mounts;
+    # made here (a fresh certificate) so that the route YAML loads as the control plane would load it.
+    ca = make_ca()
+    text = (routes / "gateway.yaml").read_text()
+    for item in gateway["listeners"]:
+        tls = item.get("tls")
+        assert tls, f"listener {item['name']} serves plaintext in the TLS variant"
+        edge, cert_name = mounted_file(docs, plane, container, tls["certificate"])
+        assert (edge, "tls.key") == mounted_file(docs, plane, container, tls["key"]) and cert_name == "tls.crt"
+        assert "server auth" in edge["spec"]["usages"] and edge["spec"]["dnsNames"]
+        cert, key = ca.issue(edge["spec"]["dnsNames"][0])
+        folder = tmp_path / edge["spec"]["secretName"]
+        folder.mkdir(exist_ok=True)
+        (folder / "tls.crt").write_bytes(cert_pem(cert))
+        (folder / "tls.key").write_bytes(key_pem(key))
+        for path in (tls["certificate"], tls["key"]):
+            text = text.replace(path, str(folder / Path(path).name))
+    (routes / "gateway.yaml").resolve().write_text(text)
+    config = load_config(routes)
+    envoy = next(c for _w, c in containers(docs) if c.get("command") == ["envoy"])
+    edge_service = next(s for s in of_kind("Service", docs) if s["spec"].get("type") == "LoadBalancer")
+    for listener in config.listeners:
+        assert listener.tls is not None and has_port(envoy, listener.port)
+        assert any(has_port(envoy, p["targetPort"]) and envoy_port(envoy, p["targetPort"]) == listener.port
+                   for p in edge_service["spec"]["ports"]), "the public Service reaches the TLS listener"
+
+
+def envoy_port(container: dict[str, Any], port: int | str) -> int:
+    return int(next(p["containerPort"] for p in container["ports"] if port in (p.get("name"), p["containerPort"])))
