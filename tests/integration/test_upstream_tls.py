@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
@@ -36,6 +38,7 @@ SERVICES = {
     "no-client-cert": ("mtls", "{ca: '{certs}/ca.pem', server_name: localhost}"),
     "wildcard": ("wild", "{ca: '{certs}/ca.pem', subject_alt_names: ['*.accounts.internal']}"),
     "wildcard-one-label": ("wild", "{ca: '{certs}/ca.pem', subject_alt_names: ['*.internal']}"),
+    "health": ("grpc", "{ca: '{certs}/ca.pem', server_name: localhost}"),
 }
 
 
@@ -56,8 +59,12 @@ def config_text(port: int, certs: Path, upstreams: dict[str, int]) -> str:
                   f"    tls: {tls.replace('{certs}', str(certs))}"]
         if name == "good":
             lines.append("    health_check: {path: /healthz, interval: 1s}")
+        if name == "health":
+            lines.append("    protocol: grpc")
     lines.append("routes:")
-    lines += [f"  - {{name: {name}, match: {{prefix: /{name}/}}, service: {name}}}" for name in SERVICES]
+    lines += [f"  - {{name: {name}, match: {{prefix: /{name}/}}, service: {name}}}" for name in SERVICES
+              if name != "health"]
+    lines.append("  - {name: health, match: {prefix: /grpc.health.v1.Health/}, service: health}")
     return "\n".join(lines) + "\n"
 
 
@@ -77,8 +84,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     try:
         ports: dict[str, int] = {}
         for name, (cert, key), client_ca in (("plain", plain, None), ("mtls", plain, certs / "gateway-ca.pem"),
-                                             ("wild", wild, None)):
-            proc, ports[name] = start_tls_upstream(name, cert, key, client_ca)
+                                             ("wild", wild, None), ("grpc", plain, None)):
+            proc, ports[name] = start_tls_upstream(name, cert, key, client_ca, grpc=name == "grpc")
             started.append(proc)
         port = free_port()
         (routes / "gateway.yaml").write_text(config_text(port, certs, ports))
@@ -111,6 +118,15 @@ def test_health_checks_speak_tls_too(setup: Setup) -> None:
     stats = envoy_stats(setup)
     assert int(stats["cluster.good.health_check.success"]) >= 1
     assert stats["cluster.good.health_check.failure"] == "0"
+
+
+def test_a_grpc_service_over_tls_negotiates_h2(setup: Setup) -> None:
+    """The gRPC upstream speaks HTTP/2 only when ALPN chose h2; Envoy offers it for `protocol: grpc`."""
+    with grpc.insecure_channel(f"127.0.0.1:{setup.gateway.listen_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert int(envoy_stats(setup)["cluster.health.upstream_cx_http2_total"]) >= 1
 
 
 def test_an_ip_subject_alt_name_without_sni(setup: Setup) -> None:

@@ -1,15 +1,17 @@
 """An HTTPS upstream for integration tests: answers every GET with JSON naming itself, the SNI it was
 sent and the subject of the client certificate it was shown (empty when none).
 
-    python -m tests.integration.tls_upstream --port P --name N --cert C --key K [--client-ca CA]
+    python -m tests.integration.tls_upstream --port P --name N --cert C --key K [--client-ca CA] [--grpc]
 
 With --client-ca a client certificate signed by that CA is required. Handshakes run in the request
-thread, so a client that fails one holds up nobody else.
+thread, so a client that fails one holds up nobody else. With --grpc it is a gRPC server over TLS
+instead (Pavilion's GrpcServer: grpc.health.v1.Health only), which speaks HTTP/2 negotiated by ALPN.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import ssl
 import sys
@@ -20,6 +22,7 @@ from typing import Any, cast
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from pavilion.grpc_server import GrpcServer, ServerTLS
 from tests.procs import Proc, free_port
 
 __all__ = ["start_tls_upstream"]
@@ -79,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--client-ca")
+    parser.add_argument("--grpc", action="store_true")
     args = parser.parse_args(argv)
+    if args.grpc:
+        ca = Path(args.client_ca).read_bytes() if args.client_ca else None
+        asyncio.run(_serve_grpc(args.port, ServerTLS(Path(args.cert).read_bytes(), Path(args.key).read_bytes(), ca)))
+        return 0
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
     context.sni_callback = _remember_sni
@@ -92,10 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_tls_upstream(name: str, cert: Path, key: Path, client_ca: Path | None = None) -> tuple[Proc, int]:
-    """The HTTPS upstream on a random loopback port, listening."""
+async def _serve_grpc(port: int, tls: ServerTLS) -> None:
+    server = GrpcServer("127.0.0.1", port, register=lambda _server: None, service_names=[], tls=tls)
+    await server.start()
+    print(f"grpc over TLS on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+
+def start_tls_upstream(name: str, cert: Path, key: Path, client_ca: Path | None = None, *,
+                       grpc: bool = False) -> tuple[Proc, int]:
+    """The HTTPS (or, with `grpc`, gRPC over TLS) upstream on a random loopback port, listening."""
     port = free_port()
     extra = ["--client-ca", str(client_ca)] if client_ca is not None else []
+    extra += ["--grpc"] if grpc else []
     proc = Proc([sys.executable, "-m", "tests.integration.tls_upstream", "--port", str(port), "--name", name,
                  "--cert", str(cert), "--key", str(key), *extra], name=f"tls-upstream-{name}",
                 cwd=str(Path(__file__).resolve().parents[2]))
