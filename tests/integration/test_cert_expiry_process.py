@@ -69,7 +69,8 @@ def test_gauges_of_the_served_certificates_follow_the_config(tmp_path: Path) -> 
     xds_port, admin_port = free_port(), free_port()
     plane = Proc([PAVILION, "--log-format", "console", "controlplane", "--config", str(routes),
                   "--xds-port", str(xds_port), "--admin-port", str(admin_port),
-                  "--xds-tls-cert", str(certs / "controlplane.pem"), "--xds-tls-key", str(certs / "controlplane-key.pem"),
+                  "--xds-tls-cert", str(certs / "controlplane.pem"),
+                  "--xds-tls-key", str(certs / "controlplane-key.pem"),
                   "--xds-client-ca", str(certs / "xds-ca.pem")], name="controlplane")
     extauthz = None
     try:
