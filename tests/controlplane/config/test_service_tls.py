@@ -195,3 +195,13 @@ def test_the_json_schema_knows_service_tls() -> None:
     assert list(validator.iter_errors(yaml.load(BASE.format(tls=MTLS + "\n      subject_alt_names: [a.b]")))) == []
     bad = yaml.load(BASE.format(tls="      server_name: a.b\n      cert: x.pem"))
     assert len(list(validator.iter_errors(bad))) >= 2  # no ca, unknown field
+
+
+def test_a_file_too_large_to_be_pem_is_refused(tmp_path: Path, ca: Ca) -> None:
+    from pavilion.pem_files import MAX_PEM_BYTES
+
+    write_config(tmp_path, CA_AND_NAME, ca)
+    (tmp_path / "tls" / "ca.pem").write_bytes(ca.pem + b"#" * MAX_PEM_BYTES)
+    (message,) = errors_of(tmp_path)
+    assert message == (f"{tmp_path}/gateway.yaml:8:11: services[accounts].tls.ca: {tmp_path}/tls/ca.pem is larger "
+                       f"than {MAX_PEM_BYTES} bytes; not a PEM file")
