@@ -22,7 +22,7 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 def _dns_name(text: str) -> bool:
     labels = text.split(".")
-    return len(text) <= 253 and len(labels) >= 1 and all(_LABEL.fullmatch(label) for label in labels)
+    return len(text) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def _ip(text: str) -> bool:
