@@ -153,7 +153,8 @@ class Authorizer:
         policy = tenant.dpop
         now = self._clock()
         try:
-            proof = verify_proof(proof_text, method=request_method(attributes), url=request_url(attributes),
+            url, port_known = request_url(attributes)
+            proof = verify_proof(proof_text, method=request_method(attributes), url=url, port_known=port_known,
                                  access_token=token, jkt=admission.jkt or "", policy=policy,
                                  skew=tenant.clock_skew, now=now)
         except InvalidProof as exc:

@@ -61,18 +61,23 @@ def request_method(attributes: Any) -> str:
     return str(attributes.request.http.method) if attributes is not None else ""
 
 
-def request_url(attributes: Any) -> str | None:
-    """The normalised scheme://host/path of the request Envoy asks about (query and fragment left out);
-    None when Envoy sent no scheme or host."""
+def request_url(attributes: Any) -> tuple[str | None, bool]:
+    """The normalised scheme://host[:port]/path of the request Envoy asks about (query and fragment left out),
+    None when Envoy sent no usable scheme or host; and whether the host carried its port.
+
+    The gateway's listeners strip the port from the Host header before any filter runs
+    (`strip_any_host_port`, so `hosts:` match whatever port the client used): then the port of a proof's
+    `htu` cannot be compared, and only scheme, host and path are."""
     if attributes is None:
-        return None
+        return None, True
     http = attributes.request.http
     return _url(http.scheme, http.host, http.path)
 
 
 @functools.lru_cache(maxsize=4096)
-def _url(scheme: str, host: str, path: str) -> str | None:
+def _url(scheme: str, host: str, path: str) -> tuple[str | None, bool]:
     # Few distinct (scheme, host, path) triples in real traffic; bounded for the rest.
     if not scheme or not _AUTHORITY.fullmatch(host):
-        return None
-    return normalise_url(f"{scheme}://{host}{path.partition('?')[0].partition('#')[0]}")
+        return None, True
+    url = normalise_url(f"{scheme}://{host}{path.partition('?')[0].partition('#')[0]}")
+    return url, ":" in host.rpartition("]")[2]

@@ -10,9 +10,9 @@ base64url, three segments, JSON objects without duplicate members) and refused, 
 - the key's RFC 7638 thumbprint is not the token's `cnf.jkt` (checked before the signature: a stolen
   token with the thief's own key costs no signature check);
 - the signature does not verify with that key;
-- `htm` is not the request method, `htu` not the request URL (scheme://host/path, no query or fragment,
-  compared after RFC 3986 normalisation: case of scheme and host, default port, percent-encoding, dot
-  segments);
+- `htm` is not the request method, `htu` not the request URL (scheme://host[:port]/path, no query or
+  fragment, compared after RFC 3986 normalisation: case of scheme and host, default port, percent-encoding,
+  dot segments; the port only when Envoy passes it on, which the gateway's listeners do not);
 - `iat` is older than `max_age` plus the clock skew, or later than now plus the skew;
 - `jti` is missing or longer than 128 characters; `ath` is not base64url(SHA-256(access token)).
 
@@ -99,10 +99,11 @@ def _remove_dot_segments(path: str) -> str:
     return "/".join(out) or "/"
 
 
-def normalise_url(url: str) -> str | None:
+def normalise_url(url: str, *, keep_port: bool = True) -> str | None:
     """`url` as scheme://host[:port]/path for comparison (RFC 3986 sections 6.2.2 and 6.2.3: scheme and host
     lower-cased, a default port dropped, percent-encodings upper-cased and unreserved ones decoded, dot
-    segments removed, an empty path as "/"), without query and fragment; None when it is no http(s) URL."""
+    segments removed, an empty path as "/"), without query and fragment; None when it is no http(s) URL.
+    `keep_port=False` leaves any port out (see dpop_check.request_url)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -114,7 +115,7 @@ def normalise_url(url: str) -> str | None:
         return None
     if ":" in host:
         host = f"[{host}]"
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
+    if keep_port and port is not None and port != _DEFAULT_PORTS[scheme]:
         host = f"{host}:{port}"
     path = _PERCENT.sub(_percent, parts.path) if "%" in parts.path else parts.path
     if not path.startswith("/"):
@@ -166,9 +167,10 @@ def _number(claims: dict[str, Any], name: str) -> float:
 
 
 def verify_proof(proof: str, *, method: str, url: str | None, access_token: str, jkt: str, policy: DpopPolicy,
-                 skew: float, now: float) -> VerifiedProof:
+                 skew: float, now: float, port_known: bool = True) -> VerifiedProof:
     """The verified proof for a request of `method` to `url` (normalised, see `normalise_url`) with
-    `access_token` bound to `jkt`; InvalidProof naming the first rule it breaks."""
+    `access_token` bound to `jkt`; InvalidProof naming the first rule it breaks. `port_known=False`: the
+    request's port is unknown (`url` has none), so the port of the proof's `htu` is not compared."""
     try:
         head_b64, body_b64, sig_b64 = split_compact(proof, MAX_PROOF_BYTES, "the DPoP proof")
         proof_key = _proof_key(head_b64)
@@ -188,7 +190,7 @@ def verify_proof(proof: str, *, method: str, url: str | None, access_token: str,
     if claims.get("htm") != method:
         raise InvalidProof("the proof's htm is not the request method", reason="dpop_htm_mismatch")
     htu = claims.get("htu")
-    if url is None or not isinstance(htu, str) or normalise_url(htu) != url:
+    if url is None or not isinstance(htu, str) or normalise_url(htu, keep_port=port_known) != url:
         raise InvalidProof("the proof's htu is not the request URL", reason="dpop_htu_mismatch")
     iat = _number(claims, "iat")
     if iat < now - policy.max_age - skew:

@@ -386,3 +386,20 @@ async def test_rs256_ps256_and_eddsa_proofs_pass(stack: Stack) -> None:
                      (ed25519.Ed25519PrivateKey.generate(), "EdDSA")):
         token = bound_token(key, jti=f"t-{alg}")
         assert (await stack.dpop(token, make_proof(key, method="GET", url=URL, access_token=token, alg=alg))).allowed
+
+
+@pytest.mark.parametrize(("envoy_host", "htu", "reason"), [
+    ("api.acme.test", "https://api.acme.test:8443/orders", "ok"),       # the gateway stripped the port
+    ("api.acme.test", "https://other.test:8443/orders", "dpop_htu_mismatch"),
+    ("api.acme.test", "http://api.acme.test:8443/orders", "dpop_htu_mismatch"),
+    ("api.acme.test:8443", "https://api.acme.test:8443/orders", "ok"),  # a port Envoy passes on is compared
+    ("api.acme.test:8443", "https://api.acme.test:9443/orders", "dpop_htu_mismatch"),
+    ("api.acme.test:8443", "https://api.acme.test/orders", "dpop_htu_mismatch"),
+    ("api.acme.test:443", "https://api.acme.test/orders", "ok"),
+])
+async def test_the_port_is_compared_only_when_envoy_passes_it_on(stack: Stack, envoy_host: str, htu: str,
+                                                                 reason: str) -> None:
+    token = bound_token(jti=f"t-port-{envoy_host}-{htu}")
+    outcome = await stack.dpop(token, make_proof(client_key(), method="GET", url=htu, access_token=token),
+                               url=f"https://{envoy_host}/orders")
+    assert outcome.reason == reason

@@ -1,0 +1,150 @@
+"""DPoP (RFC 9449) through the real Envoy: control plane, Envoy, ext_authz fed over xDS with its replay store
+in a real Redis, an echo upstream. A request with a DPoP-bound token and a fresh proof passes; the same proof
+again, a proof for another path, the token as a bearer token and two proofs are refused with their answers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from extauthz.dpop_sign import key_thumbprint, make_proof
+from tests.extauthz.issuer import Issuer
+from tests.integration.gateway_procs import running_gateway, start_upstreams
+from tests.procs import PAVILION, Proc, free_port, start_redis
+
+pytestmark = pytest.mark.integration
+
+ACME = Issuer(algs=("ES256",))
+CLIENT = ec.generate_private_key(ec.SECP256R1())
+
+CONFIG = """regions: [eu-west]
+listeners:
+  - {{name: public, address: 127.0.0.1, port: {port}}}
+services:
+  - name: accounts
+    endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+  - name: extauthz
+    protocol: grpc
+    endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
+extauthz: {{service: extauthz, timeout: 2s}}
+tenants:
+  - id: acme
+    issuer: {issuer}
+    audiences: [{audience}]
+    algorithms: [ES256]
+    jwks: {{inline: {jwks}}}
+    dpop: {{required: true, max_age: 30s, algorithms: [ES256]}}
+routes:
+  - {{name: accounts, match: {{prefix: /}}, service: accounts}}
+"""
+
+
+@dataclass
+class Setup:
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    routes = tmp_path_factory.mktemp("routes")
+    port, extauthz_port, admin_port = free_port(), free_port(), free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    (routes / "gateway.yaml").write_text(CONFIG.format(
+        port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
+        audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
+    redis, redis_port = start_redis()
+    try:
+        with running_gateway(routes, port, upstreams) as gateway:
+            extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
+                             f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
+                             str(admin_port), "--node-id", "extauthz-dpop", "--region", "eu-west",
+                             "--redis", f"redis://127.0.0.1:{redis_port}/0"], name="extauthz")
+            try:
+                extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+                extauthz.wait_port(extauthz_port)
+                gateway.envoys[0].proc.wait_port(port)
+                yield Setup(port)
+            finally:
+                extauthz.stop()
+    finally:
+        redis.stop()
+
+
+def send(setup: Setup, path: str, headers: list[tuple[str, str]],
+         method: str = "GET") -> tuple[int, dict[str, str], str]:
+    """(status, lower-cased headers, body) of one request on a new connection; headers may repeat."""
+    connection = http.client.HTTPConnection("127.0.0.1", setup.port, timeout=5)
+    try:
+        connection.putrequest(method, path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+    finally:
+        connection.close()
+
+
+def dpop(setup: Setup, token: str, path: str = "/accounts", proof_path: str | None = None,
+         method: str = "GET") -> tuple[str, tuple[int, dict[str, str], str]]:
+    """A request with a new proof for `proof_path` (default: the request's own path); (proof, answer)."""
+    proof = make_proof(CLIENT, method=method, url=setup.url(proof_path or path.partition("?")[0]),
+                       access_token=token)
+    return proof, send(setup, path, [("authorization", f"DPoP {token}"), ("dpop", proof)], method)
+
+
+def eventually_ok(setup: Setup, token: str, timeout: float = 20.0) -> None:
+    """The services take their config over xDS after starting: wait for the first 200."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, (status, _, body) = dpop(setup, token)
+        if status == 200 or time.monotonic() > deadline:
+            assert status == 200, body
+            return
+        time.sleep(0.1)
+
+
+def test_a_fresh_proof_passes_and_its_replay_is_refused(setup: Setup) -> None:
+    token = ACME.token("ES256", jti="envoy-1", cnf={"jkt": key_thumbprint(CLIENT)})
+    eventually_ok(setup, token)
+    proof, (status, _, body) = dpop(setup, token, "/accounts?page=2")  # the query is not part of htu
+    assert status == 200, body
+    assert json.loads(body)["name"] == "accounts"
+    status, headers, body = send(setup, "/accounts?page=2", [("authorization", f"DPoP {token}"), ("dpop", proof)])
+    assert (status, json.loads(body)) == (401, {"error": "dpop_replayed"})
+    assert headers["www-authenticate"].startswith('DPoP error="invalid_dpop_proof"')
+    assert 'algs="ES256"' in headers["www-authenticate"]
+
+
+def test_a_proof_for_another_path_or_method_is_refused(setup: Setup) -> None:
+    token = ACME.token("ES256", jti="envoy-2", cnf={"jkt": key_thumbprint(CLIENT)})
+    eventually_ok(setup, token)
+    _, (status, _, body) = dpop(setup, token, "/accounts/admin", proof_path="/accounts")
+    assert (status, json.loads(body)) == (401, {"error": "dpop_htu_mismatch"})
+    proof = make_proof(CLIENT, method="POST", url=setup.url("/accounts"), access_token=token)
+    status, _, body = send(setup, "/accounts", [("authorization", f"DPoP {token}"), ("dpop", proof)])
+    assert (status, json.loads(body)) == (401, {"error": "dpop_htm_mismatch"})
+
+
+def test_bearer_use_and_two_proofs_are_refused(setup: Setup) -> None:
+    token = ACME.token("ES256", jti="envoy-3", cnf={"jkt": key_thumbprint(CLIENT)})
+    eventually_ok(setup, token)
+    status, headers, body = send(setup, "/accounts", [("authorization", f"Bearer {token}")])
+    assert (status, json.loads(body)) == (401, {"error": "dpop_bound_bearer"})
+    assert headers["www-authenticate"].startswith('DPoP error="invalid_token"')
+    unbound = ACME.token("ES256", jti="envoy-4")
+    status, _, body = send(setup, "/accounts", [("authorization", f"Bearer {unbound}")])
+    assert (status, json.loads(body)) == (401, {"error": "dpop_required"})
+    proofs = [make_proof(CLIENT, method="GET", url=setup.url("/accounts"), access_token=token) for _ in range(2)]
+    status, _, body = send(setup, "/accounts", [("authorization", f"DPoP {token}"), ("dpop", proofs[0]),
+                                                ("dpop", proofs[1])])
+    assert (status, json.loads(body)) == (400, {"error": "dpop_multiple_proofs"})
