@@ -153,7 +153,10 @@ class CertificateExpiry:
         generation = 0
         while True:
             generation = await self.cache.wait_newer(generation)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a background task's boundary: the next config must still be measured
+                log.exception("certificate_expiry_failed")
 
     def expiring(self, within: datetime.timedelta = SOON) -> list[dict[str, Any]]:
         """For /status: what expires within `within` (or has expired), soonest first."""
