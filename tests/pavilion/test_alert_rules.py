@@ -37,7 +37,7 @@ def exported_series() -> set[str]:
     from extauthz.metrics import revocation_subscribed
 
     revocation_subscribed()  # registered by the first Redis store only (absent with the in-memory store)
-    names = set()
+    names: set[str] = set()
     for family in REGISTRY.collect():
         names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
     return names
@@ -61,7 +61,17 @@ def test_every_alert_says_how_bad_and_what_to_do() -> None:
     assert len(names) == len(set(names))
     for rule in rules():
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]  # type: ignore[index]
-        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]  # type: ignore[arg-type]
+        assert set(rule["annotations"]) == {"summary", "description"}, rule["alert"]  # type: ignore[call-overload]
+
+
+def test_every_certificate_expiry_gauge_has_a_warning_and_a_critical_alert() -> None:
+    gauges = {name for name in exported_series() if name.endswith("_expiry_timestamp_seconds")}
+    assert gauges == {"pavilion_controlplane_certificate_expiry_timestamp_seconds",
+                      "pavilion_controlplane_xds_certificate_expiry_timestamp_seconds",
+                      "pavilion_xds_client_certificate_expiry_timestamp_seconds"}
+    for gauge in gauges:
+        severities = {rule["labels"]["severity"] for rule in rules() if gauge in str(rule["expr"])}  # type: ignore[index]
+        assert severities == {"warning", "critical"}, gauge
 
 
 def test_every_alert_has_a_unit_test() -> None:
