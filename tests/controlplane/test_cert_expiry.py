@@ -198,3 +198,24 @@ def test_a_service_shows_its_xds_client_certificate_expiry(tmp_path: Path, ca: C
     assert REGISTRY.get_sample_value("pavilion_xds_client_certificate_expiry_timestamp_seconds",
                                      {"file": str(path)}) == (NOW + 20 * DAY).timestamp()
     assert observe_xds_client_certificate(str(tmp_path / "missing.pem")) is None
+
+
+async def test_every_secret_translation_makes_is_measured_upstream_tls_included(tmp_path: Path, ca: Ca) -> None:
+    """Nothing here knows the upstream secrets' names: the gauge follows whatever Secrets are served."""
+    root = write_config(tmp_path / "routes", ca, cert_days=45)
+    chain, key = pem_expiring(ca, 8, "gateway-client")
+    (root / "tls" / "gateway.pem").write_bytes(chain)
+    (root / "tls" / "gateway-key.pem").write_bytes(key)
+    (root / "tls" / "internal-ca.pem").write_bytes(pem_expiring(ca, 100, "internal-ca")[0])
+    (root / "gateway.yaml").write_text((root / "gateway.yaml").read_text().replace(
+        "    endpoints: [{address: 127.0.0.1:9001, region: eu-west}]\n",
+        "    endpoints: [{address: 127.0.0.1:9001, region: eu-west}]\n"
+        "    tls: {ca: tls/internal-ca.pem, server_name: accounts.internal, certificate: tls/gateway.pem,"
+        " key: tls/gateway-key.pem}\n"))
+    cache, _board, reloader, expiry = plane(root)
+    assert await reloader.reload()
+    await expiry.refresh()
+    served = {secret.name for secret in translate(cache.config, "eu-west", "edge")[urls.SECRET]}  # type: ignore[attr-defined]
+    assert len(served) == 3 and set(expiry.secrets) == served
+    assert sorted(expiry.secrets.values()) == [NOW + 8 * DAY, NOW + 45 * DAY, NOW + 100 * DAY]
+    assert {secret_value(name) for name in served} == {(NOW + days * DAY).timestamp() for days in (8, 45, 100)}
