@@ -130,7 +130,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
     await store.start()
     authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size))
     server = GrpcServer(settings.grpc_host, settings.port, register=register(authorizer),
-                        service_names=[SERVICE_NAME])
+                        service_names=[SERVICE_NAME], tls=settings.server_tls())
     admin_server = None
     if admin and settings.metrics_port:
         admin_server = AdminServer(settings.metrics_host, settings.metrics_port,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pavilion.xds_flags import add_xds_tls_arguments
+from pavilion.tls_flags import add_server_tls_arguments, add_xds_tls_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -18,6 +18,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--node-id", default=None, help="with --xds: this node's id (default extauthz-HOST-PID)")
     serve.add_argument("--region", default=None, help="with --xds: this node's region")
     add_xds_tls_arguments(serve)
+    add_server_tls_arguments(serve)
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 9191; env PAVILION_PORT)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--redis", default=None, metavar="URL",
@@ -48,7 +49,9 @@ def _extauthz(args: argparse.Namespace) -> int:
 
     settings = ExtAuthzSettings.from_env(config=args.config, xds=args.xds, node_id=args.node_id, region=args.region,
                                          xds_ca=args.xds_ca, xds_client_cert=args.xds_client_cert,
-                                         xds_client_key=args.xds_client_key, port=args.port, grpc_host=args.host,
+                                         xds_client_key=args.xds_client_key, tls_cert=args.tls_cert,
+                                         tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, port=args.port,
+                                         grpc_host=args.host,
                                          redis_url=args.redis, workers=args.workers, metrics_port=args.admin_port)
     return run(settings)
 

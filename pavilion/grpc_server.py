@@ -1,13 +1,13 @@
 """The grpc.aio server bootstrap shared by every Pavilion gRPC service.
 
-It adds grpc.health.v1 and reflection, binds (optionally with TLS), and drains gracefully: health
-flips to NOT_SERVING first so load balancers stop sending, then in-flight RPCs get `grace` seconds.
+It adds grpc.health.v1 and reflection, binds (optionally with TLS, pavilion.server_tls: then health and
+reflection too are served over TLS, on the one port), and drains gracefully: health flips to
+NOT_SERVING first so load balancers stop sending, then in-flight RPCs get `grace` seconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,18 +16,15 @@ from grpc_reflection.v1alpha import reflection
 
 from pavilion.log import get_logger
 from pavilion.metrics import GRPC_SERVING
+from pavilion.server_tls import ServerTLS
+from pavilion.tls_rotation import server_credentials
 
 log = get_logger(__name__)
 
+__all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "ServerTLS", "add_method_handlers"]
+
 # Large enough for a full xDS snapshot of 10,000 routes in one response.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ServerTLS:
-    cert_chain: bytes
-    private_key: bytes
-    client_ca: bytes | None = None  # set to require client certificates (mTLS)
 
 
 def add_method_handlers(server: grpc.aio.Server, service_name: str,
@@ -64,10 +61,7 @@ class GrpcServer:
         if tls is None:
             self.port = self._server.add_insecure_port(address)
         else:
-            credentials = grpc.ssl_server_credentials(
-                [(tls.private_key, tls.cert_chain)], root_certificates=tls.client_ca,
-                require_client_auth=tls.client_ca is not None)
-            self.port = self._server.add_secure_port(address, credentials)
+            self.port = self._server.add_secure_port(address, server_credentials(tls))
 
     async def start(self) -> int:
         await self._server.start()

@@ -26,6 +26,7 @@ from pavilion.errors import ConfigError
 from pavilion.lifecycle import cancel_and_wait, run_until_stopped
 from pavilion.log import configure_logging, get_logger
 from pavilion.metrics import any_worker_serving
+from pavilion.server_tls import ServerTLS, load_server_tls
 from pavilion.settings import Settings
 from pavilion.workers import run_workers, shared_directory
 from pavilion.xds_client import xds_credentials
@@ -42,6 +43,11 @@ class ServiceSettings(Settings):
     xds_ca: str = ""           # CA bundle (PEM) to reach the control plane over TLS; plaintext when empty
     xds_client_cert: str = ""  # with xds_ca: a client certificate, for a control plane requiring one (mTLS)
     xds_client_key: str = ""
+    # PEM files of the gRPC port's own TLS (health included; the admin HTTP port stays plaintext);
+    # a client CA makes it require client certificates (mTLS). Renewed files are served without a restart.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     port: int = 0
     workers: int = 1
 
@@ -50,6 +56,10 @@ class ServiceSettings(Settings):
 
     def xds_credentials(self) -> grpc.ChannelCredentials | None:
         return xds_credentials(self.xds_ca, self.xds_client_cert, self.xds_client_key)
+
+    def server_tls(self) -> ServerTLS | None:
+        """The gRPC port's TLS (None: plaintext); ConfigError names the flag of a bad or unpaired file."""
+        return load_server_tls(self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -71,6 +81,11 @@ def run_service(settings: S, serve: Callable[..., Coroutine[Any, Any, None]], *,
         settings.xds_credentials()  # a missing or unreadable file fails here, once, not in every worker
     except ConfigError as exc:
         log.error("xds_tls_rejected", detail=str(exc))
+        return 2
+    try:
+        settings.server_tls()  # the same for the port's own TLS; each worker reads the files again
+    except ConfigError as exc:
+        log.error("server_tls_rejected", detail=str(exc))
         return 2
     if settings.config:
         settings = dataclasses.replace(settings, config=os.path.abspath(settings.config))

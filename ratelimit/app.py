@@ -219,7 +219,8 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
     names = HeaderNames(settings.limit_header, settings.remaining_header, settings.reset_header)
     service = RateLimitService(limiter, RuleMetrics(settings.metric_label_cap),
                                header_style(settings.response_headers, names))
-    server = GrpcServer(settings.grpc_host, settings.port, register=register(service), service_names=[SERVICE_NAME])
+    server = GrpcServer(settings.grpc_host, settings.port, register=register(service), service_names=[SERVICE_NAME],
+                        tls=settings.server_tls())
     health = Health(server, limiter, breaker, interval=max(0.05, settings.breaker_cool_down / 2))
     admin_server = None
     if admin and settings.metrics_port:

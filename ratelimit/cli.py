@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pavilion.xds_flags import add_xds_tls_arguments
+from pavilion.tls_flags import add_server_tls_arguments, add_xds_tls_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +20,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--node-id", default=None, help="with --xds: this node's id (default ratelimit-HOST-PID)")
     serve.add_argument("--region", default=None, help="with --xds: this node's region")
     add_xds_tls_arguments(serve)
+    add_server_tls_arguments(serve)
     serve.add_argument("--port", type=int, default=None, help="gRPC port (default 8081; env PAVILION_PORT)")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     backend = serve.add_mutually_exclusive_group()
@@ -55,6 +56,7 @@ def _ratelimit(args: argparse.Namespace) -> int:
     settings = RateLimitSettings.from_env(
         config=args.config, xds=args.xds, node_id=args.node_id, region=args.region,
         xds_ca=args.xds_ca, xds_client_cert=args.xds_client_cert, xds_client_key=args.xds_client_key,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         port=args.port, grpc_host=args.host, redis_url=args.redis,
         redis_cluster=args.redis_cluster, redis_timeout_ms=args.redis_timeout_ms, workers=args.workers,
         replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode,

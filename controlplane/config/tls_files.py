@@ -8,19 +8,18 @@ material: only paths, subjects, sizes and dates.
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from controlplane.config.model import Config, FileStamp
 from controlplane.config.shape import Fields
 from pavilion.errors import ConfigError, ConfigErrors, Location
 from pavilion.pem_files import pem_certificates, read_pem_file
+from pavilion.server_tls import file_stamp, same_public_key
 
 __all__ = ["Clock", "LoadErrors", "Problem", "TlsFiles", "file_path", "file_stamp", "now", "pem_certificates",
            "referenced_files", "same_public_key", "stamps_now"]
@@ -42,15 +41,6 @@ def file_path(value: str) -> str:
     if not value.strip():
         raise ValueError("must name a file")
     return value
-
-
-def file_stamp(path: str) -> tuple[int, int, int, int] | None:
-    """What stat says of the file `path` resolves to (symlinks followed), None when it cannot."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def stamps_now(paths: Iterable[str]) -> tuple[FileStamp, ...]:
@@ -76,11 +66,6 @@ def referenced_files(outcome: object) -> tuple[FileStamp, ...]:
     listeners = (stamp for item in outcome.listeners if item.tls is not None for stamp in item.tls.files)
     services = (stamp for item in outcome.services if item.tls is not None for stamp in item.tls.files)
     return (*listeners, *services)
-
-
-def same_public_key(leaf: x509.Certificate, key: PrivateKeyTypes) -> bool:
-    der, info = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return bool(leaf.public_key().public_bytes(der, info) == key.public_key().public_bytes(der, info))
 
 
 class TlsFiles:
