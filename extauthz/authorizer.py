@@ -112,13 +112,16 @@ class Authorizer:
 
     async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str],
                     attributes: Any = None) -> Outcome:
-        authorization = headers.get("authorization")
-        if authorization is not None and is_dpop(authorization):
-            return await self._check_dpop(authorization, headers, path, context_extensions, attributes)
         token = decision.bearer_token(headers, path)
         if isinstance(token, Outcome):
+            # Asked only when there is no bearer token: bearer requests never pay for the DPoP test.
+            authorization = headers.get("authorization")
+            if authorization is not None and is_dpop(authorization):
+                return await self._check_dpop(authorization, headers, path, context_extensions, attributes)
             return token
         tenants = self.tenants
+        route = decision.route_tenants(context_extensions)
+
         digest = token_digest(token)
         cached = self.cache.get(digest)
         tenant: Tenant
@@ -130,7 +133,24 @@ class Authorizer:
             if isinstance(found, Outcome):
                 return found
             tenant, admission = found
-        return await self._admitted(tenant, tenants, admission, context_extensions, attributes)
+
+        # As `_admission_refusal`, written out: this is the path of every bearer check `check_now` cannot end.
+        refusal = binding_refusal(admission.bound_to, attributes) if admission.bound_to is not None else None
+        if refusal is None:
+            refusal = _route_refusal(tenant, tenants, route)
+        scopes, claims = context_extensions.get("scopes"), context_extensions.get("claims")
+        if refusal is None and (scopes is not None or claims is not None):
+            refusal = _requirement_refusal(admission, scopes, claims)
+        if refusal is not None:
+            return refusal
+        try:
+            if await self.store.is_revoked(admission.query):
+                return _revoked()
+        except BackendUnavailable as exc:
+            refusal = _store_failure("revocation_store_unavailable", "store_unavailable", tenant, exc)
+            if refusal is not None:
+                return refusal
+        return admission.outcome
 
     async def _check_dpop(self, authorization: str, headers: Mapping[str, str], path: str,
                           context_extensions: Mapping[str, str], attributes: Any) -> Outcome:
@@ -164,38 +184,23 @@ class Authorizer:
         try:
             first = await self.replay.first_use(replay_key(proof.jkt, proof.jti), ttl)
         except BackendUnavailable as exc:
-            if tenant.on_store_error != "allow":
-                log.warning("dpop_replay_store_unavailable", tenant=tenant.id, detail=str(exc), decided="deny")
-                return decision.unavailable("dpop_store_unavailable")
-            log.warning("dpop_replay_store_unavailable", tenant=tenant.id, detail=str(exc), decided="allow")
+            refusal = _store_failure("dpop_replay_store_unavailable", "dpop_store_unavailable", tenant, exc)
+            if refusal is not None:
+                return refusal
             first = True
         if not first:
             return decision.invalid_dpop_proof("dpop_replayed", "the proof has been used before", policy.algorithms)
-        outcome = await self._admitted(tenant, tenants, admission, context_extensions, attributes)
-        return outcome if outcome.allowed else decision.as_dpop(outcome, policy.algorithms)
-
-    async def _admitted(self, tenant: Tenant, tenants: Tenants, admission: Admission,
-                        context_extensions: Mapping[str, str], attributes: Any) -> Outcome:
-        """The answer for a verified token: its certificate binding, the route's tenants and requirements,
-        then revocation."""
-        route = decision.route_tenants(context_extensions)
-        refusal = binding_refusal(admission.bound_to, attributes) if admission.bound_to is not None else None
+        refusal = _admission_refusal(tenant, tenants, admission, context_extensions, attributes)
         if refusal is None:
-            refusal = _route_refusal(tenant, tenants, route)
-        scopes, claims = context_extensions.get("scopes"), context_extensions.get("claims")
-        if refusal is None and (scopes is not None or claims is not None):
-            refusal = _requirement_refusal(admission, scopes, claims)
-        if refusal is not None:
-            return refusal
-        try:
-            if await self.store.is_revoked(admission.query):
-                return _revoked()
-        except BackendUnavailable as exc:
-            if tenant.on_store_error != "allow":
-                log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="deny")
-                return decision.unavailable("store_unavailable")
-            log.warning("revocation_store_unavailable", tenant=tenant.id, detail=str(exc), decided="allow")
-        return admission.outcome
+            try:
+                if not await self.store.is_revoked(admission.query):
+                    return admission.outcome
+                refusal = _revoked()
+            except BackendUnavailable as exc:
+                refusal = _store_failure("revocation_store_unavailable", "store_unavailable", tenant, exc)
+                if refusal is None:
+                    return admission.outcome
+        return decision.as_dpop(refusal, policy.algorithms)
 
     async def _admission(self, token: str, digest: bytes, tenants: Tenants,
                          dpop: bool = False) -> tuple[Tenant, Admission] | Outcome:
@@ -233,6 +238,27 @@ class Authorizer:
         admission = Admission(verified, query, outcome, token_scopes(verified.claims), bound_to, jkt)
         self.cache.put(digest, tenant, admission, verified.expires_at)
         return tenant, admission
+
+
+def _admission_refusal(tenant: Tenant, tenants: Tenants, admission: Admission, context_extensions: Mapping[str, str],
+                       attributes: Any) -> Outcome | None:
+    """The refusal of a verified token by its certificate binding, the route's tenants or its requirements."""
+    if admission.bound_to is not None:
+        refusal = binding_refusal(admission.bound_to, attributes)
+        if refusal is not None:
+            return refusal
+    refusal = _route_refusal(tenant, tenants, decision.route_tenants(context_extensions))
+    scopes, claims = context_extensions.get("scopes"), context_extensions.get("claims")
+    if refusal is None and (scopes is not None or claims is not None):
+        refusal = _requirement_refusal(admission, scopes, claims)
+    return refusal
+
+
+def _store_failure(event: str, reason: str, tenant: Tenant, exc: BackendUnavailable) -> Outcome | None:
+    """The answer when a store (revocation, DPoP replay) cannot tell: 503 unless the tenant says allow (None)."""
+    decided = "allow" if tenant.on_store_error == "allow" else "deny"
+    log.warning(event, tenant=tenant.id, detail=str(exc), decided=decided)
+    return None if decided == "allow" else decision.unavailable(reason)
 
 
 def _route_refusal(tenant: Tenant, tenants: Tenants, route: tuple[str, ...] | None) -> Outcome | None:
