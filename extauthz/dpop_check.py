@@ -71,7 +71,7 @@ def request_url(attributes: Any) -> tuple[str | None, bool]:
     if attributes is None:
         return None, True
     http = attributes.request.http
-    return _url(http.scheme, http.host, http.path)
+    return _url(http.scheme, http.host, http.path.partition("?")[0].partition("#")[0])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,5 +79,5 @@ def _url(scheme: str, host: str, path: str) -> tuple[str | None, bool]:
     # Few distinct (scheme, host, path) triples in real traffic; bounded for the rest.
     if not scheme or not _AUTHORITY.fullmatch(host):
         return None, True
-    url = normalise_url(f"{scheme}://{host}{path.partition('?')[0].partition('#')[0]}")
+    url = normalise_url(f"{scheme}://{host}{path}")
     return url, ":" in host.rpartition("]")[2]

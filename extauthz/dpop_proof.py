@@ -24,7 +24,6 @@ client's later proofs cost a signature check, not a key parse.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ from extauthz.jwk import Key, RejectedKey, parse_jwk
 from extauthz.signing import jwk_thumbprint
 from extauthz.tenant import SUPPORTED_ALGORITHMS, DpopPolicy
 from extauthz.tokens import b64url_decode, b64url_encode, split_compact, strict_json_object
-from extauthz.verify import check_signature
+from extauthz.verify import MAX_NUMERIC_DATE, check_signature
 from pavilion.errors import MalformedToken, TokenError
 
 __all__ = ["MAX_JTI", "MAX_PROOF_BYTES", "InvalidProof", "VerifiedProof", "access_token_hash", "normalise_url",
@@ -161,8 +160,9 @@ def _proof_key(head_b64: bytes) -> _ProofKey:
 
 def _number(claims: dict[str, Any], name: str) -> float:
     value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidProof(f"the proof's {name} is missing or not a number", reason="dpop_proof_invalid")
+    # Compared before any float(): an integer of hundreds of digits is valid JSON and overflows a float.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise InvalidProof(f"the proof's {name} is missing or not a time", reason="dpop_proof_invalid")
     return float(value)
 
 

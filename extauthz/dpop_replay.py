@@ -15,6 +15,7 @@ without a round trip. A Redis error raises BackendUnavailable; the caller applie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import time
@@ -93,7 +94,8 @@ class RedisReplay:
             stored = await self._client.set(key, "1", nx=True, px=max(1, int(ttl * 1000)))
         except (RedisError, OSError, TimeoutError) as exc:
             raise BackendUnavailable("redis", type(exc).__name__) from exc
-        self._local.remember(key, ttl)
+        with contextlib.suppress(BackendUnavailable):  # the local set only saves round trips; Redis holds the jti
+            self._local.remember(key, ttl)
         return bool(stored)
 
 

@@ -403,3 +403,35 @@ async def test_the_port_is_compared_only_when_envoy_passes_it_on(stack: Stack, e
     outcome = await stack.dpop(token, make_proof(client_key(), method="GET", url=htu, access_token=token),
                                url=f"https://{envoy_host}/orders")
     assert outcome.reason == reason
+
+
+@pytest.mark.parametrize("iat", [10**400, -5, 1e400, 253402300800, None])
+async def test_an_iat_that_is_no_time_is_refused_not_an_error(stack: Stack, iat: Any) -> None:
+    token = bound_token(jti=f"t-iat-{iat}")
+    # 1e400 is written out as a JSON number that Python reads as inf.
+    claims = {**good_claims(token), "iat": iat}
+    text = json.dumps(claims).replace("Infinity", "1e400")
+    refused(await stack.dpop(token, signed_raw(good_header(), text)), 401, "dpop_proof_invalid")
+
+
+async def test_the_redis_replay_sets_local_set_is_only_a_cache() -> None:
+    from extauthz.dpop_replay import RedisReplay
+
+    class Client:
+        def __init__(self) -> None:
+            self.keys: set[str] = set()
+
+        async def set(self, key: str, value: str, *, nx: bool, px: int) -> bool | None:
+            assert nx and px > 0
+            if key in self.keys:
+                return None
+            self.keys.add(key)
+            return True
+
+    client = Client()
+    replay = RedisReplay(client)
+    replay._local = MemoryReplay(max_entries=1)
+    assert await replay.first_use("a", 10) and await replay.first_use("b", 10)  # local set full: still fine
+    assert not await replay.first_use("b", 10) and not await replay.first_use("a", 10)
+    client.keys.clear()
+    assert not await replay.first_use("a", 10)  # answered locally, no round trip
