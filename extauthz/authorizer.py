@@ -118,6 +118,8 @@ class Authorizer:
             authorization = headers.get("authorization")
             if authorization is not None and is_dpop(authorization):
                 return await self._check_dpop(authorization, headers, path, context_extensions, attributes)
+            if token.reason in ("missing", "unsupported_scheme"):
+                return _dpop_only_challenge(token, self.tenants, context_extensions) or token
             return token
         tenants = self.tenants
         route = decision.route_tenants(context_extensions)
@@ -259,6 +261,17 @@ def _store_failure(event: str, reason: str, tenant: Tenant, exc: BackendUnavaila
     decided = "allow" if tenant.on_store_error == "allow" else "deny"
     log.warning(event, tenant=tenant.id, detail=str(exc), decided=decided)
     return None if decided == "allow" else decision.unavailable(reason)
+
+
+def _dpop_only_challenge(missing: Outcome, tenants: Tenants, context_extensions: Mapping[str, str]) -> Outcome | None:
+    """For a request without credentials on a route whose tenants all require DPoP: the same refusal with a
+    DPoP challenge naming their proof algorithms (RFC 9449 section 7.1) instead of a Bearer one; None otherwise."""
+    route = decision.route_tenants(context_extensions)
+    found = [tenants.get(t) for t in route] if route else []
+    if not found or not all(t is not None and t.dpop.required for t in found):
+        return None
+    algs = tuple(dict.fromkeys(alg for t in found if t is not None for alg in t.dpop.algorithms))
+    return decision.as_dpop(missing, algs)
 
 
 def _route_refusal(tenant: Tenant, tenants: Tenants, route: tuple[str, ...] | None) -> Outcome | None:

@@ -435,3 +435,12 @@ async def test_the_redis_replay_sets_local_set_is_only_a_cache() -> None:
     assert not await replay.first_use("b", 10) and not await replay.first_use("a", 10)
     client.keys.clear()
     assert not await replay.first_use("a", 10)  # answered locally, no round trip
+
+
+async def test_a_request_without_credentials_on_a_dpop_only_route_gets_a_dpop_challenge(stack: Stack) -> None:
+    outcome = await stack.check({}, extensions={"tenant": "strict"})
+    assert refused(outcome, 401, "missing") == 'DPoP algs="ES256 ES384 RS256 PS256 EdDSA"'
+    outcome = await stack.check({"authorization": "Basic dXNlcjpwYXNz"}, extensions={"tenant": "strict"})
+    assert refused(outcome, 401, "unsupported_scheme").startswith("DPoP ")
+    for extensions in ({"tenant": "acme"}, {"tenant": "acme,strict"}, {}):  # bearer tokens are welcome there
+        assert refused(await stack.check({}, extensions=extensions), 401, "missing") == "Bearer"
