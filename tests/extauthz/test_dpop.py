@@ -444,3 +444,16 @@ async def test_a_request_without_credentials_on_a_dpop_only_route_gets_a_dpop_ch
     assert refused(outcome, 401, "unsupported_scheme").startswith("DPoP ")
     for extensions in ({"tenant": "acme"}, {"tenant": "acme,strict"}, {}):  # bearer tokens are welcome there
         assert refused(await stack.check({}, extensions=extensions), 401, "missing") == "Bearer"
+
+
+async def test_a_token_bound_to_a_certificate_and_a_dpop_key_needs_both(stack: Stack) -> None:
+    from tests.extauthz.test_cert_binding import RP_ONE, RP_TWO
+
+    token = ACME.token("ES256", jti="t-both", cnf={"jkt": key_thumbprint(client_key()), "x5t#S256": RP_ONE[1]})
+    for certificate, expected in ((RP_ONE[0], "ok"), (RP_TWO[0], "certificate_mismatch"), ("", "certificate_missing")):
+        attrs = attributes(url=URL)
+        attrs.source.certificate = certificate
+        outcome = await stack.authorizer.check(headers(token, proof_with(token)), "/orders", {}, attrs)
+        assert outcome.reason == expected
+        if expected != "ok":
+            assert challenge(outcome).startswith('DPoP error="invalid_token"')
