@@ -23,9 +23,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.configmap import ConfigMapVolume
 from tests.controlplane.certs import make_ca, write_pair
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import Gateway, Reply, request, running_gateway, start_upstreams
+from tests.pavilion.test_server_tls import server_files
 from tests.procs import PAVILION, Proc, free_port
 
 pytestmark = pytest.mark.integration
@@ -203,22 +205,41 @@ async def health_checks(port: int, credentials: grpc.ChannelCredentials | None, 
     return answers
 
 
-def test_every_worker_serves_tls(tmp_path: Path) -> None:
-    issue_certs(tmp_path)
+def worker_pids(admin_port: int) -> set[int]:
+    """The live workers the parent's /status lists (pavilion.worker_status)."""
+    return {int(worker["pid"]) for worker in request(f"http://127.0.0.1:{admin_port}/status").body.get("workers", [])}
+
+
+def test_every_worker_serves_tls_and_a_renewed_certificate_without_a_restart(tmp_path: Path) -> None:
+    """Two workers, the certificate files in a Secret volume; after kubelet's `..data` swap to a certificate of
+    another CA (cert-manager renewed the Secret), every new connection gets the new one, from both workers, in
+    the same processes."""
+    gateway_ca, old_ca, new_ca = make_ca("Gateway CA"), make_ca("Services CA 2025"), make_ca("Services CA 2026")
+    write_pair(tmp_path, *gateway_ca.issue("pavilion-gateway", server=False), stem="gateway")
+    site = ConfigMapVolume(tmp_path / "secret", server_files(old_ca, gateway_ca, NAMES["ratelimit"]))
     config = tmp_path / "rules.yaml"
     config.write_text("domain: pavilion\ndescriptors:\n"
                       "  - {key: k, rate_limit: {unit: minute, requests_per_unit: 1}}\n")
     port, admin_port = free_port(), free_port()
     proc = Proc([PAVILION, "--log-format", "console", "ratelimit", "--config", str(config), "--workers", "2",
-                 "--port", str(port), "--admin-port", str(admin_port),
-                 "--tls-cert", str(tmp_path / "ratelimit.pem"), "--tls-key", str(tmp_path / "ratelimit-key.pem"),
-                 "--tls-client-ca", str(tmp_path / "gateway-ca.pem")], name="ratelimit-workers")
+                 "--port", str(port), "--admin-port", str(admin_port), "--tls-cert", str(site.path("tls.crt")),
+                 "--tls-key", str(site.path("tls.key")), "--tls-client-ca", str(site.path("ca.crt"))],
+                name="ratelimit-workers")
     with proc:
         proc.wait_until(lambda: proc.output().count("ratelimit_started") >= 2, 30, "two workers serving")
-        ca = (tmp_path / "services-ca.pem").read_bytes()
+        proc.wait_until(lambda: len(worker_pids(admin_port)) == 2, 30, "two workers on /status")
+        pids = worker_pids(admin_port)
         client = ((tmp_path / "gateway-key.pem").read_bytes(), (tmp_path / "gateway.pem").read_bytes())
-        mtls = grpc.ssl_channel_credentials(ca, *client)
-        # 16 connections: were one of two workers plaintext, all 16 landing on the other has odds of 1 in 65,536.
-        assert asyncio.run(health_checks(port, mtls, 16)) == ["SERVING"] * 16
+        # 16 connections: were one of two workers wrong, all 16 landing on the other has odds of 1 in 65,536.
+        assert asyncio.run(health_checks(port, grpc.ssl_channel_credentials(old_ca.pem, *client), 16)) == [
+            "SERVING"] * 16
         assert asyncio.run(health_checks(port, None, 4)) == ["UNAVAILABLE"] * 4
-        assert set(asyncio.run(health_checks(port, grpc.ssl_channel_credentials(ca), 4))) == {"UNAVAILABLE"}
+        no_client = grpc.ssl_channel_credentials(old_ca.pem)
+        assert asyncio.run(health_checks(port, no_client, 4)) == ["UNAVAILABLE"] * 4
+        site.update(server_files(new_ca, gateway_ca, NAMES["ratelimit"]))
+        assert asyncio.run(health_checks(port, grpc.ssl_channel_credentials(new_ca.pem, *client), 16)) == [
+            "SERVING"] * 16
+        assert asyncio.run(health_checks(port, grpc.ssl_channel_credentials(old_ca.pem, *client), 4)) == [
+            "UNAVAILABLE"] * 4
+        assert proc.output().count("server_tls_reloaded") >= 2, proc.output()[-3000:]  # one per worker
+        assert worker_pids(admin_port) == pids  # the same two processes: nothing restarted

@@ -1,14 +1,12 @@
 """A service's gRPC port over TLS (`--tls-cert/--tls-key/--tls-client-ca`, pavilion.server_tls): the files
 are checked before anything starts, a problem exits 2 naming the flag and never quoting the key; the
 port serves health over TLS, requires client certificates with a client CA, and serves renewed files
-(cert-manager's `..data` symlink swap) to new connections without a restart."""
+(kubelet's `..data` symlink swap of a Secret volume, tests.configmap) to new connections without a restart."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -20,6 +18,7 @@ from pavilion.grpc_server import GrpcServer
 from pavilion.server_tls import SERVICE_FLAGS, XDS_FLAGS, ServerTLS, load_server_tls
 from pavilion.service import ServiceSettings
 from pavilion.tls_rotation import RotatingCertificates
+from tests.configmap import ConfigMapVolume
 from tests.controlplane.certs import Ca, cert_pem, key_pem, make_ca, write_pair
 from tests.procs import PAVILION
 
@@ -94,33 +93,10 @@ def test_the_services_exit_2_before_serving_naming_the_flag_never_the_key(files:
         assert body[:40] not in out and body[-40:] not in out
 
 
-@dataclass
-class Site:
-    """A certificate directory laid out as a Kubernetes Secret volume: tls.crt -> ..data/tls.crt, ..data -> a
-    timestamped directory, swapped in one rename."""
-
-    root: Path
-    generation: int = 0
-
-    def publish(self, files: dict[str, bytes]) -> None:
-        self.generation += 1
-        target = self.root / f"..gen{self.generation}"
-        target.mkdir()
-        for name, data in files.items():
-            (target / name).write_bytes(data)
-            if not (self.root / name).is_symlink():
-                (self.root / name).symlink_to(f"..data/{name}")
-        link = self.root / "..data_tmp"
-        link.symlink_to(target.name)
-        os.replace(link, self.root / "..data")
-
-    def path(self, name: str) -> str:
-        return str(self.root / name)
-
-
-def server_files(ca: Ca, client_ca: Ca, name: str = "extauthz") -> dict[str, bytes]:
-    cert, key = ca.issue(name)
-    return {"tls.crt": cert_pem(cert), "tls.key": key_pem(key), "ca.crt": client_ca.pem}
+def server_files(ca: Ca, client_ca: Ca, dns_name: str = "localhost") -> dict[str, str]:
+    """A Secret's keys as cert-manager writes them: the server's chain and key, and the client CA."""
+    cert, key = ca.issue(dns_name, dns_names=(dns_name,))
+    return {"tls.crt": cert_pem(cert).decode(), "tls.key": key_pem(key).decode(), "ca.crt": client_ca.pem.decode()}
 
 
 async def health_over_tls(port: int, ca: Ca, client: tuple[bytes, bytes] | None = None) -> str:
@@ -141,11 +117,10 @@ def client_pair(ca: Ca) -> tuple[bytes, bytes]:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[int, Site, dict[str, Ca], RotatingCertificates]]:
+async def served(tmp_path: Path) -> AsyncIterator[tuple[int, ConfigMapVolume, dict[str, Ca], RotatingCertificates]]:
     cas = {name: make_ca(name) for name in ("server-1", "server-2", "client-1", "client-2")}
-    site = Site(tmp_path)
-    site.publish(server_files(cas["server-1"], cas["client-1"]))
-    tls = load_server_tls(site.path("tls.crt"), site.path("tls.key"), site.path("ca.crt"))
+    site = ConfigMapVolume(tmp_path / "secret", server_files(cas["server-1"], cas["client-1"]))
+    tls = load_server_tls(str(site.path("tls.crt")), str(site.path("tls.key")), str(site.path("ca.crt")))
     assert tls is not None and tls.source is not None
     server = GrpcServer("127.0.0.1", 0, register=lambda _s: None, service_names=["pavilion.Test"], tls=tls)
     port = await server.start()
@@ -163,7 +138,7 @@ def server_rotation(tls: ServerTLS) -> RotatingCertificates:
 
 
 async def test_health_is_served_over_mtls_and_refused_without_a_client_certificate(
-        served: tuple[int, Site, dict[str, Ca], RotatingCertificates]) -> None:
+        served: tuple[int, ConfigMapVolume, dict[str, Ca], RotatingCertificates]) -> None:
     port, _site, cas, _rotating = served
     assert await health_over_tls(port, cas["server-1"], client_pair(cas["client-1"])) == "SERVING"
     assert await health_over_tls(port, cas["server-1"]) == "UNAVAILABLE"  # no client certificate
@@ -176,11 +151,11 @@ async def test_health_is_served_over_mtls_and_refused_without_a_client_certifica
 
 
 async def test_renewed_files_are_served_to_new_connections_without_a_restart(
-        served: tuple[int, Site, dict[str, Ca], RotatingCertificates]) -> None:
+        served: tuple[int, ConfigMapVolume, dict[str, Ca], RotatingCertificates]) -> None:
     port, site, cas, rotating = served
     client_1, client_2 = client_pair(cas["client-1"]), client_pair(cas["client-2"])
     assert rotating() is None  # nothing changed since start
-    site.publish(server_files(cas["server-2"], cas["client-2"]))
+    site.update(server_files(cas["server-2"], cas["client-2"]))
     assert await health_over_tls(port, cas["server-2"], client_2) == "SERVING"
     assert await health_over_tls(port, cas["server-1"], client_2) == "UNAVAILABLE"  # the old certificate is gone
     assert await health_over_tls(port, cas["server-2"], client_1) == "UNAVAILABLE"  # so is the old client CA
@@ -189,14 +164,14 @@ async def test_renewed_files_are_served_to_new_connections_without_a_restart(
 
 
 async def test_a_renewal_that_fails_the_checks_keeps_the_certificate_in_use(
-        served: tuple[int, Site, dict[str, Ca], RotatingCertificates]) -> None:
+        served: tuple[int, ConfigMapVolume, dict[str, Ca], RotatingCertificates]) -> None:
     port, site, cas, rotating = served
     client_1 = client_pair(cas["client-1"])
     broken = server_files(cas["server-2"], cas["client-1"])
-    broken["tls.key"] = key_pem(cas["server-2"].issue("other")[1])  # not the certificate's key
-    site.publish(broken)
+    broken["tls.key"] = key_pem(cas["server-2"].issue("other")[1]).decode()  # not the certificate's key
+    site.update(broken)
     assert await health_over_tls(port, cas["server-1"], client_1) == "SERVING"
     assert rotating() is None and rotating.reloads == 0
-    site.publish(server_files(cas["server-2"], cas["client-1"]))  # the fixed files are taken
+    site.update(server_files(cas["server-2"], cas["client-1"]))  # the fixed files are taken
     assert await health_over_tls(port, cas["server-2"], client_1) == "SERVING"
     assert rotating() is not None and rotating.reloads == 1
