@@ -27,7 +27,8 @@ from typing import Any
 from extauthz import decision
 from extauthz.cert_binding import UnverifiableBinding, binding_refusal, token_bindings
 from extauthz.decision import Outcome, split_tenants
-from extauthz.dpop_check import dpop_credentials, is_dpop, request_method, request_url
+from extauthz.dpop_check import dpop_credentials, dpop_only_challenge, is_dpop, request_method, request_url
+from extauthz.dpop_nonce import Nonces
 from extauthz.dpop_proof import InvalidProof, verify_proof
 from extauthz.dpop_replay import ReplayStore, replay_key, replay_store_for
 from extauthz.keys import KeySet
@@ -66,6 +67,7 @@ class Authorizer:
         self.tenants = tenants
         self.store = store
         self.replay = replay if replay is not None else replay_store_for(store)
+        self._nonces: Nonces | None = None  # made at the first proof that needs a nonce
         self.cache = cache if cache is not None else VerifiedTokenCache(clock=clock)
         self._clock = clock
         self._verify = verify
@@ -119,7 +121,7 @@ class Authorizer:
             if authorization is not None and is_dpop(authorization):
                 return await self._check_dpop(authorization, headers, path, context_extensions, attributes)
             if token.reason in ("missing", "unsupported_scheme"):
-                return _dpop_only_challenge(token, self.tenants, context_extensions) or token
+                return dpop_only_challenge(token, self.tenants, context_extensions) or token
             return token
         tenants = self.tenants
         route = decision.route_tenants(context_extensions)
@@ -181,6 +183,10 @@ class Authorizer:
                                  skew=tenant.clock_skew, now=now)
         except InvalidProof as exc:
             return decision.invalid_dpop_proof(exc.reason, exc.description, policy.algorithms)
+        if policy.nonce:
+            refusal = await self._nonce_refusal(proof.nonce, tenant)
+            if refusal is not None:
+                return refusal
         # Remembered while the proof could still be accepted, and a second more.
         ttl = proof.iat + policy.max_age + tenant.clock_skew - now + 1.0
         try:
@@ -203,6 +209,16 @@ class Authorizer:
                 if refusal is None:
                     return admission.outcome
         return decision.as_dpop(refusal, policy.algorithms)
+
+    async def _nonce_refusal(self, nonce: str | None, tenant: Tenant) -> Outcome | None:
+        """None when the proof's nonce is one this service issued lately; else the 401 giving a new one."""
+        nonces = self._nonces
+        if nonces is None:
+            try:
+                nonces = self._nonces = Nonces(await self.replay.nonce_secret(), self._clock)
+            except BackendUnavailable as exc:
+                return _store_failure("dpop_nonce_store_unavailable", "dpop_store_unavailable", tenant, exc)
+        return nonces.refusal(nonce, tenant.dpop.algorithms)
 
     async def _admission(self, token: str, digest: bytes, tenants: Tenants,
                          dpop: bool = False) -> tuple[Tenant, Admission] | Outcome:
@@ -261,17 +277,6 @@ def _store_failure(event: str, reason: str, tenant: Tenant, exc: BackendUnavaila
     decided = "allow" if tenant.on_store_error == "allow" else "deny"
     log.warning(event, tenant=tenant.id, detail=str(exc), decided=decided)
     return None if decided == "allow" else decision.unavailable(reason)
-
-
-def _dpop_only_challenge(missing: Outcome, tenants: Tenants, context_extensions: Mapping[str, str]) -> Outcome | None:
-    """For a request without credentials on a route whose tenants all require DPoP: the same refusal with a
-    DPoP challenge naming their proof algorithms (RFC 9449 section 7.1) instead of a Bearer one; None otherwise."""
-    route = decision.route_tenants(context_extensions)
-    found = [tenants.get(t) for t in route] if route else []
-    if not found or not all(t is not None and t.dpop.required for t in found):
-        return None
-    algs = tuple(dict.fromkeys(alg for t in found if t is not None for alg in t.dpop.algorithms))
-    return decision.as_dpop(missing, algs)
 
 
 def _route_refusal(tenant: Tenant, tenants: Tenants, route: tuple[str, ...] | None) -> Outcome | None:

@@ -10,7 +10,7 @@
         max_lifetime: 24h
         claims_to_headers: {sub: x-user-id, email: x-user-email}
         on_store_error: deny              # or allow
-        dpop: {required: false, max_age: 60s, algorithms: [ES256, RS256]}   # RFC 9449 proofs
+        dpop: {required: false, max_age: 60s, algorithms: [ES256, RS256], nonce: false}   # RFC 9449
 
 `discovery: URL` is also accepted beside the other tenant fields instead of `jwks`. Loading only
 reads and checks: using the tenants (key sets, verification) is `tenant_set.Tenants`' business, so
@@ -43,7 +43,7 @@ _TENANT_FIELDS = {
     "id", "issuer", "audiences", "algorithms", "jwks", "discovery", "clock_skew", "max_lifetime",
     "claims_to_headers", "on_store_error", "token_type", "max_token_bytes", "dpop",
 }
-_DPOP_FIELDS = {"required", "max_age", "algorithms"}
+_DPOP_FIELDS = {"required", "max_age", "algorithms", "nonce"}
 _JWKS_DURATIONS = ("timeout", "refresh", "min_refresh", "max_refresh", "cooldown", "error_retry")
 _JWKS_FIELDS = {"inline", "file", "uri", "discovery", "max_bytes", "max_keys", "allow_http_loopback",
                 *_JWKS_DURATIONS}
@@ -203,7 +203,7 @@ def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> J
 
 def _dpop(node: Node) -> DpopPolicy:
     if not isinstance(node, Mapping):
-        raise _Invalid("must be a mapping with required, max_age, algorithms", node)
+        raise _Invalid("must be a mapping with required, max_age, algorithms, nonce", node)
     fields: dict[str, Node] = {}
     for key, value in node.items:
         if key.text not in _DPOP_FIELDS:
@@ -212,7 +212,8 @@ def _dpop(node: Node) -> DpopPolicy:
         if key.text in fields:
             raise _Invalid("field given twice", value, f".{key.text}")
         fields[key.text] = value
-    readers: dict[str, Callable[[Node], Any]] = {"required": _bool, "max_age": _seconds, "algorithms": _strings}
+    readers: dict[str, Callable[[Node], Any]] = {"required": _bool, "max_age": _seconds, "algorithms": _strings,
+                                                 "nonce": _bool}
     kwargs: dict[str, Any] = {}
     for name, value in fields.items():
         try:

@@ -117,6 +117,12 @@ def invalid_dpop_proof(reason: str, description: str, algs: tuple[str, ...]) -> 
     return _refusal(401, reason, dpop_challenge("invalid_dpop_proof", description, algs))
 
 
+def use_dpop_nonce(reason: str, description: str, nonce: str, algs: tuple[str, ...]) -> Outcome:
+    """401 asking for a proof with `nonce` (RFC 9449 section 9), given in the DPoP-Nonce header."""
+    refusal = _refusal(401, reason, dpop_challenge("use_dpop_nonce", description, algs))
+    return Outcome(status=401, reason=reason, headers=(*refusal.headers, ("dpop-nonce", nonce)))
+
+
 def dpop_invalid_token(reason: str, description: str, algs: tuple[str, ...]) -> Outcome:
     return _refusal(401, reason, dpop_challenge("invalid_token", description, algs))
 

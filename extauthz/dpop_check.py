@@ -17,8 +17,9 @@ from extauthz import decision
 from extauthz.decision import Outcome
 from extauthz.dpop_proof import normalise_url
 from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS
+from extauthz.tenant_set import Tenants
 
-__all__ = ["PROOF_HEADER", "dpop_credentials", "is_dpop", "request_method", "request_url"]
+__all__ = ["PROOF_HEADER", "dpop_credentials", "dpop_only_challenge", "is_dpop", "request_method", "request_url"]
 
 PROOF_HEADER = "dpop"
 # An authority (RFC 3986 reg-name or IP literal, and a port): no "/", "?", "#", "@" that would move what
@@ -55,6 +56,17 @@ def dpop_credentials(authorization: str, headers: Mapping[str, str], path: str) 
     if "," in proof:
         return _bad_request("dpop_multiple_proofs", "more than one DPoP proof")
     return token, proof
+
+
+def dpop_only_challenge(missing: Outcome, tenants: Tenants, context_extensions: Mapping[str, str]) -> Outcome | None:
+    """For a request without credentials on a route whose tenants all require DPoP: the same refusal with a
+    DPoP challenge naming their proof algorithms (RFC 9449 section 7.1) instead of a Bearer one; None otherwise."""
+    route = decision.route_tenants(context_extensions)
+    found = [tenants.get(t) for t in route] if route else []
+    if not found or not all(t is not None and t.dpop.required for t in found):
+        return None
+    algs = tuple(dict.fromkeys(alg for t in found if t is not None for alg in t.dpop.algorithms))
+    return decision.as_dpop(missing, algs)
 
 
 def request_method(attributes: Any) -> str:

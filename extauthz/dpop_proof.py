@@ -66,6 +66,7 @@ class VerifiedProof:
     jkt: str   # the RFC 7638 thumbprint of the proof's key
     jti: str
     iat: float
+    nonce: str | None = None  # checked by the caller when the tenant asks for nonces (dpop_nonce.py)
 
 
 # header segment (bytes, as sent) -> its checked key; bounded, cleared when full
@@ -206,4 +207,5 @@ def verify_proof(proof: str, *, method: str, url: str | None, access_token: str,
         raise InvalidProof("the proof has no ath (the access token's hash)", reason="dpop_ath_mismatch")
     if ath != access_token_hash(access_token):
         raise InvalidProof("the proof's ath is not the access token's hash", reason="dpop_ath_mismatch")
-    return VerifiedProof(proof_key.jkt, jti, iat)
+    nonce = claims.get("nonce")
+    return VerifiedProof(proof_key.jkt, jti, iat, nonce if isinstance(nonce, str) else None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -27,9 +28,10 @@ from redis.exceptions import RedisError
 from extauthz.revocation import RedisRevocations, RevocationStore
 from pavilion.errors import BackendUnavailable
 
-__all__ = ["MemoryReplay", "RedisReplay", "ReplayStore", "replay_key", "replay_store_for"]
+__all__ = ["NONCE_SECRET_KEY", "MemoryReplay", "RedisReplay", "ReplayStore", "replay_key", "replay_store_for"]
 
 _PREFIX = "pavilion:dpop:jti:"
+NONCE_SECRET_KEY = "pavilion:dpop:nonce-secret"
 _MAX_ENTRIES = 1_000_000
 Clock = Callable[[], float]
 
@@ -43,6 +45,10 @@ class ReplayStore(Protocol):
         """True the first time `key` is seen within `ttl` seconds, False after; BackendUnavailable when the
         store cannot tell."""
 
+    async def nonce_secret(self) -> bytes:
+        """The key of DPoP nonces (dpop_nonce.py), the same for every process sharing the store;
+        BackendUnavailable when it cannot be read."""
+
 
 class MemoryReplay:
     """Seen keys with their expiry, purged as they expire; refuses to grow past `max_entries` (raising
@@ -53,6 +59,7 @@ class MemoryReplay:
         self._max_entries = max_entries
         self._expires: dict[str, float] = {}
         self._queue: list[tuple[float, str]] = []   # (expires_at, key), a heap
+        self._secret = secrets.token_bytes(32)
 
     def __len__(self) -> int:
         return len(self._expires)
@@ -79,6 +86,9 @@ class MemoryReplay:
         self.remember(key, ttl)
         return True
 
+    async def nonce_secret(self) -> bytes:
+        return self._secret
+
 
 class RedisReplay:
     """Every replica's jtis in Redis (SET NX PX), with this process's own in front of it."""
@@ -86,6 +96,7 @@ class RedisReplay:
     def __init__(self, client: Any, clock: Clock = time.monotonic) -> None:
         self._client = client
         self._local = MemoryReplay(clock)
+        self._secret: bytes | None = None
 
     async def first_use(self, key: str, ttl: float) -> bool:
         if self._local.seen(key):
@@ -97,6 +108,20 @@ class RedisReplay:
         with contextlib.suppress(BackendUnavailable):  # the local set only saves round trips; Redis holds the jti
             self._local.remember(key, ttl)
         return bool(stored)
+
+    async def nonce_secret(self) -> bytes:
+        """The first replica to ask writes a random secret (SET NX); every one reads the one that won."""
+        if self._secret is None:
+            try:
+                await self._client.set(NONCE_SECRET_KEY, secrets.token_hex(32), nx=True)
+                value = await self._client.get(NONCE_SECRET_KEY)
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise BackendUnavailable("redis", type(exc).__name__) from exc
+            try:
+                self._secret = bytes.fromhex(value)
+            except (TypeError, ValueError) as exc:
+                raise BackendUnavailable("redis", "the DPoP nonce secret is unreadable") from exc
+        return self._secret
 
 
 def replay_store_for(revocations: RevocationStore) -> ReplayStore:

@@ -137,17 +137,19 @@ def _inline_text(value: object) -> str:
 class DpopPolicy:
     """What a tenant asks of DPoP (RFC 9449): `required` refuses its unbound bearer tokens; a proof is
     accepted for `max_age` seconds after its `iat` (plus the tenant's clock skew), signed with one of
-    `algorithms`."""
+    `algorithms`, and with `nonce` only when it carries a nonce this service issued (section 9)."""
 
     required: bool = False
     max_age: float = 60.0
     algorithms: tuple[str, ...] = DEFAULT_DPOP_ALGORITHMS
+    nonce: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.algorithms, list):
             object.__setattr__(self, "algorithms", tuple(self.algorithms))
-        if not isinstance(self.required, bool):
-            raise ConfigError("must be true or false", path="dpop.required")
+        for name in ("required", "nonce"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError("must be true or false", path=f"dpop.{name}")
         if (not isinstance(self.max_age, int | float) or isinstance(self.max_age, bool)
                 or not 1 <= self.max_age <= 3600):
             raise ConfigError(f"must be between 1s and 1h, got {self.max_age!r}", path="dpop.max_age")

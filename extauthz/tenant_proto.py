@@ -54,7 +54,7 @@ def _claims_to_headers(message: tenant_pb2.TenantPolicy) -> tuple[tuple[str, str
 
 def _dpop(message: tenant_pb2.DpopPolicy) -> DpopPolicy:
     try:
-        return DpopPolicy(required=message.required,
+        return DpopPolicy(required=message.required, nonce=message.nonce,
                           max_age=_seconds(message.max_age) if message.HasField("max_age") else 60.0,
                           algorithms=tuple(message.algorithms) or DEFAULT_DPOP_ALGORITHMS)
     except ConfigError as exc:

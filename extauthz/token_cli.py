@@ -44,6 +44,7 @@ def register(subparsers: Any) -> None:
     proof.add_argument("--method", default="GET", help="the request method (default GET)")
     proof.add_argument("--url", required=True, help="the request URL, e.g. http://127.0.0.1:10000/orders")
     proof.add_argument("--token", default=None, help="the access token the proof goes with (sets ath)")
+    proof.add_argument("--nonce", default=None, help="the DPoP-Nonce the server gave, for tenants asking for one")
     proof.set_defaults(func=_dpop_proof)
 
     key = subparsers.add_parser("dpop-key", help="write a new DPoP client key (ES256, PEM, owner-only)")
@@ -80,7 +81,8 @@ def _dpop_proof(args: argparse.Namespace) -> int:
     if normalise_url(args.url) is None:
         return _fail(f"--url {args.url!r} is not an http(s) URL", "dpop-proof")
     url = args.url.partition("#")[0].partition("?")[0]  # RFC 9449 4.2: htu without query and fragment
-    print(make_proof(private, method=args.method, url=url, access_token=args.token))
+    claims = {"nonce": args.nonce} if args.nonce is not None else None
+    print(make_proof(private, method=args.method, url=url, access_token=args.token, claims=claims))
     return 0
 
 

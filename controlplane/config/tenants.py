@@ -43,6 +43,7 @@ _DPOP = {
     "description": "DPoP (RFC 9449) proofs: required refuses unbound bearer tokens; max_age after the proof's iat.",
     "properties": {
         "required": {"type": "boolean"},
+        "nonce": {"type": "boolean", "description": "Proofs must carry a nonce ext_authz issued (DPoP-Nonce)."},
         "max_age": _DURATION,
         "algorithms": {"oneOf": [_ALGORITHM, {"type": "array", "minItems": 1, "items": _ALGORITHM}]},
     },

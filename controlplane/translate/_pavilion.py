@@ -67,7 +67,7 @@ def tenant_policy(tenant: Tenant) -> tenant_pb2.TenantPolicy:
     if tenant.dpop != DpopPolicy():  # only when set: tenants without DPoP keep their resource bytes
         dpop = tenant.dpop
         message.dpop.CopyFrom(tenant_pb2.DpopPolicy(required=dpop.required, max_age=duration(dpop.max_age),
-                                                    algorithms=dpop.algorithms))
+                                                    algorithms=dpop.algorithms, nonce=dpop.nonce))
     return message
 
 

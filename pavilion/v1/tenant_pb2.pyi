@@ -117,15 +117,20 @@ Global___ClaimHeader: _TypeAlias = ClaimHeader  # noqa: Y015
 
 @_typing.final
 class DpopPolicy(_message.Message):
-    """DPoP (RFC 9449) proofs a tenant accepts; unset: the defaults (not required, 60 s, ES256 ES384 RS256 PS256 EdDSA)."""
+    """DPoP (RFC 9449) proofs a tenant accepts; unset: the defaults (not required, 60 s, ES256 ES384 RS256 PS256 EdDSA,
+    no nonce).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUIRED_FIELD_NUMBER: _builtins.int
     MAX_AGE_FIELD_NUMBER: _builtins.int
     ALGORITHMS_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     required: _builtins.bool
     """Refuse the tenant's tokens unless DPoP-bound and presented with a proof."""
+    nonce: _builtins.bool
+    """Proofs must carry a nonce ext_authz issued (RFC 9449 section 9, DPoP-Nonce)."""
     @_builtins.property
     def max_age(self) -> _duration_pb2.Duration:
         """How long after its iat a proof is accepted (plus the tenant's clock skew)."""
@@ -140,10 +145,11 @@ class DpopPolicy(_message.Message):
         required: _builtins.bool = ...,
         max_age: _duration_pb2.Duration | None = ...,
         algorithms: _abc.Iterable[_builtins.str] | None = ...,
+        nonce: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["max_age", b"max_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms", "max_age", b"max_age", "required", b"required"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms", "max_age", b"max_age", "nonce", b"nonce", "required", b"required"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

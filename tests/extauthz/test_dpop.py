@@ -457,3 +457,50 @@ async def test_a_token_bound_to_a_certificate_and_a_dpop_key_needs_both(stack: S
         assert outcome.reason == expected
         if expected != "ok":
             assert challenge(outcome).startswith('DPoP error="invalid_token"')
+
+
+def nonce_of(outcome: Outcome) -> str:
+    return dict(outcome.headers)["dpop-nonce"]
+
+
+async def test_a_tenant_asking_for_nonces_gives_one_and_accepts_proofs_carrying_it() -> None:
+    now = [time.time()]
+    built = await build_tenants([ACME.tenant("acme", dpop=DpopPolicy(nonce=True))])
+    authorizer = Authorizer(built, MemoryRevocations(), clock=lambda: now[0])
+    found = Stack(authorizer, [])
+    try:
+        token = bound_token(jti="t-nonce")
+        outcome = await found.dpop(token, make_proof(client_key(), method="GET", url=URL, access_token=token,
+                                                     iat=now[0]))
+        value = refused(outcome, 401, "dpop_nonce_required")
+        assert value.startswith('DPoP error="use_dpop_nonce", error_description="') and 'algs="' in value
+        nonce = nonce_of(outcome)
+        def with_nonce(value: str) -> str:
+            return make_proof(client_key(), method="GET", url=URL, access_token=token, iat=now[0],
+                              claims={"nonce": value})
+        assert (await found.dpop(token, with_nonce(nonce))).allowed
+        refused(await found.dpop(token, with_nonce(nonce[:-1] + ("A" if nonce[-1] != "A" else "B"))), 401,
+                "dpop_nonce_stale")
+        refused(await found.dpop(token, with_nonce("x" * 27)), 401, "dpop_nonce_stale")
+        now[0] += 60
+        assert (await found.dpop(token, with_nonce(nonce))).allowed  # the previous window's is still good
+        now[0] += 60
+        outcome = await found.dpop(token, with_nonce(nonce))
+        refused(outcome, 401, "dpop_nonce_stale")
+        assert nonce_of(outcome) != nonce
+        assert (await found.dpop(token, with_nonce(nonce_of(outcome)))).allowed
+    finally:
+        await retire(built, None)
+
+
+def test_nonces_are_bound_to_their_secret_and_window() -> None:
+    from extauthz.dpop_nonce import Nonces
+
+    now = [60.0 * 16_667]  # the start of a window
+    one, other = Nonces(b"a" * 32, lambda: now[0]), Nonces(b"b" * 32, lambda: now[0])
+    nonce = one.current()
+    assert one.accepts(nonce) and not other.accepts(nonce) and not one.accepts(None) and not one.accepts(7)
+    now[0] += 119.9  # the end of the next window
+    assert one.accepts(nonce) and one.current() != nonce
+    now[0] += 0.1
+    assert not one.accepts(nonce)

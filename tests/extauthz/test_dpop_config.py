@@ -42,9 +42,9 @@ def test_a_tenant_without_dpop_takes_the_defaults() -> None:
 
 
 def test_the_dpop_block_is_read() -> None:
-    tenant = parse_tenants(TENANT.format(dpop="{required: true, max_age: 2m, algorithms: [ES384, EdDSA]}"),
+    tenant = parse_tenants(TENANT.format(dpop="{required: true, max_age: 2m, algorithms: [ES384, EdDSA], nonce: true}"),
                            "t.yaml")[0]
-    assert tenant.dpop == DpopPolicy(required=True, max_age=120.0, algorithms=("ES384", "EdDSA"))
+    assert tenant.dpop == DpopPolicy(required=True, max_age=120.0, algorithms=("ES384", "EdDSA"), nonce=True)
 
 
 @pytest.mark.parametrize(("dpop", "message"), [
@@ -53,7 +53,8 @@ def test_the_dpop_block_is_read() -> None:
     ("{max_age: 0s}", "dpop.max_age: must be between 1s and 1h"),
     ("{max_age: 2h}", "dpop.max_age: must be between 1s and 1h"),
     ("{required: yes please}", "dpop.required: must be true or false"),
-    ("{nonce: true}", "dpop.nonce: unknown field"),
+    ("{htu: https://api.test}", "dpop.htu: unknown field"),
+    ("{nonce: 1}", "dpop.nonce: must be true or false"),
     ("true", "dpop: must be a mapping"),
 ])
 def test_a_bad_dpop_block_is_refused_at_its_line(dpop: str, message: str) -> None:
@@ -63,7 +64,8 @@ def test_a_bad_dpop_block_is_refused_at_its_line(dpop: str, message: str) -> Non
     assert message in text and "t.yaml:6:" in text, text
 
 
-@pytest.mark.parametrize("dpop", [DpopPolicy(), DpopPolicy(required=True, max_age=15.5, algorithms=("PS256",))])
+@pytest.mark.parametrize("dpop", [DpopPolicy(), DpopPolicy(required=True, max_age=15.5, algorithms=("PS256",)),
+                                  DpopPolicy(nonce=True)])
 def test_dpop_settings_travel_over_xds(dpop: DpopPolicy) -> None:
     tenant = Tenant(id="acme", issuer="https://idp.acme.test", audiences=("api",),
                     jwks=JwksSource(uri="https://idp.acme.test/jwks"), dpop=dpop)
@@ -114,7 +116,10 @@ async def test_the_commands_make_a_bound_token_and_proofs_that_pass(tmp_path: Pa
     out = capsys.readouterr().out
     proof = out.strip()
     assert out.count("\n") == 1 and "PRIVATE" not in out
-    assert json.loads(b64url_decode(proof.split(".")[1].encode(), "payload"))["htu"] == url
+    claims = json.loads(b64url_decode(proof.split(".")[1].encode(), "payload"))
+    assert claims["htu"] == url and "nonce" not in claims
+    assert main(["dpop-proof", "--key", str(key), "--url", url, "--nonce", "abc"]) == 0
+    assert json.loads(b64url_decode(capsys.readouterr().out.strip().split(".")[1].encode(), "p"))["nonce"] == "abc"
     assert main(["dpop-proof", "--key", str(tmp_path / "missing.pem"), "--url", url]) == 1
     assert main(["dpop-proof", "--key", str(key), "--url", "ftp://x/y"]) == 1
     assert "dpop-proof: --url" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from extauthz.authorizer import Authorizer
+from extauthz.decision import Outcome
 from extauthz.dpop_replay import RedisReplay, replay_key
 from extauthz.dpop_sign import key_thumbprint, make_proof
 from extauthz.revocation import RedisRevocations
@@ -33,7 +34,8 @@ def redis_server() -> Iterator[tuple[Proc, int]]:
 @pytest.fixture
 async def tenants() -> AsyncIterator[Tenants]:
     built = await build_tenants([ACME.tenant("acme", dpop=DpopPolicy(max_age=2), clock_skew=0.0),
-                                 ACME.tenant("lenient", issuer="https://idp.lenient.test", on_store_error="allow")])
+                                 ACME.tenant("lenient", issuer="https://idp.lenient.test", on_store_error="allow"),
+                                 ACME.tenant("nonced", issuer="https://idp.nonced.test", dpop=DpopPolicy(nonce=True))])
     try:
         yield built
     finally:
@@ -54,9 +56,13 @@ async def close(authorizers: list[Authorizer]) -> None:
         await authorizer.store.close()
 
 
-async def ask(authorizer: Authorizer, token: str, proof: str) -> tuple[int, str]:
+async def answer(authorizer: Authorizer, token: str, proof: str) -> Outcome:
     attrs = attributes(url=URL)
-    outcome = await authorizer.check(headers(token, proof), attrs.request.http.path, {}, attrs)
+    return await authorizer.check(headers(token, proof), attrs.request.http.path, {}, attrs)
+
+
+async def ask(authorizer: Authorizer, token: str, proof: str) -> tuple[int, str]:
+    outcome = await answer(authorizer, token, proof)
     return outcome.status, outcome.reason
 
 
@@ -80,6 +86,22 @@ async def test_a_proof_replayed_to_another_replica_is_refused(redis_server: tupl
             assert 0 < ttl <= 3000
         finally:
             await client.aclose()
+    finally:
+        await close([one, two])
+
+
+async def test_a_nonce_given_by_one_replica_is_accepted_by_another(redis_server: tuple[Proc, int],
+                                                                    tenants: Tenants) -> None:
+    _, port = redis_server
+    one, two = await replicas(port, tenants)
+    try:
+        token = ACME.token("ES256", iss="https://idp.nonced.test", cnf={"jkt": key_thumbprint(client_key())},
+                           jti="r-nonce")
+        outcome = await answer(one, token, make_proof(client_key(), method="GET", url=URL, access_token=token))
+        assert (outcome.status, outcome.reason) == (401, "dpop_nonce_required")
+        nonce = dict(outcome.headers)["dpop-nonce"]
+        proof = make_proof(client_key(), method="GET", url=URL, access_token=token, claims={"nonce": nonce})
+        assert await ask(two, token, proof) == (200, "ok")
     finally:
         await close([one, two])
 

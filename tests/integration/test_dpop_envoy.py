@@ -21,6 +21,7 @@ from tests.procs import PAVILION, Proc, free_port, start_redis
 pytestmark = pytest.mark.integration
 
 ACME = Issuer(algs=("ES256",))
+NONCED = "https://idp.nonced.test"
 CLIENT = ec.generate_private_key(ec.SECP256R1())
 
 CONFIG = """regions: [eu-west]
@@ -40,6 +41,12 @@ tenants:
     algorithms: [ES256]
     jwks: {{inline: {jwks}}}
     dpop: {{required: true, max_age: 30s, algorithms: [ES256]}}
+  - id: nonced
+    issuer: {nonced_issuer}
+    audiences: [{audience}]
+    algorithms: [ES256]
+    jwks: {{inline: {jwks}}}
+    dpop: {{nonce: true}}
 routes:
   - {{name: accounts, match: {{prefix: /}}, service: accounts}}
 """
@@ -60,7 +67,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
         port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
-        audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
+        audience=ACME.audience, jwks=json.dumps(ACME.jwks()), nonced_issuer=NONCED))
     redis, redis_port = start_redis()
     try:
         with running_gateway(routes, port, upstreams) as gateway:
@@ -148,3 +155,19 @@ def test_bearer_use_and_two_proofs_are_refused(setup: Setup) -> None:
     status, _, body = send(setup, "/accounts", [("authorization", f"DPoP {token}"), ("dpop", proofs[0]),
                                                 ("dpop", proofs[1])])
     assert (status, json.loads(body)) == (400, {"error": "dpop_multiple_proofs"})
+
+
+def test_a_nonce_is_given_through_envoy_and_a_proof_carrying_it_passes(setup: Setup) -> None:
+    token = ACME.token("ES256", iss=NONCED, jti="envoy-nonce", cnf={"jkt": key_thumbprint(CLIENT)})
+    deadline = time.monotonic() + 20
+    while True:  # as eventually_ok: wait for the tenants over xDS
+        _, (status, headers, body) = dpop(setup, token)
+        if (status == 401 and "dpop-nonce" in headers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (status, json.loads(body)) == (401, {"error": "dpop_nonce_required"})
+    assert headers["www-authenticate"].startswith('DPoP error="use_dpop_nonce"')
+    proof = make_proof(CLIENT, method="GET", url=setup.url("/accounts"), access_token=token,
+                       claims={"nonce": headers["dpop-nonce"]})
+    status, _, body = send(setup, "/accounts", [("authorization", f"DPoP {token}"), ("dpop", proof)])
+    assert status == 200, body
