@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
@@ -89,6 +90,8 @@ def load_server_tls(cert: str | None, key: str | None, client_ca: str | None = N
     except (ValueError, TypeError, UnicodeError):
         # Never the exception's text: it may quote the key.
         raise ConfigError(f"{key} holds no readable unencrypted PEM private key", path=flags.key) from None
+    except UnsupportedAlgorithm:
+        raise ConfigError(f"{key} holds a key of a kind or curve that is not supported", path=flags.key) from None
     leaf = certificates[0]
     if not same_public_key(leaf, private):
         raise ConfigError(f"{key} is not the key of the certificate {leaf.subject.rfc4514_string()!r} in {cert} "

@@ -22,6 +22,14 @@ from tests.configmap import ConfigMapVolume
 from tests.controlplane.certs import Ca, cert_pem, key_pem, make_ca, write_pair
 from tests.procs import PAVILION
 
+# An EC key on prime239v1, a curve `cryptography` cannot load (UnsupportedAlgorithm, not ValueError).
+ODD_CURVE_KEY = """-----BEGIN EC PRIVATE KEY-----
+MHECAQEEHmaPd6ftSr3PI2WtG3grPQk5xt5LJARlm417/DTN2KAKBggqhkjOPQMB
+BKFAAz4ABCYXOwtBokUe6Et+tjGNuNqcGaa4Zc5k5XiQa3jJlm7kVqpHmsTpop2i
+7Rr+rPouAKKTGwOoBIkfisF+qQ==
+-----END EC PRIVATE KEY-----
+"""
+
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
@@ -29,7 +37,9 @@ def files(tmp_path: Path) -> dict[str, Path]:
     cert, key = write_pair(tmp_path, *ca.issue("extauthz"), stem="server")
     (tmp_path / "ca.pem").write_bytes(ca.pem)
     _other_cert, other_key = write_pair(tmp_path, *ca.issue("other"), stem="other")
-    return {"cert": cert, "key": key, "ca": tmp_path / "ca.pem", "other_key": other_key, "dir": tmp_path}
+    (tmp_path / "odd-key.pem").write_text(ODD_CURVE_KEY)
+    return {"cert": cert, "key": key, "ca": tmp_path / "ca.pem", "other_key": other_key, "dir": tmp_path,
+            "odd_key": tmp_path / "odd-key.pem"}
 
 
 def test_neither_flag_is_plaintext_and_both_give_server_tls(files: dict[str, Path]) -> None:
@@ -55,6 +65,7 @@ def test_refusals_name_the_service_flags(files: dict[str, Path]) -> None:
         ((key, key), "--tls-cert: " + key + " holds no PEM certificate"),
         ((cert, cert), "--tls-key: " + cert + " holds no readable"),
         ((cert, str(files["other_key"])), "--tls-key: " + str(files["other_key"]) + " is not the key of"),
+        ((cert, str(files["odd_key"])), "--tls-key: " + str(files["odd_key"]) + " holds a key of a kind or curve"),
         ((cert, key, key), "--tls-client-ca: " + key + " holds no PEM certificate"),
         ((cert, key, str(files["dir"] / "nope.pem")), "--tls-client-ca: cannot read"),
     ]
