@@ -9,7 +9,9 @@ connections to ext_authz and ratelimit move to a new certificate when they recon
 
 A new set of files that fails the start-up checks (a key that is not the certificate's while a
 non-atomic copy is half done, an unreadable file) is refused and logged; the certificate in use
-keeps being served, and the next change of the files is tried again.
+keeps being served, and the next change of the files is tried again. (grpc itself, as of grpcio 1.85,
+also keeps what it has when the fetcher raises or hands it a key that is not the certificate's, but
+says only "Failed fetching new server credentials"; the checks here name the flag and the file.)
 """
 
 from __future__ import annotations
