@@ -24,13 +24,15 @@ from google.protobuf.message import Message
 
 from controlplane import resources as urls
 from controlplane.cache import SnapshotCache
+from controlplane.config.model import Config
 from controlplane.server.stream import iso_time
+from controlplane.translate._tls import secrets, upstream_secrets
 from pavilion.log import get_logger
 from pavilion.metrics import NAMESPACE, Gauge
 from pavilion.pem_files import earliest_not_after
 
-__all__ = ["SECRET_EXPIRY", "SOON", "XDS_CERTIFICATE_EXPIRY", "CertificateExpiry", "secret_expiries",
-           "secret_pem"]
+__all__ = ["SECRET_EXPIRY", "SOON", "XDS_CERTIFICATE_EXPIRY", "CertificateExpiry", "expiry_warnings",
+           "secret_expiries", "secret_pem"]
 
 log = get_logger(__name__)
 
@@ -170,3 +172,21 @@ class CertificateExpiry:
         return [entry | {"not_after": iso_time(expiry.timestamp()),
                          "days_left": round((expiry - now).total_seconds() / 86400, 1)}
                 for expiry, entry in sorted(found, key=lambda item: item[0]) if expiry <= now + within]
+
+
+def expiry_warnings(config: Config, *, within: datetime.timedelta = SOON, clock: Clock = _now) -> list[str]:
+    """For `pavilion validate` and `pavilion plan`: one line per secret of `config` whose certificates expire
+    within `within`, at the listener or service entry whose `tls:` names them, soonest first. The loader
+    already refuses an expired certificate; this is the warning before that day comes."""
+    sources = [(secret, item.source) for item in config.listeners for secret in secrets(item)]
+    sources += [(secret, service.source) for service in config.services for secret in upstream_secrets(service)]
+    expiries = secret_expiries(secret for secret, _ in sources)
+    now = clock()
+    found = []
+    for secret, source in sources:
+        expiry = expiries.get(secret.name)
+        if expiry is not None and expiry <= now + within:
+            days = (expiry - now).total_seconds() / 86400
+            found.append((expiry, f"{source}: warning: the certificates of secret {secret.name} expire at "
+                                  f"{iso_time(expiry.timestamp())}, in {days:.1f} days: renew the file its tls: names"))
+    return [line for _, line in sorted(found, key=lambda item: item[0])]

@@ -27,6 +27,7 @@ from google.protobuf.message import Message
 
 from controlplane import resources as urls
 from controlplane.cache import DEFAULT_ROLE, Group, SnapshotCache
+from controlplane.cert_expiry import expiry_warnings
 from controlplane.config.model import Config
 from controlplane.resources import short_type
 from controlplane.snapshot import Snapshot, build_snapshot
@@ -151,6 +152,8 @@ def run_plan(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
+    for line in expiry_warnings(config):
+        print(line, file=sys.stderr)
     try:
         result = plan(config, args.admin, args.role)
     except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
