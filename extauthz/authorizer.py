@@ -31,6 +31,8 @@ from extauthz.dpop_check import dpop_credentials, dpop_only_challenge, is_dpop, 
 from extauthz.dpop_nonce import Nonces
 from extauthz.dpop_proof import InvalidProof, verify_proof
 from extauthz.dpop_replay import ReplayStore, replay_key, replay_store_for
+from extauthz.introspection import IntrospectionRefused
+from extauthz.introspection_tenant import is_compact_jws, opaque_token_tenant
 from extauthz.keys import KeySet
 from extauthz.revocation import RevocationQuery, RevocationStore
 from extauthz.route_requirements import route_requirement, token_scopes
@@ -133,7 +135,7 @@ class Authorizer:
         if cached is not None and tenants.is_current(cached[0]):
             tenant, admission = cached
         else:
-            found = await self._admission(token, digest, tenants)
+            found = await self._admission(token, digest, tenants, route=route)
             if isinstance(found, Outcome):
                 return found
             tenant, admission = found
@@ -170,7 +172,8 @@ class Authorizer:
         if cached is not None and tenants.is_current(cached[0]):
             tenant, admission = cached
         else:
-            found = await self._admission(token, digest, tenants, dpop=True)
+            found = await self._admission(token, digest, tenants, dpop=True,
+                                          route=decision.route_tenants(context_extensions))
             if isinstance(found, Outcome):
                 return decision.as_dpop(found, DEFAULT_DPOP_ALGORITHMS)
             tenant, admission = found
@@ -220,8 +223,14 @@ class Authorizer:
                 return _store_failure("dpop_nonce_store_unavailable", "dpop_store_unavailable", tenant, exc)
         return nonces.refusal(nonce, tenant.dpop.algorithms)
 
-    async def _admission(self, token: str, digest: bytes, tenants: Tenants,
-                         dpop: bool = False) -> tuple[Tenant, Admission] | Outcome:
+    async def _admission(self, token: str, digest: bytes, tenants: Tenants, dpop: bool = False,
+                         route: tuple[str, ...] | None = None) -> tuple[Tenant, Admission] | Outcome:
+        if tenants.introspecting and not is_compact_jws(token):
+            chosen = opaque_token_tenant(tenants, route)
+            if isinstance(chosen, Outcome):
+                return chosen
+            if chosen is not None:
+                return await self._introspected(token, digest, chosen, tenants, dpop)
         try:
             issuer = unverified_issuer(token, tenants.max_token_bytes)
         except TokenError as exc:
@@ -229,6 +238,13 @@ class Authorizer:
         tenant = tenants.for_issuer(issuer) if issuer is not None else None
         if tenant is None:
             return decision.invalid_token("unknown_issuer", "the token's issuer is not accepted")
+        if not tenant.has_keys:
+            # A tenant with no keys only introspects: its IdP vouches for its JWTs too, but only on a route
+            # that names it (a token is never sent to the IdP of a tenant the route does not accept).
+            refusal = _route_refusal(tenant, tenants, route)
+            if refusal is not None:
+                return refusal
+            return await self._introspected(token, digest, tenant, tenants, dpop)
         try:
             verified = await self._verify(token, tenant, tenants.keys(tenant), self._clock())
         except TokenError as exc:
@@ -236,6 +252,31 @@ class Authorizer:
         except BackendUnavailable as exc:
             log.warning("keys_unavailable", tenant=tenant.id, detail=str(exc))
             return decision.unavailable("keys_unavailable")
+        return self._admitted(tenant, verified, digest, dpop, verified.expires_at)
+
+    async def _introspected(self, token: str, digest: bytes, tenant: Tenant, tenants: Tenants,
+                            dpop: bool) -> tuple[Tenant, Admission] | Outcome:
+        """The admission of a token its tenant's IdP vouches for (RFC 7662); never a pass when it cannot say."""
+        introspector = tenants.introspector(tenant)
+        if introspector is None or tenant.introspection is None:
+            log.error("introspector_missing", tenant=tenant.id)
+            return decision.unavailable("introspection_unavailable")
+        if len(token) > tenant.max_token_bytes:
+            return decision.invalid_token("oversize", f"token is longer than {tenant.max_token_bytes} bytes")
+        try:
+            verified = await introspector.verified(token, digest)
+        except TokenError as exc:
+            return decision.invalid_token(exc.reason, exc.description)
+        except IntrospectionRefused:
+            return decision.unavailable("introspection_refused")  # logged loudly by the introspector
+        except BackendUnavailable:
+            return decision.unavailable("introspection_unavailable")
+        until = min(verified.expires_at, self._clock() + tenant.introspection.cache)
+        return self._admitted(tenant, verified, digest, dpop, until)
+
+    def _admitted(self, tenant: Tenant, verified: VerifiedToken, digest: bytes, dpop: bool,
+                  cache_until: float) -> tuple[Tenant, Admission] | Outcome:
+        """The admission of a verified token, cached until `cache_until`; or the refusal of its bindings."""
         outcome = decision.allowed(tenant.id, verified.subject, verified.claims, tenant.claims_to_headers)
         if not outcome.allowed:
             return outcome  # a claim that cannot become a header: refused, and not cached
@@ -254,7 +295,7 @@ class Authorizer:
                                                "with a proof", tenant.dpop.algorithms)
         query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
         admission = Admission(verified, query, outcome, token_scopes(verified.claims), bound_to, jkt)
-        self.cache.put(digest, tenant, admission, verified.expires_at)
+        self.cache.put(digest, tenant, admission, cache_until)
         return tenant, admission
 
 

@@ -11,6 +11,13 @@
         claims_to_headers: {sub: x-user-id, email: x-user-email}
         on_store_error: deny              # or allow
         dpop: {required: false, max_age: 60s, algorithms: [ES256, RS256], nonce: false}   # RFC 9449
+        introspection:                    # RFC 7662, for opaque tokens; with it `jwks` may be left out
+          endpoint: https://idp.acme.test/oauth2/introspect   # or none: discovery's introspection_endpoint
+          client_id: pavilion-gateway
+          client_secret_file: secrets/introspection-secret    # relative to this file, read at load
+          cache: 60s
+          negative_cache: 5s
+          timeout: 1s
 
 `discovery: URL` is also accepted beside the other tenant fields instead of `jwks`. Loading only
 reads and checks: using the tenants (key sets, verification) is `tenant_set.Tenants`' business, so
@@ -26,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from extauthz.tenant import DpopPolicy, JwksSource, Tenant
+from extauthz.tenant import NO_KEYS, DpopPolicy, IntrospectionPolicy, JwksSource, Tenant
 from pavilion.durations import parse_duration
 from pavilion.errors import ConfigError, ConfigErrors, Location
 from pavilion.yaml_nodes import Key, Mapping, Node, Scalar, Sequence, parse_documents
@@ -41,9 +48,11 @@ RESERVED_HEADERS = frozenset({
 })
 _TENANT_FIELDS = {
     "id", "issuer", "audiences", "algorithms", "jwks", "discovery", "clock_skew", "max_lifetime",
-    "claims_to_headers", "on_store_error", "token_type", "max_token_bytes", "dpop",
+    "claims_to_headers", "on_store_error", "token_type", "max_token_bytes", "dpop", "introspection",
 }
 _DPOP_FIELDS = {"required", "max_age", "algorithms", "nonce"}
+_INTROSPECTION_FIELDS = {"endpoint", "client_id", "client_secret_file", "cache", "negative_cache", "timeout",
+                         "allow_http_loopback"}
 _JWKS_DURATIONS = ("timeout", "refresh", "min_refresh", "max_refresh", "cooldown", "error_retry")
 _JWKS_FIELDS = {"inline", "file", "uri", "discovery", "max_bytes", "max_keys", "allow_http_loopback",
                 *_JWKS_DURATIONS}
@@ -227,6 +236,37 @@ def _dpop(node: Node) -> DpopPolicy:
         raise _Invalid(exc.message, fields.get(name, node), f".{name}") from None
 
 
+def _introspection(node: Node, base_dir: Path) -> IntrospectionPolicy:
+    if not isinstance(node, Mapping):
+        raise _Invalid("must be a mapping with endpoint, client_id, client_secret_file, ...", node)
+    fields: dict[str, Node] = {}
+    for key, value in node.items:
+        if key.text not in _INTROSPECTION_FIELDS:
+            raise _Invalid(f"unknown field; expected one of {', '.join(sorted(_INTROSPECTION_FIELDS))}", value,
+                           f".{key.text}")
+        if key.text in fields:
+            raise _Invalid("field given twice", value, f".{key.text}")
+        fields[key.text] = value
+    for required in ("client_id", "client_secret_file"):
+        if required not in fields:
+            raise _Invalid(f"missing required field `{required}`", node)
+    readers: dict[str, Callable[[Node], Any]] = {
+        "endpoint": _string, "client_id": _string, "client_secret_file": lambda n: _absolute(base_dir / _string(n)),
+        "cache": _seconds, "negative_cache": _seconds, "timeout": _seconds, "allow_http_loopback": _bool,
+    }
+    kwargs: dict[str, Any] = {}
+    for name, value in fields.items():
+        try:
+            kwargs[name] = readers[name](value)
+        except _Invalid as exc:
+            raise _Invalid(str(exc), exc.node, f".{name}") from None
+    try:
+        return IntrospectionPolicy(**kwargs)  # reads the secret file
+    except ConfigError as exc:
+        name = exc.path.rsplit(".", 1)[-1]
+        raise _Invalid(exc.message, fields.get(name, node), f".{name}") from None
+
+
 def read_tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) -> Tenant | None:
     """One tenant entry from its YAML node, or None with its problems appended to `errors`.
 
@@ -245,8 +285,11 @@ def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) ->
     for required in ("id", "issuer", "audiences"):
         if required not in fields:
             errors.append(ConfigError(f"missing required field `{required}`", location=node.loc, path=path))
-    if ("jwks" in fields) == ("discovery" in fields):
+    if "jwks" in fields and "discovery" in fields:
         errors.append(ConfigError("give exactly one of `jwks` or `discovery`", location=node.loc, path=path))
+    elif "jwks" not in fields and "discovery" not in fields and "introspection" not in fields:
+        errors.append(ConfigError("give exactly one of `jwks` or `discovery` (or `introspection` alone)",
+                                  location=node.loc, path=path))
     if len(errors) > before:
         return None
     kwargs: dict[str, Any] = {}
@@ -254,6 +297,7 @@ def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) ->
         "id": _string, "issuer": _string, "audiences": _strings, "algorithms": _strings,
         "clock_skew": _seconds, "max_lifetime": _seconds, "claims_to_headers": _claims_to_headers,
         "on_store_error": _string, "token_type": _string, "max_token_bytes": _int, "dpop": _dpop,
+        "introspection": lambda n: _introspection(n, base_dir),
     }
     for name, value in fields.items():
         if name in readers:
@@ -267,6 +311,8 @@ def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) ->
     if "discovery" in fields:
         jwks = _jwks(Mapping(((Key("discovery", fields["discovery"].loc), fields["discovery"]),), node.loc),
                      base_dir, path, errors)
+    elif "jwks" not in fields:
+        jwks = JwksSource(inline=NO_KEYS)  # introspection only
     else:
         jwks = _jwks(fields["jwks"], base_dir, f"{path}.jwks", errors)
     if len(errors) > before or jwks is None:
@@ -275,6 +321,10 @@ def _tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) ->
         return Tenant(jwks=jwks, **kwargs)
     except ConfigError as exc:
         field = exc.path.rsplit(".", 1)[-1]
+        if ".introspection." in exc.path:
+            field = f"introspection.{field}"
+            errors.append(ConfigError(exc.message, location=fields["introspection"].loc, path=f"{path}.{field}"))
+            return None
         errors.append(ConfigError(exc.message, location=(fields.get(field) or node).loc, path=f"{path}.{field}"))
         return None
 

@@ -178,6 +178,8 @@ class DiscoveryLoader:
     def __init__(self, source: JwksSource, issuer: str) -> None:
         self._source = source
         self._issuer = issuer
+        # The document's introspection_endpoint (RFC 8414), for a tenant whose introspection names none.
+        self.introspection_endpoint: str | None = None
 
     async def load(self, session: aiohttp.ClientSession | None) -> Loaded | None:
         if session is None:
@@ -188,6 +190,8 @@ class DiscoveryLoader:
             raise FetchError("discovery document is not a JSON object")
         if doc.get("issuer") != self._issuer:
             raise FetchError("discovery document issuer does not equal the tenant's issuer")
+        endpoint = doc.get("introspection_endpoint")
+        self.introspection_endpoint = endpoint if isinstance(endpoint, str) else None
         jwks_uri = doc.get("jwks_uri")
         if not isinstance(jwks_uri, str):
             raise FetchError("discovery document has no jwks_uri")

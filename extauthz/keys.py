@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from extauthz.jwk import Key, LoadedKeys
-from extauthz.jwks import FetchError, InlineLoader, KeyLoader, Loaded, loader_for
+from extauthz.jwks import DiscoveryLoader, FetchError, InlineLoader, KeyLoader, Loaded, loader_for
 from extauthz.metrics import KEY_REFRESHES, forget_keys_stale, set_keys_stale
 from extauthz.tenant import Tenant
 from pavilion.errors import BackendUnavailable, ConfigError, TokenError, UnknownKey
@@ -122,6 +122,19 @@ class KeySet:
         if self._inflight is None and self._clock() < self._retry_at:
             return
         await self._shared_refresh()
+
+    async def introspection_endpoint(self) -> str:
+        """The discovery document's introspection_endpoint (loading it first if it never loaded);
+        BackendUnavailable("introspection") when there is none."""
+        loader = self._loader
+        if not isinstance(loader, DiscoveryLoader):
+            raise BackendUnavailable("introspection", f"tenant {self.tenant.id}: no discovery document")
+        if loader.introspection_endpoint is None and not self._all:
+            await self._refetch_cold()
+        if loader.introspection_endpoint is None:
+            raise BackendUnavailable("introspection",
+                                     f"tenant {self.tenant.id}: the discovery document names no introspection_endpoint")
+        return loader.introspection_endpoint
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -273,7 +286,7 @@ def key_set_for(tenant: Tenant, session_factory: SessionFactory = default_sessio
         loader = loader_for(tenant.jwks, tenant.issuer)
     except FetchError as exc:
         raise ConfigError(str(exc), path=f"tenants.{tenant.id}.jwks.inline") from exc
-    if isinstance(loader, InlineLoader) and not loader.loaded.keys.keys:
+    if isinstance(loader, InlineLoader) and not loader.loaded.keys.keys and tenant.has_keys:
         reasons = "; ".join(f"{kid or '?'}: {why}" for kid, why in loader.loaded.keys.dropped) or "empty"
         raise ConfigError(f"no usable key ({reasons})", path=f"tenants.{tenant.id}.jwks.inline")
     return KeySet(tenant, loader, session_factory, clock)

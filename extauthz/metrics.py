@@ -9,10 +9,14 @@ from __future__ import annotations
 from pavilion.metrics import NAMESPACE, Counter, Gauge
 from pavilion.workers import shared_directory
 
-__all__ = ["KEYS_STALE", "KEY_REFRESHES", "forget_keys_stale", "revocation_subscribed", "set_keys_stale"]
+__all__ = ["INTROSPECTIONS", "KEYS_STALE", "KEY_REFRESHES", "forget_keys_stale", "revocation_subscribed",
+           "set_keys_stale"]
 
 KEY_REFRESHES = Counter(f"{NAMESPACE}_extauthz_key_refreshes",
                         "Fetch attempts of a tenant's keys by result (ok, error)", ["tenant", "result"])
+INTROSPECTIONS = Counter(f"{NAMESPACE}_extauthz_introspections",
+                         "Token introspection calls by result (active, inactive, refused_claims, error, refused)",
+                         ["tenant", "result"])
 KEYS_STALE = Gauge(f"{NAMESPACE}_extauthz_keys_stale",
                    "1 while the tenant serves its last good keys because refreshes fail", ["tenant"],
                    multiprocess_mode="livemax")

@@ -158,6 +158,70 @@ class DpopPolicy:
             raise ConfigError(f"must be a non-empty list of {accepted}", path="dpop.algorithms")
 
 
+NO_KEYS = '{"keys":[]}'  # the canonical inline text of an empty key set: a tenant that only introspects
+MAX_SECRET_BYTES = 4096
+
+
+def read_secret_file(path: str) -> str:
+    """The client secret in the file at `path` (one trailing newline dropped); ConfigError when it cannot be
+    read or is empty. The message names the file, never its content."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc.strerror or type(exc).__name__}",
+                          path="introspection.client_secret_file") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(f"the secret file {path} is longer than {MAX_SECRET_BYTES} bytes",
+                          path="introspection.client_secret_file")
+    try:
+        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the secret file {path} is not UTF-8", path="introspection.client_secret_file") from None
+    if not text or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise ConfigError(f"the secret file {path} is empty or holds control characters",
+                          path="introspection.client_secret_file")
+    return text
+
+
+@dataclass(frozen=True)
+class IntrospectionPolicy:
+    """OAuth 2.0 Token Introspection (RFC 7662) for tokens the gateway cannot verify itself (opaque tokens).
+
+    `endpoint` None: the `introspection_endpoint` of the tenant's OIDC discovery document. The secret is read
+    from `client_secret_file` when the config loads; it is kept out of repr (logs, tracebacks)."""
+
+    client_id: str
+    client_secret_file: str
+    client_secret: str = field(default="", repr=False)
+    endpoint: str | None = None
+    cache: float = 60.0             # longest reuse of an active answer (never past the token's exp)
+    negative_cache: float = 5.0     # reuse of an inactive answer
+    timeout: float = 1.0
+    allow_http_loopback: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.client_id, str) or not self.client_id or ":" in self.client_id:
+            # client_secret_basic joins id and secret with a colon (RFC 6749 section 2.3.1 form-encodes both,
+            # but an id with a colon is a sign of a mistake here).
+            raise ConfigError("must be a non-empty string without ':'", path="introspection.client_id")
+        if not isinstance(self.client_secret_file, str) or not self.client_secret_file:
+            raise ConfigError("must be a file path", path="introspection.client_secret_file")
+        if not self.client_secret:
+            object.__setattr__(self, "client_secret", read_secret_file(self.client_secret_file))
+        if self.endpoint is not None:
+            why = check_fetch_url(self.endpoint, allow_http_loopback=self.allow_http_loopback)
+            if why:
+                raise ConfigError(f"{self.endpoint!r} {why}", path="introspection.endpoint")
+        for name, low, high in (("cache", 0.0, 86400.0), ("negative_cache", 0.0, 3600.0), ("timeout", 0.01, 30.0)):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"must be between {low:g}s and {high:g}s, got {value!r}",
+                                  path=f"introspection.{name}")
+        if not isinstance(self.allow_http_loopback, bool):
+            raise ConfigError("must be true or false", path="introspection.allow_http_loopback")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Tenant:
     id: str
@@ -172,6 +236,7 @@ class Tenant:
     token_type: str | None = None    # required `typ`, e.g. "at+jwt"; None: not checked
     max_token_bytes: int = 8192
     dpop: DpopPolicy = DpopPolicy()
+    introspection: IntrospectionPolicy | None = None
     _algorithm_set: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -207,7 +272,17 @@ class Tenant:
             raise ConfigError("max_token_bytes must be between 256 and 1048576", path=f"{where}.max_token_bytes")
         if not isinstance(self.dpop, DpopPolicy):
             raise ConfigError("dpop must be a DpopPolicy", path=f"{where}.dpop")
+        if self.introspection is not None and not isinstance(self.introspection, IntrospectionPolicy):
+            raise ConfigError("introspection must be an IntrospectionPolicy", path=f"{where}.introspection")
+        if self.introspection is not None and self.introspection.endpoint is None and self.jwks.discovery is None:
+            raise ConfigError("introspection needs an endpoint unless the tenant's keys come from discovery",
+                              path=f"{where}.introspection.endpoint")
         object.__setattr__(self, "_algorithm_set", frozenset(self.algorithms))
+
+    @property
+    def has_keys(self) -> bool:
+        """False for a tenant that only introspects (no jwks given): its JWTs are introspected too."""
+        return self.introspection is None or self.jwks.inline != NO_KEYS
 
     def allows_algorithm(self, alg: str) -> bool:
         return alg in self._algorithm_set

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from google.protobuf import duration_pb2
 
 from extauthz.config import _HEADER_NAME, _TENANT_ID, RESERVED_HEADERS
-from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS, DpopPolicy, JwksSource, Tenant
+from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS, DpopPolicy, IntrospectionPolicy, JwksSource, Tenant
 from pavilion.errors import ConfigError, ConfigErrors, Location
 from pavilion.v1 import tenant_pb2
 
@@ -61,6 +61,19 @@ def _dpop(message: tenant_pb2.DpopPolicy) -> DpopPolicy:
         raise ConfigError(exc.message, path=f"dpop.{exc.path.rsplit('.', 1)[-1]}") from None
 
 
+def _introspection(message: tenant_pb2.IntrospectionPolicy) -> IntrospectionPolicy:
+    """The policy, its secret read from the file the message names (the secret itself never travels)."""
+    kwargs: dict[str, Any] = {"client_id": message.client_id, "client_secret_file": message.client_secret_file,
+                              "endpoint": message.endpoint or None, "allow_http_loopback": message.allow_http_loopback}
+    for name in ("cache", "negative_cache", "timeout"):
+        if message.HasField(name):
+            kwargs[name] = _seconds(getattr(message, name))
+    try:
+        return IntrospectionPolicy(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=f"introspection.{exc.path.rsplit('.', 1)[-1]}") from None
+
+
 def tenant_from_policy(message: tenant_pb2.TenantPolicy) -> Tenant:
     """One tenant; ConfigError (its `path` names the field) when the policy is not a valid tenant."""
     if not _TENANT_ID.fullmatch(message.id):
@@ -84,6 +97,8 @@ def tenant_from_policy(message: tenant_pb2.TenantPolicy) -> Tenant:
         kwargs["max_token_bytes"] = message.max_token_bytes
     if message.HasField("dpop"):
         kwargs["dpop"] = _dpop(message.dpop)
+    if message.HasField("introspection"):
+        kwargs["introspection"] = _introspection(message.introspection)
     return Tenant(**kwargs)
 
 
@@ -97,7 +112,9 @@ def tenants_from_policies(policies: Mapping[str, tenant_pb2.TenantPolicy]) -> tu
         try:
             tenant = tenant_from_policy(policies[name])
         except ConfigError as exc:
-            errors.append(ConfigError(exc.message, location=where, path=exc.path.rsplit(".", 1)[-1]))
+            nested = ".introspection." in f".{exc.path}"
+            field = ".".join(exc.path.rsplit(".", 2)[-2:]) if nested else exc.path.rsplit(".", 1)[-1]
+            errors.append(ConfigError(exc.message, location=where, path=field))
             continue
         if tenant.id != name:
             errors.append(ConfigError(f"resource name differs from the tenant id {tenant.id!r}", location=where,

@@ -27,7 +27,8 @@ from extauthz.tenant import Tenant
 from extauthz.tokens import ParsedToken, parse_token
 from pavilion.errors import BadSignature, ExpiredToken, TokenError
 
-__all__ = ["REASONS", "VerifiedToken", "check_signature", "unverified_issuer", "verify_parsed", "verify_token"]
+__all__ = ["REASONS", "VerifiedToken", "check_claims", "check_signature", "unverified_issuer", "verify_parsed",
+           "verify_token"]
 
 # Every reason code this module (and tokens.py / keys.py below it) can raise.
 REASONS = (
@@ -105,7 +106,7 @@ async def verify_parsed(parsed: ParsedToken, tenant: Tenant, keys: KeySet, now: 
         raise TokenError("the key cannot verify the token algorithm", reason="alg_key_mismatch")
     check_signature(key, alg, parsed.signing_input, parsed.signature)
     _check_type(parsed.header, tenant)
-    return _check_claims(claims, tenant, now)
+    return check_claims(claims, tenant, now)
 
 
 def _check_type(header: dict[str, Any], tenant: Tenant) -> None:
@@ -138,7 +139,8 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _check_claims(claims: dict[str, Any], tenant: Tenant, now: float) -> VerifiedToken:
+def check_claims(claims: dict[str, Any], tenant: Tenant, now: float) -> VerifiedToken:
+    """The time, audience, sub and jti rules of a token's claims (a JWT's, or an introspection answer's)."""
     skew = tenant.clock_skew
     exp = _numeric_date(claims, "exp")
     nbf = _numeric_date(claims, "nbf")

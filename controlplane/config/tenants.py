@@ -50,6 +50,22 @@ _DPOP = {
     "additionalProperties": False,
 }
 
+_INTROSPECTION = {
+    "type": "object",
+    "description": "OAuth 2.0 Token Introspection (RFC 7662) for opaque tokens; the secret is read from a file.",
+    "properties": {
+        "endpoint": {"type": "string", "description": "Omitted: the discovery document's introspection_endpoint."},
+        "client_id": {"type": "string", "minLength": 1},
+        "client_secret_file": {"type": "string", "description": "Relative to this YAML file; never shown."},
+        "cache": _DURATION,
+        "negative_cache": _DURATION,
+        "timeout": _DURATION,
+        "allow_http_loopback": {"type": "boolean"},
+    },
+    "required": ["client_id", "client_secret_file"],
+    "additionalProperties": False,
+}
+
 # For editors; the loader's checks are extauthz.config's (test_schema keeps the field names in step).
 TENANT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -68,10 +84,13 @@ TENANT_SCHEMA: dict[str, Any] = {
         "token_type": {"type": "string", "minLength": 1},
         "max_token_bytes": {"type": "integer", "minimum": 256, "maximum": 1048576},
         "dpop": _DPOP,
+        "introspection": _INTROSPECTION,
     },
     "required": ["id", "issuer", "audiences"],
     "additionalProperties": False,
-    "oneOf": [{"required": ["jwks"]}, {"required": ["discovery"]}],
+    # Keys from jwks or discovery (never both); neither only for a tenant that introspects every token.
+    "not": {"required": ["jwks", "discovery"]},
+    "anyOf": [{"required": ["jwks"]}, {"required": ["discovery"]}, {"required": ["introspection"]}],
 }
 
 

@@ -68,6 +68,12 @@ def tenant_policy(tenant: Tenant) -> tenant_pb2.TenantPolicy:
         dpop = tenant.dpop
         message.dpop.CopyFrom(tenant_pb2.DpopPolicy(required=dpop.required, max_age=duration(dpop.max_age),
                                                     algorithms=dpop.algorithms, nonce=dpop.nonce))
+    if tenant.introspection is not None:  # the secret stays out: ext_authz reads client_secret_file itself
+        policy = tenant.introspection
+        message.introspection.CopyFrom(tenant_pb2.IntrospectionPolicy(
+            endpoint=policy.endpoint or "", client_id=policy.client_id, client_secret_file=policy.client_secret_file,
+            cache=duration(policy.cache), negative_cache=duration(policy.negative_cache),
+            timeout=duration(policy.timeout), allow_http_loopback=policy.allow_http_loopback))
     return message
 
 

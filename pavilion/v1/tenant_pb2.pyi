@@ -156,6 +156,55 @@ class DpopPolicy(_message.Message):
 Global___DpopPolicy: _TypeAlias = DpopPolicy  # noqa: Y015
 
 @_typing.final
+class IntrospectionPolicy(_message.Message):
+    """OAuth 2.0 Token Introspection (RFC 7662) for tokens the gateway cannot verify itself (opaque tokens).
+    The client secret never travels over xDS: ext_authz reads it from client_secret_file on its own host.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FILE_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
+    NEGATIVE_CACHE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    ALLOW_HTTP_LOOPBACK_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """The introspection endpoint; empty: the discovery document's introspection_endpoint."""
+    client_id: _builtins.str
+    client_secret_file: _builtins.str
+    allow_http_loopback: _builtins.bool
+    @_builtins.property
+    def cache(self) -> _duration_pb2.Duration:
+        """Longest reuse of an active answer (never past the token's exp)."""
+
+    @_builtins.property
+    def negative_cache(self) -> _duration_pb2.Duration:
+        """Reuse of an inactive answer."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        client_secret_file: _builtins.str = ...,
+        cache: _duration_pb2.Duration | None = ...,
+        negative_cache: _duration_pb2.Duration | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        allow_http_loopback: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "negative_cache", b"negative_cache", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_http_loopback", b"allow_http_loopback", "cache", b"cache", "client_id", b"client_id", "client_secret_file", b"client_secret_file", "endpoint", b"endpoint", "negative_cache", b"negative_cache", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IntrospectionPolicy: _TypeAlias = IntrospectionPolicy  # noqa: Y015
+
+@_typing.final
 class TenantPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -171,6 +220,7 @@ class TenantPolicy(_message.Message):
     TOKEN_TYPE_FIELD_NUMBER: _builtins.int
     MAX_TOKEN_BYTES_FIELD_NUMBER: _builtins.int
     DPOP_FIELD_NUMBER: _builtins.int
+    INTROSPECTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The tenant id; also the resource name."""
     issuer: _builtins.str
@@ -195,6 +245,10 @@ class TenantPolicy(_message.Message):
 
     @_builtins.property
     def dpop(self) -> Global___DpopPolicy: ...
+    @_builtins.property
+    def introspection(self) -> Global___IntrospectionPolicy:
+        """Unset: the tenant does not introspect. A tenant that only introspects has an empty inline jwks."""
+
     def __init__(
         self,
         *,
@@ -210,10 +264,11 @@ class TenantPolicy(_message.Message):
         token_type: _builtins.str | None = ...,
         max_token_bytes: _builtins.int = ...,
         dpop: Global___DpopPolicy | None = ...,
+        introspection: Global___IntrospectionPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "clock_skew", b"clock_skew", "dpop", b"dpop", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "token_type", b"token_type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "clock_skew", b"clock_skew", "dpop", b"dpop", "introspection", b"introspection", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "token_type", b"token_type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "algorithms", b"algorithms", "audiences", b"audiences", "claims_to_headers", b"claims_to_headers", "clock_skew", b"clock_skew", "dpop", b"dpop", "id", b"id", "issuer", b"issuer", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "max_token_bytes", b"max_token_bytes", "on_store_error", b"on_store_error", "token_type", b"token_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_token_type", b"_token_type", "algorithms", b"algorithms", "audiences", b"audiences", "claims_to_headers", b"claims_to_headers", "clock_skew", b"clock_skew", "dpop", b"dpop", "id", b"id", "introspection", b"introspection", "issuer", b"issuer", "jwks", b"jwks", "max_lifetime", b"max_lifetime", "max_token_bytes", b"max_token_bytes", "on_store_error", b"on_store_error", "token_type", b"token_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__token_type: _TypeAlias = _typing.Literal["token_type"]  # noqa: Y015
     _WhichOneofArgType__token_type: _TypeAlias = _typing.Literal["_token_type", b"_token_type"]  # noqa: Y015
