@@ -1,5 +1,6 @@
 """Checked fields to model objects, with the rules that look at more than one value: references
-to listeners, services and regions, weights, backoff order, rewrite with regex."""
+to listeners, services and regions, weights, backoff order, rewrite with regex (and, through
+route_answers, CORS, redirects and direct responses)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from controlplane.config import model
 from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
+from controlplane.config.route_answers import (
+    ANSWERS,
+    FORWARD_ONLY,
+    https_port,
+    read_cors,
+    read_direct_response,
+    read_redirect,
+)
 from controlplane.config.service_tls import read_service_tls
 from controlplane.config.shape import Fields, Got
 from pavilion.durations import format_duration
@@ -28,6 +37,12 @@ class Names:
     listeners: dict[str, Location] = field(default_factory=dict)
     services: dict[str, Location] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy)
+    # Every listener entry by name, for `redirect_to_https` and the routes that may not use those listeners.
+    listener_fields: dict[str, Fields] = field(default_factory=dict)
+
+    def redirecting(self, name: str) -> bool:
+        item = self.listener_fields.get(name)
+        return item is not None and "redirect_to_https" in item.given
 
 
 class Builder:
@@ -45,9 +60,10 @@ class Builder:
         # unchanged, and a rotated certificate must be read again.
         tls = (read_listener_tls(tls_fields, self.problem, self.files)
                if tls_fields is not None and tls_fields.complete else None)
-        if not f.complete or (tls_fields is not None and tls is None):
+        redirect_ok, port = https_port(f, self.names.listener_fields, self.problem)
+        if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok:
             return None
-        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls)
+        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port)
 
     def service(self, f: Fields) -> model.Service | None:
         endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)
@@ -88,14 +104,27 @@ class Builder:
 
     def route(self, f: Fields) -> model.Route | None:
         listener = self._route_listener(f)
-        backends = self._backends(f)
+        answers = [name for name in ANSWERS if name in f.given]
+        backends = self._backends(f) if not answers else ()
         retries = _optional(f, "retries", self._retries)
         match = f.get("match")
         rewrite: Fields | None = f.get("rewrite")
         if rewrite is not None and isinstance(match, Fields) and "regex" in match:
             self.problem("a prefix rewrite needs a prefix or path match, not a regex", rewrite.loc, rewrite.path)
+        for name in FORWARD_ONLY if answers else ():
+            if name in f.given:
+                self.problem(f"{name} applies to a route that calls a service, not to a {answers[0]}", f.at(name),
+                             f.path_of(name))
         auth_ok, auth = route_auth(f, self.names.policy, self.problem)
+        if answers and "auth" not in f.given:
+            auth = model.RouteAuth(public=True)  # Envoy answers by itself: no token unless `auth` asks for one
         rate_limits = route_rate_limits(f, auth, self.names.policy, self.problem)
+        cors = _optional(f, "cors", lambda c: read_cors(c, self.problem))
+        redirect = _optional(f, "redirect", lambda r: read_redirect(
+            r, match if isinstance(match, Fields) else None, self.problem))
+        direct = _optional(f, "direct_response", read_direct_response)
+        if ("cors" in f.given and cors is None) or (answers and redirect is None and direct is None):
+            return None
         if not f.complete or listener is None or backends is None or not auth_ok or rate_limits is None:
             return None
         request, response = f.get("request_headers"), f.get("response_headers")
@@ -113,12 +142,22 @@ class Builder:
             auth=auth,
             rate_limits=rate_limits,
             source=f.loc,
+            cors=cors,
+            redirect=redirect,
+            direct_response=direct,
         )
 
     def _route_listener(self, f: Fields) -> str | None:
         if "listener" in f:
-            return f.get("listener") if self.refer(f, "listener", self.names.listeners, "listener") else None
-        listeners = list(self.names.listeners)
+            if not self.refer(f, "listener", self.names.listeners, "listener"):
+                return None
+            if self.names.redirecting(f.get("listener")):
+                self.problem(f"listener {f.get('listener')!r} redirects every request to https "
+                             "(redirect_to_https): name the https listener", f.at("listener"), f.path_of("listener"))
+                return None
+            return str(f.get("listener"))
+        # A listener that only redirects to https takes no routes: with one other, that one is meant.
+        listeners = [name for name in self.names.listeners if not self.names.redirecting(name)]
         if len(listeners) == 1:
             return listeners[0]
         if "listener" in f.given:

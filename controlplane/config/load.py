@@ -62,6 +62,7 @@ def _merge(sources: Sequence[Source]) -> Config:
     for region in _entries(roots, "regions"):
         names.regions.setdefault(region.value, region.loc)
     listeners = _unique(_entries(roots, "listeners"), "listener", names.listeners, errors)
+    names.listener_fields = {f.get("name"): f for f in listeners}
     services = _unique(_entries(roots, "services"), "service", names.services, errors)
     routes = _unique(_entries(roots, "routes"), "route", {}, errors)
     sections = read_sections(roots, errors)

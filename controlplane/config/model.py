@@ -59,6 +59,9 @@ class Listener:
     port: int
     source: Location = field(default=NO_SOURCE, compare=False)
     tls: ListenerTls | None = None  # None: plaintext HTTP
+    # `redirect_to_https`: every request is answered 301 to https on this port (of a TLS listener);
+    # the listener then serves no routes, and no filter but the router.
+    https_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,11 +191,47 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class Cors:
+    """`cors:` of a route: Envoy's CORS filter answers preflights and adds the allow headers.
+
+    Origins are exact (`https://app.example.com`), or RE2 patterns for `*.` wildcards and `*`."""
+
+    exact_origins: tuple[str, ...] = ()
+    origin_patterns: tuple[str, ...] = ()  # full-match RE2
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None  # seconds
+    allow_credentials: bool = False
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """`redirect:` of a route: a 3xx with Location changed as given, the rest of the request URL kept."""
+
+    https: bool = False
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None  # replaces the whole path
+    prefix_rewrite: str | None = None  # replaces the matched prefix
+    code: int = 301
+    strip_query: bool = False
+
+
+@dataclass(frozen=True)
+class DirectResponse:
+    """`direct_response:` of a route: Envoy answers itself, with this status and body."""
+
+    status: int
+    body: str | None = None
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     listener: str
     match: Match
-    backends: tuple[Backend, ...]  # `service: x` is one backend of weight 100
+    backends: tuple[Backend, ...]  # `service: x` is one backend of weight 100; empty with redirect/direct_response
     hosts: tuple[str, ...] = ("*",)
     rewrite_prefix: str | None = None
     timeout: float | None = None
@@ -204,6 +243,9 @@ class Route:
     auth: RouteAuth | None = None
     rate_limits: tuple[RouteRateLimit, ...] = ()
     source: Location = field(default=NO_SOURCE, compare=False)
+    cors: Cors | None = None
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,68 @@ def domain(text: str) -> str:
     if text.count("*") > 1 or ("*" in text and not (text.startswith("*") or text.endswith("*"))):
         raise ValueError(f"{text!r}: a wildcard '*' may only be the first or the last character")
     return text.lower()
+
+
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+# Envoy answers a direct response body of more than this with a rejected route table
+# (RouteConfiguration max_direct_response_body_size_bytes, left at its default).
+MAX_DIRECT_RESPONSE_BODY = 4096
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[^/:?#]+)(?P<port>:[0-9]{1,5})?")
+
+
+def cors_origin(text: str) -> str:
+    """An origin a browser sends: `scheme://host[:port]`, lower case; `*.` may stand for the first
+    labels of the host; `*` alone is any origin. Kept in the lower-case form browsers send."""
+    if text == "*":
+        return text
+    found = _ORIGIN.fullmatch(text.lower())
+    if found is None:
+        raise ValueError(f"{text!r} is not an origin: write scheme://host or scheme://host:port, like "
+                         "https://app.example.com (http or https, no path and no trailing /)")
+    host = found["host"]
+    if not _is_hostname(host.removeprefix("*.")) or "*" in host.removeprefix("*."):
+        raise ValueError(f"{text!r}: {host!r} is not a host name; a wildcard is written *.example.com")
+    if host.startswith("*.") and "." not in host[2:]:
+        raise ValueError(f"{text!r}: *. must be followed by a domain of two labels or more, like *.example.com")
+    port = found["port"]
+    if port is not None and not 1 <= int(port[1:]) <= 65535:
+        raise ValueError(f"{text!r}: port {port[1:]} is not a number from 1 to 65535")
+    return text.lower()
+
+
+def cors_header_name(text: str) -> str:
+    """A header named in a CORS policy, in lower case. Not `*`: Fetch never lets it stand for Authorization."""
+    if text == "*":
+        raise ValueError("name the headers: '*' never covers Authorization in a browser, and not at all with "
+                         "credentials")
+    if not _TOKEN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a valid header name")
+    return text.lower()
+
+
+def whole_seconds(text: str) -> int:
+    """A duration Envoy takes as a number of seconds (CORS max_age)."""
+    seconds = parse_duration(text)
+    if seconds < 0 or seconds != int(seconds):
+        raise ValueError(f"{text!r} must be a whole number of seconds, 0 or more")
+    return int(seconds)
+
+
+def redirect_code(code: int) -> int:
+    if code not in REDIRECT_CODES:
+        raise ValueError(f"{code} is not a redirect code; one of {', '.join(map(str, REDIRECT_CODES))}")
+    return code
+
+
+def redirect_host(text: str) -> str:
+    """The host a redirect sends to: a host name or IP address, without scheme or port."""
+    if ":" in text or "/" in text or not _is_hostname(text):
+        raise ValueError(f"{text!r} is not a host name; give the port in `port` and the scheme with `https`")
+    return text.lower()
+
+
+def direct_response_body(text: str) -> str:
+    size = len(text.encode())
+    if size > MAX_DIRECT_RESPONSE_BODY:
+        raise ValueError(f"body is {size} bytes, more than the {MAX_DIRECT_RESPONSE_BODY} Envoy accepts")
+    return text

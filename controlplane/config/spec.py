@@ -50,6 +50,9 @@ LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listene
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
     Field("port", Value("integer", minimum=1, maximum=65535), "TCP port, 1-65535.", True),
     Field("tls", LISTENER_TLS, "Terminate TLS (HTTPS) with this certificate; plaintext HTTP when absent."),
+    Field("redirect_to_https", NAME, "A listener with `tls`: every request here is answered 301 to https on "
+          "that listener's port, path and query kept, and this listener takes no routes "
+          "(see [Redirects and direct responses](#redirects-and-direct-responses))."),
 ))
 
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (
@@ -199,6 +202,51 @@ RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelim
           default="allow"),
 ))
 
+HEADER_NAME = Value("string", convert=rules.cors_header_name, schema={"pattern": f"^{_TOKEN}$", "not": {"const": "*"}})
+
+CORS = Object("cors", "Cross-origin calls from browsers (Envoy's CORS filter): preflights are answered by Envoy, "
+              "before ext_authz and rate limits (see [CORS](#cors)).", (
+    Field("allow_origins", ListOf(Value("string", convert=rules.cors_origin, schema={"minLength": 1}), min_items=1),
+          "Origins allowed: `scheme://host[:port]` exactly, `scheme://*.example.com` (one or more labels in place "
+          "of `*`), or `*` alone (any origin; not with `allow_credentials`).", True),
+    Field("allow_methods", ListOf(Value("string", choices=rules.HTTP_METHODS), min_items=1),
+          "Methods a preflight allows (Access-Control-Allow-Methods). Absent: only what browsers allow without "
+          "asking (GET, HEAD, POST)."),
+    Field("allow_headers", ListOf(HEADER_NAME, min_items=1),
+          "Request headers a preflight allows (Access-Control-Allow-Headers), like authorization, dpop, "
+          "content-type. Not `*`."),
+    Field("expose_headers", ListOf(HEADER_NAME, min_items=1),
+          "Response headers the page's script may read (Access-Control-Expose-Headers), like www-authenticate, "
+          "dpop-nonce, ratelimit."),
+    Field("max_age", Value("string", convert=rules.whole_seconds, expected="a duration of whole seconds, like 10m",
+                           schema={"pattern": DURATION_PATTERN, **_DURATION_HINT}),
+          "How long a browser may reuse a preflight's answer (Access-Control-Max-Age); the browser's own "
+          "default (5 s) when absent."),
+    Field("allow_credentials", Value("boolean"),
+          "Let the page send cookies or TLS client certificates (Access-Control-Allow-Credentials).",
+          default="false"),
+))
+
+REDIRECT = Object("redirect", "Answer with a redirect instead of forwarding; the parts not given are the "
+                  "request's own (see [Redirects and direct responses](#redirects-and-direct-responses)).", (
+    Field("https", Value("boolean"), "Change the scheme to https.", default="false"),
+    Field("host", Value("string", convert=rules.redirect_host), "Host name to send to, without a port."),
+    Field("port", Value("integer", minimum=1, maximum=65535), "Port to send to; the scheme's default port "
+          "when absent."),
+    Field("path", URL_PATH, "Replaces the whole path (the query is kept unless `strip_query`)."),
+    Field("prefix_rewrite", URL_PATH, "Replaces the matched prefix or path, like `rewrite.prefix`."),
+    Field("code", Value("integer", minimum=301, maximum=308, convert=rules.redirect_code),
+          "Status: 301, 302, 303, 307 or 308 (307 and 308 keep the method and body).", default="301"),
+    Field("strip_query", Value("boolean"), "Drop the query string.", default="false"),
+), at_least_one=("https", "host", "port", "path", "prefix_rewrite"),
+   none_given="a redirect to the same URL would loop")
+
+DIRECT_RESPONSE = Object("direct_response", "Envoy answers the request itself; no service is called.", (
+    Field("status", Value("integer", minimum=200, maximum=599), "HTTP status, 200-599.", True),
+    Field("body", Value("string", convert=rules.direct_response_body),
+          f"Response body (text/plain), at most {rules.MAX_DIRECT_RESPONSE_BODY} bytes; none when absent."),
+))
+
 ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration.", (
     Field("name", NAME, "Unique name, for errors and status. Also the Envoy route name.", True),
     Field("listener", NAME, "Listener this route serves; may be left out when there is only one listener."),
@@ -214,10 +262,16 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
     Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),
     Field("auth", Either((Value("string", choices=("none",)), AUTH), "`none` or a mapping {tenants, scopes, claims}"),
-          "Who may call the route when `extauthz` is set. Absent: a valid token of any tenant. `none`: public, "
-          "ext_authz is not asked."),
+          "Who may call the route when `extauthz` is set. Absent: a valid token of any tenant (no token on a "
+          "`redirect` or `direct_response` route). `none`: public, ext_authz is not asked."),
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),
-), exactly_one=(("service", "backends"),))
+    Field("cors", CORS, "Cross-origin calls from browsers; none allowed when absent. Only on a route that calls a "
+          "service (Envoy's CORS filter skips redirects and direct responses)."),
+    Field("redirect", REDIRECT, "Answer with a redirect instead of calling a service. No token is asked unless "
+          "`auth` is given; not with rewrite, timeout, retries, rate_limits or cors."),
+    Field("direct_response", DIRECT_RESPONSE, "Answer with this status and body instead of calling a service. No "
+          "token is asked unless `auth` is given; not with rewrite, timeout, retries, rate_limits or cors."),
+), exactly_one=(("service", "backends", "redirect", "direct_response"),))
 
 TENANT = Custom("tenant", read_tenant_node, TENANT_SCHEMA, label="id", anchor="tenants-auth-and-rate-limits")
 

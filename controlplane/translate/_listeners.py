@@ -12,6 +12,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from controlplane.config.model import Config, Listener
+from controlplane.translate._cors import cors_filter
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
 from controlplane.translate._tls import transport_socket
@@ -76,17 +77,27 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
 
 
 def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP filters of `item`'s connection manager, in order: ext_authz (when `extauthz:` is set),
-    ratelimit (when `ratelimit:` is set), and the router, always last. Which requests are checked and
-    counted is decided per route (see _policy); a listener that verifies client certificates also
-    hands each one to ext_authz, which checks certificate-bound tokens against it."""
+    """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
+    `cors`), ext_authz (when `extauthz:` is set), ratelimit (when `ratelimit:` is set), and the router,
+    always last. Which requests are checked and counted is decided per route (see _policy); a listener
+    that verifies client certificates also hands each one to ext_authz, which checks certificate-bound
+    tokens against it. A `redirect_to_https` listener only redirects: the router alone."""
     del role
     filters = []
+    if item.https_port is not None:
+        return [_router()]
+    # First, so a preflight is answered before ext_authz asks it for a token or ratelimit counts it.
+    if any(r.cors is not None for r in config.routes if r.listener == item.name):
+        filters.append(cors_filter())
     if config.extauthz is not None:
         verifies_clients = item.tls is not None and item.tls.client_ca is not None
         filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))
     if config.ratelimit is not None:
         filters.append(ratelimit_filter(config.ratelimit))
-    filters.append(hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router())))
+    filters.append(_router())
     return filters
+
+
+def _router() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))
 

@@ -1,8 +1,9 @@
 """`extauthz:`, `ratelimit:`, route `auth` and `rate_limits` → Envoy's ext_authz and ratelimit filters
 and their per-route settings.
 
-Filter order (see `_listeners.http_filters`): ext_authz, then ratelimit, then the router, so the rate
-limit descriptors can carry the tenant, client and subject ext_authz found in the token.
+Filter order (see `_listeners.http_filters`): CORS (when a route of the listener has `cors`; it answers
+preflights, which carry no token, before anything else sees them), ext_authz, then ratelimit, then the
+router, so the rate limit descriptors can carry the tenant, client and subject ext_authz found in the token.
 
 - ext_authz is on for every route of a listener; a route opts out with `auth: none` (`disabled`).
   Its `context_extensions` carry the route name and what the route requires of a token, each key
@@ -121,5 +122,6 @@ def apply_route_policy(message: rc.Route, route: Route, config: Config, identity
             # client made up: remove them, or the upstream would trust `x-user-id: admin`.
             known = set(message.request_headers_to_remove)
             message.request_headers_to_remove.extend(h for h in identity if h not in known)
-    if config.ratelimit is not None:
+    # A redirect or direct response has no RouteAction to carry actions (loading refuses rate_limits there).
+    if config.ratelimit is not None and message.HasField("route"):
         message.route.rate_limits.extend(route_rate_limits(route))

@@ -25,7 +25,8 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from controlplane.config.model import Config, HeaderRules, Listener, Match, Retries, Route
+from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
+from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
 from controlplane.translate._hosts import covers, normalized
 from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
@@ -35,7 +36,16 @@ __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_r
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND, 303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT, 308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+HTTPS_PORT = 443
+
+
 def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfiguration:
+    if item.https_port is not None:
+        return https_redirect_configuration(item.name, item.https_port)
     routes = [r for r in config.routes if r.listener == item.name]
     # A `hosts: ["*"]` route sits in every virtual host: build its message once.
     built = {r.name: route(r) for r in routes}
@@ -43,13 +53,25 @@ def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfig
         identity = identity_headers(config)
         for r in routes:
             apply_route_policy(built[r.name], r, config, identity)
+    preflights = {r.name: preflight_route(built[r.name], r) for r in routes if needs_preflight_route(r)}
     return route_pb2.RouteConfiguration(
         name=item.name,
         virtual_hosts=[
-            rc.VirtualHost(name=",".join(domains), domains=domains, routes=[built[r.name] for r in members])
+            rc.VirtualHost(name=",".join(domains), domains=domains,
+                           routes=[m for r in members for m in (preflights.get(r.name), built[r.name]) if m])
             for domains, members in virtual_host_routes(routes)
         ],
     )
+
+
+def https_redirect_configuration(name: str, port: int) -> route_pb2.RouteConfiguration:
+    """`redirect_to_https`: every request, whatever its host, gets a 301 to https on `port`."""
+    action = rc.RedirectAction(https_redirect=True, response_code=rc.RedirectAction.MOVED_PERMANENTLY)
+    if port != HTTPS_PORT:
+        action.port_redirect = port
+    everything = rc.Route(name=f"{name}/https", match=rc.RouteMatch(prefix="/"), redirect=action)
+    return route_pb2.RouteConfiguration(
+        name=name, virtual_hosts=[rc.VirtualHost(name="*", domains=["*"], routes=[everything])])
 
 
 def virtual_host_routes(routes: list[Route]) -> list[tuple[list[str], list[Route]]]:
@@ -103,7 +125,15 @@ def literal_start(regex: str) -> str:
 
 
 def route(item: Route) -> rc.Route:
-    result = rc.Route(name=item.name, match=route_match(item.match), route=route_action(item))
+    result = rc.Route(name=item.name, match=route_match(item.match))
+    if item.redirect is not None:
+        result.redirect.CopyFrom(redirect_action(item.redirect))
+    elif item.direct_response is not None:
+        result.direct_response.CopyFrom(direct_response_action(item.direct_response))
+    else:
+        result.route.CopyFrom(route_action(item))
+    if item.cors is not None:
+        result.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(item.cors)))
     result.request_headers_to_add.extend(header_options(item.request_headers))
     result.request_headers_to_remove.extend(item.request_headers.remove)
     result.response_headers_to_add.extend(header_options(item.response_headers))
@@ -148,6 +178,28 @@ def route_action(item: Route) -> rc.RouteAction:
         result.timeout.CopyFrom(duration(item.timeout))
     if item.retries is not None:
         result.retry_policy.CopyFrom(retry_policy(item.retries))
+    return result
+
+
+def redirect_action(redirect: Redirect) -> rc.RedirectAction:
+    result = rc.RedirectAction(response_code=_REDIRECT_CODES[redirect.code], strip_query=redirect.strip_query)
+    if redirect.https:
+        result.https_redirect = True
+    if redirect.host is not None:
+        result.host_redirect = redirect.host
+    if redirect.port is not None:
+        result.port_redirect = redirect.port
+    if redirect.path is not None:
+        result.path_redirect = redirect.path
+    elif redirect.prefix_rewrite is not None:
+        result.prefix_rewrite = redirect.prefix_rewrite
+    return result
+
+
+def direct_response_action(answer: DirectResponse) -> rc.DirectResponseAction:
+    result = rc.DirectResponseAction(status=answer.status)
+    if answer.body is not None:
+        result.body.inline_string = answer.body
     return result
 
 
