@@ -68,8 +68,6 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
     board.refused_listeners = fallback.listener_status
     expiry = CertificateExpiry(cache, lambda config: translate(config, "", DEFAULT_ROLE)[urls.SECRET])
     board.expiring_certificates = expiry.expiring
-    if tls is not None:
-        expiry.observe_xds_certificate(settings.xds_tls_cert, tls.cert_chain)
     reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply,
                         files=referenced_files)
     nacks = NackAttributor(cache, reloader, fallback)
@@ -77,7 +75,7 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
     ads.ack_listeners.append(nacks.on_ack)
     ads.nack_listeners.append(nacks.on_nack)
     grpc_server = GrpcServer(settings.xds_host, settings.xds_port, register=ads.register, service_names=[SERVICE],
-                             tls=tls)
+                             tls=tls, on_certificate=expiry.observe_xds_certificate)
     admin_routes = [*board.routes(), *RouteStatus(board, reloader, fallback, nacks).routes(),
                     *ServedResources(cache).routes()]
     admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded, routes=admin_routes)

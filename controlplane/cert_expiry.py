@@ -1,4 +1,7 @@
-"""When the certificates the control plane serves expire: a gauge per SDS Secret, and the xDS port's own.
+"""When the certificates the control plane serves expire: a gauge per SDS Secret, and /status's list
+of what expires within 30 days (the SDS secrets and the xDS port's own certificate, whose gauge is
+pavilion.certificate_expiry's `pavilion_grpc_server_certificate_expiry_timestamp_seconds`, as for every
+gRPC port).
 
 Computed from the Secret resources themselves (`tls_certificate.certificate_chain` and
 `validation_context.trusted_ca`), not from the config model, so every kind of secret translation
@@ -31,17 +34,13 @@ from pavilion.log import get_logger
 from pavilion.metrics import NAMESPACE, Gauge
 from pavilion.pem_files import earliest_not_after
 
-__all__ = ["SECRET_EXPIRY", "SOON", "XDS_CERTIFICATE_EXPIRY", "CertificateExpiry", "expiry_warnings",
-           "secret_expiries", "secret_pem"]
+__all__ = ["SECRET_EXPIRY", "SOON", "CertificateExpiry", "expiry_warnings", "secret_expiries", "secret_pem"]
 
 log = get_logger(__name__)
 
 SECRET_EXPIRY = Gauge("controlplane_certificate_expiry_timestamp_seconds",
                       "Earliest notAfter (Unix time) of the certificates in each served SDS secret.", ["secret"],
                       namespace=NAMESPACE)
-XDS_CERTIFICATE_EXPIRY = Gauge("controlplane_xds_certificate_expiry_timestamp_seconds",
-                               "Earliest notAfter (Unix time) of the xDS port's serving certificate chain "
-                               "(--xds-tls-cert), as loaded at start.", ["file"], namespace=NAMESPACE)
 SOON = datetime.timedelta(days=30)  # /status lists what expires within this
 
 # Types whose resources are Envoy's (a group with none of them is a Pavilion service node, or serves nothing).
@@ -103,13 +102,10 @@ class CertificateExpiry:
         self._memo: dict[bytes, datetime.datetime | None] = {}
         self._lock = asyncio.Lock()
 
-    def observe_xds_certificate(self, path: str, chain: bytes) -> None:
-        """The xDS port's certificate chain (read once at start: a renewed file needs a restart)."""
-        expiry = earliest_not_after(chain)
-        if expiry is None:
-            return
+    def observe_xds_certificate(self, path: str, expiry: datetime.datetime) -> None:
+        """The xDS port's certificate as served now: GrpcServer's `on_certificate`, told at start and after
+        each renewal (on a grpc or worker thread; one assignment, read whole by `expiring`)."""
         self.xds_certificate = (path, expiry)
-        XDS_CERTIFICATE_EXPIRY.labels(path).set(expiry.timestamp())
 
     def _served_secrets(self) -> Sequence[Message] | None:
         """The Secrets in the snapshots of connected Envoy groups; None when no such group has one yet."""

@@ -7,6 +7,7 @@ NOT_SERVING first so load balancers stop sending, then in-flight RPCs get `grace
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -17,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from pavilion.log import get_logger
 from pavilion.metrics import GRPC_SERVING
 from pavilion.server_tls import ServerTLS
-from pavilion.tls_rotation import server_credentials
+from pavilion.tls_rotation import OnServed, RotatingCertificates, server_credentials
 
 log = get_logger(__name__)
 
@@ -41,7 +42,9 @@ class GrpcServer:
 
     def __init__(self, host: str, port: int, *, register: Callable[[grpc.aio.Server], None],
                  service_names: Sequence[str], tls: ServerTLS | None = None,
-                 options: Sequence[tuple[str, int | str]] = ()) -> None:
+                 options: Sequence[tuple[str, int | str]] = (), on_certificate: OnServed | None = None) -> None:
+        """`on_certificate(file, not_after)`: told the served certificate at once and after each renewal
+        (on a grpc or worker thread), beside the expiry gauge that pavilion.tls_rotation sets itself."""
         self.host = host
         self.port = port
         self.service_names = list(service_names)
@@ -58,13 +61,18 @@ class GrpcServer:
             [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], self._server)
         address = f"{host}:{port}"
+        self._rotation: RotatingCertificates | None = None
+        self._polling: asyncio.Task[None] | None = None
         if tls is None:
             self.port = self._server.add_insecure_port(address)
         else:
-            self.port = self._server.add_secure_port(address, server_credentials(tls))
+            credentials, self._rotation = server_credentials(tls, on_certificate)
+            self.port = self._server.add_secure_port(address, credentials)
 
     async def start(self) -> int:
         await self._server.start()
+        if self._rotation is not None:  # renewals measured even while no client reconnects
+            self._polling = asyncio.create_task(self._rotation.poll(), name="server-tls-poll")
         GRPC_SERVING.set(1)
         await self.set_serving("", True)
         for name in self.service_names:
@@ -80,6 +88,8 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, then let in-flight RPCs finish for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
+        if self._polling is not None:
+            self._polling.cancel()
         GRPC_SERVING.set(0)
         await self._server.stop(grace)
         log.info("grpc_server_stopped", port=self.port)

@@ -1,6 +1,7 @@
 """Certificate expiry: the earliest notAfter of each served SDS secret as a gauge (labels follow the
-config), the xDS port's certificate, /status listing what expires within 30 days, and the services'
-xDS client certificate gauge."""
+config), the xDS port's certificate as served (told by GrpcServer), /status listing what expires within
+30 days, and the services' xDS client certificate gauge. (The serving gauge of every gRPC port is tested
+with a real server in tests/pavilion/test_server_tls.py.)"""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from prometheus_client import REGISTRY
 
 from controlplane import resources as urls
 from controlplane.cache import Group, SnapshotCache
-from controlplane.cert_expiry import SECRET_EXPIRY, XDS_CERTIFICATE_EXPIRY, CertificateExpiry, secret_expiries
+from controlplane.cert_expiry import SECRET_EXPIRY, CertificateExpiry, secret_expiries
 from controlplane.config.listener_tls import referenced_files
 from controlplane.config.load import load_config
 from controlplane.status import StatusBoard
 from controlplane.translate import translate, translate_regional
 from controlplane.watch import Reloader
-from pavilion.certificate_expiry import XDS_CLIENT_CERTIFICATE_EXPIRY, observe_xds_client_certificate
+from pavilion.certificate_expiry import (
+    GRPC_SERVER_CERTIFICATE_EXPIRY,
+    XDS_CLIENT_CERTIFICATE_EXPIRY,
+    observe_served_certificate,
+    observe_xds_client_certificate,
+)
 from pavilion.log import configure_logging
 from pavilion.pem_files import earliest_not_after
 from tests.controlplane.certs import DAY, Ca, cert_pem, key_pem, make_ca
@@ -48,10 +54,10 @@ routes:
 @pytest.fixture(autouse=True)
 def _clean_gauges() -> Iterator[None]:
     configure_logging("warning", "console", io.StringIO())  # not pytest's stderr, closed after other tests
-    for gauge in (SECRET_EXPIRY, XDS_CERTIFICATE_EXPIRY, XDS_CLIENT_CERTIFICATE_EXPIRY):
+    for gauge in (SECRET_EXPIRY, GRPC_SERVER_CERTIFICATE_EXPIRY, XDS_CLIENT_CERTIFICATE_EXPIRY):
         gauge.clear()
     yield
-    for gauge in (SECRET_EXPIRY, XDS_CERTIFICATE_EXPIRY, XDS_CLIENT_CERTIFICATE_EXPIRY):
+    for gauge in (SECRET_EXPIRY, GRPC_SERVER_CERTIFICATE_EXPIRY, XDS_CLIENT_CERTIFICATE_EXPIRY):
         gauge.clear()
 
 
@@ -172,19 +178,38 @@ async def test_status_lists_what_expires_within_30_days_soonest_first(tmp_path: 
         {"secret": "public/certificate", "not_after": (NOW + 29.5 * DAY).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
          "days_left": 29.5}]
 
-    xds_chain, _ = pem_expiring(ca, 2, "xds")
-    expiry.observe_xds_certificate("/etc/pavilion/xds/tls.crt", xds_chain)
-    assert REGISTRY.get_sample_value("pavilion_controlplane_xds_certificate_expiry_timestamp_seconds",
-                                     {"file": "/etc/pavilion/xds/tls.crt"}) == (NOW + 2 * DAY).timestamp()
+    expiry.observe_xds_certificate("/etc/pavilion/xds/tls.crt", NOW + 2 * DAY)  # as GrpcServer tells it
     shown = board.render()["certificates_expiring"]
     assert [entry.get("xds_certificate") or entry["secret"] for entry in shown] == [
         "/etc/pavilion/xds/tls.crt", "public/certificate"]
     assert shown[0]["days_left"] == 2.0
+    expiry.observe_xds_certificate("/etc/pavilion/xds/tls.crt", NOW + 90 * DAY)  # renewed: served now
+    assert [entry.get("xds_certificate") or entry["secret"] for entry in board.render()["certificates_expiring"]] == [
+        "public/certificate"]
+    expiry.observe_xds_certificate("/etc/pavilion/xds/tls.crt", NOW + 2 * DAY)
 
     write_config(root, ca, cert_days=31, client_ca=client_ca)
     assert await reloader.reload()
     await expiry.refresh()
     assert [entry.get("secret") for entry in board.render()["certificates_expiring"]] == [None]
+
+
+def test_the_served_certificate_gauge_is_the_chains_earliest_and_warns_within_30_days(ca: Ca) -> None:
+    logs = io.StringIO()
+    configure_logging("warning", "console", logs)
+    chain = pem_expiring(ca, 50, "extauthz")[0] + pem_expiring(ca, 20, "intermediate")[0]
+    assert observe_served_certificate("/tls/tls.crt", chain) == NOW + 20 * DAY
+    assert REGISTRY.get_sample_value("pavilion_grpc_server_certificate_expiry_timestamp_seconds",
+                                     {"file": "/tls/tls.crt"}) == (NOW + 20 * DAY).timestamp()
+    assert "grpc_server_certificate_expires_soon" in logs.getvalue() and "/tls/tls.crt" in logs.getvalue()
+    logs.truncate(0)
+    assert observe_served_certificate("/tls/tls.crt", pem_expiring(ca, 31)[0]) == NOW + 31 * DAY
+    assert "expires_soon" not in logs.getvalue()
+    assert REGISTRY.get_sample_value("pavilion_grpc_server_certificate_expiry_timestamp_seconds",
+                                     {"file": "/tls/tls.crt"}) == (NOW + 31 * DAY).timestamp()
+    assert observe_served_certificate("/tls/other.crt", b"no certificate") is None
+    assert REGISTRY.get_sample_value("pavilion_grpc_server_certificate_expiry_timestamp_seconds",
+                                     {"file": "/tls/other.crt"}) is None
 
 
 def test_a_service_shows_its_xds_client_certificate_expiry(tmp_path: Path, ca: Ca) -> None:

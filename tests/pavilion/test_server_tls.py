@@ -5,6 +5,8 @@ port serves health over TLS, requires client certificates with a client CA, and 
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,14 +14,17 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
+from pavilion import tls_rotation
+from pavilion.certificate_expiry import GRPC_SERVER_CERTIFICATE_EXPIRY
 from pavilion.errors import ConfigError
 from pavilion.grpc_server import GrpcServer
 from pavilion.server_tls import SERVICE_FLAGS, XDS_FLAGS, ServerTLS, load_server_tls
 from pavilion.service import ServiceSettings
 from pavilion.tls_rotation import RotatingCertificates
 from tests.configmap import ConfigMapVolume
-from tests.controlplane.certs import Ca, cert_pem, key_pem, make_ca, write_pair
+from tests.controlplane.certs import DAY, Ca, cert_pem, key_pem, make_ca, write_pair
 from tests.procs import PAVILION
 
 # An EC key on prime239v1, a curve `cryptography` cannot load (UnsupportedAlgorithm, not ValueError).
@@ -186,3 +191,63 @@ async def test_a_renewal_that_fails_the_checks_keeps_the_certificate_in_use(
     site.update(server_files(cas["server-2"], cas["client-1"]))  # the fixed files are taken
     assert await health_over_tls(port, cas["server-2"], client_1) == "SERVING"
     assert rotating() is not None and rotating.reloads == 1
+
+
+def served_expiry(path: Path) -> float | None:
+    return REGISTRY.get_sample_value("pavilion_grpc_server_certificate_expiry_timestamp_seconds",
+                                     {"file": str(path)})
+
+
+def expiring_files(ca: Ca, client_ca: Ca, not_after: datetime.datetime) -> dict[str, str]:
+    cert, key = ca.issue("localhost", not_after=not_after)
+    return {"tls.crt": cert_pem(cert).decode(), "tls.key": key_pem(key).decode(), "ca.crt": client_ca.pem.decode()}
+
+
+async def test_the_expiry_gauge_is_the_certificate_served_renewals_included(tmp_path: Path) -> None:
+    """Set when the port starts; moved by a renewal at the next handshake, and told to on_certificate."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    server_ca, client_ca = make_ca("server"), make_ca("client")
+    site = ConfigMapVolume(tmp_path / "secret", expiring_files(server_ca, client_ca, now + 20 * DAY))
+    tls = load_server_tls(str(site.path("tls.crt")), str(site.path("tls.key")), str(site.path("ca.crt")))
+    assert tls is not None
+    told: list[tuple[str, datetime.datetime]] = []
+    server = GrpcServer("127.0.0.1", 0, register=lambda _s: None, service_names=["pavilion.Test"], tls=tls,
+                        on_certificate=lambda path, expiry: told.append((path, expiry)))
+    crt = site.path("tls.crt")
+    try:
+        assert served_expiry(crt) == (now + 20 * DAY).timestamp() and told == [(str(crt), now + 20 * DAY)]
+        port = await server.start()
+        site.update(expiring_files(server_ca, client_ca, now + 80 * DAY))
+        assert served_expiry(crt) == (now + 20 * DAY).timestamp()  # nothing read yet: no handshake, no poll
+        assert await health_over_tls(port, server_ca, client_pair(client_ca)) == "SERVING"
+        assert served_expiry(crt) == (now + 80 * DAY).timestamp()
+        assert told[-1] == (str(crt), now + 80 * DAY)
+    finally:
+        await server.stop(0)
+        GRPC_SERVER_CERTIFICATE_EXPIRY.remove(str(crt))
+
+
+async def test_a_renewal_is_measured_without_a_new_connection_and_served_to_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived connection (Envoy's ADS stream) may outlive a renewal: the poll reads and measures it, and
+    grpc is handed it at the next handshake (the poll must not swallow it)."""
+    monkeypatch.setattr(tls_rotation, "POLL_SECONDS", 0.05)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    cas = {name: make_ca(name) for name in ("server-1", "server-2", "client")}
+    site = ConfigMapVolume(tmp_path / "secret", expiring_files(cas["server-1"], cas["client"], now + 20 * DAY))
+    tls = load_server_tls(str(site.path("tls.crt")), str(site.path("tls.key")), str(site.path("ca.crt")))
+    assert tls is not None
+    server = GrpcServer("127.0.0.1", 0, register=lambda _s: None, service_names=["pavilion.Test"], tls=tls)
+    crt = site.path("tls.crt")
+    try:
+        port = await server.start()
+        site.update(expiring_files(cas["server-2"], cas["client"], now + 80 * DAY))
+        deadline = asyncio.get_running_loop().time() + 10
+        while served_expiry(crt) != (now + 80 * DAY).timestamp():
+            assert asyncio.get_running_loop().time() < deadline, "the poll did not measure the renewal"
+            await asyncio.sleep(0.02)
+        assert await health_over_tls(port, cas["server-2"], client_pair(cas["client"])) == "SERVING"
+        assert await health_over_tls(port, cas["server-1"], client_pair(cas["client"])) == "UNAVAILABLE"
+    finally:
+        await server.stop(0)
+        GRPC_SERVER_CERTIFICATE_EXPIRY.remove(str(crt))
