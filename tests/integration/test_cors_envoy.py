@@ -1,0 +1,211 @@
+"""Browser clients and HTTPS with the real control plane, Envoy and `pavilion extauthz`: route `cors`
+answers preflights in Envoy (ext_authz is never asked, the service never sees them), adds the allow
+headers to real cross-origin answers, a plaintext listener with `redirect_to_https` sends every
+request to the TLS listener with a 301, and a `direct_response` route answers without a token."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from controlplane.config.load import load_config
+from controlplane.envoy_check import check_with_envoy
+from tests.controlplane.certs import Ca, make_ca, write_pair
+from tests.extauthz.issuer import Issuer
+from tests.integration.gateway_procs import running_gateway, start_upstreams
+from tests.procs import ENVOY, PAVILION, Proc, free_port
+
+pytestmark = pytest.mark.integration
+
+ACME = Issuer(algs=("ES256",))
+APP = "https://app.example.com"
+
+CONFIG = """regions: [eu-west]
+listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {https}
+    tls: {{certificate: {certs}/edge.pem, key: {certs}/edge-key.pem}}
+  - {{name: plain, address: 127.0.0.1, port: {http}, redirect_to_https: public}}
+services:
+  - name: accounts
+    endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+  - name: extauthz
+    protocol: grpc
+    endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
+extauthz: {{service: extauthz, timeout: 2s}}
+tenants:
+  - id: acme
+    issuer: {issuer}
+    audiences: [{audience}]
+    algorithms: [ES256]
+    jwks: {{inline: {jwks}}}
+routes:
+  - name: accounts
+    match: {{prefix: /v1/accounts, methods: [GET, POST]}}
+    service: accounts
+    cors:
+      allow_origins: [{app}, "https://*.rp.example"]
+      allow_methods: [GET, POST]
+      allow_headers: [authorization, dpop, content-type]
+      expose_headers: [www-authenticate]
+      max_age: 10m
+  - name: health
+    match: {{path: /healthz}}
+    direct_response: {{status: 200, body: "ok\\n"}}
+"""
+
+
+@dataclass
+class Setup:
+    https: int
+    http: int
+    ca: Ca
+    envoy_admin: int
+
+    def stat(self, name: str) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.envoy_admin}/stats?filter=^{name}$",
+                                    timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        values = [int(line.split(": ", 1)[1]) for line in lines if line.startswith(f"{name}: ")]
+        return values[0] if values else 0
+
+    def checks(self) -> int:
+        """Requests Envoy has sent to ext_authz (its gRPC cluster)."""
+        return self.stat("cluster.extauthz.upstream_rq_total")
+
+    def forwarded(self) -> int:
+        return self.stat("cluster.accounts.upstream_rq_total")
+
+
+def send(setup: Setup, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """(status, lower-cased headers, body) of one HTTPS request, the server verified against the test CA."""
+    context = ssl.create_default_context(cadata=setup.ca.pem.decode())
+    connection = http.client.HTTPSConnection("localhost", setup.https, context=context, timeout=5)
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    certs, routes = tmp_path_factory.mktemp("certs"), tmp_path_factory.mktemp("routes")
+    ca = make_ca("Edge CA")
+    write_pair(certs, *ca.issue("localhost"))
+    https, plain, extauthz_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    (routes / "gateway.yaml").write_text(CONFIG.format(
+        https=https, http=plain, certs=certs, accounts=upstreams["accounts"][1], extauthz=extauthz_port,
+        issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks()), app=APP))
+    # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
+    assert check_with_envoy(load_config(routes), ENVOY) == []
+    with running_gateway(routes, https, upstreams) as gateway:
+        extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
+                         f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
+                         str(admin_port), "--node-id", "extauthz-cors", "--region", "eu-west"], name="extauthz")
+        try:
+            extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+            extauthz.wait_port(extauthz_port)
+            gateway.envoys[0].proc.wait_port(plain)
+            result = Setup(https, plain, ca, gateway.envoys[0].admin_port)
+            _wait_for_tenants(result)
+            yield result
+        finally:
+            extauthz.stop()
+
+
+def _wait_for_tenants(setup: Setup, timeout: float = 20.0) -> None:
+    """ext_authz takes its tenants over xDS after starting: wait for the first 200 with a token."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = send(setup, "GET", "/v1/accounts", {"authorization": f"Bearer {ACME.token('ES256')}"})
+        if status == 200 or time.monotonic() > deadline:
+            assert status == 200, body
+            return
+        time.sleep(0.1)
+
+
+def preflight(setup: Setup, origin: str) -> tuple[int, dict[str, str], str]:
+    return send(setup, "OPTIONS", "/v1/accounts/7", {
+        "origin": origin, "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,dpop,content-type"})
+
+
+def test_preflight_from_an_allowed_origin_is_answered_by_envoy(setup: Setup) -> None:
+    checks, forwarded = setup.checks(), setup.forwarded()
+    for origin in (APP, "https://spa.team-a.rp.example"):
+        status, headers, _ = preflight(setup, origin)
+        assert status == 200
+        assert headers["access-control-allow-origin"] == origin
+        assert headers["access-control-allow-methods"] == "GET,POST"
+        assert headers["access-control-allow-headers"] == "authorization,dpop,content-type"
+        assert headers["access-control-max-age"] == "600"
+        assert "access-control-allow-credentials" not in headers
+    # Neither ext_authz (no token in a preflight) nor the service saw them.
+    assert (setup.checks(), setup.forwarded()) == (checks, forwarded)
+
+
+def test_preflight_from_another_origin_gets_no_allow_origin_and_never_reaches_ext_authz(setup: Setup) -> None:
+    checks, forwarded = setup.checks(), setup.forwarded()
+    for origin in ("https://evil.example", "https://rp.example", "http://app.example.com"):
+        status, headers, _ = preflight(setup, origin)
+        assert status == 200
+        assert "access-control-allow-origin" not in headers
+    assert (setup.checks(), setup.forwarded()) == (checks, forwarded)
+
+
+def test_cross_origin_get_with_a_token_gets_allow_origin(setup: Setup) -> None:
+    checks = setup.checks()
+    status, headers, body = send(setup, "GET", "/v1/accounts/7",
+                                 {"origin": APP, "authorization": f"Bearer {ACME.token('ES256')}"})
+    assert status == 200 and json.loads(body)["name"] == "accounts"
+    assert headers["access-control-allow-origin"] == APP
+    assert headers["access-control-expose-headers"] == "www-authenticate"
+    # The actual request is checked, once.
+    assert setup.checks() == checks + 1
+    # The same request from an origin not allowed is served (CORS is the browser's rule), without allow headers.
+    status, headers, _ = send(setup, "GET", "/v1/accounts/7",
+                              {"origin": "https://evil.example", "authorization": f"Bearer {ACME.token('ES256')}"})
+    assert status == 200 and "access-control-allow-origin" not in headers
+
+
+def test_a_refusal_is_readable_by_the_page(setup: Setup) -> None:
+    """ext_authz's 401 passes back through the CORS filter: the page sees the status and the challenge."""
+    status, headers, _ = send(setup, "GET", "/v1/accounts/7", {"origin": APP})
+    assert status == 401
+    assert headers["access-control-allow-origin"] == APP
+    assert headers["www-authenticate"].startswith("Bearer")
+
+
+def test_plaintext_is_redirected_to_https_and_the_redirect_works(setup: Setup) -> None:
+    checks = setup.checks()
+    connection = http.client.HTTPConnection("127.0.0.1", setup.http, timeout=5)
+    try:
+        connection.request("POST", "/v1/accounts/7?page=2", headers={"host": "localhost"})
+        response = connection.getresponse()
+        response.read()
+        status, location = response.status, response.getheader("location")
+    finally:
+        connection.close()
+    assert (status, location) == (301, f"https://localhost:{setup.https}/v1/accounts/7?page=2")
+    assert setup.checks() == checks  # no token needed to be told where to go
+    status, _, _ = send(setup, "GET", location.removeprefix(f"https://localhost:{setup.https}"),
+                        {"authorization": f"Bearer {ACME.token('ES256')}"})
+    assert status == 200
+
+
+def test_direct_response_answers_without_a_token(setup: Setup) -> None:
+    checks, forwarded = setup.checks(), setup.forwarded()
+    status, headers, body = send(setup, "GET", "/healthz", {})
+    assert (status, body, headers["content-type"]) == (200, "ok\n", "text/plain")
+    assert (setup.checks(), setup.forwarded()) == (checks, forwarded)
