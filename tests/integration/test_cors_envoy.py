@@ -194,7 +194,7 @@ def test_plaintext_is_redirected_to_https_and_the_redirect_works(setup: Setup) -
         connection.request("POST", "/v1/accounts/7?page=2", headers={"host": "localhost"})
         response = connection.getresponse()
         response.read()
-        status, location = response.status, response.getheader("location")
+        status, location = response.status, response.getheader("location", "")
     finally:
         connection.close()
     assert (status, location) == (301, f"https://localhost:{setup.https}/v1/accounts/7?page=2")
