@@ -90,7 +90,8 @@ def tenants_over_xds(settings: ExtAuthzSettings, authorizer: Authorizer, status:
     async def apply(_type_url: str, policies: dict[str, tenant_pb2.TenantPolicy], version: str) -> None:
         old = authorizer.tenants
         try:
-            new = await build_tenants(tenants_from_policies(policies), previous=old)
+            # In a thread: an introspecting tenant's policy reads its client secret file.
+            new = await build_tenants(await asyncio.to_thread(tenants_from_policies, policies), previous=old)
         except ConfigError as exc:
             status.refused(str(exc))
             raise
