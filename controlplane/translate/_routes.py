@@ -34,6 +34,10 @@ from controlplane.translate._protos import duration, packed, uint32
 __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# Envoy echoes the request's Origin in Access-Control-Allow-Origin: a shared cache must keep one answer
+# per origin. Appended, as the service may vary on other headers too.
+VARY_ORIGIN = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="vary", value="Origin"),
+                                         append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
 
 
 _REDIRECT_CODES = {
@@ -134,6 +138,7 @@ def route(item: Route) -> rc.Route:
         result.route.CopyFrom(route_action(item))
     if item.cors is not None:
         result.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(item.cors)))
+        result.response_headers_to_add.append(VARY_ORIGIN)
     result.request_headers_to_add.extend(header_options(item.request_headers))
     result.request_headers_to_remove.extend(item.request_headers.remove)
     result.response_headers_to_add.extend(header_options(item.response_headers))

@@ -171,6 +171,7 @@ def test_cross_origin_get_with_a_token_gets_allow_origin(setup: Setup) -> None:
     assert status == 200 and json.loads(body)["name"] == "accounts"
     assert headers["access-control-allow-origin"] == APP
     assert headers["access-control-expose-headers"] == "www-authenticate"
+    assert headers["vary"] == "Origin"
     # The actual request is checked, once.
     assert setup.checks() == checks + 1
     # The same request from an origin not allowed is served (CORS is the browser's rule), without allow headers.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -102,6 +103,9 @@ def test_cors_policy_per_route() -> None:
     assert policy.HasField("forward_not_matching_preflights") and not policy.forward_not_matching_preflights.value
     # The old RouteAction.cors stays unused.
     assert not accounts.route.HasField("cors")
+    # Allow-Origin echoes the request's origin: caches must keep one answer per origin.
+    assert [(h.header.key, h.header.value, h.append_action) for h in accounts.response_headers_to_add] == [
+        ("vary", "Origin", base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)]
     no_age = unpack_cors(next(r for r in routes_of(config(replace(ACCOUNTS, cors=replace(CORS, max_age=None))))
                               if r.name == "accounts"))
     assert no_age.max_age == ""
