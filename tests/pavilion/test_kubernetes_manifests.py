@@ -24,11 +24,12 @@ from ruamel.yaml import YAML
 
 from controlplane.bootstrap import XdsTls, render_bootstrap, split_address
 from controlplane.config.load import load_config
+from controlplane.config.model import Config
 from controlplane.envoy_check import EnvoyNotFound, find_envoy
 from pavilion.cli import build_parser
 from pavilion.settings import Settings
 from tests.configmap import ConfigMapVolume
-from tests.controlplane.certs import cert_pem, key_pem, make_ca
+from tests.controlplane.certs import Ca, cert_pem, key_pem, make_ca
 
 DIR = Path(__file__).resolve().parents[2] / "k8s"
 TLS_DIR = DIR / "tls"
@@ -417,40 +418,116 @@ def test_tls_xds_is_mutual_tls_with_files_the_secret_mounts_provide() -> None:
     assert len(identities) == 3, "each client has its own certificate"
 
 
-def test_tls_edge_listener_serves_the_edge_certificate(tmp_path: Path) -> None:
-    docs = tls_documents()
-    routes = mount_routes(docs, tmp_path / "routes")
+def tls_files(docs: list[dict[str, Any]], workload: dict[str, Any], container: dict[str, Any],
+              paths: list[str], root: Path) -> dict[str, Path]:
+    """Made files in the stead of those cert-manager would write at `paths` (mounts of `container`): each
+    Certificate's Secret gets a fresh leaf for its names and usage, signed by a CA made once per Issuer,
+    and `ca.crt` that CA, as cert-manager writes it. Path in the pod -> made file."""
+    cas: dict[str, Ca] = {}
+    made: dict[str, Path] = {}
+    for path in paths:
+        certificate, name = mounted_file(docs, workload, container, path)
+        issuer = issuer_of(docs, certificate)["metadata"]["name"]
+        ca = cas.setdefault(issuer, make_ca(issuer))
+        folder = root / certificate["spec"]["secretName"]
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            spec = certificate["spec"]
+            cert, key = ca.issue(spec.get("commonName", "x"), server="server auth" in spec["usages"],
+                                 dns_names=tuple(spec.get("dnsNames", ("localhost",))))
+            (folder / "tls.crt").write_bytes(cert_pem(cert))
+            (folder / "tls.key").write_bytes(key_pem(key))
+            (folder / "ca.crt").write_bytes(ca.pem)
+        made[path] = folder / name
+    return made
+
+
+def tls_route_yaml(docs: list[dict[str, Any]], root: Path) -> tuple[dict[str, Any], Config]:
+    """The TLS variant's gateway.yaml as read, and the whole route YAML loaded as the control plane loads
+    it, every file a listener's or service's `tls:` names made from the Certificate mounted there."""
+    routes = mount_routes(docs, root / "routes")
     plane, container = next((w, c) for w, c in pavilion_containers(docs) if c["args"][0] == "controlplane")
     route_yaml = YAML(typ="safe", pure=True)  # YAML 1.2, as the loader reads it (`10.96.80.91:9191` in a flow)
-    gateway = route_yaml.load((routes / "gateway.yaml").read_text())
-    base = route_yaml.load(named("ConfigMap", "pavilion-gateway")["data"]["gateway.yaml"])
-    assert {k: v for k, v in gateway.items() if k != "listeners"} == {k: v for k, v in base.items() if k != "listeners"}
-    assert [item["name"] for item in gateway["listeners"]] == [item["name"] for item in base["listeners"]]
-    # The files `tls:` names are those of the edge Certificate's Secret, in the control plane's mounts;
-    # made here (a fresh certificate) so that the route YAML loads as the control plane would load it.
-    ca = make_ca()
+    gateway: dict[str, Any] = route_yaml.load((routes / "gateway.yaml").read_text())
+    paths = [str(tls[field]) for item in [*gateway["listeners"], *gateway["services"]] if (tls := item.get("tls"))
+             for field in ("certificate", "key", "client_ca", "ca") if field in tls]
     text = (routes / "gateway.yaml").read_text()
+    for path, made in tls_files(docs, plane, container, paths, root / "secrets").items():
+        text = text.replace(path, str(made))
+    (routes / "gateway.yaml").resolve().write_text(text)
+    return gateway, load_config(routes)
+
+
+def without_tls(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.items() if k != "tls"} for item in items]
+
+
+def test_tls_edge_listener_serves_the_edge_certificate(tmp_path: Path) -> None:
+    docs = tls_documents()
+    gateway, config = tls_route_yaml(docs, tmp_path)
+    base = YAML(typ="safe", pure=True).load(named("ConfigMap", "pavilion-gateway")["data"]["gateway.yaml"])
+    # only the listeners (port, `tls:`) and the services' `tls:` differ from the base (the services': below)
+    assert gateway.keys() == base.keys()
+    for key in gateway.keys() - {"listeners", "services"}:
+        assert gateway[key] == base[key], key
+    assert [item["name"] for item in gateway["listeners"]] == [item["name"] for item in base["listeners"]]
+    assert without_tls(gateway["services"]) == without_tls(base["services"])
+    plane, container = next((w, c) for w, c in pavilion_containers(docs) if c["args"][0] == "controlplane")
     for item in gateway["listeners"]:
         tls = item.get("tls")
         assert tls, f"listener {item['name']} serves plaintext in the TLS variant"
         edge, cert_name = mounted_file(docs, plane, container, tls["certificate"])
         assert (edge, "tls.key") == mounted_file(docs, plane, container, tls["key"]) and cert_name == "tls.crt"
         assert "server auth" in edge["spec"]["usages"] and edge["spec"]["dnsNames"]
-        cert, key = ca.issue(edge["spec"]["dnsNames"][0])
-        folder = tmp_path / edge["spec"]["secretName"]
-        folder.mkdir(exist_ok=True)
-        (folder / "tls.crt").write_bytes(cert_pem(cert))
-        (folder / "tls.key").write_bytes(key_pem(key))
-        for path in (tls["certificate"], tls["key"]):
-            text = text.replace(path, str(folder / Path(path).name))
-    (routes / "gateway.yaml").resolve().write_text(text)
-    config = load_config(routes)
     envoy = next(c for _w, c in containers(docs) if c.get("command") == ["envoy"])
     edge_service = next(s for s in of_kind("Service", docs) if s["spec"].get("type") == "LoadBalancer")
     for listener in config.listeners:
         assert listener.tls is not None and has_port(envoy, listener.port)
         assert any(has_port(envoy, p["targetPort"]) and envoy_port(envoy, p["targetPort"]) == listener.port
                    for p in edge_service["spec"]["ports"]), "the public Service reaches the TLS listener"
+
+
+def test_tls_envoy_reaches_extauthz_and_ratelimit_over_mtls(tmp_path: Path) -> None:
+    """ext_authz and ratelimit serve mTLS with a certificate of the services CA for the name Envoy verifies,
+    and accept only client certificates of that CA; the route YAML gives Envoy that CA, that name and a
+    client certificate of that CA, mounted in the control plane (which sends them to Envoy over SDS)."""
+    docs = tls_documents()
+    gateway, config = tls_route_yaml(docs, tmp_path)
+    plane, plane_container = next((w, c) for w, c in pavilion_containers(docs) if c["args"][0] == "controlplane")
+    xds_cert = parse(plane_container["args"]).xds_tls_cert
+    xds_issuer = issuer_of(docs, mounted_file(docs, plane, plane_container, xds_cert)[0])
+    by_ip = {s["spec"]["clusterIP"]: s for s in of_kind("Service", docs) if "clusterIP" in s["spec"]}
+    served = {}
+    assert config.extauthz is not None and config.ratelimit is not None
+    for name in (config.extauthz.service, config.ratelimit.service):
+        workload, container = next((w, c) for w, c in pavilion_containers(docs) if c["args"][0] == name)
+        args = parse(container["args"])
+        assert args.tls_cert and args.tls_key and args.tls_client_ca, f"{name} must serve mTLS"
+        server, cert_name = mounted_file(docs, workload, container, args.tls_cert)
+        assert cert_name == "tls.crt" and (server, "tls.key") == mounted_file(docs, workload, container, args.tls_key)
+        assert "server auth" in server["spec"]["usages"], name
+        issuer = issuer_of(docs, server)
+        assert "ca" in issuer["spec"] and issuer is not xds_issuer, f"{name}: from the services CA, not the xDS one"
+        trusted, ca_name = mounted_file(docs, workload, container, args.tls_client_ca)
+        assert ca_name == "ca.crt" and issuer_of(docs, trusted) is issuer, f"{name} trusts the services CA"
+
+        raw = next(item for item in gateway["services"] if item["name"] == name)
+        tls = raw.get("tls")
+        assert tls and tls.keys() >= {"ca", "server_name", "certificate", "key"}, f"{name}: Envoy must use mTLS"
+        # the endpoint is the Service's cluster IP: the name verified is that Service's, and the certificate's
+        endpoint = config.service(name).endpoints[0]
+        service = by_ip[endpoint.host]
+        assert service_dns(tls["server_name"]) == (service["metadata"]["name"], NAMESPACE), tls["server_name"]
+        assert pods_of(service, docs)[0] is workload and tls["server_name"] in server["spec"]["dnsNames"]
+        verifier, ca_name = mounted_file(docs, plane, plane_container, tls["ca"])
+        assert ca_name == "ca.crt" and issuer_of(docs, verifier) is issuer, f"{name}: Envoy verifies the services CA"
+        client, cert_name = mounted_file(docs, plane, plane_container, tls["certificate"])
+        assert cert_name == "tls.crt" and (client, "tls.key") == mounted_file(docs, plane, plane_container, tls["key"])
+        assert "client auth" in client["spec"]["usages"] and issuer_of(docs, client) is issuer, name
+        loaded = config.service(name).tls
+        assert loaded is not None and loaded.server_name == tls["server_name"] and loaded.certificate_chain
+        served[name] = server["metadata"]["name"]
+    assert len(set(served.values())) == 2, "each service has its own serving certificate"
 
 
 def envoy_port(container: dict[str, Any], port: int | str) -> int:
