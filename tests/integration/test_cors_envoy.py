@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
+from extauthz.dpop_sign import key_thumbprint, make_proof
 from tests.controlplane.certs import Ca, make_ca, write_pair
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import running_gateway, start_upstreams
@@ -60,6 +62,10 @@ routes:
   - name: health
     match: {{path: /healthz}}
     direct_response: {{status: 200, body: "ok\\n"}}
+  - name: members
+    match: {{path: /members}}
+    direct_response: {{status: 200, body: members only}}
+    auth: {{tenants: [acme]}}
 """
 
 
@@ -210,3 +216,25 @@ def test_direct_response_answers_without_a_token(setup: Setup) -> None:
     status, headers, body = send(setup, "GET", "/healthz", {})
     assert (status, body, headers["content-type"]) == (200, "ok\n", "text/plain")
     assert (setup.checks(), setup.forwarded()) == (checks, forwarded)
+
+
+def test_direct_response_with_auth_asks_for_a_token(setup: Setup) -> None:
+    status, _, _ = send(setup, "GET", "/members", {})
+    assert status == 401
+    status, _, body = send(setup, "GET", "/members", {"authorization": f"Bearer {ACME.token('ES256')}"})
+    assert (status, body) == (200, "members only")
+
+
+def test_a_browser_app_calls_with_dpop_over_https(setup: Setup) -> None:
+    """What an SPA's fetch() does: the preflight for authorization and dpop, then the call with a proof
+    for the https URL it called (ext_authz sees the scheme the TLS listener took it on)."""
+    client = ec.generate_private_key(ec.SECP256R1())
+    status, headers, _ = send(setup, "OPTIONS", "/v1/accounts/7", {
+        "origin": APP, "access-control-request-method": "GET", "access-control-request-headers": "authorization,dpop"})
+    assert status == 200 and headers["access-control-allow-origin"] == APP
+    token = ACME.token("ES256", jti="cors-dpop", cnf={"jkt": key_thumbprint(client)})
+    proof = make_proof(client, method="GET", url=f"https://localhost:{setup.https}/v1/accounts/7", access_token=token)
+    status, headers, body = send(setup, "GET", "/v1/accounts/7",
+                                 {"origin": APP, "authorization": f"DPoP {token}", "dpop": proof})
+    assert status == 200, body
+    assert headers["access-control-allow-origin"] == APP
