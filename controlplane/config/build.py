@@ -118,7 +118,8 @@ class Builder:
         auth_ok, auth = route_auth(f, self.names.policy, self.problem)
         if answers and "auth" not in f.given:
             auth = model.RouteAuth(public=True)  # Envoy answers by itself: no token unless `auth` asks for one
-        rate_limits = route_rate_limits(f, auth, self.names.policy, self.problem)
+        # On an answering route `rate_limits` is refused above; checking its `per` too would only add noise.
+        rate_limits = route_rate_limits(f, auth, self.names.policy, self.problem) if not answers else ()
         cors = _optional(f, "cors", lambda c: read_cors(c, self.problem))
         redirect = _optional(f, "redirect", lambda r: read_redirect(
             r, match if isinstance(match, Fields) else None, self.problem))

@@ -8,7 +8,8 @@ header (`forward_not_matching_preflights: false`): it never reaches ext_authz or
 A preflight is an OPTIONS request: a route whose `methods` leave OPTIONS out would not match it, and
 the preflight would fall through to another route. Such a route gets a companion Envoy route just
 before it, `<name>/preflight`: the same route (action, policy, per-filter settings) matching the same
-path, hosts and headers for OPTIONS requests that carry Origin and Access-Control-Request-Method. It
+path, hosts and headers for OPTIONS requests that carry Origin and name one of the route's methods in
+Access-Control-Request-Method. It
 must forward like the route itself: Envoy's CORS filter skips a route with a direct response (no
 route entry), so the filter answers the companion's requests only because it forwards. Should the
 filter ever not answer, ext_authz still asks for a token as on the route.
@@ -66,9 +67,14 @@ def preflight_route(message: rc.Route, route: Route) -> rc.Route:
     kept = [h for h in result.match.headers if h.name != ":method"]
     del result.match.headers[:]
     result.match.headers.extend(kept)
+    # The preflight names the method the page will send: only the route's own methods find it, so
+    # two routes on one path with different methods (and policies) each answer their own preflights.
+    methods = sorted(set(route.match.methods))
+    asked = (string_pb2.StringMatcher(exact=methods[0]) if len(methods) == 1 else
+             string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex="|".join(methods))))
     result.match.headers.extend([
         rc.HeaderMatcher(name=":method", string_match=string_pb2.StringMatcher(exact="OPTIONS")),
         rc.HeaderMatcher(name="origin", present_match=True),
-        rc.HeaderMatcher(name="access-control-request-method", present_match=True),
+        rc.HeaderMatcher(name="access-control-request-method", string_match=asked),
     ])
     return result

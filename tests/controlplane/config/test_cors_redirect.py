@@ -197,7 +197,7 @@ def test_rate_limits_are_refused_on_a_redirect() -> None:
     (error,) = errors_of("""  - name: r
     match: {prefix: /}
     redirect: {https: true}
-    rate_limits: [{unit: second, requests: 5}]
+    rate_limits: [{per: [tenant, subject], unit: second, requests: 5}]
 """, base)
     assert "routes[r].rate_limits: rate_limits applies to a route that calls a service, not to a redirect" in error
 

@@ -21,6 +21,7 @@ from controlplane.config.model import (
     DirectResponse,
     Endpoint,
     ExtAuthzSettings,
+    HeaderMatch,
     Listener,
     Match,
     RateLimitSettings,
@@ -118,12 +119,22 @@ def test_a_route_limited_to_methods_gets_a_preflight_companion_just_before_it() 
     assert names.index("accounts/preflight") == names.index("accounts") - 1
     companion, original = messages[names.index("accounts/preflight")], messages[names.index("accounts")]
     assert companion.match.prefix == "/v1/accounts"
-    assert [(h.name, h.string_match.exact, h.present_match) for h in companion.match.headers] == [
-        (":method", "OPTIONS", False), ("origin", "", True), ("access-control-request-method", "", True)]
+    assert [(h.name, h.string_match.exact, h.string_match.safe_regex.regex, h.present_match)
+            for h in companion.match.headers] == [
+        (":method", "OPTIONS", "", False),
+        ("origin", "", "", True),
+        ("access-control-request-method", "", "GET|POST", False),  # only the route's own methods
+    ]
     # It forwards like the route (Envoy's CORS filter skips routes that do not), with the same policy
     # and the same ext_authz settings: should the filter not answer, a token is still asked for.
     assert companion.route == original.route
     assert companion.typed_per_filter_config == original.typed_per_filter_config
+    # One method: an exact match; the route's header conditions are kept.
+    single = replace(ACCOUNTS, match=Match(prefix="/v1/accounts", methods=("DELETE",),
+                                          headers=(HeaderMatch("x-team", "a"),)))
+    companion = routes_of(config(single))[0]
+    assert [(h.name, h.string_match.exact) for h in companion.match.headers] == [
+        ("x-team", "a"), (":method", "OPTIONS"), ("origin", ""), ("access-control-request-method", "DELETE")]
     # No companion where the route itself takes OPTIONS, or any method.
     for match in (Match(prefix="/v1/accounts"), Match(prefix="/v1/accounts", methods=("GET", "OPTIONS"))):
         assert [m.name for m in routes_of(config(replace(ACCOUNTS, match=match)))] == ["accounts"]
