@@ -451,3 +451,62 @@ async def test_status_shows_the_client_not_the_secret(stack: Stack) -> None:
     assert "pavilion-gateway" in status
     assert stack.server.client_secret not in status
     assert stack.server.client_secret not in repr(stack.tenants.tenants)
+
+
+async def test_a_cancelled_check_does_not_cancel_the_shared_call(stack: Stack) -> None:
+    stack.active()
+    stack.server.delay = 0.3
+    first = asyncio.ensure_future(stack.check())
+    second = asyncio.ensure_future(stack.check())
+    await asyncio.sleep(0.1)
+    first.cancel()  # as when Envoy's ext_authz timeout ends one request
+    assert (await second).status == 200
+    assert first.cancelled()
+    assert stack.server.calls == 1
+
+
+async def test_an_opaque_dpop_bound_token_needs_its_proof(stack: Stack) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from extauthz.dpop_sign import key_thumbprint, make_proof
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    stack.active(cnf={"jkt": key_thumbprint(key)})
+    bearer = await stack.check()
+    assert (bearer.status, bearer.reason) == (401, "dpop_bound_bearer")  # no downgrade to bearer
+    proof = make_proof(key, method="GET", url="https://api.test/accounts", access_token=OPAQUE)
+    outcome = await stack.authorizer.check({"authorization": f"DPoP {OPAQUE}", "dpop": proof}, "/accounts",
+                                           {"tenant": "legacy"}, _request_attributes("https", "api.test",
+                                                                                     "/accounts"))
+    assert (outcome.status, outcome.reason) == (200, "ok")
+
+
+def _request_attributes(scheme: str, host: str, path: str) -> Any:
+    from envoy.service.auth.v3 import attribute_context_pb2
+    attributes = attribute_context_pb2.AttributeContext()
+    http = attributes.request.http
+    http.method, http.scheme, http.host, http.path = "GET", scheme, host, path
+    return attributes
+
+
+async def test_a_reload_keeps_an_unchanged_tenants_client_and_closes_a_changed_ones(stack: Stack) -> None:
+    old = stack.tenants
+    (legacy_tenant, acme) = old.tenants
+    same = await build_tenants([legacy_tenant, acme], previous=old)
+    assert same.introspector(legacy_tenant) is old.introspector(legacy_tenant)
+    stack.active()
+    assert (await stack.check()).status == 200  # the client now has a session
+    changed = legacy(stack.server, stack.secret_file, cache=30.0)
+    new = await build_tenants([changed, acme], previous=same)
+    before = old.introspector(legacy_tenant)
+    assert before is not None and new.introspector(changed) is not before
+    await retire(same, new)
+    assert before._session is None  # closed
+    stack.authorizer.use(new)
+    assert (await stack.check()).status == 200  # a new tenant: not the old cache entry, asked again
+    assert stack.server.calls == 2
+
+
+async def test_a_tenant_named_twice_by_a_route_is_one_candidate(stack: Stack) -> None:
+    stack.active()
+    assert (await stack.check(route="legacy, legacy,acme")).status == 200
