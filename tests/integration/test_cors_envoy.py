@@ -42,7 +42,11 @@ services:
   - name: extauthz
     protocol: grpc
     endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
+  - name: ratelimit
+    protocol: grpc
+    endpoints: [{{address: 127.0.0.1:{ratelimit}, region: eu-west}}]
 extauthz: {{service: extauthz, timeout: 2s}}
+ratelimit: {{service: ratelimit, timeout: 2s}}
 tenants:
   - id: acme
     issuer: {issuer}
@@ -62,6 +66,12 @@ routes:
   - name: health
     match: {{path: /healthz}}
     direct_response: {{status: 200, body: "ok\\n"}}
+  - name: limited
+    match: {{prefix: /v1/limited}}
+    service: accounts
+    auth: none
+    cors: {{allow_origins: [{app}], expose_headers: [ratelimit, retry-after]}}
+    rate_limits: [{{unit: hour, requests: 2, algorithm: token_bucket}}]
   - name: members
     match: {{path: /members}}
     direct_response: {{status: 200, body: members only}}
@@ -109,9 +119,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ca = make_ca("Edge CA")
     write_pair(certs, *ca.issue("localhost"))
     https, plain, extauthz_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    ratelimit_port, ratelimit_admin = free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
         https=https, http=plain, certs=certs, accounts=upstreams["accounts"][1], extauthz=extauthz_port,
+        ratelimit=ratelimit_port,
         issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks()), app=APP))
     # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
     assert check_with_envoy(load_config(routes), ENVOY) == []
@@ -119,15 +131,31 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
                          f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
                          str(admin_port), "--node-id", "extauthz-cors", "--region", "eu-west"], name="extauthz")
+        # In memory (no Redis): one replica counts alone.
+        ratelimit = Proc([PAVILION, "--log-format", "console", "ratelimit", "--xds",
+                          f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(ratelimit_port), "--admin-port",
+                          str(ratelimit_admin), "--node-id", "ratelimit-cors", "--region", "eu-west"],
+                         name="ratelimit")
         try:
             extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
             extauthz.wait_port(extauthz_port)
+            ratelimit.wait_http(f"http://127.0.0.1:{ratelimit_admin}/readyz")
+            ratelimit.wait_port(ratelimit_port)
+            version = gateway.plane.status()["version"]
+            ratelimit.wait_until(lambda: _config_version(ratelimit_admin) == version, 20, "the rules over xDS")
             gateway.envoys[0].proc.wait_port(plain)
             result = Setup(https, plain, ca, gateway.envoys[0].admin_port)
             _wait_for_tenants(result)
             yield result
         finally:
+            ratelimit.stop()
             extauthz.stop()
+
+
+def _config_version(admin_port: int) -> str | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status", timeout=5) as response:
+        version = json.loads(response.read()).get("config_version")
+    return str(version) if version else None
 
 
 def _wait_for_tenants(setup: Setup, timeout: float = 20.0) -> None:
@@ -238,3 +266,17 @@ def test_a_browser_app_calls_with_dpop_over_https(setup: Setup) -> None:
                                  {"origin": APP, "authorization": f"DPoP {token}", "dpop": proof})
     assert status == 200, body
     assert headers["access-control-allow-origin"] == APP
+
+
+def test_preflights_are_not_counted_by_a_rate_limit_and_a_429_is_readable(setup: Setup) -> None:
+    """`limited` allows 2 requests an hour for everyone together: preflights before them take none."""
+    for _ in range(5):
+        status, headers, _ = send(setup, "OPTIONS", "/v1/limited", {"origin": APP,
+                                                                     "access-control-request-method": "GET"})
+        assert status == 200 and headers["access-control-allow-origin"] == APP
+    statuses = [send(setup, "GET", "/v1/limited", {"origin": APP})[0] for _ in range(2)]
+    assert statuses == [200, 200]
+    status, headers, _ = send(setup, "GET", "/v1/limited", {"origin": APP})
+    # The limit holds, and the page can read the 429 and when to retry.
+    assert status == 429
+    assert headers["access-control-allow-origin"] == APP and "retry-after" in headers
