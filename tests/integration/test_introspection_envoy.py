@@ -1,12 +1,14 @@
 """Opaque tokens through the real Envoy: control plane (route YAML with a tenant that introspects), Envoy,
 ext_authz fed over xDS (it reads the client secret from the file the TenantPolicy names), a real local
 RFC 7662 endpoint, an echo upstream. An active token reaches the upstream with its identity headers (the
-client's spoofed ones replaced), an inactive one is 401, and a repeated token costs no second call."""
+client's spoofed ones replaced), an inactive one is 401, a repeated token costs no second call, and
+`pavilion revoke` (real Redis) refuses an opaque token by its jti though its answer is cached."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import pytest
 from tests.extauthz.introspection_server import IntrospectionServer, in_thread
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import running_gateway, start_upstreams
-from tests.procs import PAVILION, Proc, free_port
+from tests.procs import PAVILION, Proc, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +66,7 @@ routes:
 class Setup:
     port: int
     idp: IntrospectionServer
+    redis_url: str
 
 
 def active(idp: IntrospectionServer, token: str, **claims: object) -> None:
@@ -77,26 +80,31 @@ def active(idp: IntrospectionServer, token: str, **claims: object) -> None:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     routes = tmp_path_factory.mktemp("routes")
     port, extauthz_port, admin_port = free_port(), free_port(), free_port()
-    with in_thread(IntrospectionServer()) as idp:
-        (routes / "introspection-secret").write_text(idp.client_secret + "\n")
-        upstreams = start_upstreams({"accounts": "eu-west"})
-        (routes / "gateway.yaml").write_text(CONFIG.format(
-            port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
-            audience=ACME.audience, jwks=json.dumps(ACME.jwks()), legacy=LEGACY, endpoint=idp.url))
-        with running_gateway(routes, port, upstreams) as gateway:
-            extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
-                             f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
-                             str(admin_port), "--node-id", "extauthz-introspection", "--region", "eu-west"],
-                            name="extauthz")
-            try:
-                extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-                extauthz.wait_port(extauthz_port)
-                gateway.envoys[0].proc.wait_port(port)
-                yield Setup(port, idp)
-            finally:
-                extauthz.stop()
-            logged = extauthz.output() + gateway.plane.proc.output()
-            assert idp.client_secret not in logged and "opaque-" not in logged  # neither secret nor tokens
+    redis, redis_port = start_redis()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    try:
+        with in_thread(IntrospectionServer()) as idp:
+            (routes / "introspection-secret").write_text(idp.client_secret + "\n")
+            upstreams = start_upstreams({"accounts": "eu-west"})
+            (routes / "gateway.yaml").write_text(CONFIG.format(
+                port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
+                audience=ACME.audience, jwks=json.dumps(ACME.jwks()), legacy=LEGACY, endpoint=idp.url))
+            with running_gateway(routes, port, upstreams) as gateway:
+                extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
+                                 f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port),
+                                 "--admin-port", str(admin_port), "--node-id", "extauthz-introspection",
+                                 "--region", "eu-west", "--redis", redis_url], name="extauthz")
+                try:
+                    extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+                    extauthz.wait_port(extauthz_port)
+                    gateway.envoys[0].proc.wait_port(port)
+                    yield Setup(port, idp, redis_url)
+                finally:
+                    extauthz.stop()
+                logged = extauthz.output() + gateway.plane.proc.output()
+                assert idp.client_secret not in logged and "opaque-" not in logged  # neither secret nor tokens
+    finally:
+        redis.stop()
 
 
 def send(setup: Setup, path: str, token: str, *extra: tuple[str, str]) -> tuple[int, dict[str, str], str]:
@@ -165,3 +173,15 @@ def test_route_scopes_apply_and_a_route_without_tenants_uses_the_one_introspecti
     jwt = ACME.token("ES256")
     assert send(setup, "/other", jwt)[0] == 200  # a JWT of the other tenant: verified locally as before
     assert not any(r["form"].get("token") == jwt for r in setup.idp.requests)
+
+
+def test_revoking_an_opaque_tokens_jti_refuses_it_though_its_answer_is_cached(setup: Setup) -> None:
+    active(setup.idp, "opaque-revoked", jti="op-jti-1")
+    eventually(setup, "/legacy/r", "opaque-revoked", 200)
+    done = subprocess.run([PAVILION, "revoke", "--redis", setup.redis_url, "--tenant", "legacy", "--issuer", LEGACY,
+                           "--jti", "op-jti-1", "--expires", str(int(time.time()) + 600)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    _, body = eventually(setup, "/legacy/r", "opaque-revoked", 401, timeout=5)
+    assert json.loads(body) == {"error": "revoked"}
+    assert len([r for r in setup.idp.requests if r["form"].get("token") == "opaque-revoked"]) == 1
