@@ -202,11 +202,14 @@ RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelim
           default="allow"),
 ))
 
+# What an editor can check of an origin (the loader also checks the host's labels and the port's range).
+ORIGIN_PATTERN = r"^(\*|[Hh][Tt][Tt][Pp][Ss]?://(\*\.)?[^/:?#*\s]+(:[0-9]{1,5})?)$"
 HEADER_NAME = Value("string", convert=rules.cors_header_name, schema={"pattern": f"^{_TOKEN}$", "not": {"const": "*"}})
 
 CORS = Object("cors", "Cross-origin calls from browsers (Envoy's CORS filter): preflights are answered by Envoy, "
               "before ext_authz and rate limits (see [CORS](#cors)).", (
-    Field("allow_origins", ListOf(Value("string", convert=rules.cors_origin, schema={"minLength": 1}), min_items=1),
+    Field("allow_origins", ListOf(Value("string", convert=rules.cors_origin, schema={"pattern": ORIGIN_PATTERN}),
+                                  min_items=1),
           "Origins allowed: `scheme://host[:port]` exactly, `scheme://*.example.com` (one or more labels in place "
           "of `*`), or `*` alone (any origin; not with `allow_credentials`).", True),
     Field("allow_methods", ListOf(Value("string", choices=rules.HTTP_METHODS), min_items=1),
@@ -235,7 +238,8 @@ REDIRECT = Object("redirect", "Answer with a redirect instead of forwarding; the
           "when absent."),
     Field("path", URL_PATH, "Replaces the whole path (the query is kept unless `strip_query`)."),
     Field("prefix_rewrite", URL_PATH, "Replaces the matched prefix or path, like `rewrite.prefix`."),
-    Field("code", Value("integer", minimum=301, maximum=308, convert=rules.redirect_code),
+    Field("code", Value("integer", minimum=301, maximum=308, convert=rules.redirect_code,
+                        schema={"enum": list(rules.REDIRECT_CODES)}),
           "Status: 301, 302, 303, 307 or 308 (307 and 308 keep the method and body).", default="301"),
     Field("strip_query", Value("boolean"), "Drop the query string.", default="false"),
 ), at_least_one=("https", "host", "port", "path", "prefix_rewrite"),
@@ -243,7 +247,9 @@ REDIRECT = Object("redirect", "Answer with a redirect instead of forwarding; the
 
 DIRECT_RESPONSE = Object("direct_response", "Envoy answers the request itself; no service is called.", (
     Field("status", Value("integer", minimum=200, maximum=599), "HTTP status, 200-599.", True),
-    Field("body", Value("string", convert=rules.direct_response_body),
+    # maxLength counts characters, the loader UTF-8 bytes: the schema lets through some the loader refuses.
+    Field("body", Value("string", convert=rules.direct_response_body,
+                        schema={"maxLength": rules.MAX_DIRECT_RESPONSE_BODY}),
           f"Response body (text/plain), at most {rules.MAX_DIRECT_RESPONSE_BODY} bytes; none when absent."),
 ))
 

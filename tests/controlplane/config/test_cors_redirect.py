@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
+from ruamel.yaml import YAML
 
 from controlplane.config import model
 from controlplane.config.load import parse_sources
+from controlplane.config.schema import json_schema
 from pavilion.config_files import Source
 from pavilion.errors import ConfigErrors
 from tests.controlplane.certs import make_ca, write_pair
@@ -256,3 +259,21 @@ def test_a_route_on_a_redirecting_listener_is_refused(certs: Path) -> None:
                          LISTENERS.format(target="public", tls=TLS), str(certs / "gateway.yaml"))
     assert error.endswith("routes[accounts].listener: listener 'plain' redirects every request to https "
                           "(redirect_to_https): name the https listener")
+
+
+@pytest.mark.parametrize(("route", "valid"), [
+    (GOOD_CORS, True),
+    ("  - {name: r, match: {prefix: /}, redirect: {https: true, code: 308}}\n", True),
+    ("  - {name: r, match: {prefix: /}, direct_response: {status: 204}}\n", True),
+    ("  - {name: r, match: {prefix: /}, service: accounts, cors: {allow_origins: [app.example.com]}}\n", False),
+    ("  - {name: r, match: {prefix: /}, service: accounts,\n"
+     "     cors: {allow_origins: ['https://a.b'], allow_headers: ['*']}}\n", False),
+    ("  - {name: r, match: {prefix: /}, redirect: {https: true, code: 304}}\n", False),
+    ("  - {name: r, match: {prefix: /}, redirect: {code: 302}}\n", False),
+    ("  - {name: r, match: {prefix: /}, service: accounts, direct_response: {status: 200}}\n", False),
+    (f"  - {{name: r, match: {{prefix: /}}, direct_response: {{status: 200, body: {'x' * 4097}}}}}\n", False),
+])
+def test_the_editor_schema_agrees(route: str, valid: bool) -> None:
+    validator = jsonschema.Draft202012Validator(json_schema())
+    document = YAML(typ="safe", pure=True).load(BASE + route)
+    assert (not list(validator.iter_errors(document))) is valid
