@@ -36,6 +36,7 @@ class IntrospectionServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     issuer: str = ""                 # discovery `issuer`
+    discovered: str | None = ""      # discovery `introspection_endpoint`: "" this server's, None left out
     _runner: web.AppRunner | None = None
 
     @property
@@ -88,8 +89,9 @@ class IntrospectionServer:
         return web.Response(text=json.dumps(answer), content_type="application/json")
 
     async def _discovery(self, _request: web.Request) -> web.Response:
-        doc = {"issuer": self.issuer or self.base, "jwks_uri": self.base + "/jwks.json",
-               "introspection_endpoint": self.url}
+        doc = {"issuer": self.issuer or self.base, "jwks_uri": self.base + "/jwks.json"}
+        if self.discovered is not None:
+            doc["introspection_endpoint"] = self.discovered or self.url
         return web.json_response(doc)
 
     async def _jwks(self, _request: web.Request) -> web.Response:

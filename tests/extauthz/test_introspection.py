@@ -423,8 +423,14 @@ async def test_an_oversize_opaque_token_is_refused_before_the_idp(stack: Stack) 
     assert stack.server.calls == 0
 
 
-async def test_the_endpoint_can_come_from_discovery(tmp_path: Path) -> None:
-    server = IntrospectionServer()
+@pytest.mark.parametrize(("discovered", "expected"), [
+    ("", (200, "ok")),
+    (None, (503, "introspection_unavailable")),  # the document names no introspection_endpoint
+    ("http://idp.example.test/introspect", (503, "introspection_unavailable")),  # plain http off loopback
+])
+async def test_the_endpoint_can_come_from_discovery(tmp_path: Path, discovered: str | None,
+                                                   expected: tuple[int, str]) -> None:
+    server = IntrospectionServer(discovered=discovered)
     await server.start()
     server.issuer = server.base
     secret = tmp_path / "secret"
@@ -439,11 +445,18 @@ async def test_the_endpoint_can_come_from_discovery(tmp_path: Path) -> None:
                               "exp": int(clock.now) + 60}
     try:
         outcome = await authorizer.check({"authorization": f"Bearer {OPAQUE}"}, "/", {"tenant": "disc"})
-        assert (outcome.status, outcome.reason) == (200, "ok")
-        assert server.calls == 1
+        assert (outcome.status, outcome.reason) == expected
+        assert server.calls == (1 if expected[0] == 200 else 0)
     finally:
         await retire(generation, None)
         await server.stop()
+
+
+async def test_a_token_with_form_special_characters_reaches_the_idp_intact(stack: Stack) -> None:
+    token = "a+b/c~d-e_f.g=="
+    stack.active(token)
+    assert (await stack.check(token)).status == 200
+    assert stack.server.requests[0]["form"]["token"] == token
 
 
 async def test_status_shows_the_client_not_the_secret(stack: Stack) -> None:
