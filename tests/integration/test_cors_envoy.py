@@ -113,8 +113,10 @@ def send(setup: Setup, method: str, path: str, headers: dict[str, str]) -> tuple
         connection.close()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Setup]:
+    """The whole stack, with an Envoy on State of the World ADS, then one on Delta ADS (virtual hosts
+    over VHDS): the routes' CORS policies and the redirecting listener arrive either way."""
     certs, routes = tmp_path_factory.mktemp("certs"), tmp_path_factory.mktemp("routes")
     ca = make_ca("Edge CA")
     write_pair(certs, *ca.issue("localhost"))
@@ -127,7 +129,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks()), app=APP))
     # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
     assert check_with_envoy(load_config(routes), ENVOY) == []
-    with running_gateway(routes, https, upstreams) as gateway:
+    with running_gateway(routes, https, upstreams, delta=request.param) as gateway:
         extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
                          f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
                          str(admin_port), "--node-id", "extauthz-cors", "--region", "eu-west"], name="extauthz")
