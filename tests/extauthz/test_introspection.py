@@ -423,12 +423,12 @@ async def test_an_oversize_opaque_token_is_refused_before_the_idp(stack: Stack) 
     assert stack.server.calls == 0
 
 
-@pytest.mark.parametrize(("discovered", "expected"), [
-    ("", (200, "ok")),
-    (None, (503, "introspection_unavailable")),  # the document names no introspection_endpoint
-    ("http://idp.example.test/introspect", (503, "introspection_unavailable")),  # plain http off loopback
+@pytest.mark.parametrize(("discovered", "http_loopback", "expected"), [
+    ("", True, (200, "ok")),
+    (None, True, (503, "introspection_unavailable")),  # the document names no introspection_endpoint
+    ("", False, (503, "introspection_unavailable")),  # plain http, which only the key source allows
 ])
-async def test_the_endpoint_can_come_from_discovery(tmp_path: Path, discovered: str | None,
+async def test_the_endpoint_can_come_from_discovery(tmp_path: Path, discovered: str | None, http_loopback: bool,
                                                    expected: tuple[int, str]) -> None:
     server = IntrospectionServer(discovered=discovered)
     await server.start()
@@ -439,7 +439,7 @@ async def test_the_endpoint_can_come_from_discovery(tmp_path: Path, discovered: 
     tenant = Tenant(id="disc", issuer=server.base, audiences=(AUDIENCE,),
                     jwks=JwksSource(discovery=server.base, allow_http_loopback=True),
                     introspection=IntrospectionPolicy(client_id="pavilion-gateway", client_secret_file=str(secret),
-                                                      allow_http_loopback=True))
+                                                      allow_http_loopback=http_loopback))
     authorizer, generation = await make_stack(tmp_path, server, tenant, clock=clock)
     server.answers[OPAQUE] = {"active": True, "iss": server.base, "aud": AUDIENCE, "sub": "s",
                               "exp": int(clock.now) + 60}
