@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -282,3 +283,47 @@ def test_preflights_are_not_counted_by_a_rate_limit_and_a_429_is_readable(setup:
     # The limit holds, and the page can read the 429 and when to retry.
     assert status == 429
     assert headers["access-control-allow-origin"] == APP and "retry-after" in headers
+
+
+RELOADED = """regions: [eu-west]
+listeners:
+  - {{name: public, address: 127.0.0.1, port: {port}}}
+services:
+  - name: accounts
+    endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+routes:
+  - name: accounts
+    match: {{prefix: /v1/accounts, methods: [GET]}}
+    service: accounts
+{cors}"""
+
+
+def test_cors_added_to_and_removed_from_a_running_gateway(tmp_path: Path) -> None:
+    """The first `cors` route adds the filter to the Listener, the last one's removal takes it away: both are
+    live edits of the directory, with the route's policy and its preflight companion following."""
+    port = free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(RELOADED.format(port=port, accounts=upstreams["accounts"][1], cors=""))
+
+    def preflight_answer() -> tuple[int, str | None]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("OPTIONS", "/v1/accounts", headers={"origin": APP,
+                                                                    "access-control-request-method": "GET"})
+            response = connection.getresponse()
+            response.read()
+            return response.status, response.getheader("access-control-allow-origin")
+        finally:
+            connection.close()
+
+    with running_gateway(tmp_path, port, upstreams) as gateway:
+        gateway.plane.wait_current(1)
+        assert preflight_answer() == (404, None)  # OPTIONS is not among the route's methods
+        config.write_text(RELOADED.format(port=port, accounts=upstreams["accounts"][1],
+                                          cors=f"    cors: {{allow_origins: [{APP}]}}\n"))
+        gateway.plane.wait_current(1)
+        gateway.envoys[0].proc.wait_until(lambda: preflight_answer() == (200, APP), 10, "answering preflights")
+        config.write_text(RELOADED.format(port=port, accounts=upstreams["accounts"][1], cors=""))
+        gateway.plane.wait_current(1)
+        gateway.envoys[0].proc.wait_until(lambda: preflight_answer() == (404, None), 10, "no CORS again")
