@@ -10,6 +10,7 @@ import datetime
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from envoy.config.core.v3 import base_pb2
@@ -25,6 +26,7 @@ from controlplane.config.load import load_config
 from controlplane.status import StatusBoard
 from controlplane.translate import translate, translate_regional
 from controlplane.watch import Reloader
+from pavilion import certificate_expiry
 from pavilion.certificate_expiry import (
     GRPC_SERVER_CERTIFICATE_EXPIRY,
     XDS_CLIENT_CERTIFICATE_EXPIRY,
@@ -194,17 +196,29 @@ async def test_status_lists_what_expires_within_30_days_soonest_first(tmp_path: 
     assert [entry.get("secret") for entry in board.render()["certificates_expiring"]] == [None]
 
 
-def test_the_served_certificate_gauge_is_the_chains_earliest_and_warns_within_30_days(ca: Ca) -> None:
-    logs = io.StringIO()
-    configure_logging("warning", "console", logs)
+class Warnings:
+    """Stands in for a module's logger (structlog caches loggers on first use: capture_logs misses them)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
+def test_the_served_certificate_gauge_is_the_chains_earliest_and_warns_within_30_days(
+        ca: Ca, monkeypatch: pytest.MonkeyPatch) -> None:
+    logs = Warnings()
+    monkeypatch.setattr(certificate_expiry, "log", logs)
     chain = pem_expiring(ca, 50, "extauthz")[0] + pem_expiring(ca, 20, "intermediate")[0]
     assert observe_served_certificate("/tls/tls.crt", chain) == NOW + 20 * DAY
     assert REGISTRY.get_sample_value("pavilion_grpc_server_certificate_expiry_timestamp_seconds",
                                      {"file": "/tls/tls.crt"}) == (NOW + 20 * DAY).timestamp()
-    assert "grpc_server_certificate_expires_soon" in logs.getvalue() and "/tls/tls.crt" in logs.getvalue()
-    logs.truncate(0)
+    assert [(event, fields["file"]) for event, fields in logs.events] == [
+        ("grpc_server_certificate_expires_soon", "/tls/tls.crt")]
+    logs.events.clear()
     assert observe_served_certificate("/tls/tls.crt", pem_expiring(ca, 31)[0]) == NOW + 31 * DAY
-    assert "expires_soon" not in logs.getvalue()
+    assert logs.events == []
     assert REGISTRY.get_sample_value("pavilion_grpc_server_certificate_expiry_timestamp_seconds",
                                      {"file": "/tls/tls.crt"}) == (NOW + 31 * DAY).timestamp()
     assert observe_served_certificate("/tls/other.crt", b"no certificate") is None
