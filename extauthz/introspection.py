@@ -87,7 +87,8 @@ class Introspector:
         refused = self._refused.get(digest)
         if refused is not None:
             if refused[1] > self._clock():
-                raise refused[0]
+                # A new exception each time: re-raising one object would grow its traceback without end.
+                raise TokenError(refused[0].description, reason=refused[0].reason)
             del self._refused[digest]
         task = self._inflight.get(digest)
         if task is None:
@@ -182,9 +183,9 @@ class Introspector:
                 "client_id": self.policy.client_id, "calls": self.calls, "negative_entries": len(self._refused)}
 
     async def close(self) -> None:
-        for task in list(self._inflight.values()):
-            task.cancel()
-        self._inflight.clear()
+        # Calls in flight end first (within the timeout): checks waiting on them must get their answer,
+        # not a cancellation.
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -523,3 +523,12 @@ async def test_a_reload_keeps_an_unchanged_tenants_client_and_closes_a_changed_o
 async def test_a_tenant_named_twice_by_a_route_is_one_candidate(stack: Stack) -> None:
     stack.active()
     assert (await stack.check(route="legacy, legacy,acme")).status == 200
+
+
+async def test_retiring_a_tenant_lets_its_calls_in_flight_answer(stack: Stack) -> None:
+    stack.active()
+    stack.server.delay = 0.3
+    pending = asyncio.ensure_future(stack.check())
+    await asyncio.sleep(0.1)
+    await retire(stack.tenants, None)  # a reload removed the tenant while the call was in flight
+    assert (await pending).status == 200
