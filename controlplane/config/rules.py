@@ -175,7 +175,7 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 # Envoy answers a direct response body of more than this with a rejected route table
 # (RouteConfiguration max_direct_response_body_size_bytes, left at its default).
 MAX_DIRECT_RESPONSE_BODY = 4096
-_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[^/:?#]+)(?P<port>:[0-9]{1,5})?")
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<host>[^/:?#\[\]]+|\[[^\]/?#]+\])(?P<port>:[0-9]{1,5})?")
 
 
 def cors_origin(text: str) -> str:
@@ -188,7 +188,12 @@ def cors_origin(text: str) -> str:
         raise ValueError(f"{text!r} is not an origin: write scheme://host or scheme://host:port, like "
                          "https://app.example.com (http or https, no path and no trailing /)")
     host = found["host"]
-    if not _is_hostname(host.removeprefix("*.")) or "*" in host.removeprefix("*."):
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
+    elif not _is_hostname(host.removeprefix("*.")) or "*" in host.removeprefix("*."):
         raise ValueError(f"{text!r}: {host!r} is not a host name; a wildcard is written *.example.com")
     if host.startswith("*.") and "." not in host[2:]:
         raise ValueError(f"{text!r}: *. must be followed by a domain of two labels or more, like *.example.com")

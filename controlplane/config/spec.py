@@ -203,7 +203,7 @@ RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelim
 ))
 
 # What an editor can check of an origin (the loader also checks the host's labels and the port's range).
-ORIGIN_PATTERN = r"^(\*|[Hh][Tt][Tt][Pp][Ss]?://(\*\.)?[^/:?#*\s]+(:[0-9]{1,5})?)$"
+ORIGIN_PATTERN = r"^(\*|[Hh][Tt][Tt][Pp][Ss]?://((\*\.)?[^/:?#*\s\[\]]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?)$"
 HEADER_NAME = Value("string", convert=rules.cors_header_name, schema={"pattern": f"^{_TOKEN}$", "not": {"const": "*"}})
 
 CORS = Object("cors", "Cross-origin calls from browsers (Envoy's CORS filter): preflights are answered by Envoy, "

@@ -34,7 +34,7 @@ GOOD_CORS = """  - name: accounts
     match: {prefix: /v1/accounts, methods: [GET, POST]}
     service: accounts
     cors:
-      allow_origins: [https://App.Example.com, "https://*.example.com:8443", http://127.0.0.1:5173]
+      allow_origins: [https://App.Example.com, "https://*.example.com:8443", http://127.0.0.1:5173, "http://[::1]:5173"]
       allow_methods: [GET, POST]
       allow_headers: [Authorization, DPoP, content-type]
       expose_headers: [www-authenticate, dpop-nonce]
@@ -55,7 +55,7 @@ def errors_of(routes: str, base: str = BASE, name: str = "gateway.yaml") -> list
 def test_cors_loads_with_origins_split_into_exact_and_patterns() -> None:
     (route,) = load(GOOD_CORS).routes
     assert route.cors == model.Cors(
-        exact_origins=("https://app.example.com", "http://127.0.0.1:5173"),
+        exact_origins=("https://app.example.com", "http://127.0.0.1:5173", "http://[::1]:5173"),
         origin_patterns=(r"https://([a-z0-9-]+\.)+example\.com:8443",),
         allow_methods=("GET", "POST"), allow_headers=("authorization", "dpop", "content-type"),
         expose_headers=("www-authenticate", "dpop-nonce"), max_age=600, allow_credentials=False)
@@ -86,6 +86,7 @@ def test_cors_star_alone_and_defaults() -> None:
     ("{allow_origins: [https://app.example.com/]}", "is not an origin"),
     ("{allow_origins: ['https://a.*.example.com']}", "a wildcard is written *.example.com"),
     ("{allow_origins: ['https://*.com']}", "*. must be followed by a domain of two labels or more"),
+    ("{allow_origins: ['http://[::g]:80']}", "'[::g]' is not an IPv6 address"),
     ("{allow_origins: [null]}", "expected a string, got nothing (null)"),
     ("{allow_origins: []}", "routes[r].cors.allow_origins: needs at least 1 item"),
     ("{allow_methods: [GET]}",
