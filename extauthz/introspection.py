@@ -41,6 +41,9 @@ log = get_logger(__name__)
 
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_NEGATIVE_ENTRIES = 10_000
+# Calls to one IdP at once; more wait for a connection within the same timeout (a flood of made-up tokens
+# reaches the IdP at a bounded rate, and the excess answers 503).
+MAX_CALLS_AT_ONCE = 32
 _CHUNK = 16 * 1024
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
@@ -57,7 +60,7 @@ def basic_credentials(client_id: str, secret: str) -> str:
 
 def _session() -> aiohttp.ClientSession:
     # trust_env=False: proxy variables must not send tokens somewhere else.
-    return aiohttp.ClientSession(trust_env=False, connector=aiohttp.TCPConnector(limit=32))
+    return aiohttp.ClientSession(trust_env=False, connector=aiohttp.TCPConnector(limit=MAX_CALLS_AT_ONCE))
 
 
 class Introspector:

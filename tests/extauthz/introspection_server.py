@@ -34,6 +34,8 @@ class IntrospectionServer:
     body_override: bytes | None = None
     stream_bytes: int = 0            # answer this many bytes, chunked without a Content-Length
     requests: list[dict[str, Any]] = field(default_factory=list)
+    most_at_once: int = 0            # the most requests it was answering at the same time
+    _at_once: int = 0
     port: int = 0
     issuer: str = ""                 # discovery `issuer`
     discovered: str | None = ""      # discovery `introspection_endpoint`: "" this server's, None left out
@@ -66,7 +68,12 @@ class IntrospectionServer:
         self.requests.append({"headers": dict(request.headers), "form": {k: str(v) for k, v in form.items()},
                               "method": request.method})
         if self.delay:
-            await asyncio.sleep(self.delay)
+            self._at_once += 1
+            self.most_at_once = max(self.most_at_once, self._at_once)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self._at_once -= 1
         if self.redirect_to is not None:
             raise web.HTTPTemporaryRedirect(self.redirect_to)
         if not self._authenticated(request):

@@ -532,3 +532,12 @@ async def test_retiring_a_tenant_lets_its_calls_in_flight_answer(stack: Stack) -
     await asyncio.sleep(0.1)
     await retire(stack.tenants, None)  # a reload removed the tenant while the call was in flight
     assert (await pending).status == 200
+
+
+async def test_a_flood_of_distinct_tokens_reaches_the_idp_32_at_a_time(stack: Stack) -> None:
+    for index in range(40):
+        stack.active(f"flood-{index}")
+    stack.server.delay = 0.3
+    outcomes = await asyncio.gather(*(stack.check(f"flood-{index}") for index in range(40)))
+    assert {o.status for o in outcomes} == {200}  # the 8 that waited still answered within the 1 s timeout
+    assert stack.server.most_at_once == 32
