@@ -46,8 +46,10 @@ class Ca:
     def issue(self, common_name: str, key: PrivateKey | None = None, *, server: bool = True,
               not_after: datetime.datetime | None = None,
               serial: int | None = None, dns_names: tuple[str, ...] = ("localhost",),
+              uris: tuple[str, ...] = (), client_dns_names: tuple[str, ...] = (),
               ) -> tuple[x509.Certificate, PrivateKey]:
-        """A leaf for `common_name` (server: SANs 127.0.0.1 and `dns_names`; else a client certificate)."""
+        """A leaf for `common_name` (server: SANs 127.0.0.1 and `dns_names`; else a client certificate,
+        with DNS SANs `client_dns_names`). `uris` are URI SANs (a SPIFFE ID), added to either."""
         key = key or ec_key()
         now = datetime.datetime.now(datetime.UTC)
         not_after = not_after or now + 30 * DAY
@@ -59,12 +61,17 @@ class Ca:
                    .not_valid_before(min(now, not_after) - DAY)
                    .not_valid_after(not_after)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        uri_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uris]
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *map(x509.DNSName, dns_names)]), critical=False)
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), *map(x509.DNSName, dns_names), *uri_names]),
+                critical=False)
             usage = ExtendedKeyUsageOID.SERVER_AUTH
         else:
             usage = ExtendedKeyUsageOID.CLIENT_AUTH
+            if client_dns_names or uri_names:
+                builder = builder.add_extension(x509.SubjectAlternativeName(
+                    [*map(x509.DNSName, client_dns_names), *uri_names]), critical=False)
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         return builder.sign(self.key, hashes.SHA256()), key
 
