@@ -116,6 +116,8 @@ class Builder:
                 self.problem(f"{name} applies to a route that calls a service, not to a {answers[0]}", f.at(name),
                              f.path_of(name))
         auth_ok, auth = route_auth(f, self.names.policy, self.problem)
+        if auth is not None and auth.client_certificates and listener is not None:
+            auth_ok = self._verifies_clients(listener, f.get("auth")) and auth_ok
         if answers and "auth" not in f.given:
             auth = model.RouteAuth(public=True)  # Envoy answers by itself: no token unless `auth` asks for one
         # On an answering route `rate_limits` is refused above; checking its `per` too would only add noise.
@@ -147,6 +149,19 @@ class Builder:
             redirect=redirect,
             direct_response=direct,
         )
+
+    def _verifies_clients(self, listener: str, auth: Fields) -> bool:
+        """Whether `listener` verifies client certificates, as a route's `client_certificates` need: without
+        `client_ca` Envoy never holds a verified certificate, and the route would refuse every caller."""
+        item = self.names.listener_fields.get(listener)
+        tls: Fields | None = item.get("tls") if item is not None else None
+        if tls is not None and "client_ca" in tls.given:
+            return True
+        problem = "has no `tls`" if tls is None else "has no `tls.client_ca`"
+        self.problem(f"client_certificates need a listener that verifies client certificates; listener {listener!r} "
+                     f"{problem}, so Envoy never holds a verified one (add `client_ca` to its `tls`)",
+                     auth.at("client_certificates"), auth.path_of("client_certificates"))
+        return False
 
     def _route_listener(self, f: Fields) -> str | None:
         if "listener" in f:

@@ -148,13 +148,38 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class ClientCertificate:
+    """One entry of `auth.client_certificates`: a subject alternative name a client certificate must carry."""
+
+    san: str  # "uri" | "dns": the SAN type it is compared with, never the other
+    name: str  # uri: the URI, or with `wildcard` the prefix (ending in '/'); dns: lower case, without `*.`
+    wildcard: bool = False  # uri: any URI starting with `name`; dns: any one label, a dot, then `name`
+
+    @property
+    def text(self) -> str:
+        """As a route YAML would write it."""
+        if not self.wildcard:
+            return self.name
+        return self.name + "*" if self.san == "uri" else "*." + self.name
+
+
+@dataclass(frozen=True)
 class RouteAuth:
-    """`auth: none` (public) or what a token must hold: `{tenants, scopes, claims}`, at least one given."""
+    """`auth: none` (public) or what a caller must show: a token holding `{tenants, scopes, claims}`, and/or
+    a client certificate (`client_certificates`); at least one of the four given."""
 
     tenants: tuple[str, ...] = ()  # empty: any tenant
     scopes: tuple[str, ...] = ()  # config order; the token must hold every one
     claims: tuple[tuple[str, tuple[str, ...]], ...] = ()  # config order; each claim must hold one of its values
     public: bool = False  # `auth: none`: ext_authz is not asked
+    # Config order; the verified client certificate must carry one of them (checked by Envoy's RBAC filter).
+    client_certificates: tuple[ClientCertificate, ...] = ()
+    token: bool = True  # `token: false`: only the client certificate is asked for, ext_authz is not
+
+    @property
+    def asks_token(self) -> bool:
+        """Whether ext_authz checks a token on the route."""
+        return self.token and not self.public
 
 
 @dataclass(frozen=True)

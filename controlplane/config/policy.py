@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.rules import RATE_LIMIT_FACTS
@@ -37,15 +38,30 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
     if value == "none":
         return True, model.RouteAuth(public=True)
     auth: Fields = value
+    token: bool = auth.get("token", True)
+    certificates: tuple[model.ClientCertificate, ...] | None = _distinct(
+        auth.get("client_certificates", []), "client certificate", problem)
+    if not token:
+        # Each of these is something a token must hold: with no token asked for, it could never be checked.
+        for name in ("tenants", "scopes", "claims"):
+            if name in auth.given:
+                problem(f"{name} are checked in a token, and `token: false` asks for none: drop one or the other",
+                        auth.at(name), auth.path_of(name))
+                return False, None
+        if not auth.complete or certificates is None:
+            return False, None
+        return True, model.RouteAuth(client_certificates=certificates, token=False)
     if policy.extauthz is None:
-        problem("auth needs ext_authz: add an `extauthz:` section naming its service", f.at("auth"), f.path_of("auth"))
+        hint = " (or, for the client certificate alone, `token: false`)" if "client_certificates" in auth.given else ""
+        problem(f"auth needs ext_authz: add an `extauthz:` section naming its service{hint}", f.at("auth"),
+                f.path_of("auth"))
         return False, None
     tenants = _tenants(auth.get("tenants", []), policy, problem)
-    scopes = _distinct(auth.get("scopes", []), "scope", problem)
+    scopes: tuple[str, ...] | None = _distinct(auth.get("scopes", []), "scope", problem)
     claims = _claims(auth, problem)
-    if not auth.complete or tenants is None or scopes is None or claims is None:
+    if not auth.complete or tenants is None or scopes is None or claims is None or certificates is None:
         return False, None
-    built = model.RouteAuth(tenants, scopes, claims)
+    built = model.RouteAuth(tenants, scopes, claims, client_certificates=certificates)
     return _fits_ext_authz(built, auth, problem), built
 
 
@@ -65,11 +81,15 @@ def _tenants(items: list[Got], policy: Policy, problem: Problem) -> tuple[str, .
     return tuple(got.value for got in items) if ok else None
 
 
-def _distinct(items: list[Got], what: str, problem: Problem) -> tuple[str, ...] | None:
-    seen: dict[str, Location] = {}
+T = TypeVar("T")
+
+
+def _distinct(items: list[Got], what: str, problem: Problem) -> tuple[T, ...] | None:
+    seen: dict[T, Location] = {}
     for got in items:
         if got.value in seen:
-            problem(f"{what} {got.value!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
+            shown = got.value.text if isinstance(got.value, model.ClientCertificate) else got.value
+            problem(f"{what} {shown!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
         seen.setdefault(got.value, got.loc)
     return tuple(seen) if len(seen) == len(items) else None
 
@@ -79,7 +99,8 @@ def _claims(auth: Fields, problem: Problem) -> tuple[tuple[str, tuple[str, ...]]
     if "claims" in auth and not given:
         problem("name at least one claim, or leave `claims` out", auth.at("claims"), auth.path_of("claims"))
         return None
-    claims = [(name, _distinct(got.value, "claim value", problem)) for name, got in given.items()]
+    claims: list[tuple[str, tuple[str, ...] | None]] = [
+        (name, _distinct(got.value, "claim value", problem)) for name, got in given.items()]
     if any(values is None for _name, values in claims):
         return None
     return tuple((name, values) for name, values in claims if values is not None)
@@ -105,7 +126,8 @@ def route_rate_limits(f: Fields, auth: model.RouteAuth | None, policy: Policy,
         problem("rate_limits need a `ratelimit:` section naming the ratelimit service", f.at("rate_limits"),
                 f.path_of("rate_limits"))
         return None
-    public = auth is not None and auth.public
+    # What makes the route tokenless, as written ("" when a token is asked for).
+    public = "" if auth is None or auth.asks_token else "`auth: none`" if auth.public else "`token: false`"
     items: list[Got] = f.get("rate_limits")
     built = [_rate_limit(got.value, public, policy, problem) for got in items]
     if len(built) != len(items) or any(item is None for item in built):
@@ -113,7 +135,7 @@ def route_rate_limits(f: Fields, auth: model.RouteAuth | None, policy: Policy,
     return tuple(item for item in built if item is not None)
 
 
-def _rate_limit(r: Fields, public: bool, policy: Policy, problem: Problem) -> model.RouteRateLimit | None:
+def _rate_limit(r: Fields, public: str, policy: Policy, problem: Problem) -> model.RouteRateLimit | None:
     per = _per(r, public, policy, problem)
     algorithm = r.get("algorithm", "fixed_window")
     ok = per is not None
@@ -128,7 +150,7 @@ def _rate_limit(r: Fields, public: bool, policy: Policy, problem: Problem) -> mo
         on_backend_error=r.get("on_backend_error", "allow"))
 
 
-def _per(r: Fields, public: bool, policy: Policy, problem: Problem) -> tuple[str, ...] | None:
+def _per(r: Fields, public: str, policy: Policy, problem: Problem) -> tuple[str, ...] | None:
     """The facts in their canonical order (the order of the descriptor entries)."""
     if "per" not in r:
         return None if "per" in r.given else ()
@@ -148,7 +170,7 @@ def _per(r: Fields, public: bool, policy: Policy, problem: Problem) -> tuple[str
                 where, path)
         ok = False
     elif token_facts and public:
-        problem(f"per {token_facts[0]} needs a token, but the route has `auth: none`", where, path)
+        problem(f"per {token_facts[0]} needs a token, but the route has {public}", where, path)
         ok = False
     # Subjects and client ids are each assigned by one issuer: counted without the tenant, two
     # tenants' alice (or two tenants' client "app") would share a counter.

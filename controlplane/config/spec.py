@@ -7,6 +7,7 @@ docs/route-yaml.md describes the same fields (tests/controlplane/config/test_doc
 from __future__ import annotations
 
 from controlplane.config import rules, token_rules
+from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import file_path
 from controlplane.config.service_tls import server_name, subject_alt_name
@@ -170,7 +171,10 @@ CLAIM_VALUE = Value("string", convert=token_rules.claim_value,
                     schema={"pattern": token_rules.CLAIM_TEXT_PATTERN,
                             "maxLength": token_rules.MAX_CLAIM_VALUE_BYTES})
 
-AUTH = Object("auth", "What a token must hold to call the route; checked by ext_authz (a 403 when it falls short).", (
+CLIENT_CERTIFICATE = Value("string", convert=client_certificate, schema={"pattern": CLIENT_CERTIFICATE_PATTERN})
+
+AUTH = Object("auth", "What a caller must show: a token, checked by ext_authz, and/or a client certificate, checked "
+              "by Envoy (a 403 when either falls short; see [Client certificates](#client-certificates)).", (
     Field("tenants", ListOf(Value("string"), min_items=1),
           "Tenant ids (from `tenants`); the token must be one of theirs. Absent: a valid token of any tenant."),
     Field("scopes", ListOf(SCOPE, min_items=1),
@@ -178,7 +182,15 @@ AUTH = Object("auth", "What a token must hold to call the route; checked by ext_
     Field("claims", MapOf(CLAIM_NAME, ListOf(CLAIM_VALUE, min_items=1), key_title="claim name"),
           "Claim name: accepted values. Each claim named must hold one of its values (the string itself, "
           "or an array with it among its elements). Not `scope` or `scp`: use `scopes`."),
-), at_least_one=("tenants", "scopes", "claims"), none_given="for a public route write `auth: none`")
+    Field("client_certificates", ListOf(CLIENT_CERTIFICATE, min_items=1),
+          "Client certificates admitted, by a SAN the verified certificate must carry: a URI exactly "
+          "(`spiffe://example.org/ns/partners/sa/billing`), a URI prefix ending in `/*`, or a DNS name exactly "
+          "or `*.` and a DNS name (any one label). Needs a listener with `tls.client_ca`."),
+    Field("token", Value("boolean"),
+          "Whether a token is asked for too. `false`: the client certificate alone (with `client_certificates`, "
+          "and without tenants, scopes or claims).", default="true"),
+), at_least_one=("tenants", "scopes", "claims", "client_certificates"),
+   none_given="for a public route write `auth: none`")
 
 RATE_LIMIT = Object("rate_limit", "One counter of the route, kept by the ratelimit service per the facts in `per`.", (
     Field("per", Either((Value("string", choices=rules.RATE_LIMIT_FACTS),
@@ -267,8 +279,9 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("retries", RETRIES, "Retry policy; no retries when absent."),
     Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
     Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),
-    Field("auth", Either((Value("string", choices=("none",)), AUTH), "`none` or a mapping {tenants, scopes, claims}"),
-          "Who may call the route when `extauthz` is set. Absent: a valid token of any tenant (no token on a "
+    Field("auth", Either((Value("string", choices=("none",)), AUTH),
+                         "`none` or a mapping {tenants, scopes, claims, client_certificates, token}"),
+          "Who may call the route. Absent: a valid token of any tenant when `extauthz` is set (no token on a "
           "`redirect` or `direct_response` route). `none`: public, ext_authz is not asked."),
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),
     Field("cors", CORS, "Cross-origin calls from browsers; none allowed when absent. Only on a route that calls a "

@@ -15,6 +15,7 @@ from controlplane.config.model import Config, Listener
 from controlplane.translate._cors import cors_filter
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
+from controlplane.translate._rbac import needs_rbac, rbac_filter
 from controlplane.translate._tls import transport_socket
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
@@ -78,9 +79,10 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
 
 def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
     """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
-    `cors`), ext_authz (when `extauthz:` is set), ratelimit (when `ratelimit:` is set), and the router,
-    always last. Which requests are checked and counted is decided per route (see _policy); a listener
-    that verifies client certificates also hands each one to ext_authz, which checks certificate-bound
+    `cors`), RBAC (when a route of the listener has `auth.client_certificates`), ext_authz (when
+    `extauthz:` is set), ratelimit (when `ratelimit:` is set), and the router, always last. Which
+    requests are checked and counted is decided per route (see _policy, _rbac); a listener that
+    verifies client certificates also hands each one to ext_authz, which checks certificate-bound
     tokens against it. A `redirect_to_https` listener only redirects: the router alone."""
     del role
     filters = []
@@ -89,6 +91,9 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
     # First, so a preflight is answered before ext_authz asks it for a token or ratelimit counts it.
     if any(r.cors is not None for r in config.routes if r.listener == item.name):
         filters.append(cors_filter())
+    # Then the client certificate check: a refused certificate costs no token check and no counter.
+    if needs_rbac(item, config):
+        filters.append(rbac_filter())
     if config.extauthz is not None:
         verifies_clients = item.tls is not None and item.tls.client_ca is not None
         filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))

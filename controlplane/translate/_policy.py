@@ -5,7 +5,8 @@ Filter order (see `_listeners.http_filters`): CORS (when a route of the listener
 preflights, which carry no token, before anything else sees them), ext_authz, then ratelimit, then the
 router, so the rate limit descriptors can carry the tenant, client and subject ext_authz found in the token.
 
-- ext_authz is on for every route of a listener; a route opts out with `auth: none` (`disabled`).
+- ext_authz is on for every route of a listener; a route opts out with `auth: none`, or with
+  `token: false` beside its `client_certificates` (`disabled`).
   Its `context_extensions` carry the route name and what the route requires of a token, each key
   only when required: the tenants (`tenant: "acme,beta"`), the scopes (`scopes: "a:read a:write"`)
   and the claims (`claims: '{"groups":["admins"]}'`, compact JSON with sorted names). Any failure
@@ -86,7 +87,7 @@ def ratelimit_filter(settings: RateLimitSettings) -> hcm_pb2.HttpFilter:
 
 def ext_authz_per_route(route: Route) -> ext_authz_pb2.ExtAuthzPerRoute:
     auth = route.auth
-    if auth is not None and auth.public:
+    if auth is not None and not auth.asks_token:
         return ext_authz_pb2.ExtAuthzPerRoute(disabled=True)
     extensions = {"route": route.name}
     # A key is present only when the route requires something: ext_authz reads a missing key as "any".
@@ -117,9 +118,10 @@ def apply_route_policy(message: rc.Route, route: Route, config: Config, identity
     """Add the route's ext_authz settings and rate-limit actions to its Envoy Route."""
     if config.extauthz is not None:
         message.typed_per_filter_config[EXT_AUTHZ_FILTER].CopyFrom(packed(ext_authz_per_route(route)))
-        if route.auth is not None and route.auth.public:
-            # ext_authz is not asked on a public route, so nothing overwrites identity headers a
-            # client made up: remove them, or the upstream would trust `x-user-id: admin`.
+        if route.auth is not None and not route.auth.asks_token:
+            # ext_authz is not asked on a public route (nor on one asking for a client certificate alone),
+            # so nothing overwrites identity headers a client made up: remove them, or the upstream would
+            # trust `x-user-id: admin`.
             known = set(message.request_headers_to_remove)
             message.request_headers_to_remove.extend(h for h in identity if h not in known)
     # A redirect or direct response has no RouteAction to carry actions (loading refuses rate_limits there).

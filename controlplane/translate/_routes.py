@@ -30,6 +30,7 @@ from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflig
 from controlplane.translate._hosts import covers, normalized
 from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
+from controlplane.translate._rbac import RBAC_FILTER, rbac_per_route
 
 __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
 
@@ -139,6 +140,8 @@ def route(item: Route) -> rc.Route:
     if item.cors is not None:
         result.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(item.cors)))
         result.response_headers_to_add.append(VARY_ORIGIN)
+    if item.auth is not None and item.auth.client_certificates:
+        result.typed_per_filter_config[RBAC_FILTER].CopyFrom(packed(rbac_per_route(item)))
     result.request_headers_to_add.extend(header_options(item.request_headers))
     result.request_headers_to_remove.extend(item.request_headers.remove)
     result.response_headers_to_add.extend(header_options(item.response_headers))

@@ -218,7 +218,7 @@ def test_empty_auth_points_to_auth_none() -> None:
     with pytest.raises(ConfigErrors) as caught:
         load(SETUP, TENANT, ROUTE + "    auth: {}\n")
     assert [str(e) for e in caught.value.errors] == [
-        "/conf/f2.yaml:6:11: routes[x].auth: give at least one of tenants, scopes or claims; "
+        "/conf/f2.yaml:6:11: routes[x].auth: give at least one of tenants, scopes, claims or client_certificates; "
         "for a public route write `auth: none`"]
 
 
