@@ -48,12 +48,15 @@ def _command() -> str:
     return relative if not relative.startswith("..") else str(script)
 
 
+def _listener_url(listener: Any) -> str:
+    """Where a client reaches `listener`: https when it terminates TLS."""
+    host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
+    return f"{'https' if listener.tls is not None else 'http'}://{host}:{listener.port}"
+
+
 def _base_url(config: Any, route: Any) -> str | None:
     listener = next((item for item in config.listeners if item.name == route.listener), None)
-    if listener is None:
-        return None
-    host = "127.0.0.1" if listener.address in ("0.0.0.0", "::") else listener.address
-    return f"http://{host}:{listener.port}"
+    return _listener_url(listener) if listener is not None else None
 
 
 def _path(route: Any) -> str | None:
@@ -184,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         launcher.start_all()
-        listeners = ", ".join(f"http://{item.address}:{item.port}" for item in config.listeners)
+        listeners = ", ".join(_listener_url(item) for item in config.listeners)
         print(f"\nthe gateway is up: {listeners}\n"
               f"control plane status: http://127.0.0.1:{args.admin_port}/status\n"
               f"envoy admin:          http://127.0.0.1:{args.envoy_admin_port}/\n"

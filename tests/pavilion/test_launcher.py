@@ -11,6 +11,7 @@ from pavilion import launch_plan
 from pavilion.launch_plan import stores
 from pavilion.launcher import Launcher, LaunchError, ProcessSpec, is_loopback
 from pavilion.launcher_cli import build_plan, demo_lines, try_lines
+from tests.controlplane.certs import make_ca, write_pair
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway"
 
@@ -67,6 +68,18 @@ def test_try_lines_name_reachable_routes() -> None:
     lines = try_lines(load_config(EXAMPLE))
     assert any("/v1/accounts/example" in line and "# route accounts" in line for line in lines)
     assert not any("payments-debug" in line for line in lines)  # a regex has no obvious URL
+
+
+def test_a_tls_listener_is_shown_as_https(tmp_path: Path) -> None:
+    write_pair(tmp_path, *make_ca().issue("localhost", dns_names=("localhost",)), stem="edge")
+    (tmp_path / "gateway.yaml").write_text(
+        "regions: [eu-west]\n"
+        "listeners:\n"
+        "  - {name: public, address: 0.0.0.0, port: 8443, tls: {certificate: edge.pem, key: edge-key.pem}}\n"
+        "services: [{name: accounts, endpoints: [{address: 127.0.0.1:9001, region: eu-west}]}]\n"
+        "routes: [{name: accounts, match: {prefix: /v1/accounts}, service: accounts}]\n")
+    lines = try_lines(load_config(tmp_path))
+    assert any("https://127.0.0.1:8443/v1/accounts/example" in line for line in lines), lines
 
 
 def test_a_process_that_dies_before_ready_is_reported_with_its_output(tmp_path: Path) -> None:
