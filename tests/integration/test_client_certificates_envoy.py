@@ -182,7 +182,7 @@ def test_the_translated_config_passes_envoy_validate(tmp_path: Path) -> None:
 
 
 def test_the_named_spiffe_id_is_admitted_and_another_trusted_certificate_refused(setup: Setup) -> None:
-    checks, forwarded = setup.checks(), setup.forwarded()
+    checks, forwarded, denied = setup.checks(), setup.forwarded(), setup.stat("http.public.rbac.denied")
     status, _, body = setup.get("/billing/invoices", "billing")
     assert status == 200, body
     assert setup.forwarded() == forwarded + 1
@@ -192,6 +192,8 @@ def test_the_named_spiffe_id_is_admitted_and_another_trusted_certificate_refused
         assert headers["content-type"] == "text/plain"
     # Neither ext_authz (token: false) nor the service saw the refused ones.
     assert (setup.checks(), setup.forwarded()) == (checks, forwarded + 1)
+    # Counted where operators look for refusals (docs/route-yaml.md, "Client certificates").
+    assert setup.stat("http.public.rbac.denied") == denied + 4
 
 
 def test_a_spiffe_prefix_and_a_dns_wildcard(setup: Setup) -> None:
