@@ -153,6 +153,23 @@ def running_gateway(config_dir: Path, listen_port: int, upstreams: dict[str, tup
         yield Gateway(plane, envoys, listen_port, upstreams)
 
 
+def start_xds_service(role: str, plane: ControlPlane, port: int, node_id: str, *extra: str,
+                      region: str = "eu-west", admin_port: int | None = None) -> Proc:
+    """`pavilion extauthz` or `pavilion ratelimit` (`role`) fed over xDS by `plane`, serving gRPC on `port`
+    (plaintext to the control plane; `extra` adds flags), once ready: its first config arrived."""
+    admin_port = admin_port or free_port()
+    proc = Proc([PAVILION, "--log-format", "console", role, "--xds", f"127.0.0.1:{plane.xds_port}", "--port",
+                 str(port), "--admin-port", str(admin_port), "--node-id", node_id, "--region", region, *extra],
+                name=role)
+    try:
+        proc.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
+        proc.wait_port(port)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
 def start_upstreams(specs: Mapping[str, str]) -> dict[str, tuple[Proc, int]]:
     """name -> region: one echo upstream each, on a random port."""
     started: dict[str, tuple[Proc, int]] = {}

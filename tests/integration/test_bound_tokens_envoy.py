@@ -18,8 +18,8 @@ import pytest
 from extauthz.cert_binding import pem_thumbprint
 from tests.controlplane.certs import Ca, cert_pem, make_ca, write_pair
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import running_gateway, start_upstreams
-from tests.procs import PAVILION, Proc, free_port
+from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
+from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -72,18 +72,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         cert, key = rp_ca.issue(name, server=False)
         clients[name] = write_pair(certs, cert, key, stem=name)
         thumbprints[name] = pem_thumbprint(cert_pem(cert))
-    port, extauthz_port, admin_port = free_port(), free_port(), free_port()
+    port, extauthz_port = free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
         port=port, certs=certs, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
         audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
     with running_gateway(routes, port, upstreams) as gateway:
-        extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
-                         f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
-                         str(admin_port), "--node-id", "extauthz-test", "--region", "eu-west"], name="extauthz")
+        extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-test")
         try:
-            extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-            extauthz.wait_port(extauthz_port)
             gateway.envoys[0].proc.wait_port(port)
             yield Setup(port, edge_ca, clients, thumbprints)
         finally:

@@ -22,8 +22,8 @@ from controlplane.envoy_check import check_with_envoy
 from extauthz.dpop_sign import key_thumbprint, make_proof
 from tests.controlplane.certs import Ca, make_ca, write_pair
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import running_gateway, start_upstreams
-from tests.procs import ENVOY, PAVILION, Proc, free_port
+from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
+from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     certs, routes = tmp_path_factory.mktemp("certs"), tmp_path_factory.mktemp("routes")
     ca = make_ca("Edge CA")
     write_pair(certs, *ca.issue("localhost"))
-    https, plain, extauthz_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    https, plain, extauthz_port = free_port(), free_port(), free_port()
     ratelimit_port, ratelimit_admin = free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
@@ -131,19 +131,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
     assert check_with_envoy(load_config(routes), ENVOY) == []
     with running_gateway(routes, https, upstreams, delta=request.param) as gateway:
-        extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
-                         f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
-                         str(admin_port), "--node-id", "extauthz-cors", "--region", "eu-west"], name="extauthz")
-        # In memory (no Redis): one replica counts alone.
-        ratelimit = Proc([PAVILION, "--log-format", "console", "ratelimit", "--xds",
-                          f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(ratelimit_port), "--admin-port",
-                          str(ratelimit_admin), "--node-id", "ratelimit-cors", "--region", "eu-west"],
-                         name="ratelimit")
+        extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-cors")
         try:
-            extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-            extauthz.wait_port(extauthz_port)
-            ratelimit.wait_http(f"http://127.0.0.1:{ratelimit_admin}/readyz")
-            ratelimit.wait_port(ratelimit_port)
+            # In memory (no Redis): one replica counts alone.
+            ratelimit = start_xds_service("ratelimit", gateway.plane, ratelimit_port, "ratelimit-cors",
+                                          admin_port=ratelimit_admin)
+        except BaseException:
+            extauthz.stop()
+            raise
+        try:
             version = gateway.plane.status()["version"]
             ratelimit.wait_until(lambda: _config_version(ratelimit_admin) == version, 20, "the rules over xDS")
             gateway.envoys[0].proc.wait_port(plain)

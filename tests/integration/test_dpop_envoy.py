@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from extauthz.dpop_sign import key_thumbprint, make_proof
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import running_gateway, start_upstreams
-from tests.procs import PAVILION, Proc, free_port, start_redis
+from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
+from tests.procs import free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     routes = tmp_path_factory.mktemp("routes")
-    port, extauthz_port, admin_port = free_port(), free_port(), free_port()
+    port, extauthz_port = free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
         port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
@@ -71,13 +71,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     redis, redis_port = start_redis()
     try:
         with running_gateway(routes, port, upstreams) as gateway:
-            extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
-                             f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
-                             str(admin_port), "--node-id", "extauthz-dpop", "--region", "eu-west",
-                             "--redis", f"redis://127.0.0.1:{redis_port}/0"], name="extauthz")
+            extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-dpop",
+                                         "--redis", f"redis://127.0.0.1:{redis_port}/0")
             try:
-                extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-                extauthz.wait_port(extauthz_port)
                 gateway.envoys[0].proc.wait_port(port)
                 yield Setup(port)
             finally:

@@ -17,8 +17,8 @@ import pytest
 
 from tests.extauthz.introspection_server import IntrospectionServer, in_thread
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import running_gateway, start_upstreams
-from tests.procs import PAVILION, Proc, free_port, start_redis
+from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
+from tests.procs import PAVILION, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def active(idp: IntrospectionServer, token: str, **claims: object) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     routes = tmp_path_factory.mktemp("routes")
-    port, extauthz_port, admin_port = free_port(), free_port(), free_port()
+    port, extauthz_port = free_port(), free_port()
     redis, redis_port = start_redis()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     try:
@@ -90,13 +90,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
                 audience=ACME.audience, jwks=json.dumps(ACME.jwks()), legacy=LEGACY, endpoint=idp.url))
             with running_gateway(routes, port, upstreams) as gateway:
-                extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
-                                 f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port),
-                                 "--admin-port", str(admin_port), "--node-id", "extauthz-introspection",
-                                 "--region", "eu-west", "--redis", redis_url], name="extauthz")
+                extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-introspection",
+                                             "--redis", redis_url)
                 try:
-                    extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-                    extauthz.wait_port(extauthz_port)
                     gateway.envoys[0].proc.wait_port(port)
                     yield Setup(port, idp, redis_url)
                 finally:

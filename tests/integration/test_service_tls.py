@@ -26,7 +26,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.configmap import ConfigMapVolume
 from tests.controlplane.certs import make_ca, write_pair
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import Gateway, Reply, request, running_gateway, start_upstreams
+from tests.integration.gateway_procs import (
+    ControlPlane,
+    Gateway,
+    Reply,
+    request,
+    running_gateway,
+    start_upstreams,
+    start_xds_service,
+)
 from tests.pavilion.test_server_tls import server_files
 from tests.procs import PAVILION, Proc, free_port
 
@@ -107,18 +115,11 @@ def issue_certs(certs: Path) -> None:
     write_pair(certs, *gateway_ca.issue("pavilion-gateway", server=False), stem="gateway")
 
 
-def start_service(role: str, certs: Path, port: int, admin_port: int, xds_port: int, *extra: str) -> Proc:
-    proc = Proc([PAVILION, "--log-format", "console", role, "--xds", f"127.0.0.1:{xds_port}", "--node-id",
-                 f"{role}-tls", "--region", "eu-west", "--port", str(port), "--admin-port", str(admin_port),
-                 "--tls-cert", str(certs / f"{role}.pem"), "--tls-key", str(certs / f"{role}-key.pem"),
-                 "--tls-client-ca", str(certs / "gateway-ca.pem"), *extra], name=role)
-    try:
-        proc.wait_http(f"http://127.0.0.1:{admin_port}/readyz")  # the admin port stays plaintext
-        proc.wait_port(port)
-    except BaseException:
-        proc.stop()
-        raise
-    return proc
+def start_service(role: str, certs: Path, port: int, plane: ControlPlane) -> Proc:
+    """ext_authz or ratelimit serving mTLS: its own certificate, and Envoy's from the gateway CA only."""
+    return start_xds_service(role, plane, port, f"{role}-tls", "--tls-cert", str(certs / f"{role}.pem"),
+                             "--tls-key", str(certs / f"{role}-key.pem"),
+                             "--tls-client-ca", str(certs / "gateway-ca.pem"))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         services = []
         try:
             for role, service_port in (("extauthz", extauthz_port), ("ratelimit", ratelimit_port)):
-                services.append(start_service(role, certs, service_port, free_port(), gateway.plane.xds_port))
+                services.append(start_service(role, certs, service_port, gateway.plane))
             gateway.plane.wait_current(nodes=3)
             gateway.envoys[0].proc.wait_port(port)
             yield Setup(gateway, routes, values)
