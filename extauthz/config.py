@@ -50,9 +50,6 @@ _TENANT_FIELDS = {
     "id", "issuer", "audiences", "algorithms", "jwks", "discovery", "clock_skew", "max_lifetime",
     "claims_to_headers", "on_store_error", "token_type", "max_token_bytes", "dpop", "introspection",
 }
-_DPOP_FIELDS = {"required", "max_age", "algorithms", "nonce"}
-_INTROSPECTION_FIELDS = {"endpoint", "client_id", "client_secret_file", "cache", "negative_cache", "timeout",
-                         "allow_http_loopback"}
 _JWKS_DURATIONS = ("timeout", "refresh", "min_refresh", "max_refresh", "cooldown", "error_retry")
 _JWKS_FIELDS = {"inline", "file", "uri", "discovery", "max_bytes", "max_keys", "allow_http_loopback",
                 *_JWKS_DURATIONS}
@@ -210,19 +207,22 @@ def _jwks(node: Node, base_dir: Path, path: str, errors: list[ConfigError]) -> J
         return None
 
 
-def _dpop(node: Node) -> DpopPolicy:
+def _policy(node: Node, build: Callable[..., Any], readers: dict[str, Callable[[Node], Any]], shape: str,
+            required: tuple[str, ...] = ()) -> Any:
+    """`build(**fields)` of a nested mapping (a tenant's `dpop`, `introspection`), each field read by its reader;
+    _Invalid naming the field (`.max_age`) at its node, for an unknown, repeated, missing or bad field."""
     if not isinstance(node, Mapping):
-        raise _Invalid("must be a mapping with required, max_age, algorithms, nonce", node)
+        raise _Invalid(f"must be a mapping with {shape}", node)
     fields: dict[str, Node] = {}
     for key, value in node.items:
-        if key.text not in _DPOP_FIELDS:
-            raise _Invalid(f"unknown field; expected one of {', '.join(sorted(_DPOP_FIELDS))}", value,
-                           f".{key.text}")
+        if key.text not in readers:
+            raise _Invalid(f"unknown field; expected one of {', '.join(sorted(readers))}", value, f".{key.text}")
         if key.text in fields:
             raise _Invalid("field given twice", value, f".{key.text}")
         fields[key.text] = value
-    readers: dict[str, Callable[[Node], Any]] = {"required": _bool, "max_age": _seconds, "algorithms": _strings,
-                                                 "nonce": _bool}
+    for name in required:
+        if name not in fields:
+            raise _Invalid(f"missing required field `{name}`", node)
     kwargs: dict[str, Any] = {}
     for name, value in fields.items():
         try:
@@ -230,41 +230,29 @@ def _dpop(node: Node) -> DpopPolicy:
         except _Invalid as exc:
             raise _Invalid(str(exc), exc.node, f".{name}") from None
     try:
-        return DpopPolicy(**kwargs)
+        return build(**kwargs)
     except ConfigError as exc:
         name = exc.path.rsplit(".", 1)[-1]
         raise _Invalid(exc.message, fields.get(name, node), f".{name}") from None
 
 
+def _dpop(node: Node) -> DpopPolicy:
+    readers: dict[str, Callable[[Node], Any]] = {"required": _bool, "max_age": _seconds, "algorithms": _strings,
+                                                 "nonce": _bool}
+    policy: DpopPolicy = _policy(node, DpopPolicy, readers, "required, max_age, algorithms, nonce")
+    return policy
+
+
 def _introspection(node: Node, base_dir: Path) -> IntrospectionPolicy:
-    if not isinstance(node, Mapping):
-        raise _Invalid("must be a mapping with endpoint, client_id, client_secret_file, ...", node)
-    fields: dict[str, Node] = {}
-    for key, value in node.items:
-        if key.text not in _INTROSPECTION_FIELDS:
-            raise _Invalid(f"unknown field; expected one of {', '.join(sorted(_INTROSPECTION_FIELDS))}", value,
-                           f".{key.text}")
-        if key.text in fields:
-            raise _Invalid("field given twice", value, f".{key.text}")
-        fields[key.text] = value
-    for required in ("client_id", "client_secret_file"):
-        if required not in fields:
-            raise _Invalid(f"missing required field `{required}`", node)
     readers: dict[str, Callable[[Node], Any]] = {
         "endpoint": _string, "client_id": _string, "client_secret_file": lambda n: _absolute(base_dir / _string(n)),
         "cache": _seconds, "negative_cache": _seconds, "timeout": _seconds, "allow_http_loopback": _bool,
     }
-    kwargs: dict[str, Any] = {}
-    for name, value in fields.items():
-        try:
-            kwargs[name] = readers[name](value)
-        except _Invalid as exc:
-            raise _Invalid(str(exc), exc.node, f".{name}") from None
-    try:
-        return IntrospectionPolicy(**kwargs)  # reads the secret file
-    except ConfigError as exc:
-        name = exc.path.rsplit(".", 1)[-1]
-        raise _Invalid(exc.message, fields.get(name, node), f".{name}") from None
+    # IntrospectionPolicy reads the secret file
+    policy: IntrospectionPolicy = _policy(node, IntrospectionPolicy, readers,
+                                          "endpoint, client_id, client_secret_file, ...",
+                                          required=("client_id", "client_secret_file"))
+    return policy
 
 
 def read_tenant(node: Node, path: str, base_dir: Path, errors: list[ConfigError]) -> Tenant | None:
