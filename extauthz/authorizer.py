@@ -128,17 +128,10 @@ class Authorizer:
         tenants = self.tenants
         route = decision.route_tenants(context_extensions)
 
-        digest = token_digest(token)
-        cached = self.cache.get(digest)
-        tenant: Tenant
-        admission: Admission
-        if cached is not None and tenants.is_current(cached[0]):
-            tenant, admission = cached
-        else:
-            found = await self._admission(token, digest, tenants, route=route)
-            if isinstance(found, Outcome):
-                return found
-            tenant, admission = found
+        found = await self._cached_or_admitted(token, token_digest(token), tenants, route)
+        if isinstance(found, Outcome):
+            return found
+        tenant, admission = found
 
         # As `_admission_refusal`, written out: this is the path of every bearer check `check_now` cannot end.
         refusal = binding_refusal(admission.bound_to, attributes) if admission.bound_to is not None else None
@@ -165,18 +158,11 @@ class Authorizer:
             return credentials
         token, proof_text = credentials
         tenants = self.tenants
-        digest = dpop_token_digest(token)
-        cached = self.cache.get(digest)
-        tenant: Tenant
-        admission: Admission
-        if cached is not None and tenants.is_current(cached[0]):
-            tenant, admission = cached
-        else:
-            found = await self._admission(token, digest, tenants, dpop=True,
-                                          route=decision.route_tenants(context_extensions))
-            if isinstance(found, Outcome):
-                return decision.as_dpop(found, DEFAULT_DPOP_ALGORITHMS)
-            tenant, admission = found
+        found = await self._cached_or_admitted(token, dpop_token_digest(token), tenants,
+                                               decision.route_tenants(context_extensions), dpop=True)
+        if isinstance(found, Outcome):
+            return decision.as_dpop(found, DEFAULT_DPOP_ALGORITHMS)
+        tenant, admission = found
         policy = tenant.dpop
         now = self._clock()
         try:
@@ -212,6 +198,14 @@ class Authorizer:
                 if refusal is None:
                     return admission.outcome
         return decision.as_dpop(refusal, policy.algorithms)
+
+    async def _cached_or_admitted(self, token: str, digest: bytes, tenants: Tenants, route: tuple[str, ...] | None,
+                                  *, dpop: bool = False) -> tuple[Tenant, Admission] | Outcome:
+        """The token's cached admission under the current tenants, else a new one (verified, or introspected)."""
+        cached = self.cache.get(digest)
+        if cached is not None and tenants.is_current(cached[0]):
+            return cached
+        return await self._admission(token, digest, tenants, dpop=dpop, route=route)
 
     async def _nonce_refusal(self, nonce: str | None, tenant: Tenant) -> Outcome | None:
         """None when the proof's nonce is one this service issued lately; else the 401 giving a new one."""
