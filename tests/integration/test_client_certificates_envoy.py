@@ -128,8 +128,10 @@ def _client_certificates(directory: Path, ca: Ca) -> None:
         write_pair(directory, cert, key, stem=name)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Setup]:
+    """The whole stack, with an Envoy on State of the World ADS, then one on Delta ADS (virtual hosts,
+    and so the routes' RBAC policies, over VHDS)."""
     certs, routes = tmp_path_factory.mktemp("certs"), tmp_path_factory.mktemp("routes")
     server_ca, clients_ca = make_ca("Edge CA"), make_ca("Partners CA")
     write_pair(certs, *server_ca.issue("localhost"))
@@ -140,7 +142,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     (routes / "gateway.yaml").write_text(CONFIG.format(
         https=https, certs=certs, accounts=upstreams["accounts"][1], extauthz=extauthz_port, billing=BILLING,
         issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
-    with running_gateway(routes, https, upstreams) as gateway:
+    with running_gateway(routes, https, upstreams, delta=request.param) as gateway:
         extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
                          f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
                          str(admin_port), "--node-id", "extauthz-mtls", "--region", "eu-west"], name="extauthz")
