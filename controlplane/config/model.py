@@ -162,6 +162,9 @@ class ClientCertificate:
             return self.name
         return self.name + "*" if self.san == "uri" else "*." + self.name
 
+    def __str__(self) -> str:
+        return self.text
+
 
 @dataclass(frozen=True)
 class RouteAuth:

@@ -16,6 +16,7 @@ from pavilion.yaml_nodes import suggest
 from ratelimit.rules import TOKEN_BUCKET
 
 Problem = Callable[[str, Location, str], None]
+T = TypeVar("T")
 
 # The facts ext_authz finds in the token; they exist only on routes it checks.
 TOKEN_FACTS = ("tenant", "client", "subject")
@@ -43,12 +44,11 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
         auth.get("client_certificates", []), "client certificate", problem)
     if not token:
         # Each of these is something a token must hold: with no token asked for, it could never be checked.
-        for name in ("tenants", "scopes", "claims"):
-            if name in auth.given:
-                problem(f"{name} are checked in a token, and `token: false` asks for none: drop one or the other",
-                        auth.at(name), auth.path_of(name))
-                return False, None
-        if not auth.complete or certificates is None:
+        held = [name for name in ("tenants", "scopes", "claims") if name in auth.given]
+        for name in held:
+            problem(f"{name} are checked in a token, and `token: false` asks for none: drop one or the other",
+                    auth.at(name), auth.path_of(name))
+        if held or not auth.complete or certificates is None:
             return False, None
         return True, model.RouteAuth(client_certificates=certificates, token=False)
     if policy.extauthz is None:
@@ -81,15 +81,11 @@ def _tenants(items: list[Got], policy: Policy, problem: Problem) -> tuple[str, .
     return tuple(got.value for got in items) if ok else None
 
 
-T = TypeVar("T")
-
-
 def _distinct(items: list[Got], what: str, problem: Problem) -> tuple[T, ...] | None:
     seen: dict[T, Location] = {}
     for got in items:
         if got.value in seen:
-            shown = got.value.text if isinstance(got.value, model.ClientCertificate) else got.value
-            problem(f"{what} {shown!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
+            problem(f"{what} {str(got.value)!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
         seen.setdefault(got.value, got.loc)
     return tuple(seen) if len(seen) == len(items) else None
 

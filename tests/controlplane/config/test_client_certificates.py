@@ -159,10 +159,12 @@ def test_a_plaintext_listener_is_an_error(tmp_path: Path, ca: Ca) -> None:
 
 
 def test_token_false_with_what_a_token_holds_is_an_error(tmp_path: Path, ca: Ca) -> None:
-    directory = write(tmp_path, ca, "    auth:\n      tenants: [acme]\n"
+    directory = write(tmp_path, ca, "    auth:\n      tenants: [acme]\n      scopes: [invoices:read]\n"
                                     f"      client_certificates: [{BILLING}]\n      token: false\n")
     assert errors_of(directory) == [
         "23:16: routes[partners].auth.tenants: tenants are checked in a token, and `token: false` asks for none: "
+        "drop one or the other",
+        "24:15: routes[partners].auth.scopes: scopes are checked in a token, and `token: false` asks for none: "
         "drop one or the other"]
 
 
