@@ -23,8 +23,8 @@ from controlplane.config.model import ClientCertificate, RouteAuth
 from controlplane.envoy_check import check_with_envoy
 from tests.controlplane.certs import Ca, make_ca, write_pair
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import running_gateway, start_upstreams
-from tests.procs import ENVOY, PAVILION, Proc, free_port
+from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
+from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -137,18 +137,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     write_pair(certs, *server_ca.issue("localhost"))
     (certs / "clients-ca.pem").write_bytes(clients_ca.pem)
     _client_certificates(certs, clients_ca)
-    https, extauthz_port, admin_port = free_port(), free_port(), free_port()
+    https, extauthz_port = free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
         https=https, certs=certs, accounts=upstreams["accounts"][1], extauthz=extauthz_port, billing=BILLING,
         issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
     with running_gateway(routes, https, upstreams, delta=request.param) as gateway:
-        extauthz = Proc([PAVILION, "--log-format", "console", "extauthz", "--xds",
-                         f"127.0.0.1:{gateway.plane.xds_port}", "--port", str(extauthz_port), "--admin-port",
-                         str(admin_port), "--node-id", "extauthz-mtls", "--region", "eu-west"], name="extauthz")
+        extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-mtls")
         try:
-            extauthz.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
-            extauthz.wait_port(extauthz_port)
             result = Setup(https, server_ca, certs, gateway.envoys[0].admin_port)
             _wait_for_tenants(result)
             yield result
