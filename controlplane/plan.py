@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 
 from controlplane import resources as urls
 from controlplane.cache import DEFAULT_ROLE, Group, SnapshotCache
-from controlplane.cert_expiry import expiry_warnings
 from controlplane.config.model import Config
+from controlplane.config_warnings import config_warnings
 from controlplane.resources import short_type
 from controlplane.snapshot import Snapshot, build_snapshot
 from controlplane.status import json_dumps
@@ -152,7 +152,7 @@ def run_plan(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return 1
-    for line in expiry_warnings(config):
+    for line in config_warnings(config):
         print(line, file=sys.stderr)
     try:
         result = plan(config, args.admin, args.role)

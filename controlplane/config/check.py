@@ -29,9 +29,9 @@ def run_validate(args: argparse.Namespace) -> int:
                 # check_with_envoy names the route entry when it can; otherwise the line is "envoy: ..."
                 print(f"{args.directory}: {line}" if line.startswith("envoy: ") else line)
             return 1
-    from controlplane.cert_expiry import expiry_warnings
+    from controlplane.config_warnings import config_warnings
 
-    for line in expiry_warnings(config):
+    for line in config_warnings(config):
         print(line, file=sys.stderr)
     print(f"ok: {_count(len(sources), 'file')}, {_count(len(config.listeners), 'listener')}, "
           f"{_count(len(config.services), 'service')}, {_count(len(config.routes), 'route')}")
