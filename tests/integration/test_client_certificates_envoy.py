@@ -231,3 +231,52 @@ def test_certificate_and_token_are_both_needed_and_a_refused_certificate_costs_n
     assert status == 200, body
     assert json.loads(body)["headers"]["x-pavilion-tenant"] == "acme"
     assert setup.checks() == checks + 2
+
+
+RELOADED = """listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {https}
+    tls: {{certificate: {certs}/edge.pem, key: {certs}/edge-key.pem, client_ca: {certs}/clients-ca.pem}}
+regions: [eu-west]
+services:
+  - name: accounts
+    endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+routes:
+  - name: partners
+    match: {{prefix: /v1/partners}}
+    service: accounts
+{auth}"""
+
+
+def test_client_certificates_added_to_and_removed_from_a_running_gateway(tmp_path: Path) -> None:
+    """The first route with client certificates adds the RBAC filter to the Listener, its removal takes it
+    away: both live edits of the directory, and the other clients are refused only in between."""
+    certs, routes = tmp_path / "certs", tmp_path / "routes"
+    routes.mkdir()
+    server_ca, clients_ca = make_ca("Edge CA"), make_ca("Partners CA")
+    write_pair(certs, *server_ca.issue("localhost"))
+    (certs / "clients-ca.pem").write_bytes(clients_ca.pem)
+    _client_certificates(certs, clients_ca)
+    https = free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    config = routes / "gateway.yaml"
+
+    def write(auth: str) -> None:
+        config.write_text(RELOADED.format(https=https, certs=certs, accounts=upstreams["accounts"][1], auth=auth))
+
+    write("")
+    with running_gateway(routes, https, upstreams) as gateway:
+        setup = Setup(https, server_ca, certs, gateway.envoys[0].admin_port)
+
+        def statuses() -> tuple[int, int]:
+            return setup.get("/v1/partners", "billing")[0], setup.get("/v1/partners", "reports")[0]
+
+        gateway.plane.wait_current(1)
+        assert statuses() == (200, 200)
+        write(f"    auth: {{client_certificates: [{BILLING}], token: false}}\n")
+        gateway.plane.wait_current(1)
+        gateway.envoys[0].proc.wait_until(lambda: statuses() == (200, 403), 10, "refusing other certificates")
+        write("")
+        gateway.plane.wait_current(1)
+        gateway.envoys[0].proc.wait_until(lambda: statuses() == (200, 200), 10, "admitting every client again")
