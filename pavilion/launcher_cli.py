@@ -92,7 +92,7 @@ def _admits(route: Any, tenant: str, config: Any) -> bool:
     auth = route.auth
     if auth is None:
         return True
-    if auth.public or auth.scopes or auth.claims:
+    if auth.public or auth.scopes or auth.claims or auth.client_certificates:
         return False
     return not auth.tenants or tenant in auth.tenants
 
