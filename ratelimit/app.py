@@ -27,6 +27,7 @@ from ratelimit.answer import header_style
 from ratelimit.breaker import BreakerState, CircuitBreaker
 from ratelimit.config import RateLimitConfig, load_config
 from ratelimit.headers import HeaderNames
+from ratelimit.inspect import routes as inspect_routes
 from ratelimit.limiter import Limiter
 from ratelimit.memory_store import MemoryStore
 from ratelimit.metrics import BREAKER_OPEN, CONFIG_RELOADS, RuleMetrics
@@ -63,6 +64,7 @@ class RateLimitSettings(ServiceSettings):
     reset_header: str = "RateLimit-Reset"
     replicas: int = 1                    # service replicas sharing the limits (for on_backend_error: local)
     metric_label_cap: int = 1000
+    inspect: bool = False                # serve GET /limits on the admin port (ratelimit/inspect.py)
 
 
 RedisBackend = RedisStore | RedisClusterStore | RedisSentinelStore
@@ -224,8 +226,11 @@ async def serve(settings: RateLimitSettings, stop: asyncio.Event, *, admin: bool
     health = Health(server, limiter, breaker, interval=max(0.05, settings.breaker_cool_down / 2))
     admin_server = None
     if admin and settings.metrics_port:
+        routes = status.routes()
+        if settings.inspect:
+            routes += inspect_routes(limiter, lambda: store_status(redis, limiter, breaker))
         admin_server = AdminServer(settings.metrics_host, settings.metrics_port,
-                                   ready=lambda: status.version is not None, routes=status.routes())
+                                   ready=lambda: status.version is not None, routes=routes)
         await admin_server.start()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -270,5 +275,8 @@ def run(settings: RateLimitSettings) -> int:
     except ValueError as exc:  # its message shows the URL with the password starred out
         log.error("bad_redis_url", detail=str(exc))
         return 2
+    if settings.inspect and settings.workers > 1 and settings.metrics_port:
+        # The parent serves the admin port and has no limiter; each worker counts in its own memory.
+        log.warning("inspect_not_served", detail="/limits needs one process: --inspect is ignored with --workers")
     return run_service(settings, serve, role="ratelimit",
                        check_config=functools.partial(load_config, merge_domains=settings.merge_domains))

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from pavilion.tls_flags import add_server_tls_arguments, add_xds_tls_arguments
+from ratelimit import inspect_cli
 
 
 def register(subparsers: Any) -> None:
@@ -47,7 +48,11 @@ def register(subparsers: Any) -> None:
                             "PAVILION_LIMIT_HEADER, _REMAINING_HEADER, _RESET_HEADER) or none")
     serve.add_argument("--merge-domains", action="store_true", default=None,
                        help="let one domain span several config files (envoyproxy/ratelimit's MERGE_DOMAIN_CONFIG)")
+    serve.add_argument("--inspect", action="store_true", default=None,
+                       help="serve GET /limits on the admin port: each descriptor's rule and counters, read without "
+                            "consuming (it shows tenants' limits and usage: off unless asked; env PAVILION_INSPECT)")
     serve.set_defaults(func=_ratelimit)
+    inspect_cli.register(subparsers)
 
 
 def _ratelimit(args: argparse.Namespace) -> int:
@@ -60,6 +65,6 @@ def _ratelimit(args: argparse.Namespace) -> int:
         port=args.port, grpc_host=args.host, redis_url=args.redis,
         redis_cluster=args.redis_cluster, redis_timeout_ms=args.redis_timeout_ms, workers=args.workers,
         replicas=args.replicas, metrics_port=args.admin_port, shadow_mode=args.shadow_mode,
-        merge_domains=args.merge_domains, response_headers=args.response_headers,
+        merge_domains=args.merge_domains, response_headers=args.response_headers, inspect=args.inspect,
         log_level=getattr(args, "log_level", None), log_format=getattr(args, "log_format", None))
     return run(settings)
