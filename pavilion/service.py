@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import watchfiles
+from aiohttp import web
 
 from pavilion import worker_status
 from pavilion.admin import AdminServer
@@ -67,12 +68,14 @@ Serve = Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def run_service(settings: S, serve: Callable[..., Coroutine[Any, Any, None]], *, role: str,
-                check_config: Callable[[str], object]) -> int:
+                check_config: Callable[[str], object],
+                parent_routes: Callable[[S], Coroutine[Any, Any, list[web.RouteDef]]] | None = None) -> int:
     """Run `serve(settings, stop, admin=...)` in this process or in `settings.workers` processes.
 
     `check_config(path)` loads the config file once, here, so a bad file fails fast with file:line
     errors (exit 2) instead of in every worker. `serve` must be a module-level function (workers are
-    spawned, and get it by reference).
+    spawned, and get it by reference). With workers, `parent_routes(settings)` adds service pages to the
+    parent's admin server (made on its loop).
     """
     if bool(settings.config) == bool(settings.xds):
         log.error("choose_one_config_source", detail="give --config PATH or --xds HOST:PORT, not both")
@@ -99,7 +102,7 @@ def run_service(settings: S, serve: Callable[..., Coroutine[Any, Any, None]], *,
     if settings.port == 0:
         log.error("workers_need_a_port", workers=settings.workers)
         return 2
-    on_started = (lambda: serve_metrics_in_thread(settings)) if settings.metrics_port else None
+    on_started = (lambda: serve_metrics_in_thread(settings, parent_routes)) if settings.metrics_port else None
     return run_workers(settings.workers, _worker, args=(settings, serve, role), on_started=on_started)
 
 
@@ -123,7 +126,8 @@ def _worker(index: int, settings: ServiceSettings, serve: Callable[..., Coroutin
     return run_until_stopped(serve_and_publish)
 
 
-def serve_metrics_in_thread(settings: ServiceSettings) -> None:
+def serve_metrics_in_thread(settings: S, parent_routes: Callable[[S], Coroutine[Any, Any, list[web.RouteDef]]]
+                            | None = None) -> None:
     """The parent's admin server on a daemon thread's own loop: the workers' metrics (multiprocess mode
     sums them), their statuses on /status (pavilion.worker_status), and /readyz once a worker's gRPC
     server is started. A worker starts it only when it can answer (with --xds, after the first rules or
@@ -134,8 +138,11 @@ def serve_metrics_in_thread(settings: ServiceSettings) -> None:
 
     def run() -> None:
         async def main() -> None:
+            routes = worker_status.routes(directory) if directory else []
+            if parent_routes is not None:
+                routes += await parent_routes(settings)
             await AdminServer(settings.metrics_host, settings.metrics_port, ready=any_worker_serving,
-                              routes=worker_status.routes(directory) if directory else ()).start()
+                              routes=routes).start()
             await asyncio.Event().wait()
 
         asyncio.run(main())

@@ -23,6 +23,7 @@ from pavilion.service import ServiceSettings, config_changes, run_service
 from pavilion.v1 import ratelimit_pb2
 from pavilion.versions import config_version
 from pavilion.xds_client import Subscription, XdsClient
+from ratelimit import inspect_workers
 from ratelimit.answer import header_style
 from ratelimit.breaker import BreakerState, CircuitBreaker
 from ratelimit.config import RateLimitConfig, load_config
@@ -275,8 +276,6 @@ def run(settings: RateLimitSettings) -> int:
     except ValueError as exc:  # its message shows the URL with the password starred out
         log.error("bad_redis_url", detail=str(exc))
         return 2
-    if settings.inspect and settings.workers > 1 and settings.metrics_port:
-        # The parent serves the admin port and has no limiter; each worker counts in its own memory.
-        log.warning("inspect_not_served", detail="/limits needs one process: --inspect is ignored with --workers")
     return run_service(settings, serve, role="ratelimit",
-                       check_config=functools.partial(load_config, merge_domains=settings.merge_domains))
+                       check_config=functools.partial(load_config, merge_domains=settings.merge_domains),
+                       parent_routes=inspect_workers.parent_routes)

@@ -1,11 +1,14 @@
 """A real `pavilion ratelimit --inspect`: ShouldRateLimit calls exhaust a tenant's limit, then
 `pavilion ratelimit-inspect` shows it OVER_LIMIT with nothing remaining and the reset, and asking
-consumed nothing. Without --inspect the admin port has no /limits and the CLI says how to get it."""
+consumed nothing. Without --inspect the admin port has no /limits and the CLI says how to get it.
+With --workers 2 on Redis the parent answers from the counters the workers share; without Redis it
+serves no /limits (each worker counts in its own memory) and logs why."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -14,7 +17,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from tests.integration.ratelimit_procs import start_ratelimit
-from tests.procs import PAVILION
+from tests.procs import PAVILION, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -86,5 +89,55 @@ def test_without_inspect_there_is_no_limits_page(tmp_path: Path) -> None:
     try:
         shown = inspect(admin, "route=accounts,tenant=acme")
         assert shown.returncode == 1 and "start `pavilion ratelimit` with --inspect" in shown.stderr
+    finally:
+        service.stop()
+
+
+def test_two_workers_on_redis_the_parent_answers_from_the_shared_counters(tmp_path: Path) -> None:
+    config = tmp_path / "ratelimit.yaml"
+    config.write_text(CONFIG)
+    redis, redis_port = start_redis()
+    service = None
+    try:
+        service, port, admin = start_ratelimit(config, extra=["--workers", "2", "--inspect", "--redis-timeout-ms",
+                                                              "1000", "--redis", f"redis://127.0.0.1:{redis_port}"])
+        proc = service
+        proc.wait_until(lambda: proc.output().count("ratelimit_started") == 2, 30, "serving in both workers")
+        codes = []
+        for _ in range(5):
+            # A fresh connection each time, so SO_REUSEPORT spreads them over both workers.
+            with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                codes.append(rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(
+                    request("acme"), timeout=10).overall_code)
+        assert codes == [OK] * 4 + [OVER]
+        shown = inspect(admin, "--json", "route=accounts,tenant=acme")
+        assert shown.returncode == 0, shown.stderr
+        answer = json.loads(shown.stdout)
+        acme = answer["descriptors"][0]
+        assert (acme["code"], acme["limit_remaining"], acme["limits"][0]["answered_by"]) == ("OVER_LIMIT", 0, "store")
+        assert answer["store"]["kind"] == "redis" and 0 < acme["duration_until_reset"] <= 3600
+        # The parent follows edits of the config as the workers do.
+        config.write_text(CONFIG.replace("requests_per_unit: 4", "requests_per_unit: 9"))
+        deadline = time.monotonic() + 15
+        while True:
+            acme = json.loads(inspect(admin, "--json", "route=accounts,tenant=acme").stdout)["descriptors"][0]
+            if acme["limit_remaining"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (acme["code"], acme["limit_remaining"]) == ("OK", 4)  # 5 counted of 9
+    finally:
+        if service is not None:
+            service.stop()
+        redis.stop()
+
+
+def test_two_workers_without_redis_serve_no_limits_and_say_why(tmp_path: Path) -> None:
+    config = tmp_path / "ratelimit.yaml"
+    config.write_text(CONFIG)
+    service, _port, admin = start_ratelimit(config, extra=["--workers", "2", "--inspect"])
+    try:
+        shown = inspect(admin, "route=accounts,tenant=acme")
+        assert shown.returncode == 1 and "--inspect" in shown.stderr
+        assert "inspect_not_served" in service.output()
     finally:
         service.stop()
