@@ -104,7 +104,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             print(f"ratelimit-inspect: http://{args.admin} serves no /limits: start `pavilion ratelimit` with "
-                  "--inspect (one process: with --workers the parent's admin port has no limiter)", file=sys.stderr)
+                  "--inspect (with --workers, also --redis and --config: see docs/ratelimit.md)", file=sys.stderr)
             return 1
         try:
             error = json.loads(exc.read()).get("error", exc.reason)
