@@ -190,6 +190,17 @@ async def test_no_rule_unknown_domain_unlimited_and_shadow_mode() -> None:
     assert elsewhere["domain_known"] is False and elsewhere["descriptors"][0]["rule"] is None
 
 
+async def test_global_shadow_mode_answers_ok_overall_and_says_so() -> None:
+    clock = ManualClock(T0)
+    limiter = Limiter(parse_config([Source("limits.yaml", CONFIG)]), MemoryStore(clock), clock=clock,
+                      global_shadow_mode=True)
+    await consume(limiter, 5, ("route", "accounts"), ("tenant", "acme"))
+    answer = await inspect(limiter, q("route=accounts,tenant=acme"))
+    assert (answer["overall_code"], answer["global_shadow_mode"], answer["global_shadowed"]) == ("OK", True, True)
+    assert answer["descriptors"][0]["code"] == "OVER_LIMIT"
+    assert "global shadow mode" in render({**answer, "store": {"kind": "memory"}})
+
+
 async def test_a_fixed_window_found_over_is_answered_from_the_known_over_cache() -> None:
     limiter, _ = make()
     await consume(limiter, 6, ("route", "accounts"), ("tenant", "acme"))  # the 6th: the store says over
