@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from pavilion.text_table import table
+
 TIMEOUT = 10.0
 _TYPES = (("Cluster", "CDS"), ("ClusterLoadAssignment", "EDS"), ("Listener", "LDS"), ("RouteConfiguration", "RDS"),
           ("VirtualHost", "VHDS"))  # VHDS: Delta proxies only
@@ -19,12 +21,6 @@ _TYPES = (("Cluster", "CDS"), ("ClusterLoadAssignment", "EDS"), ("Listener", "LD
 def _get(admin: str, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{admin}{path}", timeout=TIMEOUT) as response:
         return dict(json.loads(response.read()))
-
-
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
 
 
 def _yes(value: bool) -> str:

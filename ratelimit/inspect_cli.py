@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from pavilion.text_table import table
+
 TIMEOUT = 10.0
 
 
@@ -42,12 +44,6 @@ def limits_url(admin: str, domain: str | None, descriptors: list[str]) -> str:
             entries.append(urllib.parse.quote(key, safe="") + (sep + urllib.parse.quote(value, safe="") if sep else ""))
         params.append(("descriptor", ",".join(entries)))
     return f"http://{admin}/limits?{urllib.parse.urlencode(params)}"
-
-
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
 
 
 def render(answer: dict[str, Any]) -> str:
