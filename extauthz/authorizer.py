@@ -15,6 +15,11 @@ token's verification is cached under a key of its own (`dpop_token_digest`), so 
 knows bearer tokens only, never finds a DPoP-bound token. A token bound to a DPoP key, or of a tenant
 whose `dpop.required` is set, is refused as a bearer token before it is cached, so `check_now` needs no
 DPoP test at all. The proof is checked on every request (each is new), then its jti is recorded.
+
+With a tenant's `dpop.nonce`, an allowed DPoP answer whose proof carried the previous window's nonce also
+gives the current one (`DPoP-Nonce` on the response, RFC 9449 section 9): a client sending at least one
+request a window never meets a `use_dpop_nonce` 401 after its first. A proof with the current nonce gets
+the shared cached outcome as it is (no header: the client has it already).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ log = get_logger(__name__)
 
 Verify = Callable[[str, Tenant, KeySet, float], Awaitable[VerifiedToken]]
 _BEARER = ("Bearer ", "bearer ")
+_MAX_NONCE_ANSWERS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,9 @@ class Authorizer:
         self.store = store
         self.replay = replay if replay is not None else replay_store_for(store)
         self._nonces: Nonces | None = None  # made at the first proof that needs a nonce
+        # Allowed answers carrying the current nonce, by id of the cached outcome they extend (`_with_nonce`).
+        self._nonce_answers: dict[int, tuple[Outcome, Outcome]] = {}
+        self._nonce_answers_for = ""
         self.cache = cache if cache is not None else VerifiedTokenCache(clock=clock)
         self._clock = clock
         self._verify = verify
@@ -172,10 +181,12 @@ class Authorizer:
                                  skew=tenant.clock_skew, now=now)
         except InvalidProof as exc:
             return decision.invalid_dpop_proof(exc.reason, exc.description, policy.algorithms)
+        newer: str | None = None  # a nonce to give with an allowed answer
         if policy.nonce:
-            refusal = await self._nonce_refusal(proof.nonce, tenant)
-            if refusal is not None:
-                return refusal
+            checked = await self._nonce_check(proof.nonce, tenant)
+            if isinstance(checked, Outcome):
+                return checked
+            newer = checked
         # Remembered while the proof could still be accepted, and a second more.
         ttl = proof.iat + policy.max_age + tenant.clock_skew - now + 1.0
         try:
@@ -191,12 +202,12 @@ class Authorizer:
         if refusal is None:
             try:
                 if not await self.store.is_revoked(admission.query):
-                    return admission.outcome
+                    return admission.outcome if newer is None else self._with_nonce(admission.outcome, newer)
                 refusal = _revoked()
             except BackendUnavailable as exc:
                 refusal = _store_failure("revocation_store_unavailable", "store_unavailable", tenant, exc)
                 if refusal is None:
-                    return admission.outcome
+                    return admission.outcome if newer is None else self._with_nonce(admission.outcome, newer)
         return decision.as_dpop(refusal, policy.algorithms)
 
     async def _cached_or_admitted(self, token: str, digest: bytes, tenants: Tenants, route: tuple[str, ...] | None,
@@ -207,15 +218,33 @@ class Authorizer:
             return cached
         return await self._admission(token, digest, tenants, dpop=dpop, route=route)
 
-    async def _nonce_refusal(self, nonce: str | None, tenant: Tenant) -> Outcome | None:
-        """None when the proof's nonce is one this service issued lately; else the 401 giving a new one."""
+    async def _nonce_check(self, nonce: str | None, tenant: Tenant) -> Outcome | str | None:
+        """For a proof's nonce: the 401 giving a new one when it is not one this service issued lately; else
+        the current nonce when the proof's is the previous window's (to give with the allowed answer), or None.
+        A store failure with on_store_error allow lets the proof pass without a nonce check (None)."""
         nonces = self._nonces
         if nonces is None:
             try:
                 nonces = self._nonces = Nonces(await self.replay.nonce_secret(), self._clock)
             except BackendUnavailable as exc:
                 return _store_failure("dpop_nonce_store_unavailable", "dpop_store_unavailable", tenant, exc)
-        return nonces.refusal(nonce, tenant.dpop.algorithms)
+        refusal = nonces.refusal(nonce, tenant.dpop.algorithms)
+        return refusal if refusal is not None else nonces.newer(nonce)
+
+    def _with_nonce(self, outcome: Outcome, nonce: str) -> Outcome:
+        """`outcome` (shared, cached) with a DPoP-Nonce for the client: made once per token and nonce window,
+        so a client that keeps sending the previous nonce does not cost a new answer (and serialization)
+        every time."""
+        made = self._nonce_answers
+        if self._nonce_answers_for != nonce or len(made) >= _MAX_NONCE_ANSWERS:
+            made.clear()
+            self._nonce_answers_for = nonce
+        entry = made.get(id(outcome))
+        if entry is not None and entry[0] is outcome:
+            return entry[1]
+        answer = decision.with_dpop_nonce(outcome, nonce)
+        made[id(outcome)] = (outcome, answer)
+        return answer
 
     async def _admission(self, token: str, digest: bytes, tenants: Tenants, dpop: bool = False,
                          route: tuple[str, ...] | None = None) -> tuple[Tenant, Admission] | Outcome:

@@ -21,7 +21,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -36,7 +36,8 @@ _MAX_DESCRIPTION = 200
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What to answer. For an allowed request `headers` go upstream; for a refusal they go to the client."""
+    """What to answer. For an allowed request `headers` go upstream; for a refusal they go to the client.
+    `response_headers` go to the client with an allowed request's response (the DPoP-Nonce of RFC 9449)."""
 
     status: int  # 200 allowed; otherwise the HTTP status of the refusal
     reason: str
@@ -45,6 +46,7 @@ class Outcome:
     tenant: str | None = None
     subject: str | None = None
     client: str | None = None  # the OAuth client the token was issued to (`token_client`), for rate limits
+    response_headers: tuple[tuple[str, str], ...] = ()
     # A field, not a property: read on every request, and a property is a Python call.
     allowed: bool = field(init=False, repr=False, compare=False)
 
@@ -121,6 +123,11 @@ def use_dpop_nonce(reason: str, description: str, nonce: str, algs: tuple[str, .
     """401 asking for a proof with `nonce` (RFC 9449 section 9), given in the DPoP-Nonce header."""
     refusal = _refusal(401, reason, dpop_challenge("use_dpop_nonce", description, algs))
     return Outcome(status=401, reason=reason, headers=(*refusal.headers, ("dpop-nonce", nonce)))
+
+
+def with_dpop_nonce(outcome: Outcome, nonce: str) -> Outcome:
+    """An allowed outcome that also gives the client `nonce` in a DPoP-Nonce header of its response."""
+    return replace(outcome, response_headers=(*outcome.response_headers, ("dpop-nonce", nonce)))
 
 
 def dpop_invalid_token(reason: str, description: str, algs: tuple[str, ...]) -> Outcome:

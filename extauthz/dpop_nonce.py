@@ -54,6 +54,11 @@ class Nonces:
         window = int(self._clock() // self._window) & 0xFFFFFFFF
         return any(hmac.compare_digest(nonce, self._nonce((window - back) & 0xFFFFFFFF)) for back in (0, 1))
 
+    def newer(self, nonce: str | None) -> str | None:
+        """The current nonce when an accepted `nonce` is not it (it is the previous window's); else None."""
+        current = self.current()
+        return None if nonce == current else current
+
     def refusal(self, nonce: str | None, algs: tuple[str, ...]) -> Outcome | None:
         """None when `nonce` is accepted; else the 401 `use_dpop_nonce` answer carrying the current one."""
         if self.accepts(nonce):

@@ -58,8 +58,12 @@ def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
             metadata["client"] = outcome.client
         return external_auth_pb2.CheckResponse(
             status=_OK_STATUS, dynamic_metadata=metadata,
-            ok_response=external_auth_pb2.OkHttpResponse(headers=headers,
-                                                         headers_to_remove=list(outcome.headers_to_remove)))
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=headers, headers_to_remove=list(outcome.headers_to_remove),
+                response_headers_to_add=[
+                    base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value),
+                                               append_action=_OVERWRITE)
+                    for key, value in outcome.response_headers]))
     return external_auth_pb2.CheckResponse(
         status=_DENIED_STATUS.get(outcome.status, _DENIED_STATUS[403]),
         denied_response=external_auth_pb2.DeniedHttpResponse(
