@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import redis
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from extauthz.dpop_nonce import NONCE_WINDOW, Nonces
+from extauthz.dpop_replay import NONCE_SECRET_KEY
 from extauthz.dpop_sign import key_thumbprint, make_proof
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
@@ -21,6 +24,7 @@ from tests.procs import free_port, start_redis
 pytestmark = pytest.mark.integration
 
 ACME = Issuer(algs=("ES256",))
+APP = "https://app.acme.test"
 NONCED = "https://idp.nonced.test"
 CLIENT = ec.generate_private_key(ec.SECP256R1())
 
@@ -48,13 +52,20 @@ tenants:
     jwks: {{inline: {jwks}}}
     dpop: {{nonce: true}}
 routes:
-  - {{name: accounts, match: {{prefix: /}}, service: accounts}}
+  - name: accounts
+    match: {{prefix: /}}
+    service: accounts
+    cors:
+      allow_origins: [{app}]
+      allow_headers: [authorization, dpop]
+      expose_headers: [www-authenticate, dpop-nonce]
 """
 
 
 @dataclass
 class Setup:
     port: int
+    redis_port: int
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -67,7 +78,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     upstreams = start_upstreams({"accounts": "eu-west"})
     (routes / "gateway.yaml").write_text(CONFIG.format(
         port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
-        audience=ACME.audience, jwks=json.dumps(ACME.jwks()), nonced_issuer=NONCED))
+        audience=ACME.audience, jwks=json.dumps(ACME.jwks()), nonced_issuer=NONCED, app=APP))
     redis, redis_port = start_redis()
     try:
         with running_gateway(routes, port, upstreams) as gateway:
@@ -75,7 +86,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                                          "--redis", f"redis://127.0.0.1:{redis_port}/0")
             try:
                 gateway.envoys[0].proc.wait_port(port)
-                yield Setup(port)
+                yield Setup(port, redis_port)
             finally:
                 extauthz.stop()
     finally:
@@ -167,3 +178,45 @@ def test_a_nonce_is_given_through_envoy_and_a_proof_carrying_it_passes(setup: Se
                        claims={"nonce": headers["dpop-nonce"]})
     status, _, body = send(setup, "/accounts", [("authorization", f"DPoP {token}"), ("dpop", proof)])
     assert status == 200, body
+
+
+def test_a_200_gives_the_next_nonce_and_a_proof_carrying_it_passes_without_a_401(setup: Setup) -> None:
+    """A proof with the previous window's nonce (made here from the replicas' secret in Redis, rather than
+    waiting a minute) passes, and its 200 carries the current nonce, readable by a browser's script through
+    CORS `expose_headers`; the next proof signs that one and passes with no 401 in between."""
+    token = ACME.token("ES256", iss=NONCED, jti="envoy-nonce-200", cnf={"jkt": key_thumbprint(CLIENT)})
+    deadline = time.monotonic() + 20
+    while True:  # the tenants over xDS, and the nonce secret written to Redis by the first nonce check
+        _, (status, headers, body) = dpop(setup, token)
+        if (status == 401 and "dpop-nonce" in headers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "dpop-nonce" in headers, body
+    client = redis.Redis(port=setup.redis_port, decode_responses=True)
+    try:
+        stored = client.get(NONCE_SECRET_KEY)
+        assert isinstance(stored, str)
+        secret = bytes.fromhex(stored)
+    finally:
+        client.close()
+
+    def with_nonce(nonce: str) -> tuple[int, dict[str, str], str]:
+        proof = make_proof(CLIENT, method="GET", url=setup.url("/accounts"), access_token=token,
+                           claims={"nonce": nonce})
+        return send(setup, "/accounts", [("authorization", f"DPoP {token}"), ("dpop", proof), ("origin", APP)])
+
+    for _ in range(3):  # again if a window ends between making the nonce and Envoy's check
+        window = int(time.time() // NONCE_WINDOW)
+        previous = Nonces(secret, lambda: time.time() - NONCE_WINDOW).current()
+        status, headers, body = with_nonce(previous)
+        if int(time.time() // NONCE_WINDOW) == window:
+            break
+    assert status == 200, body
+    given = headers.get("dpop-nonce")
+    assert given == Nonces(secret).current() or int(time.time() // NONCE_WINDOW) != window
+    assert given is not None and given != previous
+    assert "dpop-nonce" in headers["access-control-expose-headers"].lower()
+    status, headers, body = with_nonce(given)
+    assert status == 200, body
+    if int(time.time() // NONCE_WINDOW) == window:
+        assert "dpop-nonce" not in headers  # the proof had the current one: nothing new to give
