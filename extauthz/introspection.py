@@ -11,6 +11,13 @@ uncached token share it). An accepted token is cached by the caller (the verifie
 cached token costs no coroutine at all. Errors (timeouts, 5xx, unreadable answers, our credentials
 refused) are never cached: the next check asks again.
 
+The client secret is re-read when its file changes (a Kubernetes Secret's `..data` swap, an edit): before a
+call, at most once every SECRET_CHECK_SECONDS, a stat of the file (following symlinks) in a thread compares its
+stamp with the last one seen, and a changed file is read there too. A new file that is empty or unreadable
+keeps the secret in use (logged, once per change of the file). Checked before calling rather than after a
+401: the new secret is used from the first call after the swap, and an IdP that has rotated before the file
+did is not asked twice per token.
+
 Nothing here logs the token, the client secret or the IdP's answer body.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,10 +37,10 @@ import aiohttp
 from extauthz.introspection_claims import introspected_token
 from extauthz.keys import KeySet
 from extauthz.metrics import INTROSPECTIONS
-from extauthz.tenant import IntrospectionPolicy, Tenant, check_fetch_url
+from extauthz.tenant import IntrospectionPolicy, Tenant, check_fetch_url, read_secret_file
 from extauthz.tokens import strict_json_object
 from extauthz.verify import VerifiedToken
-from pavilion.errors import BackendUnavailable, MalformedToken, TokenError
+from pavilion.errors import BackendUnavailable, ConfigError, MalformedToken, TokenError
 from pavilion.log import get_logger
 
 __all__ = ["MAX_ANSWER_BYTES", "IntrospectionRefused", "Introspector", "basic_credentials"]
@@ -45,6 +53,8 @@ MAX_NEGATIVE_ENTRIES = 10_000
 # reaches the IdP at a bounded rate, and the excess answers 503).
 MAX_CALLS_AT_ONCE = 32
 _CHUNK = 16 * 1024
+SECRET_CHECK_SECONDS = 1.0  # the longest a rotated secret file goes unnoticed, once calls are made
+Stamp = tuple[int, ...]
 SessionFactory = Callable[[], aiohttp.ClientSession]
 
 
@@ -76,7 +86,11 @@ class Introspector:
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
         self._clock = clock
-        self._authorization = basic_credentials(self.policy.client_id, self.policy.client_secret)
+        self._secret = self.policy.client_secret
+        self._authorization = basic_credentials(self.policy.client_id, self._secret)
+        self._secret_stamp: Stamp = ()  # unknown: the first call looks at the file
+        self._secret_checked = -SECRET_CHECK_SECONDS - 1.0  # time.monotonic() of the last look
+        self.secret_reloads = 0
         self._inflight: dict[bytes, asyncio.Task[VerifiedToken]] = {}
         self._refused: OrderedDict[bytes, tuple[TokenError, float]] = OrderedDict()
         self.calls = 0  # requests sent to the IdP (for tests and /keys)
@@ -147,12 +161,32 @@ class Introspector:
                 raise BackendUnavailable("introspection", f"the discovered introspection_endpoint {why}")
         return endpoint
 
+    async def _credentials(self) -> str:
+        """The Authorization value, after a look at the secret file when the last is over SECRET_CHECK_SECONDS old."""
+        now = time.monotonic()
+        if now - self._secret_checked >= SECRET_CHECK_SECONDS:
+            self._secret_checked = now  # concurrent calls meanwhile use the secret in hand
+            path = self.policy.client_secret_file
+            stamp, secret = await asyncio.to_thread(_changed_secret, path, self._secret_stamp)
+            if stamp != self._secret_stamp:
+                self._secret_stamp = stamp
+                if isinstance(secret, ConfigError):
+                    log.warning("introspection_secret_unreadable", tenant=self.tenant.id, detail=secret.message,
+                                kept="the secret in use")
+                elif secret is not None and secret != self._secret:
+                    self._secret = secret
+                    self._authorization = basic_credentials(self.policy.client_id, secret)
+                    self.secret_reloads += 1
+                    log.info("introspection_secret_reloaded", tenant=self.tenant.id, file=path)
+        return self._authorization
+
     async def _call(self, token: str) -> dict[str, Any]:
         endpoint = await self._endpoint()
         if self._session is None:
             self._session = self._session_factory()
+        authorization = await self._credentials()
         self.calls += 1
-        headers = {"Authorization": self._authorization, "Accept": "application/json",
+        headers = {"Authorization": authorization, "Accept": "application/json",
                    "Content-Type": "application/x-www-form-urlencoded"}
         body = urlencode({"token": token, "token_type_hint": "access_token"})
         timeout = aiohttp.ClientTimeout(total=self.policy.timeout)
@@ -183,7 +217,8 @@ class Introspector:
     def status(self) -> dict[str, Any]:
         """For the admin page: where and how it asks. Never the secret."""
         return {"tenant": self.tenant.id, "endpoint": self.policy.endpoint or "discovered",
-                "client_id": self.policy.client_id, "calls": self.calls, "negative_entries": len(self._refused)}
+                "client_id": self.policy.client_id, "calls": self.calls, "negative_entries": len(self._refused),
+                "secret_reloads": self.secret_reloads}
 
     async def close(self) -> None:
         # Calls in flight end first (within the timeout): checks waiting on them must get their answer,
@@ -192,3 +227,21 @@ class Introspector:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _changed_secret(path: str, seen: Stamp) -> tuple[Stamp, str | ConfigError | None]:
+    """(the file's stamp, its secret) when the stamp differs from `seen`; (seen, None) when it does not.
+    The secret is a ConfigError when the file cannot be read or holds no usable secret. Blocking: in a thread."""
+    try:
+        st = os.stat(path)  # follows symlinks: a swapped `..data` link is a new inode
+    except OSError as exc:
+        stamp: Stamp = (-1, exc.errno or 0)
+        return (seen, None) if stamp == seen else (stamp, ConfigError(
+            f"cannot read the secret file {path}: {exc.strerror or type(exc).__name__}"))
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if stamp == seen:
+        return seen, None
+    try:
+        return stamp, read_secret_file(path)
+    except ConfigError as exc:
+        return stamp, exc
