@@ -11,13 +11,21 @@ Redis `SET key 1 NX PX ttl`, shared by every replica and worker, on the revocati
 client (same timeouts, same Sentinel failover); its local set answers a replay seen by this process
 without a round trip. A Redis error raises BackendUnavailable; the caller applies the tenant's
 `on_store_error`.
+
+The DPoP nonce secret of `MemoryReplay` is random per process; with `--workers N` (and no Redis) the
+workers share one through a file in the directory their parent made for them (`pavilion.workers`, mode
+0700, removed when they stop): the first worker to need it writes it whole under a temporary name and
+links it in place (atomic, and only one link can win); the others read it. So a nonce one worker gives
+is accepted by every other, as with Redis. The jti sets stay per worker (see above).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import heapq
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -27,12 +35,17 @@ from redis.exceptions import RedisError
 
 from extauthz.revocation import RedisRevocations, RevocationStore
 from pavilion.errors import BackendUnavailable
+from pavilion.log import get_logger
+from pavilion.workers import shared_directory
+
+log = get_logger(__name__)
 
 __all__ = ["NONCE_SECRET_KEY", "MemoryReplay", "RedisReplay", "ReplayStore", "replay_key", "replay_store_for"]
 
 _PREFIX = "pavilion:dpop:jti:"
 NONCE_SECRET_KEY = "pavilion:dpop:nonce-secret"
 _MAX_ENTRIES = 1_000_000
+NONCE_SECRET_FILE = "dpop-nonce-secret"
 Clock = Callable[[], float]
 
 
@@ -54,8 +67,11 @@ class MemoryReplay:
     """Seen keys with their expiry, purged as they expire; refuses to grow past `max_entries` (raising
     BackendUnavailable, so the tenant's on_store_error decides) rather than forget a live jti."""
 
-    def __init__(self, clock: Clock = time.monotonic, max_entries: int = _MAX_ENTRIES) -> None:
+    def __init__(self, clock: Clock = time.monotonic, max_entries: int = _MAX_ENTRIES,
+                 share_in: str | None = None) -> None:
         self._clock = clock
+        self._share_in = share_in  # the workers' directory holding the nonce secret they share
+        self._sharing = asyncio.Lock()
         self._max_entries = max_entries
         self._expires: dict[str, float] = {}
         self._queue: list[tuple[float, str]] = []   # (expires_at, key), a heap
@@ -87,7 +103,36 @@ class MemoryReplay:
         return True
 
     async def nonce_secret(self) -> bytes:
+        if self._share_in is not None:
+            async with self._sharing:  # the first asker reads the file; the others wait for its answer
+                if self._share_in is not None:
+                    try:
+                        self._secret = await asyncio.to_thread(shared_secret, self._share_in)
+                    except (OSError, ValueError) as exc:
+                        log.warning("dpop_nonce_secret_not_shared", detail=f"{type(exc).__name__}: {exc}",
+                                    effect="each worker gives nonces of its own: run with --redis")
+                    self._share_in = None
         return self._secret
+
+
+def shared_secret(directory: str) -> bytes:
+    """The nonce secret in `directory`, written by the first process to ask. Blocking: in a thread."""
+    final = os.path.join(directory, NONCE_SECRET_FILE)
+    if not os.path.exists(final):
+        temporary = os.path.join(directory, f".{NONCE_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):  # another worker's is in place: read that one
+                os.link(temporary, final)
+        finally:
+            os.unlink(temporary)
+    with open(final, encoding="ascii") as handle:
+        secret = bytes.fromhex(handle.read(128))
+    if len(secret) != 32:
+        raise ValueError(f"{final} does not hold a 32-byte secret")
+    return secret
 
 
 class RedisReplay:
@@ -128,4 +173,4 @@ def replay_store_for(revocations: RevocationStore) -> ReplayStore:
     """Redis-backed when revocations are (`--redis`), so every replica shares the jtis; else in memory."""
     if isinstance(revocations, RedisRevocations):
         return RedisReplay(revocations.commands)
-    return MemoryReplay()
+    return MemoryReplay(share_in=shared_directory())

@@ -1,15 +1,21 @@
 """DPoP nonces given with allowed answers (RFC 9449 section 9): a client that follows them never meets a
-`use_dpop_nonce` 401 after its first request, and the shared cached outcome is never changed."""
+`use_dpop_nonce` 401 after its first request, and the shared cached outcome is never changed. And the nonce
+secret the workers of one process tree share without Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from extauthz.authorizer import Authorizer
 from extauthz.decision import Outcome
+from extauthz.dpop_replay import NONCE_SECRET_FILE, MemoryReplay, shared_secret
 from extauthz.dpop_sign import key_thumbprint, make_proof
 from extauthz.revocation import MemoryRevocations
 from extauthz.service import to_response
@@ -20,7 +26,7 @@ from tests.extauthz.test_dpop import ACME, URL, Stack, bound_token, client_key, 
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 60.0 * (int(time.time()) // 60)  # the start of a nonce window
+        self.now = 60.0 * (int(time.time()) // 60 + 1)  # the start of the next nonce window
 
     def __call__(self) -> float:
         return self.now
@@ -102,3 +108,34 @@ def test_the_nonce_goes_to_the_client_in_response_headers_to_add() -> None:
     assert [(h.header.key, h.header.value) for h in given_one.response_headers_to_add] == [("dpop-nonce", "n" * 27)]
     assert [h.header.key for h in given_one.headers] == [h.header.key for h in to_response(allowed).ok_response.headers]
     assert not to_response(allowed).ok_response.response_headers_to_add
+
+
+# -- one nonce secret for the workers of one process tree, without Redis -------------------------------------
+
+
+async def test_replay_stores_sharing_a_directory_share_one_nonce_secret(tmp_path: Path) -> None:
+    one, two = MemoryReplay(share_in=str(tmp_path)), MemoryReplay(share_in=str(tmp_path))
+    first = await asyncio.gather(*(one.nonce_secret() for _ in range(5)))  # concurrent first askers agree
+    assert len(set(first)) == 1 and len(first[0]) == 32
+    assert await two.nonce_secret() == first[0]
+    assert (tmp_path / NONCE_SECRET_FILE).stat().st_mode & 0o777 == 0o600
+    assert os.listdir(tmp_path) == [NONCE_SECRET_FILE]  # no temporary file left
+    other = tmp_path / "other"
+    other.mkdir()
+    assert await MemoryReplay(share_in=str(other)).nonce_secret() != first[0]
+    assert await MemoryReplay().nonce_secret() != await MemoryReplay().nonce_secret()  # alone: per process
+
+
+def test_processes_racing_to_write_the_secret_all_read_the_winners(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        found = set(pool.map(lambda _: shared_secret(str(tmp_path)), range(32)))
+    assert len(found) == 1
+
+
+async def test_an_unreadable_shared_secret_falls_back_to_one_of_the_processs_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / NONCE_SECRET_FILE).write_text("not hex")
+    replay = MemoryReplay(share_in=str(tmp_path))
+    secret = await replay.nonce_secret()
+    assert len(secret) == 32 and await replay.nonce_secret() == secret
+    assert "dpop_nonce_secret_not_shared" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """DPoP (RFC 9449) through the real Envoy: control plane, Envoy, ext_authz fed over xDS with its replay store
 in a real Redis, an echo upstream. A request with a DPoP-bound token and a fresh proof passes; the same proof
-again, a proof for another path, the token as a bearer token and two proofs are refused with their answers."""
+again, a proof for another path, the token as a bearer token and two proofs are refused with their answers. A 200
+gives the next nonce. And (without Envoy) `--workers 2` without Redis accept each other's nonces."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric import ec
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 
 from extauthz.dpop_nonce import NONCE_WINDOW, Nonces
 from extauthz.dpop_replay import NONCE_SECRET_KEY
 from extauthz.dpop_sign import key_thumbprint, make_proof
 from tests.extauthz.issuer import Issuer
+from tests.integration.extauthz_stack import start_extauthz
 from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
 from tests.procs import free_port, start_redis
 
@@ -220,3 +225,43 @@ def test_a_200_gives_the_next_nonce_and_a_proof_carrying_it_passes_without_a_401
     assert status == 200, body
     if int(time.time() // NONCE_WINDOW) == window:
         assert "dpop-nonce" not in headers  # the proof had the current one: nothing new to give
+
+
+def test_workers_without_redis_accept_each_others_nonces(tmp_path: Path) -> None:
+    """`pavilion extauthz --workers 2` with no Redis (asked directly, no Envoy): a nonce one worker gives is
+    accepted by the other, whose secret comes from the same file in the workers' directory."""
+    config = tmp_path / "tenants.yaml"
+    config.write_text(f"""tenants:
+  - id: nonced
+    issuer: {NONCED}
+    audiences: [{ACME.audience}]
+    algorithms: [ES256]
+    jwks: {{inline: {json.dumps(ACME.jwks())}}}
+    dpop: {{nonce: true}}
+""")
+    proc, port = start_extauthz(config, workers=2)
+    token = ACME.token("ES256", iss=NONCED, jti="workers-nonce", cnf={"jkt": key_thumbprint(CLIENT)})
+    url = "https://api.acme.test/accounts"
+
+    def check(nonce: str | None) -> external_auth_pb2.CheckResponse:
+        proof = make_proof(CLIENT, method="GET", url=url, access_token=token,
+                           claims={} if nonce is None else {"nonce": nonce})
+        attributes = attribute_context_pb2.AttributeContext(request=attribute_context_pb2.AttributeContext.Request(
+            http=attribute_context_pb2.AttributeContext.HttpRequest(
+                method="GET", scheme="https", host="api.acme.test", path="/accounts",
+                headers={"authorization": f"DPoP {token}", "dpop": proof})))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a fresh connection: either worker
+            response: external_auth_pb2.CheckResponse = external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+                external_auth_pb2.CheckRequest(attributes=attributes), timeout=5)
+        return response
+
+    try:
+        first = check(None)
+        assert first.denied_response.status.code == 401
+        nonce = {h.header.key: h.header.value for h in first.denied_response.headers}["dpop-nonce"]
+        answers = [check(nonce) for _ in range(16)]  # spread by the kernel over both workers
+        refused = [{h.header.key: h.header.value for h in a.denied_response.headers}.get("www-authenticate")
+                   for a in answers if a.status.code != 0]
+        assert refused == []
+    finally:
+        proc.stop()
