@@ -138,4 +138,5 @@ async def test_an_unreadable_shared_secret_falls_back_to_one_of_the_processs_own
     replay = MemoryReplay(share_in=str(tmp_path))
     secret = await replay.nonce_secret()
     assert len(secret) == 32 and await replay.nonce_secret() == secret
-    assert "dpop_nonce_secret_not_shared" in capsys.readouterr().out
+    logged = capsys.readouterr()
+    assert "dpop_nonce_secret_not_shared" in logged.out + logged.err

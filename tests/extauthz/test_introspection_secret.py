@@ -106,14 +106,16 @@ async def test_a_new_file_without_a_usable_secret_keeps_the_old_one(stack: Stack
     stack.volume.publish(content, as_directory=new == "directory")
     assert await stack.check("token-2") == (200, "ok")
     assert await stack.check("token-3") == (200, "ok")
-    text = capsys.readouterr().out
+    logged = capsys.readouterr()
+    text = logged.out + logged.err
     assert text.count("introspection_secret_unreadable") == 1  # once per change of the file, not per call
     assert "introspection_secret_reloaded" not in text
     # A good file afterwards is taken up.
     stack.server.client_secret = "third"
     stack.volume.publish("third")
     assert await stack.check("token-4") == (200, "ok")
-    assert "introspection_secret_reloaded" in capsys.readouterr().out
+    logged = capsys.readouterr()
+    assert "introspection_secret_reloaded" in logged.out + logged.err
 
 
 async def test_an_unchanged_file_is_not_read_again(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
