@@ -2,23 +2,26 @@
 ext_authz fed over xDS (it reads the client secret from the file the TenantPolicy names), a real local
 RFC 7662 endpoint, an echo upstream. An active token reaches the upstream with its identity headers (the
 client's spoofed ones replaced), an inactive one is 401, a repeated token costs no second call, and
-`pavilion revoke` (real Redis) refuses an opaque token by its jti though its answer is cached."""
+`pavilion revoke` (real Redis) refuses an opaque token by its jti though its answer is cached. A client
+secret rotated in its file (and at the IdP) is used by ext_authz without any config change."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.extauthz.introspection_server import IntrospectionServer, in_thread
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
-from tests.procs import PAVILION, free_port, start_redis
+from tests.procs import PAVILION, Proc, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +70,8 @@ class Setup:
     port: int
     idp: IntrospectionServer
     redis_url: str
+    secret_file: Path
+    extauthz: Proc
 
 
 def active(idp: IntrospectionServer, token: str, **claims: object) -> None:
@@ -94,7 +99,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                                              "--redis", redis_url)
                 try:
                     gateway.envoys[0].proc.wait_port(port)
-                    yield Setup(port, idp, redis_url)
+                    yield Setup(port, idp, redis_url, routes / "introspection-secret", extauthz)
                 finally:
                     extauthz.stop()
                 logged = extauthz.output() + gateway.plane.proc.output()
@@ -181,3 +186,19 @@ def test_revoking_an_opaque_tokens_jti_refuses_it_though_its_answer_is_cached(se
     _, body = eventually(setup, "/legacy/r", "opaque-revoked", 401, timeout=5)
     assert json.loads(body) == {"error": "revoked"}
     assert len([r for r in setup.idp.requests if r["form"].get("token") == "opaque-revoked"]) == 1
+
+
+def test_a_rotated_client_secret_file_is_used_without_a_config_change(setup: Setup) -> None:
+    active(setup.idp, "opaque-before-rotation")
+    eventually(setup, "/legacy/s", "opaque-before-rotation", 200)
+    setup.idp.client_secret = "Zq9 rotated+secret"
+    active(setup.idp, "opaque-during-rotation")
+    status, _, body = send(setup, "/legacy/s", "opaque-during-rotation")
+    assert (status, json.loads(body)) == (503, {"error": "introspection_refused"})  # the file has the old one
+    new = setup.secret_file.with_name(".introspection-secret.new")
+    new.write_text("Zq9 rotated+secret\n")
+    os.replace(new, setup.secret_file)  # a new file in place, as a Secret volume's ..data swap
+    active(setup.idp, "opaque-after-rotation")
+    eventually(setup, "/legacy/s", "opaque-after-rotation", 200, timeout=10)
+    # ext_authz re-read the file itself (a tenant update over xDS would carry only the file's path).
+    assert "introspection_secret_reloaded" in setup.extauthz.output()
