@@ -14,7 +14,7 @@
         introspection:                    # RFC 7662, for opaque tokens; with it `jwks` may be left out
           endpoint: https://idp.acme.test/oauth2/introspect   # or none: discovery's introspection_endpoint
           client_id: pavilion-gateway
-          client_secret_file: secrets/introspection-secret    # relative to this file, read at load
+          client_secret_file: secrets/introspection-secret    # relative to this file, read at load, then followed
           cache: 60s
           negative_cache: 5s
           timeout: 1s

@@ -189,7 +189,8 @@ class IntrospectionPolicy:
     """OAuth 2.0 Token Introspection (RFC 7662) for tokens the gateway cannot verify itself (opaque tokens).
 
     `endpoint` None: the `introspection_endpoint` of the tenant's OIDC discovery document. The secret is read
-    from `client_secret_file` when the config loads; it is kept out of repr (logs, tracebacks)."""
+    from `client_secret_file` when the config loads (and re-read by the Introspector when the file changes); it
+    is kept out of repr (logs, tracebacks)."""
 
     client_id: str
     client_secret_file: str
