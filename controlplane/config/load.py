@@ -15,6 +15,7 @@ from typing import TypeVar
 from controlplane.config.build import Builder, Names
 from controlplane.config.listener_tls import LoadErrors
 from controlplane.config.model import Config, Match, Route
+from controlplane.config.observability import read_access_log
 from controlplane.config.sections import check_services, read_sections
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
@@ -77,6 +78,7 @@ def _merge(sources: Sequence[Source]) -> Config:
         tenants=sections.model_tenants(),
         extauthz=sections.model_extauthz(),
         ratelimit=sections.model_ratelimit(),
+        access_log=read_access_log(roots, errors),
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)

@@ -219,6 +219,24 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class AccessLog:
+    """Top-level `access_log:`: one line per request on every HTTP listener, on unless `access_log: off`."""
+
+    format: str = "json"  # json | text
+    path: str | None = None  # None: Envoy's stdout; else a file Envoy appends to
+    subject: bool = False  # log the token's subject (may be personal data)
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """Top-level `tracing:`: OpenTelemetry spans sent to a `services:` entry with protocol grpc (OTLP)."""
+
+    service: str
+    sampling: float = 1.0  # percent of requests traced
+    service_name: str = "pavilion-edge"
+
+
+@dataclass(frozen=True)
 class Cors:
     """`cors:` of a route: Envoy's CORS filter answers preflights and adds the allow headers.
 
@@ -287,6 +305,8 @@ class Config:
     tenants: tuple[Tenant, ...] = ()
     extauthz: ExtAuthzSettings | None = None
     ratelimit: RateLimitSettings | None = None
+    access_log: AccessLog | None = AccessLog()  # None: `access_log: off`
+    tracing: Tracing | None = None
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)

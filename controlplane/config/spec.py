@@ -10,6 +10,7 @@ from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import file_path
+from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
@@ -310,6 +311,18 @@ RATELIMIT = Object("ratelimit", "The ratelimit service Envoy asks on routes with
           default="false"),
 ))
 
+ACCESS_LOG = Object("access_log", "One line per request on every HTTP listener, written by Envoy (Envoy access "
+                    "loggers; see [Access logs](#access-logs)). On by default: JSON to Envoy's stdout.", (
+    Field("format", Value("string", choices=ACCESS_LOG_FORMATS),
+          "`json`: one JSON object per line; `text`: `key=value` pairs, for reading by eye.", default="json"),
+    Field("path", Value("string", convert=log_path, schema={"pattern": "^/"}),
+          "An absolute file path Envoy appends to instead of its stdout (it does not rotate it). Absent: "
+          "Envoy's stdout, where a Kubernetes node's log pipeline picks it up."),
+    Field("subject", Value("boolean"), "Log the token's subject (`sub`, from ext_authz) too. It names a person "
+          "for user tokens: personal data, so off unless the log's readers and retention allow it.",
+          default="false"),
+))
+
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (
     Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
     Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
@@ -318,4 +331,8 @@ ROOT = Object("route YAML file", "One file of the route YAML directory; all file
     Field("tenants", ListOf(TENANT), "Token issuers ext_authz accepts; ids and issuers unique across all files."),
     Field("extauthz", EXTAUTHZ, "Turns token checks on for every route (see `auth`); in one file only."),
     Field("ratelimit", RATELIMIT, "Turns `rate_limits` on; in one file only."),
+    Field("access_log", Either((Value("string", choices=("off",)), ACCESS_LOG),
+                               "`off` or a mapping {format, path, subject}"),
+          "Per-request logs of every HTTP listener; in one file only. Absent: JSON lines on Envoy's stdout. "
+          "`off`: none.", default="{format: json}"),
 ))

@@ -12,6 +12,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from controlplane.config.model import Config, Listener
+from controlplane.translate._access_log import access_loggers
 from controlplane.translate._cors import cors_filter
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
@@ -74,6 +75,7 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
         ),
         stream_idle_timeout=duration(300),
         request_headers_timeout=duration(10),
+        access_log=access_loggers(item, config.access_log),
     )
 
 
