@@ -15,7 +15,7 @@ from typing import TypeVar
 from controlplane.config.build import Builder, Names
 from controlplane.config.listener_tls import LoadErrors
 from controlplane.config.model import Config, Match, Route
-from controlplane.config.observability import read_access_log
+from controlplane.config.observability import check_tracing, read_access_log, read_tracing
 from controlplane.config.sections import check_services, read_sections
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
@@ -70,6 +70,7 @@ def _merge(sources: Sequence[Source]) -> Config:
     names.policy = sections.policy
     builder = Builder(names, errors)
     check_services(sections, services, builder)
+    check_tracing(roots, services, builder)
     config = Config(
         regions=tuple(names.regions),
         listeners=_built(builder.listener(f) for f in listeners),
@@ -79,6 +80,7 @@ def _merge(sources: Sequence[Source]) -> Config:
         extauthz=sections.model_extauthz(),
         ratelimit=sections.model_ratelimit(),
         access_log=read_access_log(roots, errors),
+        tracing=read_tracing(roots, errors),
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)

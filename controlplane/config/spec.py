@@ -10,7 +10,7 @@ from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import file_path
-from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path
+from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
@@ -323,6 +323,17 @@ ACCESS_LOG = Object("access_log", "One line per request on every HTTP listener, 
           default="false"),
 ))
 
+TRACING = Object("tracing", "Distributed tracing: Envoy's OpenTelemetry tracer sends a span per sampled request to an "
+                 "OTLP collector (see [Tracing](#tracing)).", (
+    Field("service", NAME, "A service with `protocol: grpc` answering OTLP's "
+          "opentelemetry.proto.collector.trace.v1.TraceService (an OpenTelemetry Collector).", True),
+    Field("sampling", Value("string", convert=sampling_percent, schema={"pattern": r"^\d+(\.\d+)?%$"}),
+          "Share of requests Envoy starts a trace for (random sampling), a percent from 0% to 100%, like 0.5%.",
+          default="1%"),
+    Field("service_name", Value("string", schema={"minLength": 1}, convert=service_name),
+          "The `service.name` of the spans.", default="pavilion-edge"),
+))
+
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (
     Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
     Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
@@ -335,4 +346,6 @@ ROOT = Object("route YAML file", "One file of the route YAML directory; all file
                                "`off` or a mapping {format, path, subject}"),
           "Per-request logs of every HTTP listener; in one file only. Absent: JSON lines on Envoy's stdout. "
           "`off`: none.", default="{format: json}"),
+    Field("tracing", TRACING, "Spans of every HTTP listener's requests to an OTLP collector; in one file only. "
+          "Absent: no tracing."),
 ))
