@@ -40,5 +40,8 @@ def tracing(settings: Tracing | None) -> hcm_pb2.HttpConnectionManager.Tracing |
     return hcm_pb2.HttpConnectionManager.Tracing(
         provider=http_tracer_pb2.Tracing.Http(name=OPENTELEMETRY_TRACER, typed_config=packed(config)),
         random_sampling=percent_pb2.Percent(value=settings.sampling),
+        # Envoy traces every request carrying x-client-trace-id by default: at the edge that lets any
+        # client choose what the collector must take.
+        client_sampling=percent_pb2.Percent(value=0),
         custom_tags=[custom_tag_pb2.CustomTag(tag=tag, value=value) for tag, value in SPAN_TAGS],
     )

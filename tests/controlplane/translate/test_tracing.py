@@ -28,6 +28,7 @@ def test_every_manager_sends_spans_to_the_collector_cluster() -> None:
         assert otel.grpc_service.envoy_grpc.cluster_name == "accounts"
         assert otel.service_name == "edge-eu"
         assert tracing.random_sampling.value == 0.5
+        assert tracing.HasField("client_sampling") and tracing.client_sampling.value == 0
         tags = {tag.tag: tag.value for tag in tracing.custom_tags}
         assert tags == {"pavilion.route": "%ROUTE_NAME%",
                         "pavilion.tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%"}
