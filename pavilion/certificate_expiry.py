@@ -5,8 +5,9 @@
   TLS is made and again after each renewal pavilion.tls_rotation accepts, so it is the certificate the
   next connection gets: a value that keeps counting down means the file was not renewed.
 - `pavilion_xds_client_certificate_expiry_timestamp_seconds{file}`: a service's xDS client certificate
-  (`--xds-client-cert`). ext_authz and ratelimit read it once at start (the gRPC channel keeps the bytes),
-  so a renewed file takes effect, and shows here, after a restart.
+  (`--xds-client-cert`). Set at start and again after each renewal pavilion.xds_client_tls accepts (seen
+  before a new ADS stream or by the once-a-minute check), so it is the certificate the next connection to
+  the control plane presents: a value that keeps counting down means the file was not renewed.
 
 A label per file keeps a gauge absent (not 0, which would read as expired in 1970) in a process that has
 no such certificate.
@@ -33,8 +34,8 @@ GRPC_SERVER_CERTIFICATE_EXPIRY = Gauge("grpc_server_certificate_expiry_timestamp
                                        ["file"], namespace=NAMESPACE, multiprocess_mode="livemin")
 XDS_CLIENT_CERTIFICATE_EXPIRY = Gauge("xds_client_certificate_expiry_timestamp_seconds",
                                       "Earliest notAfter (Unix time) of the xDS client certificate chain "
-                                      "(--xds-client-cert), as loaded at start.", ["file"], namespace=NAMESPACE,
-                                      multiprocess_mode="livemin")
+                                      "(--xds-client-cert) the next connection presents, renewals included.",
+                                      ["file"], namespace=NAMESPACE, multiprocess_mode="livemin")
 EXPIRES_SOON = datetime.timedelta(days=30)
 
 
@@ -57,14 +58,15 @@ def observe_served_certificate(path: str, chain: bytes,
     return expiry
 
 
-def observe_xds_client_certificate(path: str, now: datetime.datetime | None = None) -> datetime.datetime | None:
-    """Set the gauge for the certificate at `path` (nothing without one) and return its earliest notAfter;
-    a warning is logged when it is within 30 days. The file was checked at start: an unreadable one is
-    logged and left out, never fatal here."""
+def observe_xds_client_certificate(path: str, chain: bytes | None = None,
+                                   now: datetime.datetime | None = None) -> datetime.datetime | None:
+    """Set the gauge for the certificate at `path` (nothing without one), from `chain` when it was read
+    already, and return its earliest notAfter; a warning is logged when it is within 30 days. The file was
+    checked at start: an unreadable one is logged and left out, never fatal here."""
     if not path:
         return None
     try:
-        expiry = earliest_not_after(read_pem_file(Path(path)))
+        expiry = earliest_not_after(chain if chain is not None else read_pem_file(Path(path)))
     except ValueError as exc:
         log.warning("xds_client_certificate_unreadable", detail=str(exc))
         return None

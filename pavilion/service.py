@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 import watchfiles
 from aiohttp import web
 
@@ -31,6 +30,7 @@ from pavilion.server_tls import ServerTLS, load_server_tls
 from pavilion.settings import Settings
 from pavilion.workers import run_workers, shared_directory
 from pavilion.xds_client import xds_credentials
+from pavilion.xds_client_tls import XdsClientCredentials
 
 log = get_logger(__name__)
 
@@ -55,7 +55,7 @@ class ServiceSettings(Settings):
     def xds_node_id(self, role: str) -> str:
         return self.node_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
 
-    def xds_credentials(self) -> grpc.ChannelCredentials | None:
+    def xds_credentials(self) -> XdsClientCredentials | None:
         return xds_credentials(self.xds_ca, self.xds_client_cert, self.xds_client_key)
 
     def server_tls(self) -> ServerTLS | None:

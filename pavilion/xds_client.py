@@ -8,16 +8,19 @@ It plays the proxy's part of docs/root/api-docs/xds_protocol.rst:
   ConfigError it is NACKed: the last accepted version, the response's nonce, and `error_detail`
   (google.rpc.Status) carrying the error text; the previous config keeps serving;
 - when the stream ends or the control plane is unreachable, it reconnects with jittered exponential
-  backoff and asks again with the versions it holds; what was applied keeps serving meanwhile.
+  backoff and asks again with the versions it holds; what was applied keeps serving meanwhile;
+- over TLS, each new stream gets a new channel made with the credentials of the files as they are then
+  (pavilion.xds_client_tls: renewed files are used from the next reconnection on, not by cutting the
+  open stream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,7 +31,7 @@ from google.rpc import code_pb2, status_pb2
 
 from pavilion.errors import ConfigError
 from pavilion.log import get_logger
-from pavilion.pem_files import read_pem_file
+from pavilion.xds_client_tls import XdsClientCredentials, xds_credentials
 
 log = get_logger(__name__)
 
@@ -53,9 +56,12 @@ class Subscription:
 class XdsClient:
     def __init__(self, target: str, subscriptions: list[Subscription], apply: Apply, *, node_id: str,
                  role: str, cluster: str = "", region: str = "", backoff_base: float = 0.2,
-                 backoff_max: float = 5.0, credentials: grpc.ChannelCredentials | None = None) -> None:
+                 backoff_max: float = 5.0,
+                 credentials: XdsClientCredentials | grpc.ChannelCredentials | None = None) -> None:
         self.target = target
-        self._credentials = credentials  # None: plaintext (a control plane on loopback or a trusted network)
+        # None: plaintext (a control plane on loopback or a trusted network); XdsClientCredentials follow
+        # their files, fixed grpc.ChannelCredentials do not.
+        self._credentials = credentials
         self.subscriptions = {s.type_url: s for s in subscriptions}
         self._apply = apply
         self.node = base_pb2.Node(id=node_id, cluster=cluster, user_agent_name="pavilion")
@@ -93,6 +99,17 @@ class XdsClient:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep a stream open until `stop` is set, reconnecting with jittered backoff."""
+        poll = (asyncio.create_task(self._credentials.poll(), name="xds-client-tls-poll")
+                if isinstance(self._credentials, XdsClientCredentials) else None)
+        try:
+            await self._run(stop)
+        finally:
+            if poll is not None:
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+
+    async def _run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             stream = asyncio.create_task(self._stream())
@@ -119,9 +136,7 @@ class XdsClient:
     async def _stream(self) -> bool:
         """One stream, until it ends; True when it got at least one response."""
         received = False
-        channel = (grpc.aio.secure_channel(self.target, self._credentials) if self._credentials is not None
-                   else grpc.aio.insecure_channel(self.target))
-        async with channel:
+        async with await self._channel() as channel:
             call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
             self.streams += 1
             try:
@@ -144,6 +159,14 @@ class XdsClient:
                 return received
             finally:
                 call.cancel()
+
+    async def _channel(self) -> grpc.aio.Channel:
+        credentials = self._credentials
+        if credentials is None:
+            return grpc.aio.insecure_channel(self.target)
+        if isinstance(credentials, XdsClientCredentials):
+            return grpc.aio.secure_channel(self.target, await credentials.for_new_channel())
+        return grpc.aio.secure_channel(self.target, credentials)
 
     def _request(self, type_url: str, *, version: str, nonce: str = "") -> discovery_pb2.DiscoveryRequest:
         return discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=["*"], version_info=version,
@@ -194,8 +217,11 @@ class XdsClient:
         return found
 
     def status(self) -> Mapping[str, Any]:
-        return {"target": self.target, "connected": self.connected, "streams": self.streams,
-                "versions": {url.rsplit(".", 1)[-1]: v for url, v in self.versions.items()}}
+        shown = {"target": self.target, "connected": self.connected, "streams": self.streams,
+                 "versions": {url.rsplit(".", 1)[-1]: v for url, v in self.versions.items()}}
+        if isinstance(self._credentials, XdsClientCredentials):
+            shown["tls_reloads"] = self._credentials.reloads  # renewed files taken since start
+        return shown
 
 
 def _received(stream: asyncio.Task[bool]) -> bool:
@@ -208,26 +234,3 @@ def _received(stream: asyncio.Task[bool]) -> bool:
         return False
     return stream.result()
 
-
-def xds_credentials(ca: str, client_cert: str = "", client_key: str = "") -> grpc.ChannelCredentials | None:
-    """TLS credentials for the xDS channel from the files given (None without a CA: plaintext).
-    ConfigError names the flag of a file that is missing, unreadable or given without its pair."""
-    if not ca:
-        if client_cert or client_key:
-            raise ConfigError("--xds-client-cert and --xds-client-key need --xds-ca")
-        return None
-    if bool(client_cert) != bool(client_key):
-        raise ConfigError("--xds-client-cert and --xds-client-key go together")
-    read: dict[str, bytes | None] = {}
-    for flag, path in (("--xds-ca", ca), ("--xds-client-cert", client_cert), ("--xds-client-key", client_key)):
-        if not path:
-            read[flag] = None
-            continue
-        try:
-            read[flag] = read_pem_file(Path(path))
-        except ValueError as exc:
-            raise ConfigError(f"{flag}: {exc}") from None
-        if b"-----BEGIN " not in (read[flag] or b""):
-            raise ConfigError(f"{flag}: {path} is not a PEM file")
-    return grpc.ssl_channel_credentials(root_certificates=read["--xds-ca"], private_key=read["--xds-client-key"],
-                                        certificate_chain=read["--xds-client-cert"])
