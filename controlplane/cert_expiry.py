@@ -11,6 +11,10 @@ any member expires, and a CA bundle stops accepting the client certificates issu
 that expired (a bundle that still holds a retired CA on purpose raises the alert as a reminder to
 drop it). Modelled on cert-manager's `certmanager_certificate_expiration_timestamp_seconds`.
 
+A listener with `tls.regions` serves one secret name with a different certificate per region: its
+certificates are measured from the config, each region's under `<listener>/certificate@<region>`
+(the default under the plain name), so one region's expiry never hides another's.
+
 Certificates are parsed when a config is installed, in a worker thread, never on a request: each PEM
 once per content (an unchanged secret is not parsed again).
 """
@@ -29,12 +33,14 @@ from controlplane import resources as urls
 from controlplane.cache import SnapshotCache
 from controlplane.config.model import Config
 from controlplane.server.stream import iso_time
-from controlplane.translate._tls import secrets, upstream_secrets
+from controlplane.translate._tls import certificate_secret_name, certificate_variants, secrets, upstream_secrets
+from pavilion.errors import Location
 from pavilion.log import get_logger
 from pavilion.metrics import NAMESPACE, Gauge
 from pavilion.pem_files import earliest_not_after
 
-__all__ = ["SECRET_EXPIRY", "SOON", "CertificateExpiry", "expiry_warnings", "secret_expiries", "secret_pem"]
+__all__ = ["SECRET_EXPIRY", "SOON", "CertificateExpiry", "expiry_warnings", "labelled_expiries", "regional_labels",
+           "secret_expiries", "secret_pem"]
 
 log = get_logger(__name__)
 
@@ -73,9 +79,29 @@ def secret_expiries(secrets: Iterable[Message], known: dict[bytes, datetime.date
                     ) -> dict[str, datetime.datetime]:
     """Secret name -> earliest notAfter of its certificates; secrets without a certificate are left out.
     `known`: notAfter by PEM content, from an earlier call; filled with what this one parsed."""
+    return labelled_expiries(((secret.name, secret) for secret in secrets if isinstance(secret, secret_pb2.Secret)),
+                             known)
+
+
+def regional_labels(config: Any, secrets: Iterable[Message]) -> list[tuple[str, Message]]:
+    """(label, Secret) for the gauge: each secret under its name, except the certificates of listeners with
+    `tls.regions`, one name served with different content per region: those are measured from `config`
+    for every region, each under its own label (`<listener>/certificate@<region>`, the default without
+    `@`), whether or not an Envoy of that region is connected."""
+    listeners = [item for item in getattr(config, "listeners", ()) if item.tls is not None and item.tls.regions]
+    regional = {certificate_secret_name(item) for item in listeners}
+    found: list[tuple[str, Message]] = [(str(getattr(secret, "name", "")), secret) for secret in secrets
+                                        if getattr(secret, "name", None) not in regional]
+    found += [(label, secret) for item in listeners for label, _region, secret in certificate_variants(item)]
+    return found
+
+
+def labelled_expiries(secrets: Iterable[tuple[str, Message]],
+                      known: dict[bytes, datetime.datetime | None] | None = None) -> dict[str, datetime.datetime]:
+    """Label -> earliest notAfter of the certificates of the Secret given with it (see `secret_expiries`)."""
     memo = known if known is not None else {}
     found: dict[str, datetime.datetime] = {}
-    for secret in secrets:
+    for label, secret in secrets:
         if not isinstance(secret, secret_pb2.Secret):
             continue
         pem = secret_pem(secret)
@@ -85,7 +111,7 @@ def secret_expiries(secrets: Iterable[Message], known: dict[bytes, datetime.date
             memo[pem] = earliest_not_after(pem)
         expiry = memo[pem]
         if expiry is not None:
-            found[secret.name] = expiry
+            found[label] = expiry
     return found
 
 
@@ -127,11 +153,11 @@ class CertificateExpiry:
                 if self.cache.config is None:
                     return
                 found = await asyncio.to_thread(self._secrets_of, self.cache.config)
-            served: Sequence[Message] = found
+            served = regional_labels(self.cache.config, found)
             memo = dict(self._memo)
-            expiries = await asyncio.to_thread(secret_expiries, served, memo)
+            expiries = await asyncio.to_thread(labelled_expiries, served, memo)
             # only what is served now: the memo stays as small as the config
-            pems = {secret_pem(secret) for secret in served if isinstance(secret, secret_pb2.Secret)}
+            pems = {secret_pem(secret) for _label, secret in served if isinstance(secret, secret_pb2.Secret)}
             self._memo = {pem: expiry for pem, expiry in memo.items() if pem in pems}
             self._publish(expiries)
 
@@ -174,15 +200,21 @@ def expiry_warnings(config: Config, *, within: datetime.timedelta = SOON, clock:
     """For `pavilion validate` and `pavilion plan`: one line per secret of `config` whose certificates expire
     within `within`, at the listener or service entry whose `tls:` names them, soonest first. The loader
     already refuses an expired certificate; this is the warning before that day comes."""
-    sources = [(secret, item.source) for item in config.listeners for secret in secrets(item)]
-    sources += [(secret, service.source) for service in config.services for secret in upstream_secrets(service)]
-    expiries = secret_expiries(secret for secret, _ in sources)
+    sources: list[tuple[str, str, secret_pb2.Secret, Location]] = []  # (label, region, secret, where)
+    for item in config.listeners:
+        sources += [(label, region, secret, item.source) for label, region, secret in certificate_variants(item)]
+        sources += [(secret.name, "", secret, item.source) for secret in secrets(item)
+                    if secret.name != certificate_secret_name(item)]  # the client CA
+    sources += [(secret.name, "", secret, service.source) for service in config.services
+                for secret in upstream_secrets(service)]
+    expiries = labelled_expiries((label, secret) for label, _region, secret, _where in sources)
     now = clock()
     found = []
-    for secret, source in sources:
-        expiry = expiries.get(secret.name)
+    for label, region, secret, source in sources:
+        expiry = expiries.get(label)
         if expiry is not None and expiry <= now + within:
             days = (expiry - now).total_seconds() / 86400
-            found.append((expiry, f"{source}: warning: the certificates of secret {secret.name} expire at "
+            whose = f"secret {secret.name}" + (f" served in region {region}" if region else "")
+            found.append((expiry, f"{source}: warning: the certificates of {whose} expire at "
                                   f"{iso_time(expiry.timestamp())}, in {days:.1f} days: renew the file its tls: names"))
     return [line for _, line in sorted(found, key=lambda item: item[0])]

@@ -3,7 +3,7 @@ listener whose certificate names only `*.example.com` loads and is served, but e
 the name (browsers, curl, any HTTP library) refuses the connection. `pavilion validate` and
 `pavilion plan` say so before it is served.
 
-A listener has one certificate, so the same one is shown to every host (no SNI selection). Names are
+A listener shows one certificate to every host (no SNI selection); with `tls.regions`, one per region. Names are
 compared as RFC 6125 clients do: DNS SANs only (never the subject CN), case-insensitive, and `*.x`
 stands for exactly one label. Route hosts that are patterns themselves cannot be checked name by name:
 `*` and `x.*` are skipped, and `*.x` is covered by the certificate's own `*.x`.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from controlplane.config.model import Config
+from controlplane.config.model import Config, Listener
 from pavilion.pem_files import pem_certificates
 
 __all__ = ["certificate_names", "covers", "host_coverage_warnings"]
@@ -48,20 +48,40 @@ def covers(names: tuple[str, ...], host: str) -> bool | None:
 
 
 def host_coverage_warnings(config: Config) -> list[str]:
-    """One line per route host the certificate of its TLS listener does not name, at the route's entry."""
-    names_of: dict[str, tuple[str, ...]] = {item.name: certificate_names(item.tls.certificate_chain)
-                                            for item in config.listeners if item.tls is not None}
+    """One line per route host that no certificate of its TLS listener names, at the route's entry.
+
+    With `tls.regions` a host counts as covered when one region's certificate (or the default) names it:
+    `eu.api.example` named by eu-west's certificate alone is the point of certificates per region
+    (DNS sends that name's clients to eu-west)."""
+    names_of = {item.name: _names_by_region(item) for item in config.listeners if item.tls is not None}
     found = []
     for route in config.routes:
-        names = names_of.get(route.listener)
-        if names is None:
+        by_region = names_of.get(route.listener)
+        if by_region is None:
             continue
         for host in route.hosts:
-            if covers(names, host) is False:
-                found.append(f"{route.source}: warning: route {route.name} answers host {host}, which the "
-                             f"certificate of listener {route.listener} does not name ({_shown(names)}): "
-                             "clients that verify the name will refuse the connection")
+            if all(covers(names, host) is False for names in by_region.values()):
+                found.append(f"{route.source}: warning: route {route.name} answers host {host}, which "
+                             f"{_whose(route.listener, by_region)}: clients that verify the name will refuse the "
+                             "connection")
     return found
+
+
+def _names_by_region(item: Listener) -> dict[str, tuple[str, ...]]:
+    """The DNS names of each certificate of the listener: "" for the default, else the region."""
+    tls = item.tls
+    if tls is None:
+        return {}
+    found = {"": certificate_names(tls.certificate_chain)} if tls.certificate_chain else {}
+    found.update((entry.region, certificate_names(entry.certificate_chain)) for entry in tls.regions)
+    return found
+
+
+def _whose(listener: str, by_region: dict[str, tuple[str, ...]]) -> str:
+    if list(by_region) == [""]:
+        return f"the certificate of listener {listener} does not name ({_shown(by_region[''])})"
+    parts = "; ".join(f"{region or 'default'}: {_shown(names)}" for region, names in by_region.items())
+    return f"no certificate of listener {listener} names ({parts})"
 
 
 def _shown(names: tuple[str, ...]) -> str:

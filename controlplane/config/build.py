@@ -58,7 +58,7 @@ class Builder:
         tls_fields: Fields | None = f.get("tls")
         # Read here, not while checking the file's shape: that result is kept while the YAML text is
         # unchanged, and a rotated certificate must be read again.
-        tls = (read_listener_tls(tls_fields, self.problem, self.files)
+        tls = (read_listener_tls(tls_fields, self.problem, self.files, regions=self.names.regions)
                if tls_fields is not None and tls_fields.complete else None)
         redirect_ok, port = https_port(f, self.names.listener_fields, self.problem)
         if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok:

@@ -21,17 +21,41 @@ FileStamp = tuple[str, tuple[int, int, int, int] | None]
 
 
 @dataclass(frozen=True)
+class RegionCertificate:
+    """One entry of a listener's `tls.regions`: the certificate Envoy nodes of `region` serve instead."""
+
+    region: str
+    certificate_chain: bytes  # PEM, leaf first
+    private_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class ListenerTls:
     """`tls:` of a listener: the PEM bytes Envoy gets as SDS secrets, read and checked at load time.
 
     The private key never appears in a repr; versions still hash its bytes, so a new key is a change.
+    The default certificate may be absent (b"") when `regions` covers every region (the loader checks).
     """
 
-    certificate_chain: bytes  # PEM, leaf first
+    certificate_chain: bytes  # PEM, leaf first; b"" when only `regions` give certificates
     private_key: bytes = field(repr=False)
     client_ca: bytes | None = None  # PEM bundle client certificates are verified against
     require_client_certificate: bool = False
     files: tuple[FileStamp, ...] = field(default=(), compare=False)  # where the bytes came from
+    regions: tuple[RegionCertificate, ...] = ()  # per-region certificates, in `regions` order of the file
+    # XFCC elements Envoy sets on requests to upstreams (uri, dns, subject, hash, cert, chain); () sanitizes only.
+    forward_client_certificate: tuple[str, ...] = ()
+
+    def certificate_for(self, region: str) -> tuple[bytes, bytes]:
+        """(chain, key) a node of `region` serves: its region's entry, else the default. A node whose region
+        is in no entry and which has no default (its region is not one of `regions`: a bootstrap mistake)
+        gets the first entry's, so its listener still comes up."""
+        for entry in self.regions:
+            if entry.region == region:
+                return entry.certificate_chain, entry.private_key
+        if self.certificate_chain or not self.regions:
+            return self.certificate_chain, self.private_key
+        return self.regions[0].certificate_chain, self.regions[0].private_key
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,11 @@ def _objects(kind: Object) -> list[Object]:
 
 
 def _inner(kind: Kind) -> list[Object]:
-    """The objects a field's kind holds, through lists and alternatives."""
+    """The objects a field's kind holds, through lists, maps and alternatives."""
     if isinstance(kind, ListOf):
         return _inner(kind.item)
+    if isinstance(kind, MapOf):
+        return _inner(kind.value)
     if isinstance(kind, Either):
         return [o for option in kind.options for o in _inner(option)]
     return [kind] if isinstance(kind, Object) else []

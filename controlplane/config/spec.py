@@ -9,7 +9,7 @@ from __future__ import annotations
 from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
-from controlplane.config.listener_tls import file_path
+from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
@@ -34,18 +34,34 @@ RULE_HEADER = Value("string", convert=rules.rule_header_name,
 
 PEM_FILE = Value("string", convert=file_path, schema={"minLength": 1})
 
-LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become SDS secrets "
-                      "(see [TLS termination](#tls-termination)).", (
+REGION_CERTIFICATE = Object("region certificate", "The certificate Envoy nodes of one region serve on the listener, "
+                            "instead of the default (see [Certificates per region](#certificates-per-region)).", (
     Field("certificate", PEM_FILE, "PEM certificate chain, leaf first; a path relative to this YAML file, or "
           "absolute. The leaf must not have expired.", True),
     Field("key", PEM_FILE, "PEM private key of the leaf (RSA of 2048 bits or more, or EC P-256/P-384), unencrypted.",
           True),
+))
+
+LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become SDS secrets "
+                      "(see [TLS termination](#tls-termination)).", (
+    Field("certificate", PEM_FILE, "PEM certificate chain, leaf first; a path relative to this YAML file, or "
+          "absolute. The leaf must not have expired. Needs `key`; may be left out (with `key`) only when "
+          "`regions` gives a certificate for every region."),
+    Field("key", PEM_FILE, "PEM private key of the leaf (RSA of 2048 bits or more, or EC P-256/P-384), unencrypted."),
+    Field("regions", MapOf(NAME, REGION_CERTIFICATE, key_title="region"),
+          "Region: the certificate Envoy nodes of that region serve instead of `certificate` (each a region of "
+          "`regions`). Regions without an entry serve `certificate`."),
     Field("client_ca", PEM_FILE, "PEM bundle of the CAs client certificates are verified against. Absent: "
           "client certificates are not asked for."),
     Field("require_client_certificate", Value("boolean"),
           "Refuse the handshake of a client without a certificate signed by `client_ca` (needs `client_ca`).",
           default="false"),
-))
+    Field("forward_client_certificate", ListOf(Value("string", choices=XFCC_ELEMENTS), min_items=1),
+          "Tell the upstream which client certificate authenticated: Envoy sets `x-forwarded-client-cert` with "
+          "these elements of the verified certificate (`hash` is always there; `cert` and `chain` add whole PEMs, "
+          "kilobytes per request). Needs `client_ca`. Absent: the header is removed, never forwarded "
+          "(see [Client certificate details to upstreams](#client-certificate-details-to-upstreams))."),
+), at_least_one=("certificate", "regions"), none_given="a listener's tls needs a certificate")
 
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),

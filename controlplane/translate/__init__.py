@@ -1,7 +1,7 @@
 """Pure translation of the route YAML model into Envoy v3 resources (xds-protos messages).
 
     translate(config, region, role) -> {type URL: [message, ...]}   sorted by name, no I/O
-    translate_regional(...)         -> the region-dependent part of it (endpoints)
+    translate_regional(...)         -> the region-dependent part of it (endpoints; secrets per region)
     resource_sources(config)        -> {(type URL, name): Location}  which YAML entry made a resource
     route_sources(config)           -> {route name: Location}        Envoy `Route.name` is the YAML name
     ext_authz_tenants(config)       -> (extauthz.tenant.Tenant, ...) what ext_authz accepts, by id

@@ -17,7 +17,7 @@ from controlplane.translate._cors import cors_filter
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
 from controlplane.translate._rbac import needs_rbac, rbac_filter
-from controlplane.translate._tls import transport_socket
+from controlplane.translate._tls import client_certificate_forwarding, transport_socket
 from controlplane.translate._tracing import tracing
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
@@ -78,6 +78,7 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
         request_headers_timeout=duration(10),
         access_log=access_loggers(item, config.access_log),
         tracing=tracing(config.tracing),
+        **client_certificate_forwarding(item),
     )
 
 

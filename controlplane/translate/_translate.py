@@ -10,7 +10,7 @@ from controlplane.translate._clusters import cluster, load_assignment
 from controlplane.translate._listeners import EDGE, listener
 from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
-from controlplane.translate._tls import secrets, upstream_secrets
+from controlplane.translate._tls import regional_certificates, secrets, upstream_secrets
 from pavilion.errors import Location
 
 __all__ = ["resource_sources", "route_sources", "translate", "translate_regional"]
@@ -31,19 +31,30 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
     return {
         urls.CLUSTER: [cluster(s) for s in services],
         urls.ENDPOINT: [load_assignment(s, region) for s in services],
-        urls.SECRET: sorted([*(s for item in listeners for s in secrets(item)),
-                             *(s for service in services for s in upstream_secrets(service))], key=lambda s: s.name),
+        urls.SECRET: _secrets(config, region),
         urls.LISTENER: [listener(item, config, role) for item in listeners],
         urls.ROUTE: [route_configuration(item, config) for item in listeners],
     }
 
 
+def _secrets(config: Config, region: str) -> list[Message]:
+    listeners = sorted(config.listeners, key=lambda item: item.name)
+    services = sorted(config.services, key=lambda s: s.name)
+    return sorted([*(s for item in listeners for s in secrets(item, region)),
+                   *(s for service in services for s in upstream_secrets(service))], key=lambda s: s.name)
+
+
 def translate_regional(config: Config, region: str, role: str = EDGE) -> dict[str, list[Message]]:
-    """The part of `translate` that depends on the region: endpoints (locality priorities). The rest
-    is the same for every region of a role, so the cache translates it once and shares it."""
+    """The part of `translate` that depends on the region: endpoints (locality priorities), and the
+    secrets when a listener has certificates per region. The rest is the same for every region of a
+    role, so the cache translates it once and shares it."""
     if role in PAVILION_ROLES:
         return {}
-    return {urls.ENDPOINT: [load_assignment(s, region) for s in sorted(config.services, key=lambda s: s.name)]}
+    found: dict[str, list[Message]] = {
+        urls.ENDPOINT: [load_assignment(s, region) for s in sorted(config.services, key=lambda s: s.name)]}
+    if regional_certificates(config):
+        found[urls.SECRET] = _secrets(config, region)
+    return found
 
 
 def resource_sources(config: Config) -> dict[tuple[str, str], Location]:

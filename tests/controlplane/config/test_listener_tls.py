@@ -168,8 +168,7 @@ def test_client_ca_without_a_certificate(tmp_path: Path, ca: Ca) -> None:
 
 def test_shape_problems_are_reported_before_any_file_is_read(tmp_path: Path) -> None:
     found = errors_of(write_config(tmp_path, "      certificate: ''\n      kee: x.pem"))
-    assert found == [
-        f"{tmp_path}/gateway.yaml:7:7: listeners[public].tls.key: required field 'key' is missing",
+    assert found == [  # (a certificate without a key is told once the shape is right: see test_listener_tls_regions)
         f"{tmp_path}/gateway.yaml:7:20: listeners[public].tls.certificate: must name a file",
         f"{tmp_path}/gateway.yaml:8:7: listeners[public].tls.kee: unknown field 'kee'; did you mean 'key'?",
     ]
