@@ -12,6 +12,7 @@ from aiohttp import web
 
 from extauthz.authorizer import Authorizer
 from extauthz.config import load_tenants
+from extauthz.identity_service import check_identity, follow_identity, identity_routes, start_identity
 from extauthz.keys import key_set_for
 from extauthz.redis_clients import check_redis_url
 from extauthz.revocation import MemoryRevocations, RedisRevocations, RevocationStore
@@ -42,6 +43,7 @@ class ExtAuthzSettings(ServiceSettings):
     revocation_cache: float = 1.0        # seconds a replica may answer revocation from its local cache
     token_cache_size: int = 50_000
     workers: int = 1
+    identity: str = ""                   # a YAML file with an `identity:` section (else the --config file's)
 
 
 def make_store(settings: ExtAuthzSettings) -> RevocationStore:
@@ -109,7 +111,19 @@ def _admin_routes(authorizer: Authorizer, status: ConfigStatus) -> list[web.Rout
     async def keys(_request: web.Request) -> web.Response:
         return web.json_response({"tenants": authorizer.tenants.status()})
 
-    return [web.get("/keys", keys), *status.routes()]
+    identity = identity_routes(authorizer.identity) if authorizer.identity is not None else []
+    return [web.get("/keys", keys), *status.routes(), *identity]
+
+
+async def _parent_routes(settings: ExtAuthzSettings) -> list[web.RouteDef]:
+    """With --workers: the parent's admin port publishes the identity key set too (the workers sign with the
+    same key; the parent loads its public half, and follows rotations as they do)."""
+    config = "" if settings.xds else settings.config
+    identity = await start_identity(settings.identity, config)
+    if identity is None:
+        return []
+    asyncio.get_running_loop().create_task(follow_identity(settings.identity, config, identity, asyncio.Event()))
+    return identity_routes(identity)
 
 
 async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool = True) -> None:
@@ -128,8 +142,11 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
     else:
         tenants = await build_tenants(load_tenants(path))
         status.applied(config_version(tenants.tenants))
+    identity_config = "" if settings.xds else settings.config
+    identity = await start_identity(settings.identity, identity_config)
     await store.start()
-    authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size))
+    authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size),
+                            identity=identity)
     server = GrpcServer(settings.grpc_host, settings.port, register=register(authorizer),
                         service_names=[SERVICE_NAME], tls=settings.server_tls())
     admin_server = None
@@ -148,6 +165,9 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
                 return
         else:
             tasks.append(asyncio.create_task(reload_on_change(path, authorizer, stop, status), name="config-watch"))
+        if identity is not None:
+            tasks.append(asyncio.create_task(follow_identity(settings.identity, identity_config, identity, stop),
+                                             name="identity-follow"))
         await server.start()
         log.info("extauthz_started", port=server.port, tenants=[t.id for t in authorizer.tenants.tenants],
                  store=revocations_status(store)["kind"], source=status.source, version=status.version)
@@ -159,6 +179,8 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
             await admin_server.stop()
         await store.close()
         await retire(authorizer.tenants, None)
+        if identity is not None:
+            await identity.close()
 
 
 def check_config_file(path: str) -> None:
@@ -173,4 +195,9 @@ def run(settings: ExtAuthzSettings) -> int:
         except ValueError as exc:  # its message shows the URL with the password starred out
             log.error("bad_redis_url", detail=str(exc))
             return 2
-    return run_service(settings, serve, role="extauthz", check_config=check_config_file)
+    try:  # the key opened once here (PIN read, token logged in): a broken key config exits 2 before serving
+        check_identity(settings.identity, "" if settings.xds else settings.config)
+    except ConfigError as exc:
+        log.error("identity_rejected", errors=str(exc).splitlines())
+        return 2
+    return run_service(settings, serve, role="extauthz", check_config=check_config_file, parent_routes=_parent_routes)

@@ -20,13 +20,17 @@ With a tenant's `dpop.nonce`, an allowed DPoP answer whose proof carried the pre
 gives the current one (`DPoP-Nonce` on the response, RFC 9449 section 9): a client sending at least one
 request a window never meets a `use_dpop_nonce` 401 after its first. A proof with the current nonce gets
 the shared cached outcome as it is (no header: the client has it already).
+
+A route with the `identity_audience` extension gets its allowed answer with a signed identity assertion
+(extauthz/identity_assertion.py), cached per token and audience; without `identity:` configured, or on a
+route without the extension, the path is as before but for one attribute test (and one map lookup).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from extauthz import decision
@@ -36,6 +40,7 @@ from extauthz.dpop_check import dpop_credentials, dpop_only_challenge, is_dpop, 
 from extauthz.dpop_nonce import Nonces
 from extauthz.dpop_proof import InvalidProof, verify_proof
 from extauthz.dpop_replay import ReplayStore, replay_key, replay_store_for
+from extauthz.identity_assertion import AUDIENCE_EXTENSION, IdentityAssertions
 from extauthz.introspection import IntrospectionRefused
 from extauthz.introspection_tenant import is_compact_jws, opaque_token_tenant
 from extauthz.keys import KeySet
@@ -71,8 +76,9 @@ class Admission:
 class Authorizer:
     def __init__(self, tenants: Tenants, store: RevocationStore, cache: VerifiedTokenCache | None = None,
                  clock: Callable[[], float] = time.time, verify: Verify = verify_token,
-                 replay: ReplayStore | None = None) -> None:
+                 replay: ReplayStore | None = None, identity: IdentityAssertions | None = None) -> None:
         self.tenants = tenants
+        self.identity = identity  # signs assertions for routes with `identity_audience` (identity_assertion.py)
         self.store = store
         self.replay = replay if replay is not None else replay_store_for(store)
         self._nonces: Nonces | None = None  # made at the first proof that needs a nonce
@@ -120,7 +126,11 @@ class Authorizer:
                 return refusal
         revoked = self.store.revoked_locally(admission.query)
         if revoked is False:
-            return admission.outcome
+            identity = self.identity
+            if identity is None:
+                return admission.outcome
+            audience = context_extensions.get(AUDIENCE_EXTENSION)
+            return admission.outcome if audience is None else identity.outcome_now(admission, audience)
         return None if revoked is None else _revoked()
 
     async def check(self, headers: Mapping[str, str], path: str, context_extensions: Mapping[str, str],
@@ -158,6 +168,8 @@ class Authorizer:
             refusal = _store_failure("revocation_store_unavailable", "store_unavailable", tenant, exc)
             if refusal is not None:
                 return refusal
+        if self.identity is not None:
+            return await self._identified(admission, context_extensions)
         return admission.outcome
 
     async def _check_dpop(self, authorization: str, headers: Mapping[str, str], path: str,
@@ -201,13 +213,17 @@ class Authorizer:
         refusal = _admission_refusal(tenant, tenants, admission, context_extensions, attributes)
         if refusal is None:
             try:
-                if not await self.store.is_revoked(admission.query):
-                    return admission.outcome if newer is None else self._with_nonce(admission.outcome, newer)
-                refusal = _revoked()
+                revoked = await self.store.is_revoked(admission.query)
             except BackendUnavailable as exc:
                 refusal = _store_failure("revocation_store_unavailable", "store_unavailable", tenant, exc)
-                if refusal is None:
-                    return admission.outcome if newer is None else self._with_nonce(admission.outcome, newer)
+                revoked = False
+            if refusal is None and revoked:
+                refusal = _revoked()
+            if refusal is None:
+                outcome = admission.outcome
+                if self.identity is not None:
+                    outcome = await self._identified(admission, context_extensions)
+                return outcome if newer is None or not outcome.allowed else self._with_nonce(outcome, newer)
         return decision.as_dpop(refusal, policy.algorithms)
 
     async def _cached_or_admitted(self, token: str, digest: bytes, tenants: Tenants, route: tuple[str, ...] | None,
@@ -217,6 +233,13 @@ class Authorizer:
         if cached is not None and tenants.is_current(cached[0]):
             return cached
         return await self._admission(token, digest, tenants, dpop=dpop, route=route)
+
+    async def _identified(self, admission: Admission, context_extensions: Mapping[str, str]) -> Outcome:
+        """The allowed answer, with a signed identity assertion when the route asks for one."""
+        audience = context_extensions.get(AUDIENCE_EXTENSION)
+        if audience is None or self.identity is None:
+            return admission.outcome
+        return await self.identity.outcome(admission, audience)
 
     async def _nonce_check(self, nonce: str | None, tenant: Tenant) -> Outcome | str | None:
         """For a proof's nonce: the 401 giving a new one when it is not one this service issued lately; else
@@ -316,6 +339,8 @@ class Authorizer:
         if not dpop and tenant.dpop.required:
             return decision.dpop_invalid_token("dpop_required", "this issuer's tokens must be DPoP-bound and sent "
                                                "with a proof", tenant.dpop.algorithms)
+        if self.identity is not None:  # a client's own assertion never reaches an upstream
+            outcome = replace(outcome, headers_to_remove=(*outcome.headers_to_remove, self.identity.header))
         query = RevocationQuery(tenant.id, verified.issuer, verified.subject, verified.jti, verified.issued_at)
         admission = Admission(verified, query, outcome, token_scopes(verified.claims), bound_to, jkt)
         self.cache.put(digest, tenant, admission, cache_until)

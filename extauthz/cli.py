@@ -25,7 +25,11 @@ def register(subparsers: Any) -> None:
                        help="redis://HOST:PORT/DB (or redis+sentinel://HOST:PORT,.../MASTER_NAME) shared by every "
                             "replica; without it revocations stay in memory")
     serve.add_argument("--workers", type=int, default=None, help="processes serving the one port (SO_REUSEPORT)")
-    serve.add_argument("--admin-port", type=int, default=None, help="HTTP /metrics, /healthz, /readyz, /keys")
+    serve.add_argument("--admin-port", type=int, default=None,
+                       help="HTTP /metrics, /healthz, /readyz, /keys (and /.well-known/jwks.json with identity)")
+    serve.add_argument("--identity", default=None, metavar="FILE",
+                       help="YAML file with an `identity:` section: sign identity assertions for upstreams "
+                            "(without it, the --config file's own `identity:` section, if any)")
     serve.set_defaults(func=_extauthz)
 
     revoke = subparsers.add_parser("revoke", help="revoke a token, a subject's tokens or a tenant's tokens")
@@ -43,6 +47,10 @@ def register(subparsers: Any) -> None:
                         "default forever")
     revoke.set_defaults(func=_revoke)
 
+    from extauthz.identity_cli import register as register_identity_key  # light: its handlers import lazily
+
+    register_identity_key(subparsers)
+
 
 def _extauthz(args: argparse.Namespace) -> int:
     from extauthz.app import ExtAuthzSettings, run
@@ -52,7 +60,8 @@ def _extauthz(args: argparse.Namespace) -> int:
                                          xds_client_key=args.xds_client_key, tls_cert=args.tls_cert,
                                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, port=args.port,
                                          grpc_host=args.host,
-                                         redis_url=args.redis, workers=args.workers, metrics_port=args.admin_port)
+                                         redis_url=args.redis, workers=args.workers, metrics_port=args.admin_port,
+                                         identity=args.identity)
     return run(settings)
 
 

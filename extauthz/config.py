@@ -71,7 +71,7 @@ def parse_tenants(text: str, file: str, base_dir: Path | None = None) -> tuple[T
         raise ConfigError("the file must hold one mapping with a `tenants` list", location=Location(file, 1, 1))
     root = documents[0]
     errors: list[ConfigError] = []
-    fields = _fields(root, {"tenants"}, "", errors)
+    fields = _fields(root, {"tenants", "identity"}, "", errors)  # `identity`: extauthz/identity_config.py
     tenants_node = fields.get("tenants")
     if not isinstance(tenants_node, Sequence) or not tenants_node.items:
         errors.append(ConfigError("`tenants` must be a non-empty list", location=(tenants_node or root).loc,
