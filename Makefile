@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/gateway
 
-.PHONY: run test lint bench redis-server promtool wrk clean protos
+.PHONY: run test lint bench redis-server promtool softhsm2 wrk clean protos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,11 +29,17 @@ promtool:
 	  echo "installing promtool (prometheus) with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# SoftHSM2: the PKCS#11 token the identity-assertion tests sign in (extauthz/pkcs11_signer.py).
+softhsm2:
+	@command -v softhsm2-util >/dev/null 2>&1 || { \
+	  echo "installing softhsm2 with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; }
+
 # Redis is optional here: without redis-server, `pavilion run` says so and keeps stores in memory.
 run: $(STAMP)
 	$(BIN)/pavilion run --config $(EXAMPLE)
 
-test: $(STAMP) redis-server promtool
+test: $(STAMP) redis-server promtool softhsm2
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -p no:cacheprovider
 
