@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.listener_tls import read_listener_tls
+from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
 from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.route_answers import (
@@ -61,9 +62,11 @@ class Builder:
         tls = (read_listener_tls(tls_fields, self.problem, self.files, regions=self.names.regions)
                if tls_fields is not None and tls_fields.complete else None)
         redirect_ok, port = https_port(f, self.names.listener_fields, self.problem)
-        if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok:
+        local_ok, local = read_listener_local_rate_limit(f, self.problem)
+        if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok or not local_ok:
             return None
-        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port)
+        return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port,
+                              local_rate_limit=local)
 
     def service(self, f: Fields) -> model.Service | None:
         endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)
@@ -126,9 +129,12 @@ class Builder:
         redirect = _optional(f, "redirect", lambda r: read_redirect(
             r, match if isinstance(match, Fields) else None, self.problem))
         direct = _optional(f, "direct_response", read_direct_response)
+        local = _optional(f, "local_rate_limit", lambda r: read_local_rate_limit(r, self.problem))
         if ("cors" in f.given and cors is None) or (answers and redirect is None and direct is None):
             return None
         if not f.complete or listener is None or backends is None or not auth_ok or rate_limits is None:
+            return None
+        if "local_rate_limit" in f.given and local is None:
             return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
@@ -148,6 +154,7 @@ class Builder:
             cors=cors,
             redirect=redirect,
             direct_response=direct,
+            local_rate_limit=local,
         )
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:

@@ -77,6 +77,20 @@ class UpstreamTls:
 
 
 @dataclass(frozen=True)
+class LocalRateLimit:
+    """`local_rate_limit:` of a listener or route: a token bucket kept by each Envoy itself (Envoy's
+    local_ratelimit filter), checked before ext_authz and the ratelimit service see the request."""
+
+    requests: int  # tokens added per unit, continuously
+    unit: str  # second | minute | hour
+    burst: int  # the bucket's size: requests admitted at once after a quiet spell; >= requests
+    per_client_ip: bool = False  # one bucket per TCP peer address (an LRU of max_client_ips), else one in all
+    max_client_ips: int = 10_000
+    shadow_mode: bool = False  # counted in Envoy's stats, never refused
+    source: Location = field(default=NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     address: str
@@ -86,6 +100,7 @@ class Listener:
     # `redirect_to_https`: every request is answered 301 to https on this port (of a TLS listener);
     # the listener then serves no routes, and no filter but the router.
     https_port: int | None = None
+    local_rate_limit: LocalRateLimit | None = None  # the flood guard of every request on the listener
 
 
 @dataclass(frozen=True)
@@ -316,6 +331,7 @@ class Route:
     cors: Cors | None = None
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
+    local_rate_limit: LocalRateLimit | None = None  # Envoy's own token bucket, before ext_authz and ratelimit
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
+from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
 from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
@@ -63,6 +64,24 @@ LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become 
           "(see [Client certificate details to upstreams](#client-certificate-details-to-upstreams))."),
 ), at_least_one=("certificate", "regions"), none_given="a listener's tls needs a certificate")
 
+LOCAL_RATE_LIMIT = Object("local_rate_limit", "A token bucket each Envoy keeps itself (Envoy's local_ratelimit "
+                          "filter), checked before ext_authz and the ratelimit service: a request over it gets a 429 "
+                          "that costs no token check and no counter (see [Local rate limits](#local-rate-limits)).", (
+    Field("per", Value("string", convert=check_local_per, schema={"enum": list(LOCAL_FACTS)}),
+          "`client_ip`: one bucket per TCP peer address. Absent: one bucket for every request. Not `tenant`, "
+          "`client` or `subject`: those are known only after ext_authz."),
+    Field("unit", Value("string", choices=LOCAL_UNITS), "The time `requests` are added over.", True),
+    Field("requests", Value("integer", minimum=1, maximum=MAX_UINT32),
+          "Requests admitted per unit, the bucket refilled evenly over it.", True),
+    Field("burst", Value("integer", minimum=1, maximum=MAX_UINT32),
+          "The bucket's size: requests admitted at once after a quiet spell; at least `requests`, which it is "
+          "when absent."),
+    Field("max_client_ips", Value("integer", minimum=1, maximum=MAX_CLIENT_IPS),
+          "`per: client_ip` only: client addresses each Envoy keeps a bucket for; the least recently seen "
+          "one's is dropped (and starts full again) past this.", default="10000"),
+    Field("shadow_mode", Value("boolean"), "Count in Envoy's stats, never refuse.", default="false"),
+))
+
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
@@ -71,6 +90,8 @@ LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listene
     Field("redirect_to_https", NAME, "A listener with `tls`: every request here is answered 301 to https on "
           "that listener's port, path and query kept, and this listener takes no routes "
           "(see [Redirects and direct responses](#redirects-and-direct-responses))."),
+    Field("local_rate_limit", LOCAL_RATE_LIMIT, "A flood guard for every request on the listener, whatever its "
+          "route, kept by each Envoy; not with `redirect_to_https`."),
 ))
 
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (
@@ -301,6 +322,8 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
           "Who may call the route. Absent: a valid token of any tenant when `extauthz` is set (no token on a "
           "`redirect` or `direct_response` route). `none`: public, ext_authz is not asked."),
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),
+    Field("local_rate_limit", LOCAL_RATE_LIMIT, "A token bucket of the route kept by each Envoy, checked before "
+          "`auth` and `rate_limits` cost anything. Needs no `ratelimit`."),
     Field("cors", CORS, "Cross-origin calls from browsers; none allowed when absent. Only on a route that calls a "
           "service (Envoy's CORS filter skips redirects and direct responses)."),
     Field("redirect", REDIRECT, "Answer with a redirect instead of calling a service. No token is asked unless "

@@ -14,6 +14,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from controlplane.config.model import Config, Listener
 from controlplane.translate._access_log import access_loggers
 from controlplane.translate._cors import cors_filter
+from controlplane.translate._local_ratelimit import local_ratelimit_filters
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
 from controlplane.translate._rbac import needs_rbac, rbac_filter
@@ -96,6 +97,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
     # First, so a preflight is answered before ext_authz asks it for a token or ratelimit counts it.
     if any(r.cors is not None for r in config.routes if r.listener == item.name):
         filters.append(cors_filter())
+    # Then Envoy's own token buckets: a request shed there costs no certificate check, token check or counter.
+    filters.extend(local_ratelimit_filters(item, config))
     # Then the client certificate check: a refused certificate costs no token check and no counter.
     if needs_rbac(item, config):
         filters.append(rbac_filter())

@@ -28,6 +28,8 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
 from controlplane.translate._hosts import covers, normalized
+from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
+from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_limit
 from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
 from controlplane.translate._rbac import RBAC_FILTER, rbac_per_route
@@ -140,6 +142,9 @@ def route(item: Route) -> rc.Route:
     if item.cors is not None:
         result.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(item.cors)))
         result.response_headers_to_add.append(VARY_ORIGIN)
+    if item.local_rate_limit is not None:
+        limit = local_rate_limit(item.local_rate_limit, f"local_ratelimit.route.{item.name}", ROUTE_POLICY)
+        result.typed_per_filter_config[LOCAL_RATELIMIT_FILTER].CopyFrom(packed(limit))
     if item.auth is not None and item.auth.client_certificates:
         result.typed_per_filter_config[RBAC_FILTER].CopyFrom(packed(rbac_per_route(item)))
     result.request_headers_to_add.extend(header_options(item.request_headers))
