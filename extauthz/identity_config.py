@@ -106,7 +106,8 @@ def _key(node: Node, base_dir: Path) -> KeySource:
     try:
         return _file_key(value, base_dir) if name.text == "file" else _pkcs11_key(value, base_dir)
     except _Invalid as exc:
-        raise _Invalid(str(exc), exc.node, f".{name.text}{exc.field}") from None
+        # A ConfigError, not _Invalid: `_policy` would keep only the first level of the field's path.
+        raise ConfigError(str(exc), location=exc.node.loc, path=f"identity.key.{name.text}{exc.field}") from None
 
 
 def parse_identity(node: Node, base_dir: Path) -> IdentitySettings:
