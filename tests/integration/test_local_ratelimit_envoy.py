@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,7 @@ from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
-from tests.procs import ENVOY, free_port
+from tests.procs import ENVOY, PAVILION, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +240,57 @@ def test_a_listener_guard_sheds_every_path_per_address_even_on_routes_with_their
     assert statuses(stack.guarded, "/nowhere", GUARD + 1, source="127.0.0.6") == [404] * GUARD + [429]
     # Another address still gets through.
     assert send(stack.guarded, "/v1/inner", source="127.0.0.7")[0] == 200
+
+
+SHAPES = """regions: [eu-west]
+listeners:
+  - name: edge
+    address: 127.0.0.1
+    port: 10080
+    local_rate_limit: {per: client_ip, unit: second, requests: 4294967295, max_client_ips: 1000000, shadow_mode: true}
+  - {name: bare, address: 127.0.0.1, port: 10081, local_rate_limit: {unit: hour, requests: 1}}
+services:
+  - name: accounts
+    endpoints: [{address: 127.0.0.1:9001, region: eu-west}]
+routes:
+  - name: whole
+    listener: edge
+    match: {prefix: /whole, methods: [GET]}
+    service: accounts
+    cors: {allow_origins: ["https://app.example.com"], allow_methods: [GET]}
+    local_rate_limit: {unit: minute, requests: 7, burst: 70}
+  - name: per-ip
+    listener: edge
+    match: {prefix: /per-ip}
+    service: accounts
+    local_rate_limit: {per: client_ip, unit: hour, requests: 1, max_client_ips: 1}
+  - name: moved
+    listener: edge
+    match: {prefix: /old}
+    redirect: {path: /new}
+    local_rate_limit: {unit: second, requests: 1}
+  - name: health
+    listener: bare
+    match: {path: /healthz}
+    direct_response: {status: 200}
+    local_rate_limit: {per: client_ip, unit: second, requests: 1, shadow_mode: true}
+"""
+
+
+def test_envoy_accepts_every_shape_of_local_limit(tmp_path: Path) -> None:
+    """`envoy --mode validate` on the translated config: bounds, shadow mode, redirects and direct responses."""
+    (tmp_path / "gateway.yaml").write_text(SHAPES)
+    assert check_with_envoy(load_config(tmp_path), ENVOY) == []
+
+
+def test_pavilion_validate_shows_a_local_limit_problem_and_accepts_the_fix(tmp_path: Path) -> None:
+    bad = SHAPES.replace("{per: client_ip, unit: hour, requests: 1, max_client_ips: 1}",
+                         "{per: subject, unit: hour, requests: 1}")
+    (tmp_path / "gateway.yaml").write_text(bad)
+    run = subprocess.run([PAVILION, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stdout.startswith(f"{tmp_path / 'gateway.yaml'}:22:29: routes[per-ip].local_rate_limit.per: a local "
+                                 "limit cannot count per subject: Envoy knows the subject only after ext_authz")
+    (tmp_path / "gateway.yaml").write_text(SHAPES)
+    run = subprocess.run([PAVILION, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout) == (0, "ok: 1 file, 2 listeners, 1 service, 4 routes\n"), run.stderr
