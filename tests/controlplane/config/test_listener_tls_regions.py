@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
+from ruamel.yaml import YAML
 
 from controlplane.config.listener_tls import referenced_files
 from controlplane.config.load import load_config
 from controlplane.config.model import ListenerTls
+from controlplane.config.schema import json_schema
 from pavilion.errors import ConfigErrors
 from tests.controlplane.certs import Ca, make_ca, write_pair
 
@@ -131,3 +134,18 @@ def test_forward_client_certificate_needs_a_client_ca_and_known_elements_once(ro
         "(first at gateway.yaml:10:36)"]
     assert errors_of(root, ca + "      forward_client_certificate: []") == [
         "gateway.yaml:10:35: listeners[public].tls.forward_client_certificate: needs at least 1 item"]
+
+
+def test_the_json_schema_knows_both_fields() -> None:
+    validator = jsonschema.Draft202012Validator(json_schema())
+
+    def problems(tls: str) -> list[str]:
+        document = YAML(typ="safe", pure=True).load(BASE.format(tls=tls.rstrip("\n")))
+        return [error.message for error in validator.iter_errors(document)]
+
+    assert problems("      regions:\n" + EU + US + "      client_ca: ca.pem\n"
+                    "      forward_client_certificate: [uri, hash]") == []
+    assert problems(DEFAULT + "      regions:\n        eu-west: {certificate: tls/eu.pem}")  # no key
+    assert problems(DEFAULT + "      regions:\n        'eu west': {certificate: a, key: b}")  # not a name
+    assert problems(DEFAULT + "      forward_client_certificate: [url]")
+    assert problems("      client_ca: ca.pem")  # no certificate at all
