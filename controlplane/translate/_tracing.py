@@ -3,9 +3,15 @@ spans over gRPC (OTLP) to the collector's cluster.
 
 Envoy already makes an x-request-id and propagates W3C `traceparent` to the upstream; each span is
 tagged with the route's name and, on protected routes, the tenant ext_authz found (never the
-subject). Envoy's own `http.url` tag holds the query, which may carry `access_token=...`: a custom
-tag of that name does not replace it (tried: Envoy sets its own last), so the docs ("Tracing") tell
-operators to strip it in the collector.
+subject).
+
+Envoy's own `http.url` tag holds the query, which may carry OAuth `code=`/`state=`, an
+`access_token=` or an email. Envoy (1.40) sets its standard tags first and the custom tags after
+them, on the same span, and the OpenTelemetry span keeps one attribute per key (the last value set):
+so a custom tag named `http.url`, made of the same parts as Envoy's (x-forwarded-proto, authority,
+the original path before any rewrite, at most 256 characters) but with `PATH(NQ)`, takes its place.
+tests/integration/test_tracing_envoy.py checks that no attribute of any span of a request with a
+query carries it.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from controlplane.config.model import Tracing
 from controlplane.translate._policy import EXT_AUTHZ_FILTER
 from controlplane.translate._protos import duration, packed
 
-__all__ = ["OPENTELEMETRY_TRACER", "SPAN_TAGS", "tracing"]
+__all__ = ["OPENTELEMETRY_TRACER", "SPAN_TAGS", "URL_WITHOUT_QUERY", "tracing"]
 
 OPENTELEMETRY_TRACER = "envoy.tracers.opentelemetry"
+# Envoy's url without the query: PATH's NQ drops it; ORIG_OR_PATH and 256 are what Envoy's own tag uses
+# (x-envoy-original-path before a rewrite, max_path_tag_length's default).
+URL_WITHOUT_QUERY = "%REQ(X-FORWARDED-PROTO)%://%REQ(:AUTHORITY)%%PATH(NQ:ORIG_OR_PATH):256%"
 SPAN_TAGS = (
     ("pavilion.route", "%ROUTE_NAME%"),
     ("pavilion.tenant", f"%DYNAMIC_METADATA({EXT_AUTHZ_FILTER}:tenant)%"),
+    ("http.url", URL_WITHOUT_QUERY),  # replaces Envoy's own, which keeps the query
 )
 
 

@@ -31,5 +31,6 @@ def test_every_manager_sends_spans_to_the_collector_cluster() -> None:
         assert tracing.HasField("client_sampling") and tracing.client_sampling.value == 0
         tags = {tag.tag: tag.value for tag in tracing.custom_tags}
         assert tags == {"pavilion.route": "%ROUTE_NAME%",
-                        "pavilion.tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%"}
+                        "pavilion.tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%",
+                        "http.url": "%REQ(X-FORWARDED-PROTO)%://%REQ(:AUTHORITY)%%PATH(NQ:ORIG_OR_PATH):256%"}
         assert not [tag for tag in tracing.custom_tags if tag.HasField("request_header")]
