@@ -139,8 +139,10 @@ def statuses(port: int, path: str, count: int, **kwargs: object) -> list[int]:
     return [send(port, path, **kwargs)[0] for _ in range(count)]  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The whole stack, with an Envoy on State of the World ADS, then one on Delta ADS (virtual hosts, and
+    so the routes' buckets, over VHDS)."""
     routes = tmp_path_factory.mktemp("routes")
     open_port, guarded, extauthz_port, extauthz_admin = free_port(), free_port(), free_port(), free_port()
     ratelimit_port, ratelimit_admin = free_port(), free_port()
@@ -151,7 +153,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         app=APP, whole=WHOLE, per_ip=PER_IP, guard=GUARD))
     # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
     assert check_with_envoy(load_config(routes), ENVOY) == []
-    with running_gateway(routes, open_port, upstreams) as gateway:
+    with running_gateway(routes, open_port, upstreams, delta=request.param) as gateway:
         extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-local",
                                      admin_port=extauthz_admin)
         try:
