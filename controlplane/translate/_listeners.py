@@ -86,8 +86,9 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
 def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
     """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
     `cors`), Envoy's local rate limits (when the listener or a route of it has `local_rate_limit`), RBAC
-    (when a route of the listener has `auth.client_certificates`), ext_authz (when `extauthz:` is set), ratelimit (when `ratelimit:` is set), and the router, always last. Which
-    requests are checked and counted is decided per route (see _policy, _rbac); a listener that
+    (when a route of the listener has `auth.client_certificates`), ext_authz (when `extauthz:` is set),
+    ratelimit (when `ratelimit:` is set), and the router, always last. Which requests are checked and
+    counted is decided per route (see _policy, _rbac, _local_ratelimit); a listener that
     verifies client certificates also hands each one to ext_authz, which checks certificate-bound
     tokens against it. A `redirect_to_https` listener only redirects: the router alone."""
     del role
