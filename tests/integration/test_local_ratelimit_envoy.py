@@ -68,6 +68,12 @@ routes:
     auth: none
     cors: {{allow_origins: [{app}], expose_headers: [ratelimit, retry-after]}}
     local_rate_limit: {{per: client_ip, unit: hour, requests: {per_ip}}}
+  - name: shadow
+    listener: open
+    match: {{prefix: /v1/shadow}}
+    service: accounts
+    auth: none
+    local_rate_limit: {{unit: hour, requests: 1, shadow_mode: true}}
   - name: warm-up
     listener: open
     match: {{prefix: /v1/warm-up}}
@@ -296,3 +302,9 @@ def test_pavilion_validate_shows_a_local_limit_problem_and_accepts_the_fix(tmp_p
     (tmp_path / "gateway.yaml").write_text(SHAPES)
     run = subprocess.run([PAVILION, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout) == (0, "ok: 1 file, 2 listeners, 1 service, 4 routes\n"), run.stderr
+
+
+def test_shadow_mode_counts_what_it_would_shed_and_sheds_nothing(stack: Stack) -> None:
+    assert statuses(stack.open, "/v1/shadow", 3) == [200] * 3
+    prefix = "local_ratelimit.route.shadow.http_local_rate_limit"
+    assert (stack.envoy_stat(f"{prefix}.rate_limited"), stack.envoy_stat(f"{prefix}.enforced")) == (2, 0)
