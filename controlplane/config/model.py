@@ -217,6 +217,7 @@ class RouteAuth:
     # Config order; the verified client certificate must carry one of them (checked by Envoy's RBAC filter).
     client_certificates: tuple[ClientCertificate, ...] = ()
     token: bool = True  # `token: false`: only the client certificate is asked for, ext_authz is not
+    identity_audience: str | None = None  # `identity: {audience}`: ext_authz signs an assertion for the upstream
 
     @property
     def asks_token(self) -> bool:

@@ -44,10 +44,11 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
         auth.get("client_certificates", []), "client certificate", problem)
     if not token:
         # Each of these is something a token must hold: with no token asked for, it could never be checked.
-        held = [name for name in ("tenants", "scopes", "claims") if name in auth.given]
+        held = [name for name in ("tenants", "scopes", "claims", "identity") if name in auth.given]
         for name in held:
-            problem(f"{name} are checked in a token, and `token: false` asks for none: drop one or the other",
-                    auth.at(name), auth.path_of(name))
+            what = "an identity assertion is made from" if name == "identity" else f"{name} are checked in"
+            problem(f"{what} a token, and `token: false` asks for none: drop one or the other", auth.at(name),
+                    auth.path_of(name))
         if held or not auth.complete or certificates is None:
             return False, None
         return True, model.RouteAuth(client_certificates=certificates, token=False)
@@ -61,7 +62,9 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
     claims = _claims(auth, problem)
     if not auth.complete or tenants is None or scopes is None or claims is None or certificates is None:
         return False, None
-    built = model.RouteAuth(tenants, scopes, claims, client_certificates=certificates)
+    identity: Fields | None = auth.get("identity")
+    built = model.RouteAuth(tenants, scopes, claims, client_certificates=certificates,
+                            identity_audience=identity.get("audience") if identity is not None else None)
     return _fits_ext_authz(built, auth, problem), built
 
 

@@ -211,6 +211,14 @@ CLAIM_VALUE = Value("string", convert=token_rules.claim_value,
 
 CLIENT_CERTIFICATE = Value("string", convert=client_certificate, schema={"pattern": CLIENT_CERTIFICATE_PATTERN})
 
+# The `aud` of the route's identity assertions (extauthz/identity_assertion.py): printable ASCII, at most 256.
+IDENTITY = Object("identity", "A signed identity assertion for the upstream (ext_authz's `identity:` settings; "
+                  "see docs/extauthz.md, Signed identity for upstreams).", (
+    Field("audience", Value("string", pattern=r"^[!-~]([ -~]{0,254}[!-~])?$",
+                            pattern_hint="printable ASCII, at most 256 characters, no surrounding spaces"),
+          "The assertion's `aud`: the upstream's own name, which it checks.", True),
+))
+
 AUTH = Object("auth", "What a caller must show: a token, checked by ext_authz, and/or a client certificate, checked "
               "by Envoy (a 403 when either falls short; see [Client certificates](#client-certificates)).", (
     Field("tenants", ListOf(Value("string"), min_items=1),
@@ -227,6 +235,8 @@ AUTH = Object("auth", "What a caller must show: a token, checked by ext_authz, a
     Field("token", Value("boolean"),
           "Whether a token is asked for too. `false`: the client certificate alone (with `client_certificates`, "
           "and without tenants, scopes or claims).", default="true"),
+    Field("identity", IDENTITY, "The upstream gets a JWT signed by ext_authz saying who the caller is "
+          "(`x-pavilion-identity`), for this audience. Goes with one of the fields above."),
 ), at_least_one=("tenants", "scopes", "claims", "client_certificates"),
    none_given="for a public route write `auth: none`")
 
@@ -318,7 +328,7 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("request_headers", HEADER_RULES, "Header rules applied to the request sent upstream."),
     Field("response_headers", HEADER_RULES, "Header rules applied to the response sent back."),
     Field("auth", Either((Value("string", choices=("none",)), AUTH),
-                         "`none` or a mapping {tenants, scopes, claims, client_certificates, token}"),
+                         "`none` or a mapping {tenants, scopes, claims, client_certificates, token, identity}"),
           "Who may call the route. Absent: a valid token of any tenant when `extauthz` is set (no token on a "
           "`redirect` or `direct_response` route). `none`: public, ext_authz is not asked."),
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),

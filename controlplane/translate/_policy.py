@@ -45,7 +45,7 @@ __all__ = [
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 # Headers ext_authz sets on the request it lets through (extauthz/decision.py).
-IDENTITY_HEADERS = ("x-pavilion-tenant", "x-pavilion-subject")
+IDENTITY_HEADERS = ("x-pavilion-tenant", "x-pavilion-subject", "x-pavilion-identity")
 _SERVICE_UNAVAILABLE = http_status_pb2.HttpStatus(code=http_status_pb2.StatusCode.ServiceUnavailable)
 _V3 = config_source_pb2.ApiVersion.V3
 
@@ -97,6 +97,8 @@ def ext_authz_per_route(route: Route) -> ext_authz_pb2.ExtAuthzPerRoute:
         extensions["scopes"] = scopes_extension(auth.scopes)
     if auth is not None and auth.claims:
         extensions["claims"] = claims_extension(auth.claims)
+    if auth is not None and auth.identity_audience:
+        extensions["identity_audience"] = auth.identity_audience  # extauthz/identity_assertion.py
     return ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings(context_extensions=extensions))
 
 

@@ -160,7 +160,8 @@ def test_loaded_scopes_and_claims_reach_envoy() -> None:
 
 def test_public_route_drops_identity_headers_a_client_sent() -> None:
     found = routes(protected())
-    assert list(found["status"].request_headers_to_remove) == ["x-pavilion-subject", "x-pavilion-tenant", "x-user-id"]
+    assert list(found["status"].request_headers_to_remove) == ["x-pavilion-identity", "x-pavilion-subject",
+                                                               "x-pavilion-tenant", "x-user-id"]
     assert list(found["accounts"].request_headers_to_remove) == []
 
 
