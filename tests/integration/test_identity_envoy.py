@@ -5,7 +5,8 @@ key file, or a key inside a SoftHSM2 token), a hand-written Envoy whose `/orders
 The upstream receives `x-pavilion-identity`, and the test verifies it as an upstream must: with the JWKS
 fetched from ext_authz's admin port, checking iss, aud, exp and the alg the key names. A client's own
 `x-pavilion-identity` never reaches the upstream, on either route. A key file replaced in place is signed
-with from then on, while the old key stays published."""
+with from then on, while the old key stays published. And the same from the route YAML: the control plane
+writes the extension from `auth.identity`, `pavilion extauthz --xds --identity FILE` signs."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from google.protobuf import duration_pb2, json_format
 from extauthz.signing import generate_key, private_key_pem
 from tests.extauthz.issuer import Issuer
 from tests.integration.extauthz_stack import EXT_AUTHZ_FILTER, start_extauthz, write_tenants
+from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
 from tests.integration.static_envoy import ingress_bootstrap, packed, static_cluster
 from tests.procs import ENVOY, PAVILION, Proc, free_port, start_echo
 
@@ -203,3 +205,65 @@ def test_a_key_file_replaced_in_place_signs_from_then_on_and_the_old_key_stays_p
     assertion = {name.lower(): value for name, value in echoed["headers"].items()}[HEADER]
     assert jwt.get_unverified_header(assertion)["kid"] == new_kid
     verify(assertion, stack.jwks(), "orders-api")
+
+
+GATEWAY_CONFIG = """regions: [eu-west]
+listeners:
+  - {{name: public, address: 127.0.0.1, port: {port}}}
+services:
+  - name: accounts
+    endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+  - name: extauthz
+    protocol: grpc
+    endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
+extauthz: {{service: extauthz, timeout: 2s}}
+tenants:
+  - id: acme
+    issuer: {issuer}
+    audiences: [{audience}]
+    algorithms: [ES256]
+    jwks: {{inline: {jwks}}}
+routes:
+  - name: accounts
+    match: {{prefix: /accounts}}
+    service: accounts
+    auth: {{tenants: [acme], identity: {{audience: accounts-api}}}}
+  - {{name: status, match: {{prefix: /status}}, service: accounts, auth: none}}
+"""
+
+
+def test_from_the_route_yaml_over_xds_with_the_identity_file_beside_extauthz(tmp_path: Path) -> None:
+    """The control plane writes `identity_audience` from `auth.identity`; `pavilion extauthz --xds` takes its
+    signing settings from `--identity FILE`; a public route drops a client's assertion in Envoy itself."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    port, extauthz_port, admin_port = free_port(), free_port(), free_port()
+    (tmp_path / "identity.pem").write_bytes(private_key_pem(generate_key("ES256")[0]))
+    (tmp_path / "identity.pem").chmod(0o600)
+    identity = tmp_path / "identity.yaml"
+    identity.write_text(f"identity:\n  issuer: {GATEWAY}\n  key: {{file: identity.pem}}\n")
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    (routes / "gateway.yaml").write_text(GATEWAY_CONFIG.format(
+        port=port, accounts=upstreams["accounts"][1], extauthz=extauthz_port, issuer=ACME.issuer,
+        audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
+    with running_gateway(routes, port, upstreams) as gateway:
+        extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-identity",
+                                     "--identity", str(identity), admin_port=admin_port)
+        try:
+            gateway.envoys[0].proc.wait_port(port)
+            stack = Stack(port, admin_port, tmp_path, tmp_path / "identity.pem")
+            token = ACME.token("ES256", client_id="web-app")
+            deadline = time.monotonic() + 20
+            while (status := stack.get("/accounts", {"authorization": f"Bearer {token}"})[0]) != 200:
+                assert time.monotonic() < deadline, status
+                time.sleep(0.1)
+            status, echoed = stack.get("/accounts", {"authorization": f"Bearer {token}", HEADER: "forged"})
+            assert status == 200, echoed
+            received = {name.lower(): value for name, value in echoed["headers"].items()}
+            claims = verify(received[HEADER], stack.jwks(), "accounts-api")
+            assert (claims["sub"], claims["tenant"], claims["client"]) == ("user-1", "acme", "web-app")
+            status, echoed = stack.get("/status", {HEADER: "forged"})  # public: ext_authz is not asked
+            assert status == 200 and HEADER not in {name.lower() for name in echoed["headers"]}
+        finally:
+            extauthz.stop()
+        assert "BEGIN" not in extauthz.output() and token not in extauthz.output()
