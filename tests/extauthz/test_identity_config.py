@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from structlog.testing import capture_logs
 
 from extauthz.app import ExtAuthzSettings, run
 from extauthz.config import load_tenants
@@ -18,7 +19,7 @@ from extauthz.identity_config import FileKeySource, IdentitySettings, Pkcs11KeyS
 from extauthz.identity_keys import load_signing_key
 from extauthz.identity_service import read_identity
 from extauthz.signing import private_key_pem
-from pavilion.cli import main
+from pavilion.cli import build_parser
 from pavilion.errors import ConfigError
 from tests.extauthz.issuer import Issuer
 
@@ -130,26 +131,35 @@ def test_identity_in_two_files_or_none_in_the_named_one_is_refused(tmp_path: Pat
     assert read_identity(str(named), str(write(tmp_path, "", "plain.yaml"))) is not None
 
 
-def test_an_unreadable_pin_file_stops_extauthz_with_exit_2_naming_it(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreadable_pin_file_stops_extauthz_with_exit_2_naming_it(tmp_path: Path) -> None:
     config = write(tmp_path, "identity:\n  issuer: https://gw.test\n  key:\n    pkcs11: {module: "
                              "/usr/lib/softhsm/libsofthsm2.so, token: gw, key: id-1, pin_file: secrets/missing-pin}\n")
-    assert run(ExtAuthzSettings(config=str(config), port=0)) == 2
-    captured = capsys.readouterr()
-    output = captured.out + captured.err
-    assert "identity_rejected" in output and str(tmp_path / "secrets/missing-pin") in output
-    assert "cannot read the PIN file" in output and f"{config}:9" in output
+    # Captured, not read from the stream: a logger first used outside capture_logs stays bound to the stream.
+    with capture_logs() as logs:
+        assert run(ExtAuthzSettings(config=str(config), port=0)) == 2
+    [refusal] = [entry for entry in logs if entry["event"] == "identity_rejected"]
+    [error] = refusal["errors"]
+    assert error.startswith(f"{config}:9:") and "identity.key.pkcs11" in error
+    assert f"cannot read the PIN file {tmp_path / 'secrets/missing-pin'}" in error
+
+
+def identity_key(*argv: str) -> int:
+    """The command's handler as `pavilion` runs it, without `main`'s logging set-up (a second one would leave
+    loggers cached under the first, which other tests' capture_logs then cannot see)."""
+    args = build_parser().parse_args(["identity-key", *argv])
+    code: int = args.func(args)
+    return code
 
 
 def test_identity_key_writes_a_0600_pem_and_prints_only_the_public_jwk(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "identity.pem"
-    assert main(["identity-key", "--out", str(out)]) == 0
+    assert identity_key("--out", str(out)) == 0
     printed = json.loads(capsys.readouterr().out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     key = load_signing_key(IdentitySettings(issuer="https://gw.test", key=FileKeySource(str(out))))
     assert printed == key.jwk and "d" not in printed
-    assert main(["identity-key", "--out", str(out)]) == 2  # never over an existing key by accident
+    assert identity_key("--out", str(out)) == 2  # never over an existing key by accident
     assert "exists" in capsys.readouterr().err
     out.chmod(0o644)
     jwk = write_key_file(str(out), "RS256", force=True)
