@@ -6,12 +6,15 @@ an RSA private key's modulus and exponent do too) gives the published JWK and th
 
 The PIN is read from `pin_file` when the key is opened, used to log in, and not kept. A PKCS#11 call
 blocks, and a session is not for concurrent use: every call here runs on the assertions' one signing
-thread (extauthz/identity_assertion.py), this module's session included.
+thread (extauthz/identity_assertion.py), this module's session included. A session the token lost
+(an HSM restart) is opened again, at most once a second, for the same key (same kid) only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from pkcs11 import exceptions as p11
 from extauthz.identity_config import Pkcs11KeySource
 from extauthz.identity_keys import algorithm_for, public_key_jwk
 from pavilion.errors import BackendUnavailable, ConfigError
+from pavilion.log import get_logger
 
 __all__ = ["Pkcs11SigningKey", "pkcs11_library"]
 
@@ -32,6 +36,7 @@ _CURVES: dict[bytes, ec.EllipticCurve] = {
     bytes.fromhex("06052b81040022"): ec.SECP384R1(),  # OID 1.3.132.0.34 (P-384)
 }
 _libraries: dict[str, Any] = {}
+log = get_logger(__name__)
 
 
 def pkcs11_library(module: str) -> Any:
@@ -82,10 +87,19 @@ def _public_key(session: Any, private: Any, label: str, what: str) -> Any:
     raise ConfigError(f"{what}: a {private.key_type.name} key cannot sign assertions (use EC P-256 or RSA)")
 
 
+# Errors after which a new session may sign again: the HSM restarted, the token was re-inserted, the login lapsed.
+_SESSION_LOST = (p11.SessionHandleInvalid, p11.SessionClosed, p11.DeviceRemoved, p11.TokenNotPresent,
+                 p11.DeviceError, p11.UserNotLoggedIn, p11.KeyHandleInvalid, p11.ObjectHandleInvalid)
+REOPEN_SECONDS = 1.0  # at most one new login a second: while the HSM is down, signatures fail fast
+
+
 class Pkcs11SigningKey:
-    def __init__(self, session: Any, private: Any, alg: str, public: Any) -> None:
+    def __init__(self, session: Any, private: Any, alg: str, public: Any,
+                 source: Pkcs11KeySource | None = None, wanted: str | None = None) -> None:
         self._session = session
         self._private = private
+        self._source, self._wanted = source, wanted
+        self._reopened_at = 0.0
         self.alg = alg
         self.jwk = public_key_jwk(public, alg)
         self.kid: str = self.jwk["kid"]
@@ -116,7 +130,7 @@ class Pkcs11SigningKey:
         try:
             private = session.get_key(label=source.key, object_class=ObjectClass.PRIVATE_KEY)
             public = _public_key(session, private, source.key, what)
-            return cls(session, private, algorithm_for(public, wanted, what), public)
+            return cls(session, private, algorithm_for(public, wanted, what), public, source, wanted)
         except p11.NoSuchKey:
             session.close()
             raise ConfigError(f"{what}: no private key with this label") from None
@@ -130,8 +144,38 @@ class Pkcs11SigningKey:
     def sign(self, signing_input: bytes) -> bytes:
         try:
             return self._sign(signing_input)
+        except _SESSION_LOST as exc:
+            if not self._reopen(type(exc).__name__):
+                raise BackendUnavailable(f"the session with the token is lost ({type(exc).__name__}) and cannot "
+                                         f"be opened again yet; key {self.kid}") from None
         except p11.PKCS11Error as exc:  # the token's error code only: nothing of the key or the data
             raise BackendUnavailable(f"the token refused to sign with key {self.kid}: {type(exc).__name__}") from None
+        try:
+            return self._sign(signing_input)
+        except p11.PKCS11Error as exc:
+            raise BackendUnavailable(f"the token refused to sign with key {self.kid}: {type(exc).__name__}") from None
+
+    def _reopen(self, why: str) -> bool:
+        """Log in again and find the same key (same kid): True when this key can sign again."""
+        now = time.monotonic()
+        if self._source is None or now - self._reopened_at < REOPEN_SECONDS:
+            return False
+        self._reopened_at = now
+        try:
+            fresh = Pkcs11SigningKey.open(self._source, self._wanted)
+        except (ConfigError, p11.PKCS11Error) as exc:
+            log.error("identity_token_reopen_failed", kid=self.kid, why=why, detail=str(exc))
+            return False
+        if fresh.kid != self.kid:  # the label now names another key: that is a rotation, not a reconnection
+            fresh.close()
+            log.error("identity_token_key_changed", kid=self.kid, found=fresh.kid,
+                      detail="the label names another key now; change the identity config to rotate")
+            return False
+        with contextlib.suppress(p11.PKCS11Error):
+            self._session.close()
+        self._session, self._private = fresh._session, fresh._private
+        log.warning("identity_token_reopened", kid=self.kid, why=why)
+        return True
 
     def _sign(self, signing_input: bytes) -> bytes:
         if self.alg.startswith("ES"):
@@ -145,7 +189,8 @@ class Pkcs11SigningKey:
         return bytes(self._private.sign(signing_input, mechanism=Mechanism.SHA256_RSA_PKCS))
 
     def close(self) -> None:
-        self._session.close()
+        with contextlib.suppress(p11.PKCS11Error):  # a session the HSM already dropped
+            self._session.close()
 
     def __repr__(self) -> str:
         return f"Pkcs11SigningKey(alg={self.alg}, kid={self.kid})"

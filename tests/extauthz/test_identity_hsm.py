@@ -17,6 +17,9 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
 
@@ -31,7 +34,7 @@ from extauthz.revocation import MemoryRevocations
 from extauthz.signing import generate_key
 from extauthz.tenant_set import build_tenants, retire
 from pavilion.admin import AdminServer
-from pavilion.errors import ConfigError
+from pavilion.errors import BackendUnavailable, ConfigError
 from tests.extauthz.issuer import Issuer
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -132,3 +135,23 @@ def test_a_wrong_pin_token_or_label_is_refused_naming_what_and_never_the_pin(hsm
             load_signing_key(IdentitySettings(issuer="https://gateway.test", key=key))
         assert message in str(caught.value) and "identity.key.pkcs11" in str(caught.value)
         assert PIN not in str(caught.value) and "0000-wrong" not in str(caught.value)
+
+
+def test_a_lost_session_is_opened_again_for_the_same_key_and_fails_fast_meanwhile(hsm: Path) -> None:
+    generate_in_token(source(hsm, "reconnecting"), "ES256")
+    key = load_signing_key(IdentitySettings(issuer="https://gateway.test", key=source(hsm, "reconnecting")))
+    try:
+        public = jwt.PyJWK(key.jwk).key
+        key._session.close()  # type: ignore[attr-defined]  # as an HSM restart drops every session
+        signature = key.sign(b"header.payload")  # logged in again, and signed
+        public.verify(der_signature(signature), b"header.payload", ec.ECDSA(hashes.SHA256()))
+        key._session.close()  # type: ignore[attr-defined]
+        with pytest.raises(BackendUnavailable, match="cannot be opened again yet"):
+            key.sign(b"header.payload")  # a second loss within a second: no new login, a fast failure
+    finally:
+        key.close()
+
+
+def der_signature(raw: bytes) -> bytes:
+    half = len(raw) // 2
+    return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
