@@ -22,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jwt
 import pytest
 from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.protobuf import duration_pb2, json_format
 
 from extauthz.signing import generate_key, private_key_pem
 from tests.extauthz.issuer import Issuer
-from tests.integration.extauthz_stack import EXT_AUTHZ_FILTER, start_extauthz, write_tenants
+from tests.integration.extauthz_stack import EXT_AUTHZ_FILTER, check_request, start_extauthz, write_tenants
 from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
 from tests.integration.static_envoy import ingress_bootstrap, packed, static_cluster
 from tests.procs import ENVOY, PAVILION, Proc, free_port, start_echo
@@ -267,3 +269,37 @@ def test_from_the_route_yaml_over_xds_with_the_identity_file_beside_extauthz(tmp
         finally:
             extauthz.stop()
         assert "BEGIN" not in extauthz.output() and token not in extauthz.output()
+
+
+def test_with_workers_every_worker_signs_with_the_key_the_parent_publishes(tmp_path: Path) -> None:
+    """`--workers 2`: the parent's admin port serves the JWKS; assertions from fresh connections (either worker)
+    verify with it."""
+    key_file = tmp_path / "identity.pem"
+    key_file.write_bytes(private_key_pem(generate_key("ES256")[0]))
+    key_file.chmod(0o600)
+    config = write_tenants(tmp_path / "extauthz.yaml", {"acme": ACME})
+    with config.open("a") as out:
+        out.write(f"identity:\n  issuer: {GATEWAY}\n  key: {{file: identity.pem}}\n")
+    admin_port = free_port()
+    extauthz, port = start_extauthz(config, admin_port=admin_port, workers=2)
+    try:
+        stack = Stack(0, admin_port, tmp_path, key_file)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                jwks = stack.jwks()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert len(jwks["keys"]) == 1 and "d" not in jwks["keys"][0]
+        for index in range(6):  # a fresh connection each: SO_REUSEPORT spreads them over the workers
+            token = ACME.token("ES256", jti=f"workers-{index}")
+            request = check_request({"authorization": f"Bearer {token}"}, "acme")
+            request.attributes.context_extensions["identity_audience"] = "orders-api"
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                response = external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=5)
+            assertion = {h.header.key: h.header.value for h in response.ok_response.headers}[HEADER]
+            assert verify(assertion, jwks, "orders-api")["jti"]
+    finally:
+        extauthz.stop()
