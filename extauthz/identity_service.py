@@ -101,6 +101,9 @@ async def follow_identity(identity_file: str, config_file: str, assertions: Iden
             log.error("identity_rejected", errors=str(exc).splitlines(), kept=assertions.ring.current.kid)
             last = stamps
             continue
+        if settings == assertions.settings and stamps[1:] == last[1:]:
+            last = stamps  # another section of the file changed (tenants): the key is not loaded again
+            continue
         await assertions.reload(settings)
         paths = _watched(source, assertions.settings)
         last = await asyncio.to_thread(_stamps, paths)

@@ -291,3 +291,36 @@ async def test_a_replaced_key_file_is_followed_without_a_restart(tmp_path: Path)
         stop.set()
         await follower
         await identity.close()
+
+
+async def test_an_edit_elsewhere_in_the_file_does_not_load_the_key_again(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = key_file(tmp_path, "ES256", "steady")
+    config = tmp_path / "extauthz.yaml"
+    config.write_text(f"identity:\n  issuer: {GATEWAY}\n  key: {{file: {path.name}}}\n")
+    settings = settings_for(path)
+    identity = IdentityAssertions(settings, load_signing_key(settings))
+    loads: list[IdentitySettings] = []
+
+    def counted(wanted: IdentitySettings) -> SigningKey:
+        loads.append(wanted)
+        return load_signing_key(wanted)
+
+    monkeypatch.setattr("extauthz.identity_assertion.load_signing_key", counted)
+    stop = asyncio.Event()
+    follower = asyncio.create_task(follow_identity(str(config), "", identity, stop, interval=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        config.write_text(config.read_text() + "# tenants edited below, say\n")
+        await asyncio.sleep(0.4)
+        assert loads == []
+        config.write_text(config.read_text().replace("identity:\n", "identity:\n  lifetime: 2m\n"))
+        for _ in range(100):
+            if loads:
+                break
+            await asyncio.sleep(0.02)
+        assert [s.lifetime for s in loads] == [120.0] and identity.settings.lifetime == 120.0
+    finally:
+        stop.set()
+        await follower
+        await identity.close()
