@@ -115,10 +115,16 @@ def _admin_routes(authorizer: Authorizer, status: ConfigStatus) -> list[web.Rout
     return [web.get("/keys", keys), *status.routes(), *identity]
 
 
+def _identity_settings_file(settings: ExtAuthzSettings) -> str:
+    """The --config file, which may hold an `identity:` section; none with --xds (the tenants come over xDS,
+    and where the key lives is the host's: --identity FILE names it)."""
+    return "" if settings.xds else settings.config
+
+
 async def _parent_routes(settings: ExtAuthzSettings) -> list[web.RouteDef]:
     """With --workers: the parent's admin port publishes the identity key set too (the workers sign with the
     same key; the parent loads its public half, and follows rotations as they do)."""
-    config = "" if settings.xds else settings.config
+    config = _identity_settings_file(settings)
     identity = await start_identity(settings.identity, config)
     if identity is None:
         return []
@@ -142,7 +148,7 @@ async def serve(settings: ExtAuthzSettings, stop: asyncio.Event, *, admin: bool 
     else:
         tenants = await build_tenants(load_tenants(path))
         status.applied(config_version(tenants.tenants))
-    identity_config = "" if settings.xds else settings.config
+    identity_config = _identity_settings_file(settings)
     identity = await start_identity(settings.identity, identity_config)
     await store.start()
     authorizer = Authorizer(tenants, store, VerifiedTokenCache(max_entries=settings.token_cache_size),
@@ -196,7 +202,7 @@ def run(settings: ExtAuthzSettings) -> int:
             log.error("bad_redis_url", detail=str(exc))
             return 2
     try:  # the key opened once here (PIN read, token logged in): a broken key config exits 2 before serving
-        check_identity(settings.identity, "" if settings.xds else settings.config)
+        check_identity(settings.identity, _identity_settings_file(settings))
     except ConfigError as exc:
         log.error("identity_rejected", errors=str(exc).splitlines())
         return 2

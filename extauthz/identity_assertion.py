@@ -36,7 +36,7 @@ from extauthz import decision
 from extauthz.decision import Outcome
 from extauthz.identity_config import IdentitySettings
 from extauthz.identity_keys import ROTATION_SKEW, KeyRing, SigningKey, load_signing_key
-from extauthz.tokens import b64url_encode
+from extauthz.signing import compact_jws, jws_signing_input
 from pavilion.errors import BackendUnavailable, ConfigError
 from pavilion.log import get_logger
 from pavilion.metrics import NAMESPACE, Counter
@@ -166,8 +166,8 @@ class IdentityAssertions:
         claims = assertion_claims(settings.issuer, audience, admission, now, settings.lifetime,
                                   secrets.token_urlsafe(16))
         header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
-        signing_input = (f"{b64url_encode(json.dumps(header, separators=(',', ':')).encode())}."
-                         f"{b64url_encode(json.dumps(claims, separators=(',', ':')).encode())}").encode("ascii")
+        signing_input = jws_signing_input(json.dumps(header, separators=(',', ':')).encode(),
+                                          json.dumps(claims, separators=(',', ':')).encode())
         try:
             signature = await asyncio.get_running_loop().run_in_executor(self._executor, signer.sign, signing_input)
         except BackendUnavailable as exc:
@@ -176,7 +176,7 @@ class IdentityAssertions:
             raise
         SIGNED.labels(result="ok", why=why).inc()
         base = admission.outcome
-        assertion = f"{signing_input.decode('ascii')}.{b64url_encode(signature)}"
+        assertion = compact_jws(signing_input, signature)
         outcome = replace(base, headers=(*base.headers, (self.header, assertion)),
                           headers_to_remove=tuple(name for name in base.headers_to_remove if name != self.header))
         exp = claims["exp"]

@@ -94,10 +94,19 @@ def sign(signing_input: bytes, private_key: PrivateKey, alg: str) -> bytes:
     raise ValueError(f"cannot sign {alg} with a {type(private_key).__name__}")
 
 
+def jws_signing_input(header: bytes, payload: bytes) -> bytes:
+    """What a JWS signature covers: the two base64url segments joined by a dot (RFC 7515 section 5.1)."""
+    return f"{b64url_encode(header)}.{b64url_encode(payload)}".encode("ascii")
+
+
+def compact_jws(signing_input: bytes, signature: bytes) -> str:
+    return f"{signing_input.decode('ascii')}.{b64url_encode(signature)}"
+
+
 def encode_jws(header: bytes, payload: bytes, private_key: PrivateKey, alg: str) -> str:
     """A compact JWS over raw header and payload bytes (lets tests build odd but signed tokens)."""
-    signing_input = f"{b64url_encode(header)}.{b64url_encode(payload)}".encode("ascii")
-    return f"{signing_input.decode('ascii')}.{b64url_encode(sign(signing_input, private_key, alg))}"
+    signing_input = jws_signing_input(header, payload)
+    return compact_jws(signing_input, sign(signing_input, private_key, alg))
 
 
 def sign_token(claims: Mapping[str, Any], private_key: PrivateKey, alg: str, kid: str | None,
