@@ -245,6 +245,7 @@ class ExtAuthzSettings:
 
     service: str
     timeout: float = 0.25
+    identity_header: str = "x-pavilion-identity"  # extauthz/identity_config.py DEFAULT_HEADER
     # An ext_authz error or timeout is a 503, never a pass: Envoy's failure_mode_allow stays false.
 
 

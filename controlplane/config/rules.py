@@ -8,6 +8,7 @@ import re
 
 import re2
 
+from extauthz.config import RESERVED_HEADERS
 from pavilion.durations import parse_duration
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
@@ -144,6 +145,15 @@ def rule_header_name(text: str) -> str:
     if not _TOKEN.fullmatch(text):
         raise ValueError(f"{text!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)")
     return text.lower()
+
+
+def identity_header_name(text: str) -> str:
+    """The header ext_authz's identity assertions travel in: a header to remove (see rule_header_name) that is
+    none of the headers ext_authz refuses to set (extauthz/identity_config.py checks the same on its side)."""
+    name = rule_header_name(text)
+    if name in RESERVED_HEADERS:
+        raise ValueError(f"{name!r} is a reserved header; an identity assertion cannot travel in it")
+    return name
 
 
 def header_value(text: str) -> str:

@@ -40,7 +40,8 @@ class Sections:
         f = self.extauthz
         if f is None or not f.complete:
             return None
-        return model.ExtAuthzSettings(f.get("service"), f.get("timeout", 0.25))
+        return model.ExtAuthzSettings(f.get("service"), f.get("timeout", 0.25),
+                                      f.get("identity_header", model.ExtAuthzSettings.identity_header))
 
     def model_ratelimit(self) -> model.RateLimitSettings | None:
         f = self.ratelimit

@@ -348,6 +348,10 @@ EXTAUTHZ = Object("extauthz", "The ext_authz service Envoy asks before protected
     Field("service", NAME, "A service with `protocol: grpc` answering envoy.service.auth.v3.Authorization.", True),
     Field("timeout", POSITIVE_DURATION, "Time Envoy waits for an answer; after it the request gets a 503.",
           default="250ms"),
+    Field("identity_header", Value("string", convert=rules.identity_header_name, schema={"pattern": f"^{_TOKEN}$"}),
+          "The header ext_authz's signed identity assertions travel in (its `identity.header`); removed from "
+          "requests on routes that do not ask ext_authz, so a client cannot send its own.",
+          default="x-pavilion-identity"),
 ))
 
 RATELIMIT = Object("ratelimit", "The ratelimit service Envoy asks on routes with `rate_limits` (ratelimit filter).", (

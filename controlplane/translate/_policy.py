@@ -44,8 +44,9 @@ __all__ = [
 # The filter names are also the dynamic metadata namespace ext_authz writes the tenant, client and subject to.
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
-# Headers ext_authz sets on the request it lets through (extauthz/decision.py).
-IDENTITY_HEADERS = ("x-pavilion-tenant", "x-pavilion-subject", "x-pavilion-identity")
+# Headers ext_authz sets on the request it lets through (extauthz/decision.py); the signed assertion's
+# header is `extauthz.identity_header`.
+IDENTITY_HEADERS = ("x-pavilion-tenant", "x-pavilion-subject")
 _SERVICE_UNAVAILABLE = http_status_pb2.HttpStatus(code=http_status_pb2.StatusCode.ServiceUnavailable)
 _V3 = config_source_pb2.ApiVersion.V3
 
@@ -81,6 +82,9 @@ def ratelimit_filter(settings: RateLimitSettings) -> hcm_pb2.HttpFilter:
         enable_x_ratelimit_headers=rate_limit_pb2.RateLimit.OFF,
         # With failure_mode_deny, an unanswered check is refused like an ext_authz error: 503, not 500.
         status_on_error=_SERVICE_UNAVAILABLE,
+        # A gRPC call over its limit ends RESOURCE_EXHAUSTED, as with the local limits; Envoy's default,
+        # UNAVAILABLE, is the status gRPC clients retry at once, feeding the flood.
+        rate_limited_as_resource_exhausted=True,
     )
     return hcm_pb2.HttpFilter(name=RATELIMIT_FILTER, typed_config=packed(config))
 
@@ -111,9 +115,11 @@ def ext_authz_tenants(config: Config) -> tuple[Tenant, ...]:
 
 
 def identity_headers(config: Config) -> list[str]:
-    """Headers only ext_authz may set: its own and every tenant's claim headers, sorted."""
+    """Headers only ext_authz may set: its own, the identity assertion's and every tenant's claim headers,
+    sorted."""
     claims = {header for tenant in config.tenants for _claim, header in tenant.claims_to_headers}
-    return sorted(claims | set(IDENTITY_HEADERS))
+    assertion = {config.extauthz.identity_header} if config.extauthz is not None else set()
+    return sorted(claims | assertion | set(IDENTITY_HEADERS))
 
 
 def apply_route_policy(message: rc.Route, route: Route, config: Config, identity: list[str]) -> None:

@@ -163,6 +163,18 @@ def test_section_naming_an_unknown_service() -> None:
         "/conf/f0.yaml:8:21: extauthz.service: unknown service 'auth'; did you mean 'authz'?"]
 
 
+def test_identity_header_is_read_and_checked() -> None:
+    named = "extauthz: {service: authz, identity_header: X-Assertion}"
+    config = load(SETUP.replace("extauthz: {service: authz}", named))
+    assert config.extauthz == model.ExtAuthzSettings("authz", 0.25, "x-assertion")
+    assert load(SETUP).extauthz == model.ExtAuthzSettings("authz", 0.25, "x-pavilion-identity")
+    with pytest.raises(ConfigErrors) as caught:
+        load(SETUP.replace("extauthz: {service: authz}", "extauthz: {service: authz, identity_header: Authorization}"))
+    assert [str(e) for e in caught.value.errors] == [
+        "/conf/f0.yaml:8:45: extauthz.identity_header: 'authorization' is a reserved header; an identity assertion "
+        "cannot travel in it"]
+
+
 ROUTE = """
 routes:
   - name: x

@@ -86,6 +86,8 @@ def test_ratelimit_filter() -> None:
     assert limit.rate_limit_service.transport_api_version == 2
     # The service adds RateLimit headers itself (ratelimit/headers.py): Envoy's would double them.
     assert limit.enable_x_ratelimit_headers == rate_limit_pb2.RateLimit.OFF
+    # gRPC callers over the limit get RESOURCE_EXHAUSTED, which they do not retry at once (UNAVAILABLE they do).
+    assert limit.rate_limited_as_resource_exhausted
     strict = replace(config, ratelimit=RateLimitSettings("ratelimit", "edge", 0.02, True))
     assert manager(strict).http_filters[1].typed_config.Unpack(limit)
     assert (limit.domain, limit.failure_mode_deny, limit.status_on_error.code) == ("edge", True, 503)
@@ -163,6 +165,14 @@ def test_public_route_drops_identity_headers_a_client_sent() -> None:
     assert list(found["status"].request_headers_to_remove) == ["x-pavilion-identity", "x-pavilion-subject",
                                                                "x-pavilion-tenant", "x-user-id"]
     assert list(found["accounts"].request_headers_to_remove) == []
+
+
+def test_public_route_drops_the_identity_header_named_in_extauthz() -> None:
+    config = protected()
+    assert config.extauthz is not None
+    found = routes(replace(config, extauthz=replace(config.extauthz, identity_header="x-assertion")))
+    assert list(found["status"].request_headers_to_remove) == ["x-assertion", "x-pavilion-subject",
+                                                               "x-pavilion-tenant", "x-user-id"]
 
 
 def test_without_extauthz_routes_have_no_ext_authz_settings() -> None:
