@@ -41,7 +41,7 @@ run: $(STAMP)
 
 test: $(STAMP) redis-server promtool softhsm2
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
