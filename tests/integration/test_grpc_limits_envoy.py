@@ -8,7 +8,6 @@ routes to it differ by a header, one limited by the service (1 an hour), one by 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
