@@ -1,6 +1,6 @@
 """Routes → one RouteConfiguration per listener, named after it.
 
-Virtual hosts: each distinct domain gets every route whose `hosts` cover it (see _hosts), and
+Virtual hosts: each distinct domain gets every route whose `hosts` cover it (see config/hosts.py), and
 domains that end up with the same routes share one virtual host, named by its sorted domains.
 
 Order inside a virtual host (Envoy takes the first route that matches, so order decides):
@@ -27,7 +27,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
-from controlplane.translate._hosts import covers, normalized
+from controlplane.config.hosts import covers, normalized
 from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
 from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_limit
 from controlplane.translate._policy import apply_route_policy, identity_headers

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.translate._hosts import covers
+from controlplane.config.hosts import covers
 
 
 @pytest.mark.parametrize(("pattern", "domain", "expected"), [
