@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from controlplane.config.build import Builder, Names
+from controlplane.config.delegation import check_delegations
 from controlplane.config.listener_tls import LoadErrors
 from controlplane.config.model import Config, Match, Route
 from controlplane.config.observability import check_tracing, read_access_log, read_tracing
@@ -84,6 +85,7 @@ def _merge(sources: Sequence[Source]) -> Config:
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)
+    check_delegations(roots, config.routes, errors)
     if errors:
         raise LoadErrors(sorted(errors, key=_place), tuple(builder.files))
     return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
+from controlplane.config.delegation import file_pattern
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
@@ -387,6 +388,23 @@ TRACING = Object("tracing", "Distributed tracing: Envoy's OpenTelemetry tracer s
           "The `service.name` of the spans.", default="pavilion-edge"),
 ))
 
+DELEGATION = Object("delegation", "Files a team writes, fenced in: they hold only `services` and `routes`, and "
+                    "each route's hosts and paths lie inside the ones given here (see "
+                    "[Delegating to teams](#delegating-to-teams)).", (
+    Field("files", ListOf(Value("string", convert=file_pattern, schema={"minLength": 1}), min_items=1),
+          "The team's files, relative to this file's folder: a folder ending in `/` (every file under it), or a "
+          "glob like `teams/pay*.yaml` (`*` stays within one folder).", True),
+    Field("hosts", ListOf(Value("string", convert=rules.domain), min_items=1),
+          "Hosts the team's routes may answer: each of a route's `hosts` is one of these or within a wildcard "
+          "here. A route without `hosts` (`*`) needs `*` here.", True),
+    Field("paths", ListOf(URL_PATH, min_items=1),
+          "Path prefixes the team's routes may take: a route's `prefix` or `path` starts with one of them, a "
+          "`regex` spells one first and keeps any `|` inside a group. End one with `/` to keep to whole "
+          "segments (`/v1/pay` also covers `/v1/payroll`).", True),
+    Field("public", Value("boolean"), "Whether the team's routes may be `auth: none` (no token asked).",
+          default="false"),
+))
+
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (
     Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
     Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
@@ -401,4 +419,6 @@ ROOT = Object("route YAML file", "One file of the route YAML directory; all file
           "`off`: none.", default="{format: json}"),
     Field("tracing", TRACING, "Spans of every HTTP listener's requests to an OTLP collector; in one file only. "
           "Absent: no tracing."),
+    Field("delegations", ListOf(DELEGATION), "Files handed to teams, and the hosts and paths their routes may "
+          "take; not in a delegated file."),
 ))

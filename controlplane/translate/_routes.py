@@ -25,9 +25,9 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
+from controlplane.config.hosts import covers, normalized
 from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
-from controlplane.config.hosts import covers, normalized
 from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
 from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_limit
 from controlplane.translate._policy import apply_route_policy, identity_headers

@@ -63,4 +63,5 @@ def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == {
-        "regions", "listeners", "services", "routes", "tenants", "extauthz", "ratelimit", "access_log", "tracing"}
+        "regions", "listeners", "services", "routes", "tenants", "extauthz", "ratelimit", "access_log", "tracing",
+        "delegations"}

@@ -1,0 +1,188 @@
+"""`delegations:`: the files a team writes, and the hosts and paths their routes may take.
+
+The most specific route wins whatever file it is in (translate/_routes.py), and every file may add
+tenants: without a fence, a team file could take `/v1/accounts/admin` from the accounts team with a
+longer prefix, open a route to everyone with `auth: none`, or trust its own token issuer on every route
+that admits any tenant. A delegation fences files in, as Contour's HTTPProxy inclusion or the Gateway
+API's allowedRoutes do: a delegated file holds only `services` and `routes`, and each route's hosts and
+paths lie inside what was handed over. Files no delegation names are the platform's own, unfenced:
+guard them with the repository's review rules (CODEOWNERS).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from controlplane.config.hosts import covers
+from controlplane.config.model import Route
+from controlplane.config.shape import Fields, Got
+from pavilion.errors import ConfigError, Location
+
+__all__ = ["DELEGATED_KEYS", "check_delegations", "file_pattern", "regex_under"]
+
+# What a team's file may hold; the rest (listeners, tenants, extauthz...) is the platform's.
+DELEGATED_KEYS = ("services", "routes")
+
+
+def file_pattern(text: str) -> str:
+    """A folder (ending in '/') or a glob, relative to the declaring file's folder; `*` does not cross '/'."""
+    if not text or text.startswith("/") or "\\" in text:
+        raise ValueError(f"{text!r} must be a path relative to this file's folder, with '/' between folders")
+    if ".." in text.split("/") or "." in text.split("/")[:-1]:
+        raise ValueError(f"{text!r}: '.' and '..' are not allowed; name the folders")
+    return text
+
+
+@dataclass(frozen=True)
+class Delegation:
+    base: str  # folder of the file that declares it
+    files: tuple[str, ...]
+    hosts: tuple[str, ...]
+    paths: tuple[str, ...]
+    public: bool
+    loc: Location
+
+    def names(self, file: str) -> bool:
+        relative = posixpath.relpath(file, self.base)
+        if relative.startswith("../"):
+            return False
+        return any(_pattern_names(pattern, relative) for pattern in self.files)
+
+
+def _pattern_names(pattern: str, relative: str) -> bool:
+    if pattern.endswith("/"):
+        return relative.startswith(pattern)
+    want, have = pattern.split("/"), relative.split("/")
+    return len(want) == len(have) and all(fnmatchcase(h, w) for w, h in zip(want, have, strict=True))
+
+
+def regex_under(regex: str, prefix: str) -> bool:
+    """Whether every path `regex` matches in full starts with `prefix`: the regex spells `prefix` first,
+    character for character, and has no `|` outside a group. Conservative: an escape, class or construct
+    this reading is not sure of answers False, and the author writes the regex more plainly."""
+    position = 1 if regex.startswith("^") else 0
+    for char in prefix:
+        if position < len(regex) and regex[position] == "\\" and position + 1 < len(regex) \
+                and regex[position + 1] == char and not char.isalnum():
+            position += 2
+        elif position < len(regex) and regex[position] == char and char not in _SPECIAL:
+            position += 1
+        else:
+            return False
+    # A quantifier right after the prefix would make its last character optional or repeated.
+    if regex[position:position + 1] in ("?", "*", "+", "{"):
+        return False
+    return _no_top_level_alternation(regex[position:])
+
+
+_SPECIAL = set(".[](){}*+?^$|\\")
+
+
+def _no_top_level_alternation(tail: str) -> bool:
+    depth, index = 0, 0
+    while index < len(tail):
+        char = tail[index]
+        if char == "\\":
+            if tail[index + 1:index + 2] in ("Q", "E", ""):
+                return False  # \Q...\E quotes a run that may hold ')' or '|'
+            index += 2
+            continue
+        if char == "[":
+            end = _class_end(tail, index)
+            if end < 0:
+                return False
+            index = end + 1
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif char == "|" and depth == 0:
+            return False
+        index += 1
+    return depth == 0
+
+
+def _class_end(text: str, start: int) -> int:
+    """Index of the `]` closing the class opened at `start`; -1 when unsure (POSIX classes, unclosed)."""
+    index = start + 1
+    if text[index:index + 1] == "^":
+        index += 1
+    if text[index:index + 1] == "]":
+        index += 1  # a ']' first in a class is literal
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == "[":
+            return -1  # `[[:alpha:]]` and friends: RE2 reads them differently from a plain '['
+        if char == "]":
+            return index
+        index += 1
+    return -1
+
+
+def read_delegations(roots: list[Fields]) -> list[Delegation]:
+    found = []
+    for root in roots:
+        for got in root.get("delegations", []):
+            f: Fields = got.value
+            if f.complete:
+                files, hosts, paths = (tuple(g.value for g in f.get(key)) for key in ("files", "hosts", "paths"))
+                found.append(Delegation(posixpath.dirname(root.loc.file), files, hosts, paths,
+                                        f.get("public", False), f.loc))
+    return found
+
+
+def check_delegations(roots: list[Fields], routes: tuple[Route, ...], errors: list[ConfigError]) -> None:
+    """Append an error for everything a delegated file holds outside its delegation."""
+    delegations = read_delegations(roots)
+    if not delegations:
+        return
+    owner: dict[str, Delegation] = {}
+    for root in roots:
+        file = root.loc.file
+        claiming = [d for d in delegations if d.names(file)]
+        if len(claiming) > 1:
+            errors.append(ConfigError(f"this file is delegated twice: at {claiming[0].loc} and at {claiming[1].loc}",
+                                      location=root.loc))
+            continue
+        if not claiming:
+            continue
+        owner[file] = claiming[0]
+        for key, got in root.got.items():
+            if key not in DELEGATED_KEYS:
+                errors.append(_outside(got, key, claiming[0], f"a delegated file holds only "
+                                       f"{' and '.join(DELEGATED_KEYS)}; `{key}` is the platform's"))
+    for route in routes:
+        delegation = owner.get(route.source.file)
+        if delegation is not None:
+            errors += _route_problems(route, delegation)
+
+
+def _outside(got: Got, path: str, delegation: Delegation, message: str) -> ConfigError:
+    return ConfigError(f"{message} (delegation at {delegation.loc})", location=got.loc, path=path)
+
+
+def _route_problems(route: Route, delegation: Delegation) -> list[ConfigError]:
+    problems: list[tuple[str, str]] = []
+    for host in route.hosts:
+        if not any(covers(granted, host) for granted in delegation.hosts):
+            hint = "; give the route `hosts`" if host == "*" else ""
+            problems.append(("hosts", f"{host!r} is outside the delegated hosts {', '.join(delegation.hosts)}{hint}"))
+    match, paths = route.match, ", ".join(delegation.paths)
+    literal = match.prefix if match.prefix is not None else match.path
+    if literal is not None and not any(literal.startswith(p) for p in delegation.paths):
+        problems.append(("match", f"{literal!r} is outside the delegated paths {paths}"))
+    if match.regex is not None and not any(regex_under(match.regex, p) for p in delegation.paths):
+        problems.append(("match.regex", f"cannot tell that every path it matches starts with one of {paths}; "
+                                        "begin it with one of them literally and keep any `|` inside a group"))
+    if route.auth is not None and route.auth.public and not delegation.public:
+        problems.append(("auth", "`none` (public) is not delegated; the delegation would need `public: true`"))
+    return [ConfigError(f"{message} (delegation at {delegation.loc})", location=route.source,
+                        path=f"routes[{route.name}].{path}") for path, message in problems]

@@ -1,0 +1,179 @@
+"""`delegations:`: a team's files stay inside the hosts and paths handed to them, and hold only services and
+routes; everything outside is refused with the file and line, naming the delegation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controlplane.config.delegation import regex_under
+from controlplane.config.load import load_config, parse_sources
+from controlplane.config.model import Config
+from pavilion.config_files import Source
+from pavilion.errors import ConfigErrors
+
+PLATFORM = """
+regions: [local]
+listeners: [{name: public, address: 127.0.0.1, port: 10080}]
+services:
+  - {name: authz, protocol: grpc, endpoints: [{address: 127.0.0.1:9191, region: local}]}
+  - {name: accounts, endpoints: [{address: 127.0.0.1:9001, region: local}]}
+extauthz: {service: authz}
+tenants:
+  - {id: acme, issuer: https://idp.acme.test, audiences: [api], jwks: {inline: {keys: []}}}
+routes:
+  - {name: accounts-admin, match: {prefix: /v1/accounts/admin}, service: accounts}
+delegations:
+  - files: [teams/payments/]
+    hosts: [api.example.com, "*.pay.example.com"]
+    paths: [/v1/payments/, /v2/payments/]
+  - files: [teams/status-*.yaml]
+    hosts: ["*"]
+    paths: [/status]
+    public: true
+"""
+
+PAYMENTS = """
+services:
+  - {name: payments, endpoints: [{address: 127.0.0.1:9002, region: local}]}
+routes:
+  - name: payments
+    hosts: [api.example.com, eu.pay.example.com]
+    match: {prefix: /v1/payments/}
+    service: payments
+  - name: refunds
+    hosts: [api.example.com]
+    match: {regex: "/v2/payments/[0-9]+/refunds(/.*)?"}
+    service: payments
+"""
+
+
+def load(files: dict[str, str]) -> Config:
+    return parse_sources([Source(f"/conf/{name}", text) for name, text in sorted(files.items())])
+
+
+def errors(files: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigErrors) as caught:
+        load(files)
+    return [str(e) for e in caught.value.errors]
+
+
+def test_routes_inside_their_delegation_load() -> None:
+    config = load({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": PAYMENTS,
+                   "teams/status-page.yaml": "routes: [{name: status, match: {path: /status}, service: accounts, "
+                                             "auth: none}]"})
+    assert {r.name for r in config.routes} == {"accounts-admin", "payments", "refunds", "status"}
+
+
+def test_a_longer_prefix_cannot_take_another_teams_path() -> None:
+    hijack = PAYMENTS.replace("match: {prefix: /v1/payments/}", "match: {prefix: /v1/accounts/admin/users}")
+    assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": hijack}) == [
+        "/conf/teams/payments/routes.yaml:5:5: routes[payments].match: '/v1/accounts/admin/users' is outside the "
+        "delegated paths /v1/payments/, /v2/payments/ (delegation at /conf/platform.yaml:13:5)"]
+
+
+def test_hosts_must_lie_inside_the_delegated_ones() -> None:
+    text = PAYMENTS.replace("hosts: [api.example.com, eu.pay.example.com]", "hosts: [admin.example.com]")
+    text = text.replace("    hosts: [api.example.com]\n", "")
+    assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
+        "/conf/teams/payments/routes.yaml:5:5: routes[payments].hosts: 'admin.example.com' is outside the delegated "
+        "hosts api.example.com, *.pay.example.com (delegation at /conf/platform.yaml:13:5)",
+        "/conf/teams/payments/routes.yaml:9:5: routes[refunds].hosts: '*' is outside the delegated hosts "
+        "api.example.com, *.pay.example.com; give the route `hosts` (delegation at /conf/platform.yaml:13:5)"]
+
+
+def test_a_delegated_file_holds_only_services_and_routes() -> None:
+    text = PAYMENTS + """
+tenants:
+  - {id: mine, issuer: https://idp.mine.test, audiences: [api], jwks: {inline: {keys: []}}}
+regions: [elsewhere]
+"""
+    found = errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text})
+    assert found == [
+        "/conf/teams/payments/routes.yaml:15:3: tenants: a delegated file holds only services and routes; "
+        "`tenants` is the platform's (delegation at /conf/platform.yaml:13:5)",
+        "/conf/teams/payments/routes.yaml:16:10: regions: a delegated file holds only services and routes; "
+        "`regions` is the platform's (delegation at /conf/platform.yaml:13:5)"]
+
+
+def test_public_routes_need_public_true() -> None:
+    text = PAYMENTS.replace("    service: payments\n  - name: refunds", "    service: payments\n    auth: none\n"
+                                                                         "  - name: refunds")
+    assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
+        "/conf/teams/payments/routes.yaml:5:5: routes[payments].auth: `none` (public) is not delegated; the "
+        "delegation would need `public: true` (delegation at /conf/platform.yaml:13:5)"]
+
+
+def test_a_regex_with_a_top_level_alternative_is_refused() -> None:
+    text = PAYMENTS.replace('"/v2/payments/[0-9]+/refunds(/.*)?"', '"/v2/payments/x|/v1/accounts/admin"')
+    assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
+        "/conf/teams/payments/routes.yaml:9:5: routes[refunds].match.regex: cannot tell that every path it matches "
+        "starts with one of /v1/payments/, /v2/payments/; begin it with one of them literally and keep any `|` "
+        "inside a group (delegation at /conf/platform.yaml:13:5)"]
+
+
+def test_a_file_named_by_two_delegations_is_refused() -> None:
+    platform = PLATFORM + """  - files: [teams/payments/routes.yaml]
+    hosts: ["*"]
+    paths: [/]
+"""
+    assert errors({"platform.yaml": platform, "teams/payments/routes.yaml": PAYMENTS}) == [
+        "/conf/teams/payments/routes.yaml:2:1: this file is delegated twice: at /conf/platform.yaml:13:5 and at "
+        "/conf/platform.yaml:20:5"]
+
+
+def test_a_delegated_file_cannot_delegate() -> None:
+    text = PAYMENTS + "delegations: [{files: [x.yaml], hosts: ['*'], paths: [/]}]\n"
+    found = errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text})
+    assert found == ["/conf/teams/payments/routes.yaml:13:14: delegations: a delegated file holds only services "
+                     "and routes; `delegations` is the platform's (delegation at /conf/platform.yaml:13:5)"]
+
+
+def test_files_outside_every_delegation_are_the_platforms() -> None:
+    config = load({"platform.yaml": PLATFORM, "more/regions.yaml": "regions: [elsewhere]"})
+    assert set(config.regions) == {"local", "elsewhere"}
+
+
+@pytest.mark.parametrize("pattern", ["/abs.yaml", "../up.yaml", "teams/../x.yaml", "./x.yaml", "a\\b.yaml"])
+def test_file_patterns_stay_below_the_declaring_folder(pattern: str) -> None:
+    platform = PLATFORM.replace("files: [teams/payments/]", f"files: ['{pattern}']")
+    found = errors({"platform.yaml": platform})
+    assert len(found) == 1 and found[0].startswith("/conf/platform.yaml:13:13: delegations[0].files[0]: ")
+
+
+@pytest.mark.parametrize(("regex", "under"), [
+    ("/v1/payments/[0-9]+", True),
+    ("^/v1/payments/.*$", True),
+    ("/v1/payments/(a|b)", True),
+    ("/v1/payments/[|)]x", True),  # '|' and ')' inside a class are plain characters
+    ("/v1/payments/[]|]x", True),  # a ']' first in a class is plain too
+    ("/v1/payments/x|/admin", False),
+    ("/v1/payments/[)]|/admin", False),
+    ("/v1/payments/\\(|/admin", False),  # an escaped '(' opens no group
+    ("/v1/payments/\\Q)\\E|/admin", False),
+    ("/v1/payments/[[:alpha:]]|/admin", False),
+    ("/v1/payments?", False),  # the last character of the prefix made optional
+    ("/v1/payment", False),
+    ("(?i)/v1/payments/x", False),
+    ("/v1/payments/x)|(/admin", False),
+])
+def test_regex_under(regex: str, under: bool) -> None:
+    assert regex_under(regex, "/v1/payments/") is under
+
+
+def test_a_dot_in_the_prefix_must_be_escaped() -> None:
+    assert regex_under("/v1\\.2/x", "/v1.2/")
+    assert not regex_under("/v1.2/x", "/v1.2/")  # '.' matches any character: '/v1x2/x' too
+
+
+def test_a_real_directory(tmp_path: Path) -> None:
+    (tmp_path / "teams" / "payments").mkdir(parents=True)
+    (tmp_path / "platform.yaml").write_text(PLATFORM)
+    (tmp_path / "teams" / "payments" / "routes.yaml").write_text(
+        PAYMENTS.replace("match: {prefix: /v1/payments/}", "match: {prefix: /v1/accounts/}"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path)
+    assert [str(e) for e in caught.value.errors] == [
+        f"{tmp_path}/teams/payments/routes.yaml:5:5: routes[payments].match: '/v1/accounts/' is outside the "
+        f"delegated paths /v1/payments/, /v2/payments/ (delegation at {tmp_path}/platform.yaml:13:5)"]
