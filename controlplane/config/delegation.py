@@ -11,12 +11,13 @@ guard them with the repository's review rules (CODEOWNERS).
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from controlplane.config.hosts import covers
-from controlplane.config.model import Route
+from controlplane.config.model import Config, FileStamp, Route, Service
 from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError, Location
 
@@ -139,7 +140,7 @@ def read_delegations(roots: list[Fields]) -> list[Delegation]:
     return found
 
 
-def check_delegations(roots: list[Fields], routes: tuple[Route, ...], errors: list[ConfigError]) -> None:
+def check_delegations(roots: list[Fields], config: Config, errors: list[ConfigError]) -> None:
     """Append an error for everything a delegated file holds outside its delegation."""
     delegations = read_delegations(roots)
     if not delegations:
@@ -159,10 +160,25 @@ def check_delegations(roots: list[Fields], routes: tuple[Route, ...], errors: li
             if key not in DELEGATED_KEYS:
                 errors.append(_outside(got, key, claiming[0], f"a delegated file holds only "
                                        f"{' and '.join(DELEGATED_KEYS)}; `{key}` is the platform's"))
-    for route in routes:
+    for route in config.routes:
         delegation = owner.get(route.source.file)
         if delegation is not None:
             errors += _route_problems(route, delegation)
+    for service in config.services:
+        delegation = owner.get(service.source.file)
+        if delegation is not None and service.tls is not None:
+            errors += _tls_problems(service, service.tls.files, delegation)
+
+
+def _tls_problems(service: Service, files: tuple[FileStamp, ...], delegation: Delegation) -> list[ConfigError]:
+    """A team's TLS files lie in its own folder: else its service could show Envoy the platform's client
+    certificate (the gateway's identity) to any host it names."""
+    folder = os.path.realpath(posixpath.dirname(service.source.file))
+    where = f"services[{service.name}].tls"
+    return [ConfigError(f"{path!r} lies outside this file's folder; a delegated file's TLS files are its own "
+                        f"(delegation at {delegation.loc})", location=service.source, path=where)
+            for path, _stamp in files
+            if not os.path.realpath(path).startswith(folder + os.sep)]
 
 
 def _outside(got: Got, path: str, delegation: Delegation, message: str) -> ConfigError:

@@ -85,7 +85,7 @@ def _merge(sources: Sequence[Source]) -> Config:
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)
-    check_delegations(roots, config.routes, errors)
+    check_delegations(roots, config, errors)
     if errors:
         raise LoadErrors(sorted(errors, key=_place), tuple(builder.files))
     return config

@@ -12,6 +12,7 @@ from controlplane.config.load import load_config, parse_sources
 from controlplane.config.model import Config
 from pavilion.config_files import Source
 from pavilion.errors import ConfigErrors
+from tests.controlplane.certs import make_ca
 
 PLATFORM = """
 regions: [local]
@@ -177,3 +178,30 @@ def test_a_real_directory(tmp_path: Path) -> None:
     assert [str(e) for e in caught.value.errors] == [
         f"{tmp_path}/teams/payments/routes.yaml:5:5: routes[payments].match: '/v1/accounts/' is outside the "
         f"delegated paths /v1/payments/, /v2/payments/ (delegation at {tmp_path}/platform.yaml:13:5)"]
+
+
+def test_a_teams_tls_files_lie_in_its_own_folder(tmp_path: Path) -> None:
+    """Else its service could show Envoy's client certificate for the platform (the gateway's identity) to
+    any host the team names."""
+    ca = make_ca("Internal CA")
+    team = tmp_path / "teams" / "payments"
+    (team / "tls").mkdir(parents=True)
+    (team / "tls" / "ca.pem").write_bytes(ca.pem)
+    (tmp_path / "platform-ca.pem").write_bytes(ca.pem)
+    (tmp_path / "platform.yaml").write_text(PLATFORM)
+    service = ("  - {name: payments, endpoints: [{address: 127.0.0.1:9002, region: local}], "
+               "tls: {ca: %s, server_name: payments.internal}}\n")
+    original = PAYMENTS.splitlines()[2] + "\n"
+    (team / "routes.yaml").write_text(PAYMENTS.replace(original, service % "tls/ca.pem"))
+    assert load_config(tmp_path).service("payments").tls is not None
+    (team / "routes.yaml").write_text(PAYMENTS.replace(original, service % "../../platform-ca.pem"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path)
+    assert [str(e) for e in caught.value.errors] == [
+        f"{team}/routes.yaml:3:5: services[payments].tls: '{team}/../../platform-ca.pem' lies outside this file's "
+        f"folder; a delegated file's TLS files are its own (delegation at {tmp_path}/platform.yaml:13:5)"]
+    (team / "tls" / "link.pem").symlink_to(tmp_path / "platform-ca.pem")  # a link out is outside too
+    (team / "routes.yaml").write_text(PAYMENTS.replace(original, service % "tls/link.pem"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path)
+    assert "lies outside this file's folder" in str(caught.value.errors[0])
