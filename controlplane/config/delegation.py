@@ -44,6 +44,8 @@ class Delegation:
     paths: tuple[str, ...]
     public: bool
     loc: Location
+    services: tuple[str, ...] = ()  # services of other files its routes may send to
+    audiences: tuple[str, ...] = ()  # identity assertion audiences its routes may ask for
 
     def names(self, file: str) -> bool:
         relative = posixpath.relpath(file, self.base)
@@ -134,9 +136,10 @@ def read_delegations(roots: list[Fields]) -> list[Delegation]:
         for got in root.get("delegations", []):
             f: Fields = got.value
             if f.complete:
-                files, hosts, paths = (tuple(g.value for g in f.get(key)) for key in ("files", "hosts", "paths"))
+                keys = ("files", "hosts", "paths", "services", "audiences")
+                files, hosts, paths, services, audiences = (tuple(g.value for g in f.get(key, [])) for key in keys)
                 found.append(Delegation(posixpath.dirname(root.loc.file), files, hosts, paths,
-                                        f.get("public", False), f.loc))
+                                        f.get("public", False), f.loc, services, audiences))
     return found
 
 
@@ -160,10 +163,13 @@ def check_delegations(roots: list[Fields], config: Config, errors: list[ConfigEr
             if key not in DELEGATED_KEYS:
                 errors.append(_outside(got, key, claiming[0], f"a delegated file holds only "
                                        f"{' and '.join(DELEGATED_KEYS)}; `{key}` is the platform's"))
+    service_owner = {service.name: owner.get(service.source.file) for service in config.services}
     for route in config.routes:
         delegation = owner.get(route.source.file)
         if delegation is not None:
-            errors += _route_problems(route, delegation)
+            foreign = [b.service for b in route.backends
+                       if service_owner.get(b.service) is not delegation and b.service not in delegation.services]
+            errors += _route_problems(route, delegation, foreign)
     for service in config.services:
         delegation = owner.get(service.source.file)
         if delegation is not None and service.tls is not None:
@@ -185,7 +191,8 @@ def _outside(got: Got, path: str, delegation: Delegation, message: str) -> Confi
     return ConfigError(f"{message} (delegation at {delegation.loc})", location=got.loc, path=path)
 
 
-def _route_problems(route: Route, delegation: Delegation) -> list[ConfigError]:
+def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) -> list[ConfigError]:
+    """`foreign`: the services the route sends to that are neither the delegation's nor lent to it."""
     problems: list[tuple[str, str]] = []
     for host in route.hosts:
         if not any(covers(granted, host) for granted in delegation.hosts):
@@ -200,5 +207,13 @@ def _route_problems(route: Route, delegation: Delegation) -> list[ConfigError]:
                                         "begin it with one of them literally and keep any `|` inside a group"))
     if route.auth is not None and route.auth.public and not delegation.public:
         problems.append(("auth", "`none` (public) is not delegated; the delegation would need `public: true`"))
+    # Another team's service under this team's path and `auth` would skip that team's own requirements.
+    for service in foreign:
+        problems.append(("service", f"{service!r} is another team's or the platform's service; a delegated route "
+                                    "sends to its own files' services or those in the delegation's `services`"))
+    audience = route.auth.identity_audience if route.auth is not None else None
+    if audience is not None and audience not in delegation.audiences:
+        # The team's upstream gets the assertion: for another audience, it could replay it there.
+        problems.append(("auth.identity.audience", f"{audience!r} is not in the delegation's `audiences`"))
     return [ConfigError(f"{message} (delegation at {delegation.loc})", location=route.source,
                         path=f"routes[{route.name}].{path}") for path, message in problems]

@@ -213,11 +213,11 @@ CLAIM_VALUE = Value("string", convert=token_rules.claim_value,
 CLIENT_CERTIFICATE = Value("string", convert=client_certificate, schema={"pattern": CLIENT_CERTIFICATE_PATTERN})
 
 # The `aud` of the route's identity assertions (extauthz/identity_assertion.py): printable ASCII, at most 256.
+AUDIENCE = Value("string", pattern=r"^[!-~]([ -~]{0,254}[!-~])?$",
+                 pattern_hint="printable ASCII, at most 256 characters, no surrounding spaces")
 IDENTITY = Object("identity", "A signed identity assertion for the upstream (ext_authz's `identity:` settings; "
                   "see docs/extauthz.md, Signed identity for upstreams).", (
-    Field("audience", Value("string", pattern=r"^[!-~]([ -~]{0,254}[!-~])?$",
-                            pattern_hint="printable ASCII, at most 256 characters, no surrounding spaces"),
-          "The assertion's `aud`: the upstream's own name, which it checks.", True),
+    Field("audience", AUDIENCE, "The assertion's `aud`: the upstream's own name, which it checks.", True),
 ))
 
 AUTH = Object("auth", "What a caller must show: a token, checked by ext_authz, and/or a client certificate, checked "
@@ -403,6 +403,10 @@ DELEGATION = Object("delegation", "Files a team writes, fenced in: they hold onl
           "segments (`/v1/pay` also covers `/v1/payroll`).", True),
     Field("public", Value("boolean"), "Whether the team's routes may be `auth: none` (no token asked).",
           default="false"),
+    Field("services", ListOf(NAME, min_items=1), "Services of other files the team's routes may send to. Absent: "
+          "only the services the team's own files define."),
+    Field("audiences", ListOf(AUDIENCE, min_items=1),
+          "Identity assertion audiences (`auth.identity.audience`) the team's routes may ask for. Absent: none."),
 ))
 
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (

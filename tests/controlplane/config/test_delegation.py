@@ -32,6 +32,7 @@ delegations:
   - files: [teams/status-*.yaml]
     hosts: ["*"]
     paths: [/status]
+    services: [accounts]
     public: true
 """
 
@@ -114,6 +115,33 @@ def test_a_regex_with_a_top_level_alternative_is_refused() -> None:
         "inside a group (delegation at /conf/platform.yaml:13:5)"]
 
 
+def test_a_route_sends_only_to_its_teams_services_or_those_lent() -> None:
+    """Else `/v1/payments/admin` could reach the accounts service with payments' `auth`, skipping the scope
+    accounts-admin requires."""
+    text = PAYMENTS.replace("    service: payments\n  - name: refunds", "    service: accounts\n  - name: refunds")
+    assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
+        "/conf/teams/payments/routes.yaml:5:5: routes[payments].service: 'accounts' is another team's or the "
+        "platform's service; a delegated route sends to its own files' services or those in the delegation's "
+        "`services` (delegation at /conf/platform.yaml:13:5)"]
+    lent = PLATFORM.replace("    paths: [/v1/payments/, /v2/payments/]\n",
+                            "    paths: [/v1/payments/, /v2/payments/]\n    services: [accounts]\n")
+    assert load({"platform.yaml": lent, "teams/payments/routes.yaml": text}).routes
+
+
+def test_identity_audiences_are_delegated() -> None:
+    """The team's upstream receives the assertion: with another audience, it could replay it there."""
+    auth = "    auth: {tenants: [acme], identity: {audience: accounts-api}}\n"
+    text = PAYMENTS.replace("    service: payments\n  - name: refunds",
+                            f"    service: payments\n{auth}  - name: refunds")
+    assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
+        "/conf/teams/payments/routes.yaml:5:5: routes[payments].auth.identity.audience: 'accounts-api' is not in the "
+        "delegation's `audiences` (delegation at /conf/platform.yaml:13:5)"]
+    granted = PLATFORM.replace("    paths: [/v1/payments/, /v2/payments/]\n",
+                               "    paths: [/v1/payments/, /v2/payments/]\n    audiences: [payments-api]\n")
+    own = text.replace("audience: accounts-api", "audience: payments-api")
+    assert load({"platform.yaml": granted, "teams/payments/routes.yaml": own}).routes
+
+
 def test_a_file_named_by_two_delegations_is_refused() -> None:
     platform = PLATFORM + """  - files: [teams/payments/routes.yaml]
     hosts: ["*"]
@@ -121,7 +149,7 @@ def test_a_file_named_by_two_delegations_is_refused() -> None:
 """
     assert errors({"platform.yaml": platform, "teams/payments/routes.yaml": PAYMENTS}) == [
         "/conf/teams/payments/routes.yaml:2:1: this file is delegated twice: at /conf/platform.yaml:13:5 and at "
-        "/conf/platform.yaml:20:5"]
+        "/conf/platform.yaml:21:5"]
 
 
 def test_a_delegated_file_cannot_delegate() -> None:
