@@ -11,6 +11,7 @@ guard them with the repository's review rules (CODEOWNERS).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import posixpath
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from controlplane.config.model import Config, FileStamp, Route, Service
 from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError, Location
 
-__all__ = ["DELEGATED_KEYS", "check_delegations", "file_pattern", "regex_under"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+__all__ = ["DELEGATED_KEYS", "check_delegations", "file_pattern", "network", "regex_under"]
 
 # What a team's file may hold; the rest (listeners, tenants, extauthz...) is the platform's.
 DELEGATED_KEYS = ("services", "routes")
@@ -36,6 +39,14 @@ def file_pattern(text: str) -> str:
     return text
 
 
+def network(text: str) -> IPNetwork:
+    """A network in CIDR notation, host bits zero (`10.20.0.0/16`, `fd00::/8`)."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a network like 10.20.0.0/16 with its host bits zero ({exc})") from None
+
+
 @dataclass(frozen=True)
 class Delegation:
     base: str  # folder of the file that declares it
@@ -46,6 +57,7 @@ class Delegation:
     loc: Location
     services: tuple[str, ...] = ()  # services of other files its routes may send to
     audiences: tuple[str, ...] = ()  # identity assertion audiences its routes may ask for
+    networks: tuple[IPNetwork, ...] = ()  # where its services' endpoints may be; empty: anywhere
 
     def names(self, file: str) -> bool:
         relative = posixpath.relpath(file, self.base)
@@ -136,10 +148,11 @@ def read_delegations(roots: list[Fields]) -> list[Delegation]:
         for got in root.get("delegations", []):
             f: Fields = got.value
             if f.complete:
-                keys = ("files", "hosts", "paths", "services", "audiences")
-                files, hosts, paths, services, audiences = (tuple(g.value for g in f.get(key, [])) for key in keys)
+                keys = ("files", "hosts", "paths", "services", "audiences", "networks")
+                files, hosts, paths, services, audiences, networks = (
+                    tuple(g.value for g in f.get(key, [])) for key in keys)
                 found.append(Delegation(posixpath.dirname(root.loc.file), files, hosts, paths,
-                                        f.get("public", False), f.loc, services, audiences))
+                                        f.get("public", False), f.loc, services, audiences, networks))
     return found
 
 
@@ -174,6 +187,19 @@ def check_delegations(roots: list[Fields], config: Config, errors: list[ConfigEr
         delegation = owner.get(service.source.file)
         if delegation is not None and service.tls is not None:
             errors += _tls_problems(service, service.tls.files, delegation)
+        if delegation is not None and delegation.networks:
+            errors += _endpoint_problems(service, delegation)
+
+
+def _endpoint_problems(service: Service, delegation: Delegation) -> list[ConfigError]:
+    """Endpoints inside the delegation's `networks`: a team's service must not reach the platform's own
+    (Redis, the control plane's admin port) under the team's path."""
+    networks = ", ".join(str(n) for n in delegation.networks)
+    return [ConfigError(f"endpoint {endpoint.host}:{endpoint.port} is outside the delegated networks {networks} "
+                        f"(delegation at {delegation.loc})", location=service.source,
+                        path=f"services[{service.name}].endpoints")
+            for endpoint in service.endpoints
+            if not any(ipaddress.ip_address(endpoint.host) in network for network in delegation.networks)]
 
 
 def _tls_problems(service: Service, files: tuple[FileStamp, ...], delegation: Delegation) -> list[ConfigError]:

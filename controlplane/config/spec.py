@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
-from controlplane.config.delegation import file_pattern
+from controlplane.config.delegation import file_pattern, network
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
@@ -407,6 +407,8 @@ DELEGATION = Object("delegation", "Files a team writes, fenced in: they hold onl
           "only the services the team's own files define."),
     Field("audiences", ListOf(AUDIENCE, min_items=1),
           "Identity assertion audiences (`auth.identity.audience`) the team's routes may ask for. Absent: none."),
+    Field("networks", ListOf(Value("string", convert=network, schema={"minLength": 1}), min_items=1),
+          "Networks (CIDR, like 10.20.0.0/16) the endpoints of the team's services must lie in. Absent: any."),
 ))
 
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (

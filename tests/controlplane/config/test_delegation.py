@@ -233,3 +233,16 @@ def test_a_teams_tls_files_lie_in_its_own_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as caught:
         load_config(tmp_path)
     assert "lies outside this file's folder" in str(caught.value.errors[0])
+
+
+def test_endpoints_lie_in_the_delegated_networks() -> None:
+    fenced = PLATFORM.replace("    paths: [/v1/payments/, /v2/payments/]\n",
+                              "    paths: [/v1/payments/, /v2/payments/]\n    networks: [10.20.0.0/16, 'fd00::/8']\n")
+    inside = PAYMENTS.replace("127.0.0.1:9002", "10.20.3.4:9002")
+    assert load({"platform.yaml": fenced, "teams/payments/routes.yaml": inside}).service("payments")
+    assert errors({"platform.yaml": fenced, "teams/payments/routes.yaml": PAYMENTS}) == [
+        "/conf/teams/payments/routes.yaml:3:5: services[payments].endpoints: endpoint 127.0.0.1:9002 is outside the "
+        "delegated networks 10.20.0.0/16, fd00::/8 (delegation at /conf/platform.yaml:13:5)"]
+    assert errors({"platform.yaml": fenced.replace("10.20.0.0/16", "10.20.0.1/16")}) == [
+        "/conf/platform.yaml:16:16: delegations[0].networks[0]: '10.20.0.1/16' is not a network like 10.20.0.0/16 "
+        "with its host bits zero (10.20.0.1/16 has host bits set)"]
