@@ -11,6 +11,8 @@ def register(subparsers: Any) -> None:
     validate = subparsers.add_parser("validate", help="check a route YAML directory; one line per problem")
     validate.add_argument("directory", help="directory of *.yaml route files (or one file)")
     validate.add_argument("--no-envoy", action="store_true", help="skip the check with `envoy --mode validate`")
+    validate.add_argument("--format", choices=("text", "github", "json"), default="text",
+                          help="text (default); github: GitHub Actions annotations on the files; json: for other CI")
     validate.set_defaults(func=_validate)
 
     schema = subparsers.add_parser("schema", help="print the route YAML's JSON Schema, for editors")

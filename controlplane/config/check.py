@@ -1,41 +1,110 @@
-"""`pavilion validate DIR`: one line per problem on stdout, exit 1; else a summary and exit 0."""
+"""`pavilion validate DIR`: one line per problem on stdout, exit 1; else a summary and exit 0.
+
+`--format github` writes the same findings as GitHub Actions workflow commands, so a pull request that
+breaks the route YAML shows each problem on its own line of the diff; `--format json` is for other CI
+systems and bots. Warnings (stderr in text) are findings of level "warning" there; the exit code is
+the same in every format.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+from dataclasses import asdict, dataclass
 
 from controlplane.config.load import parse_sources
 from controlplane.config.model import Config
 from pavilion.config_files import read_sources
 from pavilion.errors import ConfigErrors
 
-__all__ = ["run_validate"]
+__all__ = ["FORMATS", "Finding", "finding", "run_validate"]
+
+FORMATS = ("text", "github", "json")
+# Every error and warning line starts with the place it is about (config_warnings says so too).
+_PLACED = re.compile(r"(?P<file>[^\n]+?):(?P<line>\d+):(?P<column>\d+): (?P<message>.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" | "warning"
+    message: str  # the whole line as text prints it, place included
+    file: str = ""
+    line: int = 0
+    column: int = 0
+
+
+def finding(level: str, text: str, directory: str) -> Finding:
+    """A finding from one line of text output; one without a place is about the whole directory."""
+    placed = _PLACED.fullmatch(text)
+    if placed is None:
+        return Finding(level, text, directory)
+    return Finding(level, text, placed["file"], int(placed["line"]), int(placed["column"]))
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    directory = args.directory
+    found: list[Finding] = []
+    config: Config | None = None
+    sources = []
     try:
-        sources = read_sources(args.directory)
+        sources = read_sources(directory)
         config = parse_sources(sources)
     except ConfigErrors as exc:
-        for error in exc.errors:
-            print(error)
-        print(f"{len(exc.errors)} problem{'s' if len(exc.errors) != 1 else ''} found", file=sys.stderr)
-        return 1
-    if not getattr(args, "no_envoy", False):
-        problems = _envoy_problems(config)
-        if problems:
-            for line in problems:
-                # check_with_envoy names the route entry when it can; otherwise the line is "envoy: ..."
-                print(f"{args.directory}: {line}" if line.startswith("envoy: ") else line)
-            return 1
-    from controlplane.config_warnings import config_warnings
+        found = [finding("error", str(error), directory) for error in exc.errors]
+    if config is not None and not getattr(args, "no_envoy", False):
+        # check_with_envoy names the route entry when it can; otherwise the line is "envoy: ..."
+        found = [finding("error", f"{directory}: {line}" if line.startswith("envoy: ") else line, directory)
+                 for line in _envoy_problems(config)]
+    if config is not None and not found:
+        from controlplane.config_warnings import config_warnings
 
-    for line in config_warnings(config):
-        print(line, file=sys.stderr)
-    print(f"ok: {_count(len(sources), 'file')}, {_count(len(config.listeners), 'listener')}, "
-          f"{_count(len(config.services), 'service')}, {_count(len(config.routes), 'route')}")
-    return 0
+        found = [finding("warning", line, directory) for line in config_warnings(config)]
+    errors = [f for f in found if f.level == "error"]
+    summary = "" if config is None or errors else (
+        f"ok: {_count(len(sources), 'file')}, {_count(len(config.listeners), 'listener')}, "
+        f"{_count(len(config.services), 'service')}, {_count(len(config.routes), 'route')}")
+    _REPORTERS[getattr(args, "format", "text")](found, summary)
+    return 1 if errors else 0
+
+
+def _text(found: list[Finding], summary: str) -> None:
+    for item in found:
+        print(item.message, file=sys.stdout if item.level == "error" else sys.stderr)
+    errors = sum(item.level == "error" for item in found)
+    if errors:
+        print(f"{errors} problem{'s' if errors != 1 else ''} found", file=sys.stderr)
+    else:
+        print(summary)
+
+
+def _github(found: list[Finding], summary: str) -> None:
+    """Workflow commands (docs.github.com, "Workflow commands for GitHub Actions"): ::error file=F,line=L::M."""
+    for item in found:
+        properties = [f"file={_property(item.file)}"]
+        if item.line:
+            properties += [f"line={item.line}", f"col={item.column}"]
+        properties.append("title=pavilion validate")
+        print(f"::{item.level} {','.join(properties)}::{_data(item.message)}")
+    if summary:
+        print(summary)
+
+
+def _data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _property(text: str) -> str:
+    return _data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _json(found: list[Finding], summary: str) -> None:
+    print(json.dumps({"ok": not any(item.level == "error" for item in found), "summary": summary,
+                      "findings": [asdict(item) for item in found]}, indent=2))
+
+
+_REPORTERS = {"text": _text, "github": _github, "json": _json}
 
 
 def _envoy_problems(config: Config) -> list[str]:

@@ -65,3 +65,45 @@ def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(schema["properties"]) == {
         "regions", "listeners", "services", "routes", "tenants", "extauthz", "ratelimit", "access_log", "tracing",
         "delegations"}
+
+
+def test_validate_for_github_actions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """One workflow command per problem, on its file and line; '%', newlines, ':' and ',' escaped."""
+    bad = BAD / "unknown_service.yaml"
+    assert main(["validate", "--no-envoy", "--format", "github", str(bad)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(expected_errors(bad)) == 2
+    for line, expected in zip(lines, expected_errors(bad), strict=True):
+        file, number, column, _rest = expected.split(":", 3)
+        assert line == (f"::error file={file},line={number},col={column},title=pavilion validate::"
+                         f"{expected.replace('%', '%25')}")
+    odd = tmp_path / "a,b%.yaml"
+    odd.write_text("routes: [{name: x, match: {prefix: /}, service: nowhere}]\n")
+    assert main(["validate", "--no-envoy", "--format", "github", str(odd)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith(f"::error file={str(tmp_path).replace(':', '%3A')}/a%2Cb%25.yaml,line=1,col=")
+                         for line in lines)
+
+
+def test_validate_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    bad = BAD / "unknown_service.yaml"
+    assert main(["validate", "--no-envoy", "--format", "json", str(bad)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["summary"] == ""
+    assert [f["message"] for f in report["findings"]] == expected_errors(bad)
+    first = report["findings"][0]
+    assert first["level"] == "error" and first["file"] == str(bad) and first["line"] > 0 and first["column"] > 0
+    assert main(["validate", "--no-envoy", "--format", "json", str(EXAMPLE)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"ok": True, "summary": "ok: 5 files, 1 listener, 5 services, 5 routes", "findings": []}
+
+
+def test_warnings_are_annotations_too(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import controlplane.config_warnings as config_warnings
+
+    monkeypatch.setattr(config_warnings, "config_warnings",
+                        lambda config: ["routes/a.yaml:4:5: routes[a].hosts: warning: soon"])
+    assert main(["validate", "--no-envoy", "--format", "github", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "::warning file=routes/a.yaml,line=4,col=5,title=pavilion validate::routes/a.yaml:4:5: routes[a].hosts: "
+        "warning: soon", "ok: 5 files, 1 listener, 5 services, 5 routes"]
