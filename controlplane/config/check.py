@@ -19,9 +19,8 @@ from controlplane.config.model import Config
 from pavilion.config_files import read_sources
 from pavilion.errors import ConfigErrors
 
-__all__ = ["FORMATS", "Finding", "finding", "run_validate"]
+__all__ = ["Finding", "finding", "run_validate"]
 
-FORMATS = ("text", "github", "json")
 # Every error and warning line starts with the place it is about (config_warnings says so too).
 _PLACED = re.compile(r"(?P<file>[^\n]+?):(?P<line>\d+):(?P<column>\d+): (?P<message>.*)", re.DOTALL)
 
@@ -104,6 +103,7 @@ def _json(found: list[Finding], summary: str) -> None:
                       "findings": [asdict(item) for item in found]}, indent=2))
 
 
+# The choices of `--format` (controlplane/cli.py lists the same three names).
 _REPORTERS = {"text": _text, "github": _github, "json": _json}
 
 
