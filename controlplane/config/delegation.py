@@ -58,6 +58,7 @@ class Delegation:
     services: tuple[str, ...] = ()  # services of other files its routes may send to
     audiences: tuple[str, ...] = ()  # identity assertion audiences its routes may ask for
     networks: tuple[IPNetwork, ...] = ()  # where its services' endpoints may be; empty: anywhere
+    listeners: tuple[str, ...] = ()  # the listeners its routes may serve on; empty: any
 
     def names(self, file: str) -> bool:
         relative = posixpath.relpath(file, self.base)
@@ -148,11 +149,11 @@ def read_delegations(roots: list[Fields]) -> list[Delegation]:
         for got in root.get("delegations", []):
             f: Fields = got.value
             if f.complete:
-                keys = ("files", "hosts", "paths", "services", "audiences", "networks")
-                files, hosts, paths, services, audiences, networks = (
+                keys = ("files", "hosts", "paths", "services", "audiences", "networks", "listeners")
+                files, hosts, paths, services, audiences, networks, listeners = (
                     tuple(g.value for g in f.get(key, [])) for key in keys)
                 found.append(Delegation(posixpath.dirname(root.loc.file), files, hosts, paths,
-                                        f.get("public", False), f.loc, services, audiences, networks))
+                                        f.get("public", False), f.loc, services, audiences, networks, listeners))
     return found
 
 
@@ -224,6 +225,9 @@ def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) ->
         if not any(covers(granted, host) for granted in delegation.hosts):
             hint = "; give the route `hosts`" if host == "*" else ""
             problems.append(("hosts", f"{host!r} is outside the delegated hosts {', '.join(delegation.hosts)}{hint}"))
+    if delegation.listeners and route.listener not in delegation.listeners:
+        problems.append(("listener", f"{route.listener!r} is not among the delegated listeners "
+                                     f"{', '.join(delegation.listeners)}"))
     match, paths = route.match, ", ".join(delegation.paths)
     literal = match.prefix if match.prefix is not None else match.path
     if literal is not None and not any(literal.startswith(p) for p in delegation.paths):

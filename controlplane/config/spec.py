@@ -409,6 +409,8 @@ DELEGATION = Object("delegation", "Files a team writes, fenced in: they hold onl
           "Identity assertion audiences (`auth.identity.audience`) the team's routes may ask for. Absent: none."),
     Field("networks", ListOf(Value("string", convert=network, schema={"minLength": 1}), min_items=1),
           "Networks (CIDR, like 10.20.0.0/16) the endpoints of the team's services must lie in. Absent: any."),
+    Field("listeners", ListOf(NAME, min_items=1), "Listeners the team's routes may serve on (an internal "
+          "listener stays the platform's). Absent: any."),
 ))
 
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (

@@ -246,3 +246,18 @@ def test_endpoints_lie_in_the_delegated_networks() -> None:
     assert errors({"platform.yaml": fenced.replace("10.20.0.0/16", "10.20.0.1/16")}) == [
         "/conf/platform.yaml:16:16: delegations[0].networks[0]: '10.20.0.1/16' is not a network like 10.20.0.0/16 "
         "with its host bits zero (10.20.0.1/16 has host bits set)"]
+
+
+def test_routes_serve_only_on_the_delegated_listeners() -> None:
+    two = PLATFORM.replace("listeners: [{name: public, address: 127.0.0.1, port: 10080}]",
+                           "listeners: [{name: public, address: 127.0.0.1, port: 10080}, "
+                           "{name: internal, address: 127.0.0.1, port: 10081}]")
+    two = two.replace("{name: accounts-admin, match", "{name: accounts-admin, listener: internal, match")
+    fenced = two.replace("    paths: [/v1/payments/, /v2/payments/]\n",
+                         "    paths: [/v1/payments/, /v2/payments/]\n    listeners: [public]\n")
+    team = PAYMENTS.replace("  - name: payments\n", "  - name: payments\n    listener: internal\n")
+    team = team.replace("  - name: refunds\n", "  - name: refunds\n    listener: public\n")
+    assert errors({"platform.yaml": fenced, "teams/payments/routes.yaml": team}) == [
+        "/conf/teams/payments/routes.yaml:5:5: routes[payments].listener: 'internal' is not among the delegated "
+        "listeners public (delegation at /conf/platform.yaml:13:5)"]
+    assert load({"platform.yaml": two, "teams/payments/routes.yaml": team}).routes  # absent: any listener
