@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from controlplane.config import model
+from controlplane.config.affinity import read_hash_on
 from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
+from controlplane.config.match_conditions import read_match
 from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.route_answers import (
@@ -40,6 +42,8 @@ class Names:
     policy: Policy = field(default_factory=Policy)
     # Every listener entry by name, for `redirect_to_https` and the routes that may not use those listeners.
     listener_fields: dict[str, Fields] = field(default_factory=dict)
+    # Every service entry by name, for the `load_balancing` a route's `hash_on` needs.
+    service_fields: dict[str, Fields] = field(default_factory=dict)
 
     def redirecting(self, name: str) -> bool:
         item = self.listener_fields.get(name)
@@ -95,6 +99,7 @@ class Builder:
             protocol=f.get("protocol", "http1"),
             source=f.loc,
             tls=tls,
+            load_balancing=f.get("load_balancing", "round_robin"),
         )
 
     def endpoint(self, e: Fields) -> model.Endpoint | None:
@@ -130,17 +135,21 @@ class Builder:
             r, match if isinstance(match, Fields) else None, self.problem))
         direct = _optional(f, "direct_response", read_direct_response)
         local = _optional(f, "local_rate_limit", lambda r: read_local_rate_limit(r, self.problem))
+        hash_ok, hash_on = read_hash_on(f, backends, answers[0] if answers else None, self.names.service_fields,
+                                        self.problem)
         if ("cors" in f.given and cors is None) or (answers and redirect is None and direct is None):
             return None
         if not f.complete or listener is None or backends is None or not auth_ok or rate_limits is None:
             return None
         if "local_rate_limit" in f.given and local is None:
             return None
+        if not hash_ok:
+            return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
             name=f.get("name"),
             listener=listener,
-            match=_match(match),
+            match=read_match(match),
             backends=backends,
             hosts=tuple(g.value for g in f.get("hosts", [])) or ("*",),
             rewrite_prefix=rewrite.get("prefix") if rewrite is not None else None,
@@ -155,6 +164,7 @@ class Builder:
             redirect=redirect,
             direct_response=direct,
             local_rate_limit=local,
+            hash_on=hash_on,
         )
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:
@@ -265,12 +275,6 @@ def _circuit_breaker(c: Fields) -> model.CircuitBreaker:
 
 def _outlier_detection(o: Fields) -> model.OutlierDetection:
     return model.OutlierDetection(**{name: o.get(name) for name in o.kind.names if name in o})
-
-
-def _match(m: Fields) -> model.Match:
-    headers = tuple(model.HeaderMatch(name, got.value) for name, got in (m.get("headers") or {}).items())
-    methods = tuple(g.value for g in m.get("methods", []))
-    return model.Match(m.get("prefix"), m.get("path"), m.get("regex"), headers, methods)
 
 
 def _header_rules(h: Fields) -> model.HeaderRules:

@@ -49,7 +49,7 @@ class MapOf:
     """A mapping of free keys (header names, claim names) to values."""
 
     key: Value
-    value: Value | ListOf | Object
+    value: Value | ListOf | Object | Either
     key_title: str = "header name"  # what the docs call a key
 
 

@@ -66,6 +66,7 @@ def _merge(sources: Sequence[Source]) -> Config:
     listeners = _unique(_entries(roots, "listeners"), "listener", names.listeners, errors)
     names.listener_fields = {f.get("name"): f for f in listeners}
     services = _unique(_entries(roots, "services"), "service", names.services, errors)
+    names.service_fields = {f.get("name"): f for f in services}
     routes = _unique(_entries(roots, "routes"), "route", {}, errors)
     sections = read_sections(roots, errors)
     names.policy = sections.policy

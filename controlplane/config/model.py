@@ -148,12 +148,16 @@ class Service:
     protocol: str = "http1"  # http1 | http2 | grpc (grpc: HTTP/2 upstream, e.g. Pavilion's own services)
     source: Location = field(default=NO_SOURCE, compare=False)
     tls: UpstreamTls | None = None  # None: plaintext to the hosts
+    load_balancing: str = "round_robin"  # Envoy lb_policy: round_robin | least_request | random | ring_hash | maglev
 
 
 @dataclass(frozen=True)
 class HeaderMatch:
+    """A condition on one header, or (in `Match.query`) on one query parameter."""
+
     name: str
-    value: str  # exact match
+    value: str  # the text compared; "" for present and absent
+    how: str = "exact"  # exact | prefix | suffix | contains | regex (RE2, whole value) | present | absent
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,17 @@ class Match:
     regex: str | None = None
     headers: tuple[HeaderMatch, ...] = ()
     methods: tuple[str, ...] = ()
+    query: tuple[HeaderMatch, ...] = ()  # never `absent`: Envoy cannot match a parameter's absence
+
+
+@dataclass(frozen=True)
+class HashKey:
+    """One `hash_on` entry: where the hash that picks a ring_hash or maglev host comes from."""
+
+    source: str  # header | cookie | source_ip | query
+    name: str = ""  # the header, cookie or query parameter; "" for source_ip
+    ttl: float | None = None  # cookie: Envoy sets a missing cookie with this lifetime (0: session cookie)
+    path: str | None = None  # cookie: the Path of the cookie Envoy sets
 
 
 @dataclass(frozen=True)
@@ -334,6 +349,7 @@ class Route:
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
     local_rate_limit: LocalRateLimit | None = None  # Envoy's own token bucket, before ext_authz and ratelimit
+    hash_on: tuple[HashKey, ...] = ()  # session affinity; the first key the request has decides
 
 
 @dataclass(frozen=True)

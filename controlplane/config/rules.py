@@ -22,6 +22,9 @@ RETRY_ON = (
 )
 
 PROTOCOLS = ("http1", "http2", "grpc")
+# A service's `load_balancing`: Envoy's lb_policy; the last two pick a host by a hash of the request (`hash_on`).
+LOAD_BALANCING = ("round_robin", "least_request", "random", "ring_hash", "maglev")
+HASH_BALANCING = ("ring_hash", "maglev")
 # Facts a route's rate limit counts per, in the order their descriptor entries are sent.
 RATE_LIMIT_FACTS = ("tenant", "client", "subject", "client_ip")
 
@@ -160,6 +163,44 @@ def header_value(text: str) -> str:
     if _CONTROL.search(text):
         raise ValueError("header value holds a control character (newline, NUL...)")
     return text
+
+
+def match_text(text: str) -> str:
+    """The text of a `prefix`, `suffix` or `contains` condition: Envoy refuses it empty (any value matches)."""
+    if not text:
+        raise ValueError("an empty text matches every value; write `present: true` instead")
+    return header_value(text)
+
+
+def query_name(text: str) -> str:
+    """A query parameter's name as Envoy compares it (case-sensitive, 1 to 1024 bytes)."""
+    if not text or len(text.encode()) > 1024:
+        raise ValueError("a query parameter name holds 1 to 1024 bytes")
+    if _CONTROL.search(text) or any(char in text for char in " &=#"):
+        raise ValueError(f"{text!r} holds a space, '&', '=', '#' or a control character")
+    return text
+
+
+def cookie_name(text: str) -> str:
+    """A cookie name (RFC 6265: an HTTP token), kept as written: cookie names are case-sensitive."""
+    if not _TOKEN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~ only)")
+    return text
+
+
+def true_only(value: bool) -> bool:
+    """`source_ip: true`: false would hash on nothing, so it is refused rather than ignored."""
+    if not value:
+        raise ValueError("false hashes on nothing; leave the entry out")
+    return value
+
+
+def query_present(value: bool) -> bool:
+    """`present:` of a query condition: Envoy's QueryParameterMatcher has no inverted form, so no absence."""
+    if not value:
+        raise ValueError("Envoy cannot require a query parameter to be absent (its query matcher has no "
+                         "inverted form); match the other case in a route of its own, or use a header")
+    return value
 
 
 def added_header_value(text: str) -> str:

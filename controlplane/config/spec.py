@@ -158,15 +158,50 @@ SERVICE = Object("service", "An upstream service; becomes an Envoy Cluster (EDS)
           "How Envoy speaks to the hosts: HTTP/1.1, or HTTP/2 for `http2` and `grpc` (gRPC services such as "
           "Pavilion's ext_authz and ratelimit).", default="http1"),
     Field("tls", SERVICE_TLS, "Speak TLS to the hosts, verifying their certificates; plaintext when absent."),
+    Field("load_balancing", Value("string", choices=rules.LOAD_BALANCING),
+          "How Envoy picks a host within a region (Envoy lb_policy): in turn, the one with fewest requests in "
+          "flight (of two picked at random), at random, or by a hash of the request (`ring_hash`, `maglev`: "
+          "the same hash, the same host, for routes with `hash_on`). Endpoint weights and region failover "
+          "hold for all (see [Load balancing and session affinity](#load-balancing-and-session-affinity)).",
+          default="round_robin"),
 ))
 
-MATCH = Object("match", "Which requests the route takes: a path condition, plus headers and methods.", (
+_MATCH_TEXT = Value("string", convert=rules.match_text, schema={"minLength": 1})
+_CONDITION_TEXTS = (
+    Field("prefix", _MATCH_TEXT, "The value starts with this text (not empty)."),
+    Field("suffix", _MATCH_TEXT, "The value ends with this text (not empty)."),
+    Field("contains", _MATCH_TEXT, "The value holds this text (not empty)."),
+    Field("regex", Value("string", convert=rules.re2_regex), "RE2 regex the whole value must match."),
+)
+HEADER_CONDITION = Object("header condition", "A condition on a header other than an exact value (see "
+                          "[Match conditions](#match-conditions)).", (
+    Field("present", Value("boolean"), "`true`: the header is sent, with any value; `false`: it is not sent."),
+    *_CONDITION_TEXTS,
+), exactly_one=(("present", "prefix", "suffix", "contains", "regex"),))
+QUERY_CONDITION = Object("query condition", "A condition on a query parameter other than an exact value (see "
+                         "[Match conditions](#match-conditions)).", (
+    Field("present", Value("boolean", convert=rules.query_present, schema={"const": True}),
+          "`true`: the parameter is in the query, with any value. Not `false`: Envoy cannot ask for its absence."),
+    *_CONDITION_TEXTS,
+), exactly_one=(("present", "prefix", "suffix", "contains", "regex"),))
+_EXACT_VALUE = Value("string", convert=rules.header_value)
+
+MATCH = Object("match", "Which requests the route takes: a path condition, plus headers, query parameters and "
+               "methods.", (
     Field("prefix", URL_PATH, "Path prefix, starting with /, like /v1/accounts (Envoy route match `prefix`)."),
     Field("path", URL_PATH, "Exact path, starting with / (Envoy route match `path`)."),
     Field("regex", Value("string", convert=rules.re2_regex),
           "RE2 regex the whole path must match (Envoy `safe_regex`)."),
-    Field("headers", MapOf(MATCH_HEADER, Value("string", convert=rules.header_value)),
-          "Headers that must be present with exactly this value (name: value)."),
+    Field("headers", MapOf(MATCH_HEADER, Either((_EXACT_VALUE, HEADER_CONDITION),
+                                                "a value, or a mapping with one of present, prefix, suffix, "
+                                                "contains or regex")),
+          "Headers the request must have (name: exact value, or name: condition); all must hold."),
+    Field("query", MapOf(Value("string", convert=rules.query_name, schema={"minLength": 1}),
+                         Either((_EXACT_VALUE, QUERY_CONDITION),
+                                "a value, or a mapping with one of present, prefix, suffix, contains or regex"),
+                         key_title="query parameter"),
+          "Query parameters the request must have (name: exact value, or name: condition); all must hold. "
+          "The first of a repeated parameter counts."),
     Field("methods", ListOf(Value("string", choices=rules.HTTP_METHODS), min_items=1),
           "HTTP methods taken (upper case); any method when absent."),
 ), exactly_one=(("prefix", "path", "regex"),))
@@ -197,6 +232,24 @@ HEADER_RULES = Object("header_rules", "Headers to add (overwriting) and remove. 
           "name: value to set, replacing any value present. Values are Envoy format strings: %% is a literal %."),
     Field("remove", ListOf(RULE_HEADER), "Header names to remove."),
 ))
+
+HASH_COOKIE = Object("hash cookie", "A cookie whose value keeps a client on one host.", (
+    Field("name", Value("string", convert=rules.cookie_name, schema={"pattern": f"^{_TOKEN}$"}), "Cookie name.",
+          True),
+    Field("ttl", DURATION, "Envoy sets the cookie itself, with this lifetime, on a request without it (`0s`: a "
+          "session cookie). Absent: the cookie is only read, and a request without it takes the next entry."),
+    Field("path", URL_PATH, "The `Path` of the cookie Envoy sets (needs `ttl`)."),
+))
+
+HASH_ON = Object("hash_on", "One source of the hash that picks the host, for services with `load_balancing: "
+                 "ring_hash` or `maglev` (Envoy hash_policy; see "
+                 "[Load balancing and session affinity](#load-balancing-and-session-affinity)).", (
+    Field("header", MATCH_HEADER, "A request header's value."),
+    Field("cookie", HASH_COOKIE, "A cookie's value; Envoy can set it (`ttl`)."),
+    Field("source_ip", Value("boolean", convert=rules.true_only, schema={"const": True}),
+          "`true`: the client's address (the TCP peer)."),
+    Field("query", Value("string", convert=rules.query_name, schema={"minLength": 1}), "A query parameter's value."),
+), exactly_one=(("header", "cookie", "source_ip", "query"),))
 
 REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
     Field("prefix", URL_PATH, "Replaces the matched prefix or path; starts with / (Envoy prefix_rewrite).", True),
@@ -323,6 +376,9 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("match", MATCH, "Which requests the route takes.", True),
     Field("service", NAME, "The service to send to (one backend of weight 100)."),
     Field("backends", ListOf(BACKEND, min_items=1), "A weighted split between services; weights add up to 100."),
+    Field("hash_on", ListOf(HASH_ON, min_items=1),
+          "Session affinity: what the host-picking hash is taken from, the first entry the request has deciding. "
+          "Every service of the route needs `load_balancing: ring_hash` or `maglev`."),
     Field("rewrite", REWRITE, "Path rewrite."),
     Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); Envoy's 15s when absent, 0s disables it."),
     Field("retries", RETRIES, "Retry policy; no retries when absent."),

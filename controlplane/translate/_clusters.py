@@ -21,6 +21,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import http_pb2
 
 from controlplane.config.model import Endpoint, Service
+from controlplane.translate._balancing import LB_POLICIES
 from controlplane.translate._protos import ads_config_source, duration, packed, socket_address, uint32
 from controlplane.translate._tls import upstream_transport_socket
 
@@ -40,7 +41,7 @@ def cluster(service: Service) -> cluster_pb2.Cluster:
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
         connect_timeout=duration(service.connect_timeout),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        lb_policy=LB_POLICIES[service.load_balancing],
         # Envoy's edge best practice, as on the listeners: bound what one upstream connection buffers.
         per_connection_buffer_limit_bytes=uint32(32 * 1024),
         common_lb_config=cluster_pb2.Cluster.CommonLbConfig(

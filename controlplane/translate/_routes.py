@@ -8,12 +8,13 @@ Order inside a virtual host (Envoy takes the first route that matches, so order 
 2. then `prefix` and `regex` routes together, by the length of the literal text they start with
    (a prefix's whole length, a regex's leading run of plain characters: `/v1/items/[0-9]+` counts
    as 10, `/.*` as 1), the longer first, a regex before a prefix of the same length;
-3. then routes with `methods` before those without, more `headers` conditions before fewer;
+3. then routes with `methods` before those without, then more `headers` conditions before fewer,
+   then more `query` conditions before fewer (whatever their form: exact, prefix, present...);
 4. last, by route name.
 So the most specific route wins whatever file it is in and wherever it is written: a catch-all
 `prefix: /` or `regex: /.*` in one team's file never hides `/v1/accounts` in another's. This is the
-Gateway API's precedence (exact, then longest prefix, then method, then headers), with regexes
-placed by what they literally start with.
+Gateway API's precedence (exact, then longest prefix, then method, then headers, then query
+parameters), with regexes placed by what they literally start with.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from controlplane.config.hosts import covers, normalized
 from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
+from controlplane.translate._balancing import hash_policy
+from controlplane.translate._conditions import header_matcher, query_matcher
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
 from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
 from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_limit
@@ -100,7 +103,7 @@ def virtual_host_routes(routes: list[Route]) -> list[tuple[list[str], list[Route
         (group, sorted((routes[i] for i in members), key=precedence)) for members, group in groups.items())
 
 
-def precedence(item: Route) -> tuple[int, int, int, int, int, str]:
+def precedence(item: Route) -> tuple[int, int, int, int, int, int, str]:
     """Sort key: the more specific route first (see the module docstring)."""
     match = item.match
     if match.path is not None:
@@ -109,7 +112,7 @@ def precedence(item: Route) -> tuple[int, int, int, int, int, str]:
         kind, length, flavour = 1, len(literal_start(match.regex)), 0
     else:
         kind, length, flavour = 1, len(match.prefix or "/"), 1
-    return kind, -length, flavour, -bool(match.methods), -len(match.headers), item.name
+    return kind, -length, flavour, -bool(match.methods), -len(match.headers), -len(match.query), item.name
 
 
 _SPECIAL = set(".[](){}*+?^$|\\")
@@ -162,8 +165,8 @@ def route_match(match: Match) -> rc.RouteMatch:
         result.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=match.regex))
     else:
         result.prefix = match.prefix or "/"
-    for header in match.headers:
-        result.headers.append(_exact_header(header.name, header.value))
+    result.headers.extend(header_matcher(header) for header in match.headers)
+    result.query_parameters.extend(query_matcher(parameter) for parameter in match.query)
     if len(match.methods) == 1:
         result.headers.append(_exact_header(":method", match.methods[0]))
     elif match.methods:
@@ -191,6 +194,7 @@ def route_action(item: Route) -> rc.RouteAction:
         result.timeout.CopyFrom(duration(item.timeout))
     if item.retries is not None:
         result.retry_policy.CopyFrom(retry_policy(item.retries))
+    result.hash_policy.extend(hash_policy(key) for key in item.hash_on)
     return result
 
 
