@@ -178,12 +178,16 @@ def check_delegations(roots: list[Fields], config: Config, errors: list[ConfigEr
                 errors.append(_outside(got, key, claiming[0], f"a delegated file holds only "
                                        f"{' and '.join(DELEGATED_KEYS)}; `{key}` is the platform's"))
     service_owner = {service.name: owner.get(service.source.file) for service in config.services}
+    written = {got.value.get("name"): got.value for root in roots for got in root.get("routes", [])}
     for route in config.routes:
         delegation = owner.get(route.source.file)
         if delegation is not None:
             foreign = [b.service for b in route.backends
                        if service_owner.get(b.service) is not delegation and b.service not in delegation.services]
-            errors += _route_problems(route, delegation, foreign)
+            for path, message in _route_problems(route, delegation, foreign):
+                errors.append(ConfigError(f"{message} (delegation at {delegation.loc})",
+                                          location=_place(written.get(route.name), path) or route.source,
+                                          path=f"routes[{route.name}].{path}"))
     for service in config.services:
         delegation = owner.get(service.source.file)
         if delegation is not None and service.tls is not None:
@@ -218,8 +222,19 @@ def _outside(got: Got, path: str, delegation: Delegation, message: str) -> Confi
     return ConfigError(f"{message} (delegation at {delegation.loc})", location=got.loc, path=path)
 
 
-def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) -> list[ConfigError]:
-    """`foreign`: the services the route sends to that are neither the delegation's nor lent to it."""
+def _place(fields: Fields | None, path: str) -> Location | None:
+    """Where the route wrote the field at the dotted `path` (as deep as it goes), for the error to point at."""
+    place = None
+    for name in path.split("."):
+        if not isinstance(fields, Fields) or name not in fields:
+            break
+        place, fields = fields.at(name), fields.get(name)
+    return place
+
+
+def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) -> list[tuple[str, str]]:
+    """(field path, problem) of `route`. `foreign`: the services it sends to that are neither the delegation's
+    nor lent to it."""
     problems: list[tuple[str, str]] = []
     for host in route.hosts:
         if not any(covers(granted, host) for granted in delegation.hosts):
@@ -231,19 +246,20 @@ def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) ->
     match, paths = route.match, ", ".join(delegation.paths)
     literal = match.prefix if match.prefix is not None else match.path
     if literal is not None and not any(literal.startswith(p) for p in delegation.paths):
-        problems.append(("match", f"{literal!r} is outside the delegated paths {paths}"))
+        field = "match.prefix" if match.prefix is not None else "match.path"
+        problems.append((field, f"{literal!r} is outside the delegated paths {paths}"))
     if match.regex is not None and not any(regex_under(match.regex, p) for p in delegation.paths):
         problems.append(("match.regex", f"cannot tell that every path it matches starts with one of {paths}; "
                                         "begin it with one of them literally and keep any `|` inside a group"))
     if route.auth is not None and route.auth.public and not delegation.public:
         problems.append(("auth", "`none` (public) is not delegated; the delegation would need `public: true`"))
     # Another team's service under this team's path and `auth` would skip that team's own requirements.
+    field = "backends" if len(route.backends) > 1 else "service"
     for service in foreign:
-        problems.append(("service", f"{service!r} is another team's or the platform's service; a delegated route "
-                                    "sends to its own files' services or those in the delegation's `services`"))
+        problems.append((field, f"{service!r} is another team's or the platform's service; a delegated route "
+                                "sends to its own files' services or those in the delegation's `services`"))
     audience = route.auth.identity_audience if route.auth is not None else None
     if audience is not None and audience not in delegation.audiences:
         # The team's upstream gets the assertion: for another audience, it could replay it there.
         problems.append(("auth.identity.audience", f"{audience!r} is not in the delegation's `audiences`"))
-    return [ConfigError(f"{message} (delegation at {delegation.loc})", location=route.source,
-                        path=f"routes[{route.name}].{path}") for path, message in problems]
+    return problems

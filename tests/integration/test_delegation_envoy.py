@@ -74,7 +74,7 @@ def test_an_edit_outside_the_delegation_is_rejected_and_the_path_stays_where_it_
             status = plane.status()
         rejected = status["last_rejected"]
         assert rejected is not None, status
-        assert any("teams/payments/routes.yaml:6:5: routes[payments].match: '/v1/accounts/admin/users' is "
+        assert any("teams/payments/routes.yaml:6:38: routes[payments].match.prefix: '/v1/accounts/admin/users' is "
                    "outside the delegated paths /v1/payments/" in line for line in rejected["errors"]), rejected
         assert status["version"] == good["version"]
         assert served_by(gateway, "/v1/accounts/admin/users") == "accounts"

@@ -71,15 +71,15 @@ def test_routes_inside_their_delegation_load() -> None:
 def test_a_longer_prefix_cannot_take_another_teams_path() -> None:
     hijack = PAYMENTS.replace("match: {prefix: /v1/payments/}", "match: {prefix: /v1/accounts/admin/users}")
     assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": hijack}) == [
-        "/conf/teams/payments/routes.yaml:5:5: routes[payments].match: '/v1/accounts/admin/users' is outside the "
-        "delegated paths /v1/payments/, /v2/payments/ (delegation at /conf/platform.yaml:13:5)"]
+        "/conf/teams/payments/routes.yaml:7:21: routes[payments].match.prefix: '/v1/accounts/admin/users' is outside "
+        "the delegated paths /v1/payments/, /v2/payments/ (delegation at /conf/platform.yaml:13:5)"]
 
 
 def test_hosts_must_lie_inside_the_delegated_ones() -> None:
     text = PAYMENTS.replace("hosts: [api.example.com, eu.pay.example.com]", "hosts: [admin.example.com]")
     text = text.replace("    hosts: [api.example.com]\n", "")
     assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
-        "/conf/teams/payments/routes.yaml:5:5: routes[payments].hosts: 'admin.example.com' is outside the delegated "
+        "/conf/teams/payments/routes.yaml:6:12: routes[payments].hosts: 'admin.example.com' is outside the delegated "
         "hosts api.example.com, *.pay.example.com (delegation at /conf/platform.yaml:13:5)",
         "/conf/teams/payments/routes.yaml:9:5: routes[refunds].hosts: '*' is outside the delegated hosts "
         "api.example.com, *.pay.example.com; give the route `hosts` (delegation at /conf/platform.yaml:13:5)"]
@@ -103,14 +103,14 @@ def test_public_routes_need_public_true() -> None:
     text = PAYMENTS.replace("    service: payments\n  - name: refunds", "    service: payments\n    auth: none\n"
                                                                          "  - name: refunds")
     assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
-        "/conf/teams/payments/routes.yaml:5:5: routes[payments].auth: `none` (public) is not delegated; the "
+        "/conf/teams/payments/routes.yaml:9:11: routes[payments].auth: `none` (public) is not delegated; the "
         "delegation would need `public: true` (delegation at /conf/platform.yaml:13:5)"]
 
 
 def test_a_regex_with_a_top_level_alternative_is_refused() -> None:
     text = PAYMENTS.replace('"/v2/payments/[0-9]+/refunds(/.*)?"', '"/v2/payments/x|/v1/accounts/admin"')
     assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
-        "/conf/teams/payments/routes.yaml:9:5: routes[refunds].match.regex: cannot tell that every path it matches "
+        "/conf/teams/payments/routes.yaml:11:20: routes[refunds].match.regex: cannot tell that every path it matches "
         "starts with one of /v1/payments/, /v2/payments/; begin it with one of them literally and keep any `|` "
         "inside a group (delegation at /conf/platform.yaml:13:5)"]
 
@@ -120,7 +120,7 @@ def test_a_route_sends_only_to_its_teams_services_or_those_lent() -> None:
     accounts-admin requires."""
     text = PAYMENTS.replace("    service: payments\n  - name: refunds", "    service: accounts\n  - name: refunds")
     assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
-        "/conf/teams/payments/routes.yaml:5:5: routes[payments].service: 'accounts' is another team's or the "
+        "/conf/teams/payments/routes.yaml:8:14: routes[payments].service: 'accounts' is another team's or the "
         "platform's service; a delegated route sends to its own files' services or those in the delegation's "
         "`services` (delegation at /conf/platform.yaml:13:5)"]
     lent = PLATFORM.replace("    paths: [/v1/payments/, /v2/payments/]\n",
@@ -134,7 +134,7 @@ def test_identity_audiences_are_delegated() -> None:
     text = PAYMENTS.replace("    service: payments\n  - name: refunds",
                             f"    service: payments\n{auth}  - name: refunds")
     assert errors({"platform.yaml": PLATFORM, "teams/payments/routes.yaml": text}) == [
-        "/conf/teams/payments/routes.yaml:5:5: routes[payments].auth.identity.audience: 'accounts-api' is not in the "
+        "/conf/teams/payments/routes.yaml:9:50: routes[payments].auth.identity.audience: 'accounts-api' is not in the "
         "delegation's `audiences` (delegation at /conf/platform.yaml:13:5)"]
     granted = PLATFORM.replace("    paths: [/v1/payments/, /v2/payments/]\n",
                                "    paths: [/v1/payments/, /v2/payments/]\n    audiences: [payments-api]\n")
@@ -204,7 +204,7 @@ def test_a_real_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as caught:
         load_config(tmp_path)
     assert [str(e) for e in caught.value.errors] == [
-        f"{tmp_path}/teams/payments/routes.yaml:5:5: routes[payments].match: '/v1/accounts/' is outside the "
+        f"{tmp_path}/teams/payments/routes.yaml:7:21: routes[payments].match.prefix: '/v1/accounts/' is outside the "
         f"delegated paths /v1/payments/, /v2/payments/ (delegation at {tmp_path}/platform.yaml:13:5)"]
 
 
@@ -258,6 +258,6 @@ def test_routes_serve_only_on_the_delegated_listeners() -> None:
     team = PAYMENTS.replace("  - name: payments\n", "  - name: payments\n    listener: internal\n")
     team = team.replace("  - name: refunds\n", "  - name: refunds\n    listener: public\n")
     assert errors({"platform.yaml": fenced, "teams/payments/routes.yaml": team}) == [
-        "/conf/teams/payments/routes.yaml:5:5: routes[payments].listener: 'internal' is not among the delegated "
+        "/conf/teams/payments/routes.yaml:6:15: routes[payments].listener: 'internal' is not among the delegated "
         "listeners public (delegation at /conf/platform.yaml:13:5)"]
     assert load({"platform.yaml": two, "teams/payments/routes.yaml": team}).routes  # absent: any listener
