@@ -13,6 +13,7 @@ from controlplane.config.affinity import read_hash_on
 from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
 from controlplane.config.match_conditions import read_match
+from controlplane.config.mirroring import read_mirrors
 from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.route_answers import (
@@ -25,6 +26,7 @@ from controlplane.config.route_answers import (
 )
 from controlplane.config.service_tls import read_service_tls
 from controlplane.config.shape import Fields, Got
+from controlplane.config.websockets import read_websocket
 from pavilion.durations import format_duration
 from pavilion.errors import ConfigError, Location
 from pavilion.yaml_nodes import suggest
@@ -137,13 +139,16 @@ class Builder:
         local = _optional(f, "local_rate_limit", lambda r: read_local_rate_limit(r, self.problem))
         hash_ok, hash_on = read_hash_on(f, backends, answers[0] if answers else None, self.names.service_fields,
                                         self.problem)
+        answer = answers[0] if answers else None
+        mirrors_ok, mirrors = read_mirrors(f, backends, answer, self.names.services, self.problem)
+        websocket_ok, websocket = read_websocket(f, answer, backends, self.names.service_fields, self.problem)
         if ("cors" in f.given and cors is None) or (answers and redirect is None and direct is None):
             return None
         if not f.complete or listener is None or backends is None or not auth_ok or rate_limits is None:
             return None
         if "local_rate_limit" in f.given and local is None:
             return None
-        if not hash_ok:
+        if not hash_ok or not mirrors_ok or not websocket_ok:
             return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
@@ -165,6 +170,8 @@ class Builder:
             direct_response=direct,
             local_rate_limit=local,
             hash_on=hash_on,
+            mirrors=mirrors,
+            websocket=websocket,
         )
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:

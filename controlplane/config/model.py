@@ -187,6 +187,14 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Mirror:
+    """One `mirrors` entry: `service` gets a copy of `per_million` of the route's requests, answers dropped."""
+
+    service: str
+    per_million: int = 1_000_000  # Envoy's FractionalPercent over MILLION: 0.5 % is 5000
+
+
+@dataclass(frozen=True)
 class Retries:
     attempts: int
     on: tuple[str, ...] = ("5xx", "reset", "connect-failure")
@@ -350,6 +358,8 @@ class Route:
     direct_response: DirectResponse | None = None
     local_rate_limit: LocalRateLimit | None = None  # Envoy's own token bucket, before ext_authz and ratelimit
     hash_on: tuple[HashKey, ...] = ()  # session affinity; the first key the request has decides
+    mirrors: tuple[Mirror, ...] = ()  # shadow traffic: copies whose answers Envoy drops
+    websocket: bool = False  # the route's RouteAction enables the websocket upgrade (off in the listener)
 
 
 @dataclass(frozen=True)

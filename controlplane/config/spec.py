@@ -12,6 +12,7 @@ from controlplane.config.delegation import file_pattern, network
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
+from controlplane.config.mirroring import PERCENT_SCHEMA, read_percent
 from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
@@ -251,6 +252,13 @@ HASH_ON = Object("hash_on", "One source of the hash that picks the host, for ser
     Field("query", Value("string", convert=rules.query_name, schema={"minLength": 1}), "A query parameter's value."),
 ), exactly_one=(("header", "cookie", "source_ip", "query"),))
 
+MIRROR = Object("mirror", "A service that gets a copy of the route's requests; its answers are dropped (Envoy "
+                "request_mirror_policies; see [Traffic mirroring](#traffic-mirroring)).", (
+    Field("service", NAME, "The service the copies go to; not one the route itself sends to.", True),
+    Field("percent", Custom("percent", read_percent, PERCENT_SCHEMA, anchor="traffic-mirroring"),
+          "Share of the route's requests copied, 0-100, at most 4 decimals (like 0.5).", default="100"),
+))
+
 REWRITE = Object("rewrite", "Path rewrite before forwarding.", (
     Field("prefix", URL_PATH, "Replaces the matched prefix or path; starts with / (Envoy prefix_rewrite).", True),
 ))
@@ -379,6 +387,11 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("hash_on", ListOf(HASH_ON, min_items=1),
           "Session affinity: what the host-picking hash is taken from, the first entry the request has deciding. "
           "Every service of the route needs `load_balancing: ring_hash` or `maglev`."),
+    Field("mirrors", ListOf(MIRROR, min_items=1), "Services that get a copy of each request (shadow traffic); "
+          "the client gets the route's own answer only. Not on a `redirect`, `direct_response` or websocket route."),
+    Field("websocket", Value("boolean"), "Let clients upgrade to a WebSocket on this route (HTTP/1.1 `Upgrade: "
+          "websocket`); upgrades elsewhere are refused with a 403 (see [WebSockets](#websockets)). Not with "
+          "`retries`; the route's services need `protocol: http1`.", default="false"),
     Field("rewrite", REWRITE, "Path rewrite."),
     Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); Envoy's 15s when absent, 0s disables it."),
     Field("retries", RETRIES, "Retry policy; no retries when absent."),

@@ -20,6 +20,7 @@ from controlplane.translate._protos import ads_config_source, boolean, duration,
 from controlplane.translate._rbac import needs_rbac, rbac_filter
 from controlplane.translate._tls import client_certificate_forwarding, transport_socket
 from controlplane.translate._tracing import tracing
+from controlplane.translate._websocket import listener_upgrades
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
 
@@ -53,6 +54,8 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
         codec_type=_HCM.AUTO,
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=item.name),
         http_filters=http_filters(item, config, role),
+        # Upgrades off but where a route enables them (`websocket: true`).
+        upgrade_configs=listener_upgrades(item, config),
         # At the edge the client's address is the TCP peer; X-Forwarded-For from outside is not trusted.
         use_remote_address=boolean(edge),
         # Route matching and later authz see one spelling of a path (no path confusion).

@@ -33,9 +33,11 @@ from controlplane.translate._conditions import header_matcher, query_matcher
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
 from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
 from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_limit
+from controlplane.translate._mirrors import mirror_policy
 from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
 from controlplane.translate._rbac import RBAC_FILTER, rbac_per_route
+from controlplane.translate._websocket import route_upgrades
 
 __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
 
@@ -195,6 +197,9 @@ def route_action(item: Route) -> rc.RouteAction:
     if item.retries is not None:
         result.retry_policy.CopyFrom(retry_policy(item.retries))
     result.hash_policy.extend(hash_policy(key) for key in item.hash_on)
+    result.request_mirror_policies.extend(mirror_policy(m) for m in item.mirrors)
+    if item.websocket:
+        result.upgrade_configs.extend(route_upgrades())
     return result
 
 
