@@ -60,15 +60,22 @@ def _base_url(config: Any, route: Any) -> str | None:
 
 
 def _path(route: Any) -> str | None:
+    if any(q.how == "regex" for q in route.match.query):
+        return None  # no one obvious value
+    query = "&".join(f"{q.name}={q.value or 1}" for q in route.match.query)
+    query = f"?{query}" if query else ""
     if route.match.prefix is not None:
-        return str(route.match.prefix).rstrip("/") + "/example"
+        return str(route.match.prefix).rstrip("/") + "/example" + query
     if route.match.path is not None:
-        return str(route.match.path)
+        return str(route.match.path) + query
     return None  # a regex has no one obvious URL
 
 
 def _options(route: Any) -> str:
-    options = "".join(f" -H '{h.name}: {h.value}'" for h in route.match.headers)
+    # A value meeting each header condition (a prefix, suffix or contained text is one); none to send for
+    # an absent header, and a regex has no one obvious value.
+    options = "".join(f" -H '{h.name}: {h.value or 1}'" if h.how != "exact" else f" -H '{h.name}: {h.value}'"
+                      for h in route.match.headers if h.how not in ("absent", "regex"))
     if route.match.methods and "GET" not in route.match.methods:
         options += f" -X {route.match.methods[0]}"
     return options
@@ -81,7 +88,8 @@ def try_lines(config: Any) -> list[str]:
         base, path = _base_url(config, route), _path(route)
         if base is None or path is None:
             continue
-        lines.append(f"  curl -i{_options(route)} {base}{path}    # route {route.name}")
+        url = f"'{base}{path}'" if "?" in path else f"{base}{path}"  # a shell would read `&` itself
+        lines.append(f"  curl -i{_options(route)} {url}    # route {route.name}")
     return lines
 
 
