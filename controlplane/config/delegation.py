@@ -184,7 +184,13 @@ def check_delegations(roots: list[Fields], config: Config, errors: list[ConfigEr
         if delegation is not None:
             foreign = [b.service for b in route.backends
                        if service_owner.get(b.service) is not delegation and b.service not in delegation.services]
-            for path, message in _route_problems(route, delegation, foreign):
+            problems = _route_problems(route, delegation, foreign)
+            # A copy of the team's requests (tokens and identity headers included) is sent like any other.
+            problems += [("mirrors", f"{m.service!r} is another team's or the platform's service; a delegated route "
+                                     "mirrors to its own files' services or those in the delegation's `services`")
+                         for m in route.mirrors
+                         if service_owner.get(m.service) is not delegation and m.service not in delegation.services]
+            for path, message in problems:
                 errors.append(ConfigError(f"{message} (delegation at {delegation.loc})",
                                           location=_place(written.get(route.name), path) or route.source,
                                           path=f"routes[{route.name}].{path}"))

@@ -45,7 +45,8 @@ def read_percent(node: Any, path: str, errors: list[Any]) -> int | None:
 
 def percent_text(per_million: int) -> str:
     """`0.5%` for 5000 parts per million: as a route YAML would write it."""
-    return f"{Decimal(per_million) * 100 / PER_MILLION:f}".rstrip("0").rstrip(".") + "%" if per_million else "0%"
+    text = f"{Decimal(per_million) * 100 / PER_MILLION:f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
 
 
 def read_mirrors(f: Fields, backends: tuple[model.Backend, ...] | None, answer: str | None,
