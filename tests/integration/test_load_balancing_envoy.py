@@ -166,11 +166,13 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def test_ring_hash_keeps_the_local_region_and_fails_over(gateway: Gateway) -> None:
-    users = [f"user-{n}" for n in range(24)]
-    before = regional_hosts(gateway, users)
-    counts = collections.Counter(before.values())
+    many = regional_hosts(gateway, [f"user-{n}" for n in range(90)])
+    counts = collections.Counter(many.values())
     print(f"ring_hash over e1 (weight 1), e2 (weight 2), u1 (other region): {dict(counts)}")
     assert set(counts) == {"e1", "e2"}  # the us-east host is priority 1: unused while eu-west is healthy
+    assert counts["e2"] > counts["e1"]  # weights place hosts on the ring: about 60 to 30
+    users = [f"user-{n}" for n in range(24)]
+    before = {user: many[user] for user in users}
     proc, port = gateway.upstreams["e1"]
     proc.kill()
     proc.stop()

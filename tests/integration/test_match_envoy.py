@@ -66,14 +66,15 @@ routes:
 """
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def gateway(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """The stack with an Envoy on State of the World ADS, then one on Delta ADS (virtual hosts over VHDS)."""
     config_dir: Path = tmp_path_factory.mktemp("match")
     listen = free_port()
     upstreams = start_upstreams(UPSTREAMS)
     ports = {name: port for name, (_proc, port) in upstreams.items()}
     (config_dir / "gateway.yaml").write_text(CONFIG.format(listen=listen, **ports))
-    with running_gateway(config_dir, listen, upstreams) as gw:
+    with running_gateway(config_dir, listen, upstreams, delta=request.param) as gw:
         gw.plane.wait_synced(1)
         yield gw
 
