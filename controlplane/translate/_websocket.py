@@ -1,9 +1,11 @@
 """`websocket: true` → the route's RouteAction enables the `websocket` upgrade; the listener's HTTP
-connection manager then names the upgrade type, disabled, so every other route refuses it (403).
+connection manager then lists the upgrade type, disabled, so that its own config says upgrades are off
+but on the routes that enable them.
 
-Envoy allows an upgrade when the connection manager lists its type and the route does not disable it,
-or when the connection manager disables it and the route enables it; a type the connection manager
-does not list is refused on every route. A listener without a websocket route lists none.
+Envoy upgrades a request when its route enables the type, or when the connection manager lists the type
+enabled and the route does not disable it. A connection manager that lists no type refuses every
+upgrade (403), as one listing it disabled does on every other route: a listener without a websocket
+route lists nothing (tests/integration/test_websocket_envoy.py shows both answers).
 """
 
 from __future__ import annotations
