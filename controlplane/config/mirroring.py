@@ -13,7 +13,7 @@ from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError, Location
 from pavilion.yaml_nodes import Scalar, describe, suggest
 
-__all__ = ["PERCENT_SCHEMA", "PER_MILLION", "percent_text", "read_mirrors", "read_percent"]
+__all__ = ["PERCENT_SCHEMA", "PER_MILLION", "read_mirrors", "read_percent"]
 
 # Envoy's finest FractionalPercent denominator: a percent with up to 4 decimals is exact in it.
 PER_MILLION = 1_000_000
@@ -41,12 +41,6 @@ def read_percent(node: Any, path: str, errors: list[Any]) -> int | None:
                                   "per million", location=node.loc, path=path))
         return None
     return int(parts)
-
-
-def percent_text(per_million: int) -> str:
-    """`0.5%` for 5000 parts per million: as a route YAML would write it."""
-    text = f"{Decimal(per_million) * 100 / PER_MILLION:f}"
-    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
 
 
 def read_mirrors(f: Fields, backends: tuple[model.Backend, ...] | None, answer: str | None,

@@ -9,7 +9,6 @@ from ruamel.yaml import YAML
 
 from controlplane.config import model
 from controlplane.config.load import parse_sources
-from controlplane.config.mirroring import percent_text
 from controlplane.config.schema import json_schema
 from pavilion.config_files import Source
 from pavilion.errors import ConfigErrors
@@ -49,11 +48,6 @@ def test_percent_spellings(written: str, per_million: int) -> None:
     (route,) = load("  - {name: r, match: {prefix: /}, service: accounts, "
                     f"mirrors: [{{service: audit, percent: {written}}}]}}\n").routes
     assert route.mirrors == (model.Mirror("audit", per_million),)
-
-
-@pytest.mark.parametrize(("per_million", "text"), [(0, "0%"), (1, "0.0001%"), (5_000, "0.5%"), (1_000_000, "100%")])
-def test_percent_text(per_million: int, text: str) -> None:
-    assert percent_text(per_million) == text
 
 
 @pytest.mark.parametrize(("percent", "message"), [
