@@ -407,9 +407,10 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("cors", CORS, "Cross-origin calls from browsers; none allowed when absent. Only on a route that calls a "
           "service (Envoy's CORS filter skips redirects and direct responses)."),
     Field("redirect", REDIRECT, "Answer with a redirect instead of calling a service. No token is asked unless "
-          "`auth` is given; not with rewrite, timeout, retries, rate_limits or cors."),
+          "`auth` is given; not with rewrite, timeout, retries, rate_limits, cors, mirrors or websocket."),
     Field("direct_response", DIRECT_RESPONSE, "Answer with this status and body instead of calling a service. No "
-          "token is asked unless `auth` is given; not with rewrite, timeout, retries, rate_limits or cors."),
+          "token is asked unless `auth` is given; not with rewrite, timeout, retries, rate_limits, cors, mirrors or "
+          "websocket."),
 ), exactly_one=(("service", "backends", "redirect", "direct_response"),))
 
 TENANT = Custom("tenant", read_tenant_node, TENANT_SCHEMA, label="id", anchor="tenants-auth-and-rate-limits")
