@@ -18,7 +18,8 @@ import pytest
 from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import Reply, request, running_gateway, start_xds_service
+from tests.integration.gateway_procs import Reply, running_gateway, start_xds_service
+from tests.integration.gateway_procs import request as http_request
 from tests.integration.recording_upstream import seen, start_recording_upstream
 from tests.procs import ENVOY, free_port
 
@@ -82,7 +83,7 @@ class Stack:
         headers = {"host": host}
         if token:
             headers["authorization"] = f"Bearer {ACME.token('ES256')}"
-        return request(f"http://127.0.0.1:{self.port}{path}", method=method, headers=headers)
+        return http_request(f"http://127.0.0.1:{self.port}{path}", method=method, headers=headers)
 
     def shadow_paths(self) -> list[str]:
         return [str(item["path"]) for item in seen(self.shadow)]
@@ -107,8 +108,10 @@ def mark(stack: Stack, name: str) -> None:
     wait_for(lambda: f"/v1/orders/{name}" in stack.shadow_paths(), f"the copy of {name}")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The whole stack with an Envoy on State of the World ADS, then one on Delta ADS (virtual hosts over
+    VHDS): the route actions and the listener's upgrade list arrive either way."""
     routes = tmp_path_factory.mktemp("routes")
     port, extauthz_port = free_port(), free_port()
     upstreams = {"primary": start_recording_upstream("primary")}
@@ -120,7 +123,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (routes / "gateway.yaml").write_text(CONFIG.format(
         port=port, primary=upstreams["primary"][1], shadow=upstreams["shadow"][1], gone=free_port(),
         extauthz=extauthz_port, issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks()), host=HOST))
-    with running_gateway(routes, port, upstreams) as gateway:
+    with running_gateway(routes, port, upstreams, delta=request.param) as gateway:
         # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
         assert check_with_envoy(load_config(routes), ENVOY) == []
         extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-mirror")

@@ -18,7 +18,8 @@ import pytest
 from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.extauthz.issuer import Issuer
-from tests.integration.gateway_procs import request, running_gateway, start_xds_service
+from tests.integration.gateway_procs import request as http_request
+from tests.integration.gateway_procs import running_gateway, start_xds_service
 from tests.integration.recording_upstream import seen, start_recording_upstream
 from tests.procs import ENVOY, free_port
 
@@ -125,15 +126,17 @@ def handshake_status(url: str, headers: dict[str, str] | None = None) -> int:
     return asyncio.run(_handshake_status(url, headers or {}))
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The whole stack with an Envoy on State of the World ADS, then one on Delta ADS (virtual hosts over
+    VHDS): the route actions and the listener's upgrade list arrive either way."""
     routes = tmp_path_factory.mktemp("routes")
     port, internal, extauthz_port = free_port(), free_port(), free_port()
     upstreams = {"chat": start_recording_upstream("chat")}
     (routes / "gateway.yaml").write_text(CONFIG.format(
         port=port, internal=internal, chat=upstreams["chat"][1], extauthz=extauthz_port, timeout=ROUTE_TIMEOUT,
         issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
-    with running_gateway(routes, port, upstreams) as gateway:
+    with running_gateway(routes, port, upstreams, delta=request.param) as gateway:
         # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
         assert check_with_envoy(load_config(routes), ENVOY) == []
         gateway.envoys[0].proc.wait_port(internal)
@@ -141,7 +144,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             # ext_authz takes its tenants over xDS after starting: wait for the first 200 with a token.
             deadline = time.monotonic() + 20
-            while request(f"http://127.0.0.1:{port}/chat", headers=token_headers()).status != 200:
+            while http_request(f"http://127.0.0.1:{port}/chat", headers=token_headers()).status != 200:
                 assert time.monotonic() < deadline, "no token accepted"
                 time.sleep(0.1)
             yield Stack(port, internal, upstreams["chat"][1])
@@ -176,7 +179,7 @@ def test_a_route_without_websocket_refuses_the_upgrade_with_403(stack: Stack) ->
     # Plain requests on those routes, and on a websocket route, are served as usual.
     for url in (f"http://127.0.0.1:{stack.port}/plain/x", f"http://127.0.0.1:{stack.internal}/x",
                 f"http://127.0.0.1:{stack.port}/lobby/x"):
-        reply = request(url)
+        reply = http_request(url)
         assert (reply.status, reply.served_by) == (200, "chat"), url
 
 
