@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.affinity import read_hash_on
+from controlplane.config.compression import read_listener_compression, read_route_compression
 from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
 from controlplane.config.match_conditions import read_match
@@ -69,10 +70,13 @@ class Builder:
                if tls_fields is not None and tls_fields.complete else None)
         redirect_ok, port = https_port(f, self.names.listener_fields, self.problem)
         local_ok, local = read_listener_local_rate_limit(f, self.problem)
+        compression_ok, compression = read_listener_compression(f, self.problem)
         if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok or not local_ok:
             return None
+        if not compression_ok:
+            return None
         return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port,
-                              local_rate_limit=local)
+                              local_rate_limit=local, compression=compression)
 
     def service(self, f: Fields) -> model.Service | None:
         endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)
@@ -150,6 +154,9 @@ class Builder:
             return None
         if not hash_ok or not mirrors_ok or not websocket_ok:
             return None
+        compression_ok, compression = read_route_compression(f)
+        if not compression_ok:
+            return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
             name=f.get("name"),
@@ -172,6 +179,7 @@ class Builder:
             hash_on=hash_on,
             mirrors=mirrors,
             websocket=websocket,
+            compression=compression,
         )
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:

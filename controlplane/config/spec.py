@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from controlplane.config import rules, token_rules
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
+from controlplane.config.compression import (
+    COMPRESSION_ALGORITHMS,
+    CONTENT_TYPE_PATTERN,
+    DEFAULT_ALGORITHMS,
+    DEFAULT_CONTENT_TYPES,
+    DEFAULT_MIN_BYTES,
+    MAX_MIN_BYTES,
+    compression_algorithm,
+    content_type,
+    route_compression,
+)
 from controlplane.config.delegation import file_pattern, network
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
@@ -84,6 +95,24 @@ LOCAL_RATE_LIMIT = Object("local_rate_limit", "A token bucket each Envoy keeps i
     Field("shadow_mode", Value("boolean"), "Count in Envoy's stats, never refuse.", default="false"),
 ))
 
+COMPRESSION = Object("compression", "Envoy compresses responses for clients that accept it (Accept-Encoding), "
+                     "with Envoy's compressor filter (see [Compression](#compression)). `compression: {}` takes "
+                     "every default.", (
+    Field("algorithms", ListOf(Value("string", convert=compression_algorithm,
+                                     schema={"enum": list(COMPRESSION_ALGORITHMS)}), min_items=1),
+          "Content-Encodings offered, the server's preference first: `zstd`, `br` (Brotli), `gzip`. The first "
+          "wins when a client accepts several equally; a client's higher q-value wins over the order.",
+          default=f"[{', '.join(DEFAULT_ALGORITHMS)}]"),
+    Field("min_bytes", Value("integer", minimum=1, maximum=MAX_MIN_BYTES),
+          f"Responses with a smaller Content-Length are sent as they are (1-{MAX_MIN_BYTES}); a streamed "
+          "response (no Content-Length) is compressed whatever its size.", default=str(DEFAULT_MIN_BYTES)),
+    Field("content_types", ListOf(Value("string", convert=content_type, schema={"pattern": CONTENT_TYPE_PATTERN}),
+                                  min_items=1),
+          "Media types compressed (`type/subtype`, compared exactly, parameters ignored); a response of another "
+          "type is sent as it is. Replaces the default list.",
+          default=f"[{', '.join(DEFAULT_CONTENT_TYPES)}]"),
+))
+
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
@@ -94,6 +123,8 @@ LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listene
           "(see [Redirects and direct responses](#redirects-and-direct-responses))."),
     Field("local_rate_limit", LOCAL_RATE_LIMIT, "A flood guard for every request on the listener, whatever its "
           "route, kept by each Envoy; not with `redirect_to_https`."),
+    Field("compression", COMPRESSION, "Compress responses for clients that accept it (gzip, Brotli, zstd); "
+          "routes may say `compression: off`. Not with `redirect_to_https`."),
 ))
 
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (
@@ -392,6 +423,10 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("websocket", Value("boolean"), "Let clients upgrade to a WebSocket on this route (HTTP/1.1 `Upgrade: "
           "websocket`); upgrades elsewhere are refused with a 403 (see [WebSockets](#websockets)). Not with "
           "`retries`; the route's services need `protocol: http1`.", default="false"),
+    Field("compression", Value("string", convert=route_compression, schema={"enum": ["off"]}),
+          "`off`: Envoy never compresses this route's responses, though its listener has `compression` "
+          "(already compressed downloads; answers that mix a secret with what a caller sent, see "
+          "[Compression](#compression)). Absent: the listener's setting."),
     Field("rewrite", REWRITE, "Path rewrite."),
     Field("timeout", DURATION, "Whole-request timeout (Envoy route timeout); Envoy's 15s when absent, 0s disables it."),
     Field("retries", RETRIES, "Retry policy; no retries when absent."),
