@@ -182,14 +182,9 @@ def check_delegations(roots: list[Fields], config: Config, errors: list[ConfigEr
     for route in config.routes:
         delegation = owner.get(route.source.file)
         if delegation is not None:
-            foreign = [b.service for b in route.backends
-                       if service_owner.get(b.service) is not delegation and b.service not in delegation.services]
-            problems = _route_problems(route, delegation, foreign)
-            # A copy of the team's requests (tokens and identity headers included) is sent like any other.
-            problems += [("mirrors", f"{m.service!r} is another team's or the platform's service; a delegated route "
-                                     "mirrors to its own files' services or those in the delegation's `services`")
-                         for m in route.mirrors
-                         if service_owner.get(m.service) is not delegation and m.service not in delegation.services]
+            problems = _route_problems(route, delegation,
+                                       _foreign([b.service for b in route.backends], delegation, service_owner),
+                                       _foreign([m.service for m in route.mirrors], delegation, service_owner))
             for path, message in problems:
                 errors.append(ConfigError(f"{message} (delegation at {delegation.loc})",
                                           location=_place(written.get(route.name), path) or route.source,
@@ -228,6 +223,11 @@ def _outside(got: Got, path: str, delegation: Delegation, message: str) -> Confi
     return ConfigError(f"{message} (delegation at {delegation.loc})", location=got.loc, path=path)
 
 
+def _foreign(names: list[str], team: Delegation, service_owner: dict[str, Delegation | None]) -> list[str]:
+    """The services of `names` that are neither defined in the team's files nor lent to it."""
+    return [name for name in names if service_owner.get(name) is not team and name not in team.services]
+
+
 def _place(fields: Fields | None, path: str) -> Location | None:
     """Where the route wrote the field at the dotted `path` (as deep as it goes), for the error to point at."""
     place = None
@@ -238,9 +238,10 @@ def _place(fields: Fields | None, path: str) -> Location | None:
     return place
 
 
-def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) -> list[tuple[str, str]]:
-    """(field path, problem) of `route`. `foreign`: the services it sends to that are neither the delegation's
-    nor lent to it."""
+def _route_problems(route: Route, delegation: Delegation, foreign: list[str],
+                    foreign_mirrors: list[str]) -> list[tuple[str, str]]:
+    """(field path, problem) of `route`. `foreign`, `foreign_mirrors`: the services it sends to, or mirrors to,
+    that are neither the delegation's nor lent to it."""
     problems: list[tuple[str, str]] = []
     for host in route.hosts:
         if not any(covers(granted, host) for granted in delegation.hosts):
@@ -264,6 +265,10 @@ def _route_problems(route: Route, delegation: Delegation, foreign: list[str]) ->
     for service in foreign:
         problems.append((field, f"{service!r} is another team's or the platform's service; a delegated route "
                                 "sends to its own files' services or those in the delegation's `services`"))
+    # A copy of the team's requests (tokens and identity headers included) is sent like any other.
+    for service in foreign_mirrors:
+        problems.append(("mirrors", f"{service!r} is another team's or the platform's service; a delegated route "
+                                    "mirrors to its own files' services or those in the delegation's `services`"))
     audience = route.auth.identity_audience if route.auth is not None else None
     if audience is not None and audience not in delegation.audiences:
         # The team's upstream gets the assertion: for another audience, it could replay it there.
