@@ -13,6 +13,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from controlplane.config.model import Config, Listener
 from controlplane.translate._access_log import access_loggers
+from controlplane.translate._compression import compressor_filters
 from controlplane.translate._cors import cors_filter
 from controlplane.translate._local_ratelimit import local_ratelimit_filters
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
@@ -90,7 +91,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
     """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
     `cors`), Envoy's local rate limits (when the listener or a route of it has `local_rate_limit`), RBAC
     (when a route of the listener has `auth.client_certificates`), ext_authz (when `extauthz:` is set),
-    ratelimit (when `ratelimit:` is set), and the router, always last. Which requests are checked and
+    ratelimit (when `ratelimit:` is set), the compressors (when the listener has `compression`), and the
+    router, always last. Which requests are checked and
     counted is decided per route (see _policy, _rbac, _local_ratelimit); a listener that
     verifies client certificates also hands each one to ext_authz, which checks certificate-bound
     tokens against it. A `redirect_to_https` listener only redirects: the router alone."""
@@ -111,6 +113,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
         filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))
     if config.ratelimit is not None:
         filters.append(ratelimit_filter(config.ratelimit))
+    # Last before the router: they compress what the router hands back, not the refusals above (_compression).
+    filters.extend(compressor_filters(item))
     filters.append(_router())
     return filters
 

@@ -29,6 +29,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from controlplane.config.hosts import covers, normalized
 from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
 from controlplane.translate._balancing import hash_policy
+from controlplane.translate._compression import disable_compression
 from controlplane.translate._conditions import header_matcher, query_matcher
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
 from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
@@ -65,6 +66,9 @@ def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfig
         identity = identity_headers(config)
         for r in routes:
             apply_route_policy(built[r.name], r, config, identity)
+    for r in routes:
+        if not r.compression:
+            disable_compression(built[r.name], item)
     preflights = {r.name: preflight_route(built[r.name], r) for r in routes if needs_preflight_route(r)}
     return route_pb2.RouteConfiguration(
         name=item.name,
