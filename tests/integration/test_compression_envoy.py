@@ -1,0 +1,208 @@
+"""Response compression with the real control plane and Envoy (State of the World, then Delta ADS): a
+client that accepts gzip gets gzip that decompresses to the service's body, one that accepts br gets
+Brotli, the server's preference wins a tie and the client's q-values win over it, a client that sends
+no Accept-Encoding gets the body as it was; a body under min_bytes, a type not listed, a route with
+`compression: off` and a body the service encoded itself are left alone; a `direct_response` is
+compressed too; `Vary: Accept-Encoding` is set wherever the answer depends on it; and
+`envoy --mode validate` accepts the translated config."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controlplane.config.load import load_config
+from controlplane.envoy_check import check_with_envoy
+from tests.integration.gateway_procs import running_gateway
+from tests.integration.payload_upstream import payload, start_payload_upstream
+from tests.procs import ENVOY, free_port
+
+pytestmark = pytest.mark.integration
+
+HAS_BROTLI = importlib.util.find_spec("brotli") is not None
+STATUS_BODY = "pavilion edge status: every region serving. " * 60  # 2700 bytes, under the 4096 allowed
+
+CONFIG = """regions: [eu-west]
+listeners:
+  - name: edge
+    address: 127.0.0.1
+    port: {edge}
+    compression: {{}}
+  - name: zedge
+    address: 127.0.0.1
+    port: {zedge}
+    compression: {{algorithms: [zstd, br, gzip], min_bytes: 100, content_types: [application/json]}}
+services:
+  - name: payload
+    endpoints: [{{address: 127.0.0.1:{payload}, region: eu-west}}]
+routes:
+  - name: data
+    listener: edge
+    match: {{prefix: /data}}
+    service: payload
+  - name: downloads
+    listener: edge
+    match: {{prefix: /downloads}}
+    service: payload
+    compression: off
+  - name: status
+    listener: edge
+    match: {{path: /status}}
+    direct_response: {{status: 200, body: "{status}"}}
+  - name: zdata
+    listener: zedge
+    match: {{prefix: /}}
+    service: payload
+"""
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    body: bytes
+
+    @property
+    def encoding(self) -> str:
+        return self.headers.get("content-encoding", "identity")
+
+    @property
+    def varies_on_encoding(self) -> bool:
+        return "accept-encoding" in [v.strip().lower() for v in self.headers.get("vary", "").split(",")]
+
+
+@dataclass
+class Setup:
+    edge: int
+    zedge: int
+
+    def get(self, path: str, accept: str | None = None, *, port: int | None = None) -> Answer:
+        connection = http.client.HTTPConnection("127.0.0.1", port or self.edge, timeout=5)
+        try:
+            connection.request("GET", path, headers={"accept-encoding": accept} if accept is not None else {})
+            response = connection.getresponse()
+            headers: dict[str, str] = {}
+            for name, value in response.getheaders():
+                key = name.lower()
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            return Answer(response.status, headers, response.read())
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
+def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Setup]:
+    routes = tmp_path_factory.mktemp("routes")
+    edge, zedge = free_port(), free_port()
+    upstream = start_payload_upstream()
+    try:
+        (routes / "gateway.yaml").write_text(CONFIG.format(edge=edge, zedge=zedge, payload=upstream[1],
+                                                           status=STATUS_BODY))
+        # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
+        assert check_with_envoy(load_config(routes), ENVOY) == []
+    except BaseException:
+        upstream[0].stop()
+        raise
+    with running_gateway(Path(routes), edge, {"payload": upstream}, delta=request.param) as gateway:
+        gateway.envoys[0].proc.wait_port(zedge)
+        yield Setup(edge, zedge)
+
+
+def test_gzip_decompresses_to_the_services_body(setup: Setup) -> None:
+    original = payload(20_000)
+    got = setup.get("/data?bytes=20000", "gzip")
+    assert got.status == 200
+    assert got.encoding == "gzip"
+    assert got.varies_on_encoding
+    assert "content-length" not in got.headers or int(got.headers["content-length"]) == len(got.body)
+    assert len(got.body) < len(original) // 3
+    assert gzip.decompress(got.body) == original
+    # The service still learns what the client accepts (it may encode by itself, see below).
+    assert got.headers["x-upstream-accept-encoding"] == "gzip"
+
+
+def test_br_when_the_client_accepts_brotli(setup: Setup) -> None:
+    original = payload(20_000)
+    got = setup.get("/data?bytes=20000", "br")
+    assert got.encoding == "br"
+    assert got.varies_on_encoding
+    assert len(got.body) < len(original) // 3
+    if HAS_BROTLI:
+        import brotli  # type: ignore[import-not-found]
+
+        assert brotli.decompress(got.body) == original
+    else:  # no brotli package here: the body is at least not the original, nor gzip
+        assert got.body != original and not got.body.startswith(b"\x1f\x8b")
+
+
+def test_the_servers_preference_wins_a_tie_and_q_values_win_over_it(setup: Setup) -> None:
+    assert setup.get("/data?bytes=5000", "gzip, br").encoding == "br"
+    assert setup.get("/data?bytes=5000", "br, gzip").encoding == "br"
+    assert setup.get("/data?bytes=5000", "gzip;q=1.0, br;q=0.5").encoding == "gzip"
+    assert setup.get("/data?bytes=5000", "br;q=0, gzip").encoding == "gzip"
+    # A browser's usual header: zstd is not offered on this listener, br is preferred.
+    assert setup.get("/data?bytes=5000", "gzip, deflate, br, zstd").encoding == "br"
+    on_zedge = setup.get("/x?bytes=5000", "gzip, deflate, br, zstd", port=setup.zedge)
+    assert on_zedge.encoding == "zstd"
+    assert on_zedge.body.startswith(b"\x28\xb5\x2f\xfd")  # the zstd frame's magic number
+    assert setup.get("/x?bytes=5000", "*", port=setup.zedge).encoding == "zstd"
+    assert setup.get("/x?bytes=5000", "gzip", port=setup.zedge).encoding == "gzip"
+
+
+def test_no_accept_encoding_gets_the_body_as_it_was(setup: Setup) -> None:
+    original = payload(20_000)
+    for accept in (None, "identity", "deflate"):
+        got = setup.get("/data?bytes=20000", accept)
+        assert got.encoding == "identity", accept
+        assert got.body == original
+        assert int(got.headers["content-length"]) == len(original)
+        # It could have been compressed for another client: a cache in front must keep them apart.
+        assert got.varies_on_encoding
+
+
+def test_a_body_under_min_bytes_is_sent_as_it_is(setup: Setup) -> None:
+    small = setup.get("/data?bytes=1000", "gzip, br")
+    assert small.encoding == "identity" and small.body == payload(1000)
+    assert setup.get("/data?bytes=1024", "gzip").encoding == "gzip"  # the default min_bytes, 1024, itself
+    # That listener's min_bytes is 100.
+    assert setup.get("/x?bytes=99", "gzip", port=setup.zedge).encoding == "identity"
+    assert setup.get("/x?bytes=100", "gzip", port=setup.zedge).encoding == "gzip"
+
+
+def test_only_listed_content_types_are_compressed(setup: Setup) -> None:
+    # text/plain is in the default list; the zedge listener lists application/json only.
+    assert setup.get("/data?bytes=5000&type=text", "gzip").encoding == "gzip"
+    text = setup.get("/x?bytes=5000&type=text", "gzip", port=setup.zedge)
+    assert text.encoding == "identity" and text.body == payload(5000, "text")
+    binary = setup.get("/data?bytes=5000&type=binary", "gzip")
+    assert binary.encoding == "identity" and binary.body == payload(5000, "binary")
+
+
+def test_a_route_with_compression_off_is_never_compressed(setup: Setup) -> None:
+    original = payload(20_000)
+    got = setup.get("/downloads/report.json?bytes=20000", "gzip, br")
+    assert got.encoding == "identity"
+    assert got.body == original
+    assert not got.varies_on_encoding  # the answer is the same whatever the client accepts
+    # The same service through a compressing route of the same listener is compressed.
+    assert setup.get("/data/report.json?bytes=20000", "gzip, br").encoding == "br"
+
+
+def test_a_body_the_service_encoded_is_not_encoded_again(setup: Setup) -> None:
+    got = setup.get("/data?bytes=20000&encoded=gzip", "br, gzip")
+    assert got.encoding == "gzip"
+    assert gzip.decompress(got.body) == payload(20_000)
+
+
+def test_a_direct_response_is_compressed_too(setup: Setup) -> None:
+    got = setup.get("/status", "gzip")
+    assert got.status == 200 and got.encoding == "gzip"
+    assert gzip.decompress(got.body) == STATUS_BODY.encode()
+    plain = setup.get("/status")
+    assert plain.encoding == "identity" and plain.body == STATUS_BODY.encode()
