@@ -4,7 +4,8 @@
 
 `GET /<anything>?bytes=N&type=json|text|binary` answers `payload(N, type)` with its Content-Length and the
 content type of `type` (application/json, text/plain, application/octet-stream); `&encoded=gzip` answers
-the same JSON already gzip-encoded by the upstream itself (Content-Encoding: gzip). Every answer says in
+the same JSON already gzip-encoded by the upstream itself (Content-Encoding: gzip), and `&stream=1` sends it in
+chunks, without a Content-Length (Transfer-Encoding: chunked). Every answer says in
 `x-upstream-accept-encoding` what Accept-Encoding reached the upstream.
 """
 
@@ -48,7 +49,7 @@ def payload(size: int, kind: str = "json") -> bytes:
     return shell[:-2] + b" " * max(0, size - len(shell)) + b'"}'
 
 
-async def answer(request: web.Request) -> web.Response:
+async def answer(request: web.Request) -> web.StreamResponse:
     size = int(request.query.get("bytes", "4096"))
     kind = request.query.get("type", "json")
     headers = {"x-upstream-accept-encoding": request.headers.get("accept-encoding", "")}
@@ -56,6 +57,14 @@ async def answer(request: web.Request) -> web.Response:
     if request.query.get("encoded") == "gzip":
         body = gzip.compress(body, mtime=0)
         headers["content-encoding"] = "gzip"
+    if request.query.get("stream") == "1":
+        streamed = web.StreamResponse(headers={**headers, "content-type": CONTENT_TYPES[kind]})
+        streamed.enable_chunked_encoding()
+        await streamed.prepare(request)
+        for start in range(0, len(body), 1000):
+            await streamed.write(body[start:start + 1000])
+        await streamed.write_eof()
+        return streamed
     return web.Response(body=body, content_type=CONTENT_TYPES[kind], headers=headers)
 
 

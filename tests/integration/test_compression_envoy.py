@@ -2,9 +2,9 @@
 client that accepts gzip gets gzip that decompresses to the service's body, one that accepts br gets
 Brotli, the server's preference wins a tie and the client's q-values win over it, a client that sends
 no Accept-Encoding gets the body as it was; a body under min_bytes, a type not listed, a route with
-`compression: off` and a body the service encoded itself are left alone; a `direct_response` is
-compressed too; `Vary: Accept-Encoding` is set wherever the answer depends on it; and
-`envoy --mode validate` accepts the translated config."""
+`compression: off` and a body the service encoded itself are left alone; a streamed body (no
+Content-Length) is compressed whatever its size, and a `direct_response` too; `Vary: Accept-Encoding`
+is set wherever the answer depends on it; and `envoy --mode validate` accepts the translated config."""
 
 from __future__ import annotations
 
@@ -206,3 +206,11 @@ def test_a_direct_response_is_compressed_too(setup: Setup) -> None:
     assert gzip.decompress(got.body) == STATUS_BODY.encode()
     plain = setup.get("/status")
     assert plain.encoding == "identity" and plain.body == STATUS_BODY.encode()
+
+
+def test_a_streamed_body_is_compressed_whatever_its_size(setup: Setup) -> None:
+    # No Content-Length (chunked): Envoy cannot know the size, and compresses even a body under min_bytes.
+    for size in (20_000, 500):
+        got = setup.get(f"/data?bytes={size}&stream=1", "gzip")
+        assert got.encoding == "gzip", size
+        assert gzip.decompress(got.body) == payload(size)
