@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from controlplane.config import model
 from controlplane.config.affinity import read_hash_on
+from controlplane.config.client_address import read_client_address
 from controlplane.config.compression import read_listener_compression, read_route_compression
 from controlplane.config.listener_tls import read_listener_tls
 from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
@@ -71,12 +72,13 @@ class Builder:
         redirect_ok, port = https_port(f, self.names.listener_fields, self.problem)
         local_ok, local = read_listener_local_rate_limit(f, self.problem)
         compression_ok, compression = read_listener_compression(f, self.problem)
+        client_ok, client_address = read_client_address(f, self.problem)
         if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok or not local_ok:
             return None
-        if not compression_ok:
+        if not compression_ok or not client_ok:
             return None
         return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port,
-                              local_rate_limit=local, compression=compression)
+                              local_rate_limit=local, compression=compression, client_address=client_address)
 
     def service(self, f: Fields) -> model.Service | None:
         endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)

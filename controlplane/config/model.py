@@ -107,6 +107,18 @@ class Compression:
 
 
 @dataclass(frozen=True)
+class ClientAddress:
+    """`client_address:` of a listener: where Envoy finds the client behind a load balancer. The PROXY
+    protocol header (an L4 balancer's) sets the connection's peer; X-Forwarded-For entries added by
+    trusted proxies (`trusted_hops` from the right, or past `trusted_cidrs`) set the request's client."""
+
+    proxy_protocol: str | None = None  # required | optional; None: no PROXY header is read
+    trusted_hops: int = 0  # XFF entries from the right that trusted proxies appended; 0: none
+    trusted_cidrs: tuple[str, ...] = ()  # networks of trusted proxies (normalised CIDRs); not with trusted_hops
+    source: Location = field(default=NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     address: str
@@ -118,6 +130,7 @@ class Listener:
     https_port: int | None = None
     local_rate_limit: LocalRateLimit | None = None  # the flood guard of every request on the listener
     compression: Compression | None = None  # None: responses leave as the service sent them
+    client_address: ClientAddress | None = None  # None: the client is the TCP peer, XFF untrusted
 
 
 @dataclass(frozen=True)

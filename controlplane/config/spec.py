@@ -7,6 +7,7 @@ docs/route-yaml.md describes the same fields (tests/controlplane/config/test_doc
 from __future__ import annotations
 
 from controlplane.config import rules, token_rules
+from controlplane.config.client_address import MAX_TRUSTED_HOPS, PROXY_PROTOCOL_MODES, trusted_cidr
 from controlplane.config.client_certificates import CLIENT_CERTIFICATE_PATTERN, client_certificate
 from controlplane.config.compression import (
     COMPRESSION_ALGORITHMS,
@@ -113,6 +114,24 @@ COMPRESSION = Object("compression", "Envoy compresses responses for clients that
           default=f"[{', '.join(DEFAULT_CONTENT_TYPES)}]"),
 ))
 
+CLIENT_ADDRESS = Object("client_address", "Where Envoy finds the client's address when the listener sits behind a "
+                        "load balancer: the PROXY protocol header, and X-Forwarded-For entries appended by trusted "
+                        "proxies. Local rate limits per `client_ip`, access logs, ext_authz and the upstream's "
+                        "`x-forwarded-for` then see the client, not the balancer (see "
+                        "[Client addresses behind a load balancer](#client-addresses-behind-a-load-balancer)).", (
+    Field("proxy_protocol", Value("string", choices=PROXY_PROTOCOL_MODES),
+          "Read a PROXY protocol header (v1 or v2, as AWS NLB and other L4 balancers send it) before TLS and HTTP: "
+          "the client it names becomes the connection's peer. `required`: a connection without one is closed; "
+          "`optional`: one without is served as it is."),
+    Field("trusted_hops", Value("integer", minimum=1, maximum=MAX_TRUSTED_HOPS),
+          f"Proxies in front of Envoy that append to X-Forwarded-For (1-{MAX_TRUSTED_HOPS}): the client is that "
+          "many entries from the right, so entries a client wrote itself never count. Not with `trusted_cidrs`."),
+    Field("trusted_cidrs", ListOf(Value("string", convert=trusted_cidr, schema={"minLength": 1}), min_items=1),
+          "Networks of the proxies in front of Envoy (like 10.0.0.0/8): when the peer is in one, the client is the "
+          "rightmost X-Forwarded-For entry outside them. Host bits zero; not `0.0.0.0/0`. Not with `trusted_hops`."),
+), at_least_one=("proxy_protocol", "trusted_hops", "trusted_cidrs"),
+   none_given="client_address needs proxy_protocol, trusted_hops or trusted_cidrs")
+
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
@@ -125,6 +144,9 @@ LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listene
           "route, kept by each Envoy; not with `redirect_to_https`."),
     Field("compression", COMPRESSION, "Compress responses for clients that accept it (gzip, Brotli, zstd); "
           "routes may say `compression: off`. Not with `redirect_to_https`."),
+    Field("client_address", CLIENT_ADDRESS, "Behind a load balancer: read the client's address from the PROXY "
+          "protocol or trusted X-Forwarded-For entries. Absent: the client is the TCP peer and X-Forwarded-For "
+          "is not trusted."),
 ))
 
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (

@@ -13,6 +13,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from controlplane.config.model import Config, Listener
 from controlplane.translate._access_log import access_loggers
+from controlplane.translate._client_address import address_detection, external_address_filters, listener_filters
 from controlplane.translate._compression import compressor_filters
 from controlplane.translate._cors import cors_filter
 from controlplane.translate._local_ratelimit import local_ratelimit_filters
@@ -39,6 +40,8 @@ def listener(item: Listener, config: Config, role: str) -> listener_pb2.Listener
     return listener_pb2.Listener(
         name=item.name,
         address=socket_address(item.address, item.port),
+        # The PROXY protocol reader, when the listener has one: before TLS and HTTP read a byte.
+        listener_filters=listener_filters(item),
         # Envoy's edge best practice: bound what one connection may buffer.
         per_connection_buffer_limit_bytes=uint32(32 * 1024),
         filter_chains=[listener_components_pb2.FilterChain(
@@ -57,8 +60,9 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
         http_filters=http_filters(item, config, role),
         # Upgrades off but where a route enables them (`websocket: true`).
         upgrade_configs=listener_upgrades(item, config),
-        # At the edge the client's address is the TCP peer; X-Forwarded-For from outside is not trusted.
-        use_remote_address=boolean(edge),
+        # At the edge the client's address is the TCP peer; X-Forwarded-For is trusted only as far as the
+        # listener's `client_address` says (_client_address).
+        **address_detection(item, edge),
         # Route matching and later authz see one spelling of a path (no path confusion).
         normalize_path=boolean(True),
         merge_slashes=True,
@@ -100,6 +104,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
     filters = []
     if item.https_port is not None:
         return [_router()]
+    # Envoy's own x-envoy-external-address where the client comes from trusted_cidrs (_client_address).
+    filters.extend(external_address_filters(item))
     # First, so a preflight is answered before ext_authz asks it for a token or ratelimit counts it.
     if any(r.cors is not None for r in config.routes if r.listener == item.name):
         filters.append(cors_filter())
