@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gzip
 import json
 import random
@@ -29,24 +30,31 @@ CONTENT_TYPES = {"json": "application/json", "text": "text/plain", "binary": "ap
 _WORDS = ("account", "tenant", "issuer", "subject", "scope", "read", "write", "active", "eu-west", "us-east")
 
 
+@functools.lru_cache(maxsize=64)
 def payload(size: int, kind: str = "json") -> bytes:
     """`size` bytes of `kind`, the same on every call: JSON records like an API's (compressible), or
     random bytes (incompressible) for `binary`."""
     rng = random.Random(size)
     if kind == "binary":
         return rng.randbytes(size)
-    records, text = [], b""
-    while len(text) < size:
-        records.append({"id": len(records), "name": rng.choice(_WORDS) + str(rng.randrange(10_000)),
-                        "scopes": rng.sample(_WORDS, 3), "balance": rng.randrange(1_000_000)})
-        text = json.dumps({"items": records}).encode()
+    records: list[bytes] = []
+    length = len(b'{"items": [], "pad": ""}')
+    while length < size:
+        record = json.dumps({"id": len(records), "name": rng.choice(_WORDS) + str(rng.randrange(10_000)),
+                             "scopes": rng.sample(_WORDS, 3), "balance": rng.randrange(1_000_000)}).encode()
+        records.append(record)
+        length += len(record) + 2
     if kind == "text":
-        return text[:size]
-    # Pad (or trim) inside a string so the body stays valid JSON of exactly `size` bytes.
-    shell = json.dumps({"items": records[:-1], "pad": ""}).encode()
-    if len(shell) > size:
+        return (b'{"items": [' + b", ".join(records) + b"]}")[:size]
+    # Pad inside a string so the body stays valid JSON of exactly `size` bytes.
+    while records:
+        shell = b'{"items": [' + b", ".join(records) + b'], "pad": ""}'
+        if len(shell) <= size:
+            break
+        records.pop()
+    else:
         shell = b'{"pad": ""}'
-    return shell[:-2] + b" " * max(0, size - len(shell)) + b'"}'
+    return shell[:-2] + b" " * (size - len(shell)) + b'"}'
 
 
 async def answer(request: web.Request) -> web.StreamResponse:
