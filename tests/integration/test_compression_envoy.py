@@ -153,6 +153,9 @@ def test_the_servers_preference_wins_a_tie_and_q_values_win_over_it(setup: Setup
     assert on_zedge.body.startswith(b"\x28\xb5\x2f\xfd")  # the zstd frame's magic number
     assert setup.get("/x?bytes=5000", "*", port=setup.zedge).encoding == "zstd"
     assert setup.get("/x?bytes=5000", "gzip", port=setup.zedge).encoding == "gzip"
+    # Envoy puts one filter first in a tie (choose_first): between the second and third, the client's order.
+    assert setup.get("/x?bytes=5000", "gzip, br", port=setup.zedge).encoding == "gzip"
+    assert setup.get("/x?bytes=5000", "br, gzip", port=setup.zedge).encoding == "br"
 
 
 def test_no_accept_encoding_gets_the_body_as_it_was(setup: Setup) -> None:
