@@ -37,7 +37,6 @@ from envoy.extensions.compression.gzip.compressor.v3 import gzip_pb2
 from envoy.extensions.compression.zstd.compressor.v3 import zstd_pb2
 from envoy.extensions.filters.http.compressor.v3 import compressor_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf.message import Message
 
 from controlplane.config.model import Compression, Listener
 from controlplane.translate._protos import packed, uint32
@@ -89,7 +88,7 @@ def _compressor(compression: Compression, algorithm: str, *, first: bool) -> com
     )
 
 
-def _library(algorithm: str) -> Message:
+def _library(algorithm: str) -> gzip_pb2.Gzip | brotli_pb2.Brotli | zstd_pb2.Zstd:
     if algorithm == "gzip":
         return gzip_pb2.Gzip()
     if algorithm == "br":

@@ -4,10 +4,12 @@ Brotli, the server's preference wins a tie and the client's q-values win over it
 no Accept-Encoding gets the body as it was; a body under min_bytes, a type not listed, a route with
 `compression: off` and a body the service encoded itself are left alone; a streamed body (no
 Content-Length) is compressed whatever its size, and a `direct_response` too; `Vary: Accept-Encoding`
-is set wherever the answer depends on it; and `envoy --mode validate` accepts the translated config."""
+is set wherever the answer depends on it; a websocket route of a compressing listener still
+converses; and `envoy --mode validate` accepts the translated config."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import importlib.util
@@ -15,12 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.integration.gateway_procs import running_gateway
 from tests.integration.payload_upstream import payload, start_payload_upstream
+from tests.integration.recording_upstream import start_recording_upstream
 from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
@@ -41,6 +45,8 @@ listeners:
 services:
   - name: payload
     endpoints: [{{address: 127.0.0.1:{payload}, region: eu-west}}]
+  - name: chat
+    endpoints: [{{address: 127.0.0.1:{chat}, region: eu-west}}]
 routes:
   - name: data
     listener: edge
@@ -55,6 +61,11 @@ routes:
     listener: edge
     match: {{path: /status}}
     direct_response: {{status: 200, body: "{status}"}}
+  - name: chat
+    listener: edge
+    match: {{prefix: /chat}}
+    service: chat
+    websocket: true
   - name: zdata
     listener: zedge
     match: {{prefix: /}}
@@ -100,16 +111,18 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Setup]:
     routes = tmp_path_factory.mktemp("routes")
     edge, zedge = free_port(), free_port()
-    upstream = start_payload_upstream()
+    upstreams = {"payload": start_payload_upstream()}
     try:
-        (routes / "gateway.yaml").write_text(CONFIG.format(edge=edge, zedge=zedge, payload=upstream[1],
-                                                           status=STATUS_BODY))
+        upstreams["chat"] = start_recording_upstream("chat")
+        (routes / "gateway.yaml").write_text(CONFIG.format(edge=edge, zedge=zedge, payload=upstreams["payload"][1],
+                                                           chat=upstreams["chat"][1], status=STATUS_BODY))
         # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
         assert check_with_envoy(load_config(routes), ENVOY) == []
     except BaseException:
-        upstream[0].stop()
+        for proc, _port in upstreams.values():
+            proc.stop()
         raise
-    with running_gateway(Path(routes), edge, {"payload": upstream}, delta=request.param) as gateway:
+    with running_gateway(Path(routes), edge, upstreams, delta=request.param) as gateway:
         gateway.envoys[0].proc.wait_port(zedge)
         yield Setup(edge, zedge)
 
@@ -217,3 +230,21 @@ def test_a_streamed_body_is_compressed_whatever_its_size(setup: Setup) -> None:
         got = setup.get(f"/data?bytes={size}&stream=1", "gzip")
         assert got.encoding == "gzip", size
         assert gzip.decompress(got.body) == payload(size)
+
+
+async def _converse(url: str, messages: list[str]) -> list[str]:
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            url, headers={"accept-encoding": "gzip, br"}) as socket:
+        answers = []
+        for message in messages:
+            await socket.send_str(message)
+            answer = await asyncio.wait_for(socket.receive(), 5)
+            assert answer.type == aiohttp.WSMsgType.TEXT, answer
+            answers.append(str(answer.data))
+        return answers
+
+
+def test_a_websocket_on_a_compressing_listener_is_left_alone(setup: Setup) -> None:
+    # The 101 has no body length: the compressors leave it, and the frames after it, alone.
+    answers = asyncio.run(_converse(f"ws://127.0.0.1:{setup.edge}/chat", ["hello", "x" * 5000]))
+    assert answers == ["chat: hello", "chat: " + "x" * 5000]
