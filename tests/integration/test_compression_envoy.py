@@ -147,7 +147,7 @@ def test_br_when_the_client_accepts_brotli(setup: Setup) -> None:
     assert got.varies_on_encoding
     assert len(got.body) < len(original) // 3
     if HAS_BROTLI:
-        import brotli  # type: ignore[import-not-found]
+        import brotli
 
         assert brotli.decompress(got.body) == original
     else:  # no brotli package here: the body is at least not the original, nor gzip
