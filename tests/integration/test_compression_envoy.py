@@ -248,3 +248,22 @@ def test_a_websocket_on_a_compressing_listener_is_left_alone(setup: Setup) -> No
     # The 101 has no body length: the compressors leave it, and the frames after it, alone.
     answers = asyncio.run(_converse(f"ws://127.0.0.1:{setup.edge}/chat", ["hello", "x" * 5000]))
     assert answers == ["chat: hello", "chat: " + "x" * 5000]
+
+
+def test_envoy_validate_accepts_each_algorithm_alone_and_every_option(tmp_path: Path) -> None:
+    listeners = "\n".join(
+        f"  - {{name: {name}, address: 127.0.0.1, port: {port}, compression: {spec}}}"
+        for name, port, spec in (
+            ("gz", 10081, "{algorithms: [gzip]}"), ("brotli", 10082, "{algorithms: [br], min_bytes: 1}"),
+            ("zs", 10083, "{algorithms: [zstd], min_bytes: 16777216, content_types: [text/csv]}"),
+            ("all", 10084, "{algorithms: [gzip, zstd, br]}")))
+    routes = "\n".join(
+        f"  - {{name: {name}-off, listener: {name}, match: {{prefix: /}}, service: payload, compression: off}}"
+        for name in ("gz", "brotli", "zs", "all"))
+    (tmp_path / "gateway.yaml").write_text(
+        f"regions: [eu-west]\nlisteners:\n{listeners}\nservices:\n  - name: payload\n"
+        f"    endpoints: [{{address: 127.0.0.1:9001, region: eu-west}}]\nroutes:\n{routes}\n")
+    config = load_config(tmp_path)
+    assert [item.compression.algorithms for item in config.listeners if item.compression] == [
+        ("gzip",), ("br",), ("zstd",), ("gzip", "zstd", "br")]
+    assert check_with_envoy(config, ENVOY) == []
