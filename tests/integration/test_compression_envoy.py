@@ -4,8 +4,9 @@ Brotli, the server's preference wins a tie and the client's q-values win over it
 no Accept-Encoding gets the body as it was; a body under min_bytes, a type not listed, a route with
 `compression: off` and a body the service encoded itself are left alone; a streamed body (no
 Content-Length) is compressed whatever its size, and a `direct_response` too; `Vary: Accept-Encoding`
-is set wherever the answer depends on it; a websocket route of a compressing listener still
-converses; and `envoy --mode validate` accepts the translated config."""
+is set wherever the answer depends on it; a local rate limit's 429 is never compressed (the
+compressors sit after it), a websocket route of a compressing listener still converses; and
+`envoy --mode validate` accepts the translated config."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ listeners:
     address: 127.0.0.1
     port: {zedge}
     compression: {{algorithms: [zstd, br, gzip], min_bytes: 100, content_types: [application/json]}}
+  - name: tiny
+    address: 127.0.0.1
+    port: {tiny}
+    compression: {{algorithms: [gzip], min_bytes: 1}}
 services:
   - name: payload
     endpoints: [{{address: 127.0.0.1:{payload}, region: eu-west}}]
@@ -66,6 +71,15 @@ routes:
     match: {{prefix: /chat}}
     service: chat
     websocket: true
+  - name: limited
+    listener: tiny
+    match: {{prefix: /limited}}
+    service: payload
+    local_rate_limit: {{unit: hour, requests: 1}}
+  - name: tiny-answer
+    listener: tiny
+    match: {{path: /answer}}
+    direct_response: {{status: 200, body: "ok"}}
   - name: zdata
     listener: zedge
     match: {{prefix: /}}
@@ -92,6 +106,7 @@ class Answer:
 class Setup:
     edge: int
     zedge: int
+    tiny: int
 
     def get(self, path: str, accept: str | None = None, *, port: int | None = None) -> Answer:
         connection = http.client.HTTPConnection("127.0.0.1", port or self.edge, timeout=5)
@@ -110,12 +125,13 @@ class Setup:
 @pytest.fixture(scope="module", params=[False, True], ids=["sotw", "delta"])
 def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Setup]:
     routes = tmp_path_factory.mktemp("routes")
-    edge, zedge = free_port(), free_port()
+    edge, zedge, tiny = free_port(), free_port(), free_port()
     upstreams = {"payload": start_payload_upstream()}
     try:
         upstreams["chat"] = start_recording_upstream("chat")
-        (routes / "gateway.yaml").write_text(CONFIG.format(edge=edge, zedge=zedge, payload=upstreams["payload"][1],
-                                                           chat=upstreams["chat"][1], status=STATUS_BODY))
+        (routes / "gateway.yaml").write_text(CONFIG.format(
+            edge=edge, zedge=zedge, tiny=tiny, payload=upstreams["payload"][1], chat=upstreams["chat"][1],
+            status=STATUS_BODY))
         # What the control plane serves, Envoy itself accepts (`envoy --mode validate`).
         assert check_with_envoy(load_config(routes), ENVOY) == []
     except BaseException:
@@ -124,7 +140,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         raise
     with running_gateway(Path(routes), edge, upstreams, delta=request.param) as gateway:
         gateway.envoys[0].proc.wait_port(zedge)
-        yield Setup(edge, zedge)
+        gateway.envoys[0].proc.wait_port(tiny)
+        yield Setup(edge, zedge, tiny)
 
 
 def test_gzip_decompresses_to_the_services_body(setup: Setup) -> None:
@@ -267,3 +284,13 @@ def test_envoy_validate_accepts_each_algorithm_alone_and_every_option(tmp_path: 
     assert [item.compression.algorithms for item in config.listeners if item.compression] == [
         ("gzip",), ("br",), ("zstd",), ("gzip", "zstd", "br")]
     assert check_with_envoy(config, ENVOY) == []
+
+
+def test_refusals_of_earlier_filters_are_not_compressed(setup: Setup) -> None:
+    # min_bytes 1 on that listener: only where the compressors sit keeps a short answer uncompressed.
+    assert setup.get("/answer", "gzip", port=setup.tiny).encoding == "gzip"  # the router's own answer
+    first = setup.get("/limited?bytes=200", "gzip", port=setup.tiny)
+    assert first.status == 200 and first.encoding == "gzip"
+    refused = setup.get("/limited?bytes=200", "gzip", port=setup.tiny)
+    assert refused.status == 429
+    assert refused.encoding == "identity" and refused.body == b"local_rate_limited"
