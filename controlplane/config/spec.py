@@ -130,7 +130,7 @@ CLIENT_ADDRESS = Object("client_address", "Where Envoy finds the client's addres
           "Networks of the proxies in front of Envoy (like 10.0.0.0/8): when the peer is in one, the client is the "
           "rightmost X-Forwarded-For entry outside them. Host bits zero; not `0.0.0.0/0`. Not with `trusted_hops`."),
 ), at_least_one=("proxy_protocol", "trusted_hops", "trusted_cidrs"),
-   none_given="client_address needs proxy_protocol, trusted_hops or trusted_cidrs")
+   none_given="an empty client_address changes nothing: the client would still be the TCP peer")
 
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
