@@ -74,7 +74,7 @@ def ask(port: int, path: str = "/", *, preface: bytes = b"", source: str = "127.
         conn.close()
 
 
-class RecordingAuthz(external_auth_pb2_grpc.AuthorizationServicer):
+class RecordingAuthz(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """ext_authz that allows every request and keeps (path, source address) of each check."""
 
     def __init__(self, port: int) -> None:

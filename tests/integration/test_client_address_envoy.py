@@ -73,7 +73,7 @@ class Stack:
         wanted = [answer.headers["x-request-id"] for answer in answers]
         deadline = time.monotonic() + timeout
         while True:
-            by_id = {}
+            by_id: dict[str, list[dict[str, Any]]] = {}
             for text in self.gateway.envoys[0].proc.output().splitlines():
                 if text.startswith("{"):
                     line = json.loads(text)
