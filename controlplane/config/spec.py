@@ -82,7 +82,8 @@ LOCAL_RATE_LIMIT = Object("local_rate_limit", "A token bucket each Envoy keeps i
                           "filter), checked before ext_authz and the ratelimit service: a request over it gets a 429 "
                           "that costs no token check and no counter (see [Local rate limits](#local-rate-limits)).", (
     Field("per", Value("string", convert=check_local_per, schema={"enum": list(LOCAL_FACTS)}),
-          "`client_ip`: one bucket per TCP peer address. Absent: one bucket for every request. Not `tenant`, "
+          "`client_ip`: one bucket per client address (the TCP peer, or the client the listener's `client_address` "
+          "finds behind a load balancer). Absent: one bucket for every request. Not `tenant`, "
           "`client` or `subject`: those are known only after ext_authz."),
     Field("unit", Value("string", choices=LOCAL_UNITS), "The time `requests` are added over.", True),
     Field("requests", Value("integer", minimum=1, maximum=MAX_UINT32),

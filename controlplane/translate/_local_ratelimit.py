@@ -14,8 +14,10 @@ read it):
 
 A bucket refills `requests` per `unit` evenly (Envoy 1.40's token bucket refills continuously at
 tokens_per_fill / fill_interval) up to `burst`. `per: client_ip` keys the bucket on Envoy's
-`remote_address` descriptor (the TCP peer: the HTTP connection manager has `use_remote_address` and
-no trusted hops): the filter's own `rate_limits` make the descriptor, and a descriptor entry with an
+`remote_address` descriptor, the client the connection manager settled on: the TCP peer, or behind a
+load balancer the client a PROXY protocol header or a trusted X-Forwarded-For entry names (the listener's
+`client_address`, see _client_address; tests/integration/test_client_address_envoy.py checks the
+buckets): the filter's own `rate_limits` make the descriptor, and a descriptor entry with an
 empty value gives each address its own bucket, kept in an LRU of `max_dynamic_descriptors`. The
 default bucket is then not consumed (`always_consume_default_token_bucket: false`); it is there
 because Envoy asks for one.
