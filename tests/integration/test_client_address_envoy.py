@@ -181,6 +181,12 @@ def test_trusted_hops_take_the_entry_the_balancer_appended(stack: Stack) -> None
     assert got[0].upstream_headers["x-forwarded-for"].startswith("198.51.100.0, 203.0.113.20,")
     # Another client behind the same balancer: its own bucket.
     assert ask(stack.ports["hops"], headers={"x-forwarded-for": "203.0.113.21"}).status == 200
+    # A private address is a client like any other (Envoy 1.40 counts none internal unless told): the
+    # x-envoy-* headers it sends are removed, and it is not marked internal.
+    private = ask(stack.ports["hops"], "/v1/x", headers={"x-forwarded-for": "10.0.0.5", "x-envoy-retry-on": "5xx",
+                                                         "x-envoy-upstream-rq-timeout-ms": "1"}).upstream_headers
+    assert private["x-envoy-external-address"] == "10.0.0.5"
+    assert not {"x-envoy-retry-on", "x-envoy-upstream-rq-timeout-ms", "x-envoy-internal"} & set(private)
     # No X-Forwarded-For at all (a probe from inside): the peer.
     assert ask(stack.ports["hops"], "/v1/x").upstream_headers["x-envoy-external-address"] == "127.0.0.1"
 
@@ -188,13 +194,14 @@ def test_trusted_hops_take_the_entry_the_balancer_appended(stack: Stack) -> None
 def test_trusted_cidrs_skip_the_trusted_proxies_from_the_right(stack: Stack) -> None:
     # From 127.0.0.2 (trusted): the rightmost entry outside the trusted networks, past 10.9.1.1 (trusted too).
     spoofs = [{"x-forwarded-for": f"198.51.100.{i}, 203.0.113.30, 10.9.1.1", "x-envoy-external-address": "1.2.3.4",
-               "x-request-id": "chosen-by-the-client"} for i in range(BUCKET + 1)]
+               "x-request-id": "chosen-by-the-client", "x-envoy-retry-on": "5xx"} for i in range(BUCKET + 1)]
     got = [ask(stack.ports["cidrs"], "/v1/x", source="127.0.0.2", headers=h) for h in spoofs]
     assert [a.status for a in got] == [200] * BUCKET + [429]
     upstream = got[0].upstream_headers
     # Envoy's own x-envoy-external-address replaces the client's, and its own request id too.
     assert upstream["x-envoy-external-address"] == "203.0.113.30"
     assert upstream["x-request-id"] != "chosen-by-the-client"
+    assert "x-envoy-retry-on" not in upstream and "x-envoy-internal" not in upstream
     assert upstream["x-forwarded-for"].startswith("198.51.100.0, 203.0.113.30, 10.9.1.1,")
 
 
