@@ -187,6 +187,10 @@ def test_trusted_hops_take_the_entry_the_balancer_appended(stack: Stack) -> None
                                                          "x-envoy-upstream-rq-timeout-ms": "1"}).upstream_headers
     assert private["x-envoy-external-address"] == "10.0.0.5"
     assert not {"x-envoy-retry-on", "x-envoy-upstream-rq-timeout-ms", "x-envoy-internal"} & set(private)
+    # An entry with a port (Azure Application Gateway writes `ip:port`) is not an address to Envoy: the
+    # client falls back to the peer, the balancer (docs/operations.md says what to do there).
+    with_port = ask(stack.ports["hops"], "/v1/x", source="127.0.0.6", headers={"x-forwarded-for": "203.0.113.60:5555"})
+    assert with_port.upstream_headers["x-envoy-external-address"] == "127.0.0.6"
     # No X-Forwarded-For at all (a probe from inside): the peer.
     assert ask(stack.ports["hops"], "/v1/x").upstream_headers["x-envoy-external-address"] == "127.0.0.1"
 
