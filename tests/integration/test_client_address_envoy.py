@@ -1,6 +1,7 @@
 """`client_address` through the real control plane and Envoy: behind a load balancer, the client a PROXY
 protocol header (v1 or v2) or a trusted X-Forwarded-For entry names is the client of every consumer of
-the address: its own `per: client_ip` local limit bucket, the access log's `client_address`, the
+the address: its own `per: client_ip` local limit bucket and ratelimit service counter, the access
+log's `client_address`, the
 CheckRequest's `source.address` ext_authz gets, and the `x-forwarded-for` / `x-envoy-external-address`
 the upstream gets. A client cannot name itself by writing X-Forwarded-For entries of its own, nor by
 sending its own `x-envoy-external-address`."""
@@ -21,7 +22,7 @@ from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.controlplane.certs import make_ca, write_pair
 from tests.integration.client_address_peers import Answer, RecordingAuthz, ask, proxy_v1, proxy_v2
-from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams
+from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams, start_xds_service
 from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
@@ -48,11 +49,19 @@ services:
   - name: extauthz
     protocol: grpc
     endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
+  - name: ratelimit
+    protocol: grpc
+    endpoints: [{{address: 127.0.0.1:{ratelimit}, region: eu-west}}]
 extauthz: {{service: extauthz, timeout: 2s}}
+ratelimit: {{service: ratelimit, timeout: 2s, failure_mode_deny: true}}
 routes:
   - {{name: who-pp, listener: pp, match: {{prefix: /who}}, service: accounts}}
   - {{name: who-hops, listener: hops, match: {{prefix: /who}}, service: accounts}}
   - {{name: who-cidrs, listener: cidrs, match: {{prefix: /who}}, service: accounts}}
+  - {{name: counted-pp, listener: pp, match: {{prefix: /counted}}, service: accounts, auth: none,
+     rate_limits: [{{per: client_ip, unit: hour, requests: 2}}]}}
+  - {{name: counted-hops, listener: hops, match: {{prefix: /counted}}, service: accounts, auth: none,
+     rate_limits: [{{per: client_ip, unit: hour, requests: 2}}]}}
 """
 # One route per listener, each with its own bucket per client address.
 ROUTES = "".join(f"""  - {{name: {name}, listener: {name}, match: {{prefix: /}}, service: accounts, auth: none,
@@ -89,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     routes, certs = tmp_path_factory.mktemp("routes"), tmp_path_factory.mktemp("certs")
     ca = make_ca()
     write_pair(certs, *ca.issue("edge"))
-    ports = {name: free_port() for name in ("pp", "opt", "hops", "cidrs", "secure", "plain", "extauthz")}
+    ports = {name: free_port() for name in ("pp", "opt", "hops", "cidrs", "secure", "plain", "extauthz", "ratelimit")}
     upstreams = start_upstreams({"accounts": "eu-west"})
     text = CONFIG.format(accounts=upstreams["accounts"][1], certs=certs, **ports) + ROUTES
     (routes / "gateway.yaml").write_text(text)
@@ -100,8 +109,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_gateway(routes, ports["opt"], upstreams) as gateway:
             for name in ("pp", "hops", "cidrs", "secure", "plain"):
                 gateway.envoys[0].proc.wait_port(ports[name])
-            tls = ssl.create_default_context(cadata=ca.pem.decode())
-            yield Stack(gateway, ports, authz, tls)
+            ratelimit = start_xds_service("ratelimit", gateway.plane, ports["ratelimit"], "ratelimit-client-address")
+            try:
+                tls = ssl.create_default_context(cadata=ca.pem.decode())
+                yield Stack(gateway, ports, authz, tls)
+            finally:
+                ratelimit.stop()
     finally:
         authz.stop()
 
@@ -242,6 +255,19 @@ def test_the_access_log_names_the_detected_client(stack: Stack) -> None:
     for line, (_, expected) in zip(lines, sent, strict=True):
         assert line["client_address"].startswith(expected), line
     assert lines[2]["tls_version"] == "TLSv1.3"
+
+
+# The ratelimit service
+
+
+def test_the_ratelimit_service_counts_per_detected_client(stack: Stack) -> None:
+    """`rate_limits` with `per: client_ip` send Envoy's remote_address descriptor: the detected client."""
+    pp = [ask(stack.ports["pp"], "/counted", preface=proxy_v1("203.0.113.70")).status for _ in range(3)]
+    assert pp == [200, 200, 429]
+    assert ask(stack.ports["pp"], "/counted", preface=proxy_v2("203.0.113.71")).status == 200
+    spoofs = [{"x-forwarded-for": f"198.51.100.{i}, 203.0.113.72"} for i in range(3)]
+    assert [ask(stack.ports["hops"], "/counted", headers=h).status for h in spoofs] == [200, 200, 429]
+    assert ask(stack.ports["hops"], "/counted", headers={"x-forwarded-for": "203.0.113.73"}).status == 200
 
 
 # ext_authz
