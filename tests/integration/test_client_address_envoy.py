@@ -1,10 +1,9 @@
 """`client_address` through the real control plane and Envoy: behind a load balancer, the client a PROXY
-protocol header (v1 or v2) or a trusted X-Forwarded-For entry names is the client of every consumer of
-the address: its own `per: client_ip` local limit bucket and ratelimit service counter, the access
-log's `client_address`, the
-CheckRequest's `source.address` ext_authz gets, and the `x-forwarded-for` / `x-envoy-external-address`
-the upstream gets. A client cannot name itself by writing X-Forwarded-For entries of its own, nor by
-sending its own `x-envoy-external-address`."""
+protocol header (v1 or v2) or a trusted X-Forwarded-For entry names is the client of its own `per:
+client_ip` local limit bucket and ratelimit service counter, of the access log's `client_address` and of
+the `x-forwarded-for` / `x-envoy-external-address` the upstream gets. A client cannot name itself by
+writing X-Forwarded-For entries of its own, nor by sending its own `x-envoy-external-address`. ext_authz's
+CheckRequest `source.address` is the connection's peer: the PROXY header's client, the balancer otherwise."""
 
 from __future__ import annotations
 
