@@ -35,6 +35,8 @@ listeners:
   - {{name: opt, address: 127.0.0.1, port: {opt}, client_address: {{proxy_protocol: optional}}}}
   - {{name: hops, address: 127.0.0.1, port: {hops}, client_address: {{trusted_hops: 1}}}}
   - {{name: cidrs, address: 127.0.0.1, port: {cidrs}, client_address: {{trusted_cidrs: [127.0.0.2/32, 10.9.0.0/16]}}}}
+  - {{name: both, address: 127.0.0.1, port: {both},
+     client_address: {{proxy_protocol: required, trusted_cidrs: [10.9.0.0/16]}}}}
   - name: secure
     address: 127.0.0.1
     port: {secure}
@@ -65,7 +67,7 @@ routes:
 # One route per listener, each with its own bucket per client address.
 ROUTES = "".join(f"""  - {{name: {name}, listener: {name}, match: {{prefix: /}}, service: accounts, auth: none,
      local_rate_limit: {LIMIT}}}
-""" for name in ("pp", "opt", "hops", "cidrs", "secure"))
+""" for name in ("pp", "opt", "hops", "cidrs", "secure", "both"))
 
 
 @dataclass
@@ -97,7 +99,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     routes, certs = tmp_path_factory.mktemp("routes"), tmp_path_factory.mktemp("certs")
     ca = make_ca()
     write_pair(certs, *ca.issue("edge"))
-    ports = {name: free_port() for name in ("pp", "opt", "hops", "cidrs", "secure", "plain", "extauthz", "ratelimit")}
+    names = ("pp", "opt", "hops", "cidrs", "secure", "plain", "both", "extauthz", "ratelimit")
+    ports = {name: free_port() for name in names}
     upstreams = start_upstreams({"accounts": "eu-west"})
     text = CONFIG.format(accounts=upstreams["accounts"][1], certs=certs, **ports) + ROUTES
     (routes / "gateway.yaml").write_text(text)
@@ -106,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     authz = RecordingAuthz(ports["extauthz"]).start()
     try:
         with running_gateway(routes, ports["opt"], upstreams) as gateway:
-            for name in ("pp", "hops", "cidrs", "secure", "plain"):
+            for name in ("pp", "hops", "cidrs", "secure", "plain", "both"):
                 gateway.envoys[0].proc.wait_port(ports[name])
             ratelimit = start_xds_service("ratelimit", gateway.plane, ports["ratelimit"], "ratelimit-client-address")
             try:
@@ -229,6 +232,17 @@ def test_trusted_cidrs_ignore_x_forwarded_for_from_an_untrusted_peer(stack: Stac
     assert [a.status for a in got] == [200] * BUCKET + [429]
     assert got[0].upstream_headers["x-envoy-external-address"] == "127.0.0.3"
     assert got[0].upstream_headers["x-forwarded-for"].startswith("203.0.113.31,")
+
+
+def test_the_proxy_headers_client_is_the_peer_trusted_cidrs_compare(stack: Stack) -> None:
+    """An L7 proxy of ours behind an L4 balancer: the PROXY header names the proxy (trusted), whose
+    X-Forwarded-For then names the client; a header naming anyone else makes X-Forwarded-For untrusted."""
+    via_proxy = ask(stack.ports["both"], "/v1/x", preface=proxy_v1("10.9.1.1"),
+                    headers={"x-forwarded-for": "198.51.100.1, 203.0.113.80"})
+    assert via_proxy.upstream_headers["x-envoy-external-address"] == "203.0.113.80"
+    direct = ask(stack.ports["both"], "/v1/x", preface=proxy_v2("203.0.113.81"),
+                 headers={"x-forwarded-for": "203.0.113.80"})
+    assert direct.upstream_headers["x-envoy-external-address"] == "203.0.113.81"
 
 
 # The access log
