@@ -42,7 +42,12 @@ def build_app(name: str, region: str) -> web.Application:
 
 
 async def serve(host: str, port: int, name: str, region: str) -> None:
-    runner = web.AppRunner(build_app(name, region), access_log=None)
+    await serve_app(build_app(name, region), host, port)
+
+
+async def serve_app(app: web.Application, host: str, port: int) -> None:
+    """Serve `app` on host:port until cancelled (the process stopped); the tests' upstreams use it too."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     try:

@@ -22,6 +22,7 @@ import sys
 
 from aiohttp import web
 
+from pavilion.echo import serve_app
 from tests.procs import Proc, free_port
 
 __all__ = ["CONTENT_TYPES", "payload", "start_payload_upstream"]
@@ -83,13 +84,7 @@ async def healthz(_request: web.Request) -> web.Response:
 async def serve(port: int) -> None:
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/{tail:.*}", answer)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(app, "127.0.0.1", port)
 
 
 def start_payload_upstream(port: int | None = None) -> tuple[Proc, int]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from pavilion.echo import serve_app
 from pavilion.probe import http_ok
 from tests.procs import Proc, free_port
 
@@ -58,13 +59,7 @@ async def _echo(request: web.Request, name: str) -> web.WebSocketResponse:
 
 
 async def serve(port: int, name: str) -> None:
-    runner = web.AppRunner(build_app(name), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(build_app(name), "127.0.0.1", port)
 
 
 def start_recording_upstream(name: str) -> tuple[Proc, int]:
