@@ -124,8 +124,10 @@ def start_envoy(plane: ControlPlane, region: str, node_id: str, listen_port: int
                                  admin_port=admin_port, delta=delta)
     path = Path(tempfile.mkdtemp(prefix="envoy-")) / "bootstrap.yaml"
     path.write_text(bootstrap)
-    proc = Proc([ENVOY, "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"],
-                name=f"envoy-{node_id}")
+    # Access log lines reach stdout at each file flush: every 10 s by default, which tests reading the log
+    # would wait out.
+    proc = Proc([ENVOY, "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "warning",
+                 "--file-flush-interval-msec", "100"], name=f"envoy-{node_id}")
     try:
         proc.wait_http(f"http://127.0.0.1:{admin_port}/ready")
         if listen_port is not None:
