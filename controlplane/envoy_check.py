@@ -22,12 +22,14 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import json_format
 
 from controlplane import resources as urls
 from controlplane.config.model import Config, Route
 from controlplane.translate import translate
+from controlplane.translate._http3 import QUIC_TRANSPORT_SOCKET
 from controlplane.translate._listeners import EDGE, HCM_FILTER
 from controlplane.translate._protos import packed
 from controlplane.translate._tls import TLS_TRANSPORT_SOCKET
@@ -151,9 +153,21 @@ def static_bootstrap(config: Config, region: str, role: str = EDGE) -> bootstrap
                     _inline_routes(network_filter, routes)
             if chain.transport_socket.name == TLS_TRANSPORT_SOCKET:
                 _static_secret_names(chain.transport_socket, tls_pb2.DownstreamTlsContext())
+            elif chain.transport_socket.name == QUIC_TRANSPORT_SOCKET:
+                _static_quic_secret_names(chain.transport_socket)
         result.static_resources.listeners.append(inline)
     result.static_resources.secrets.extend(m for m in resources[urls.SECRET] if isinstance(m, secret_pb2.Secret))
     return result
+
+
+def _static_quic_secret_names(socket: base_pb2.TransportSocket) -> None:
+    """The same for an HTTP/3 listener: its TLS context sits inside the QUIC transport (_http3)."""
+    quic = quic_transport_pb2.QuicDownstreamTransport()
+    socket.typed_config.Unpack(quic)
+    inner = base_pb2.TransportSocket(typed_config=packed(quic.downstream_tls_context))
+    _static_secret_names(inner, tls_pb2.DownstreamTlsContext())
+    inner.typed_config.Unpack(quic.downstream_tls_context)
+    socket.typed_config.CopyFrom(packed(quic))
 
 
 def _static_secret_names(socket: base_pb2.TransportSocket,

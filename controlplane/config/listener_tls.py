@@ -58,6 +58,13 @@ def read_listener_tls(f: Fields, problem: Problem, read: list[FileStamp], clock:
                     else "only a verified certificate is forwarded")
             problem(f"{name} needs client_ca, {what}", f.at(name), f.path_of(name))
             ok = False
+    http3 = bool(f.get("http3", False))
+    if http3 and "client_ca" in f:
+        # Envoy's QUIC listener does not verify client certificates: HTTP/3 there would let a client skip mTLS.
+        problem("http3 cannot be used with client_ca: Envoy's HTTP/3 (QUIC) listener does not verify client "
+                "certificates, so clients could bypass them over UDP; drop http3 or serve mTLS clients on a "
+                "listener without it", f.at("http3"), f.path_of("http3"))
+        ok = False
     forward = _forwarded(f, problem)
     ok = forward is not None and ok
     if by_region is not None and not {"certificate", "key"} & f.given:
@@ -65,7 +72,8 @@ def read_listener_tls(f: Fields, problem: Problem, read: list[FileStamp], clock:
     if not ok or by_region is None or forward is None:
         return None
     chain, key = pair if pair is not None else (b"", b"")
-    return ListenerTls(chain, key, ca, require, tuple(mine), regions=by_region, forward_client_certificate=forward)
+    return ListenerTls(chain, key, ca, require, tuple(mine), regions=by_region, forward_client_certificate=forward,
+                       http3=http3)
 
 
 def _default_pair(f: Fields, files: TlsFiles, problem: Problem) -> tuple[bool, tuple[bytes, bytes] | None]:

@@ -45,6 +45,7 @@ class ListenerTls:
     regions: tuple[RegionCertificate, ...] = ()  # per-region certificates, in `regions` order of the file
     # XFCC elements Envoy sets on requests to upstreams (uri, dns, subject, hash, cert, chain); () sanitizes only.
     forward_client_certificate: tuple[str, ...] = ()
+    http3: bool = False  # also a QUIC listener on the same port (UDP)
 
     def certificate_for(self, region: str) -> tuple[bytes, bytes]:
         """(chain, key) a node of `region` serves: its region's entry, else the default. A node whose region

@@ -76,6 +76,9 @@ LISTENER_TLS = Object("tls", "TLS termination on the listener; the files become 
           "these elements of the verified certificate (`hash` is always there; `cert` and `chain` add whole PEMs, "
           "kilobytes per request). Needs `client_ca`. Absent: the header is removed, never forwarded "
           "(see [Client certificate details to upstreams](#client-certificate-details-to-upstreams))."),
+    Field("http3", Value("boolean"), "Also accept HTTP/3 (QUIC) on the same port over UDP, with the same "
+          "certificates, filters and routes; TCP responses then carry `alt-svc: h3=\":PORT\"; ma=86400`. Not with "
+          "`client_ca` (see [HTTP/3](#http3)).", default="false"),
 ), at_least_one=("certificate", "regions"), none_given="a listener's tls needs a certificate")
 
 LOCAL_RATE_LIMIT = Object("local_rate_limit", "A token bucket each Envoy keeps itself (Envoy's local_ratelimit "

@@ -16,6 +16,7 @@ from controlplane.translate._access_log import access_loggers
 from controlplane.translate._client_address import address_detection, external_address_filters, listener_filters
 from controlplane.translate._compression import compressor_filters
 from controlplane.translate._cors import cors_filter
+from controlplane.translate._http3 import alt_svc_filters, http3_listeners
 from controlplane.translate._local_ratelimit import local_ratelimit_filters
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
@@ -24,7 +25,7 @@ from controlplane.translate._tls import client_certificate_forwarding, transport
 from controlplane.translate._tracing import tracing
 from controlplane.translate._websocket import listener_upgrades
 
-__all__ = ["EDGE", "HCM_FILTER", "connection_manager", "http_filters", "listener"]
+__all__ = ["EDGE", "HCM_FILTER", "connection_manager", "envoy_listeners", "http_filters", "listener"]
 
 EDGE = "edge"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -32,6 +33,12 @@ ROUTER_FILTER = "envoy.filters.http.router"
 SERVER_NAME = "pavilion"
 
 _HCM = hcm_pb2.HttpConnectionManager
+
+
+def envoy_listeners(item: Listener, config: Config, role: str) -> list[listener_pb2.Listener]:
+    """`item`'s Envoy Listeners: the TCP one, and with `tls.http3` its UDP (QUIC) twin `<name>-h3` (_http3)."""
+    tcp = listener(item, config, role)
+    return [tcp, *http3_listeners(item, tcp)]
 
 
 def listener(item: Listener, config: Config, role: str) -> listener_pb2.Listener:
@@ -57,7 +64,8 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
         stat_prefix=item.name,
         codec_type=_HCM.AUTO,
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=item.name),
-        http_filters=http_filters(item, config, role),
+        # `alt-svc` first, so refusals of the filters after it advertise HTTP/3 too (_http3).
+        http_filters=[*alt_svc_filters(item), *http_filters(item, config, role)],
         # Upgrades off but where a route enables them (`websocket: true`).
         upgrade_configs=listener_upgrades(item, config),
         # At the edge the client's address is the TCP peer; X-Forwarded-For is trusted only as far as the

@@ -7,7 +7,7 @@ from google.protobuf.message import Message
 from controlplane import resources as urls
 from controlplane.config.model import Config
 from controlplane.translate._clusters import cluster, load_assignment
-from controlplane.translate._listeners import EDGE, listener
+from controlplane.translate._listeners import EDGE, envoy_listeners
 from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
 from controlplane.translate._tls import regional_certificates, secrets, upstream_secrets
@@ -32,7 +32,8 @@ def translate(config: Config, region: str, role: str = EDGE) -> dict[str, list[M
         urls.CLUSTER: [cluster(s) for s in services],
         urls.ENDPOINT: [load_assignment(s, region) for s in services],
         urls.SECRET: _secrets(config, region),
-        urls.LISTENER: [listener(item, config, role) for item in listeners],
+        urls.LISTENER: sorted((found for item in listeners for found in envoy_listeners(item, config, role)),
+                              key=lambda found: found.name),
         urls.ROUTE: [route_configuration(item, config) for item in listeners],
     }
 

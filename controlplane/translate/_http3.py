@@ -1,0 +1,86 @@
+"""A listener's `tls.http3` → a second Envoy Listener, `<listener>-h3`, on the same port over UDP (QUIC), and
+the `alt-svc` header the TCP listener's responses carry so clients find it.
+
+The UDP listener's HTTP connection manager is the TCP one's (same filters, same RDS name, so the same
+routes) with the HTTP/3 codec; its QUIC transport wraps the TCP listener's DownstreamTlsContext, so the
+same SDS certificate Secret (per region with `tls.regions`) is served over both.
+"""
+
+from __future__ import annotations
+
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2, quic_config_pb2, udp_listener_config_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from controlplane.config.model import Listener
+from controlplane.translate._protos import packed, socket_address
+
+__all__ = ["ALT_SVC_FILTER", "QUIC_TRANSPORT_SOCKET", "alt_svc_filters", "alt_svc_value", "http3_listener_name",
+           "http3_listeners", "serves_http3"]
+
+QUIC_TRANSPORT_SOCKET = "envoy.transport_sockets.quic"
+ALT_SVC_FILTER = "envoy.filters.http.header_mutation"
+ALT_SVC_MAX_AGE = 86400  # a day, as most sites advertise it: a client re-learns after a change within that
+
+_HCM = hcm_pb2.HttpConnectionManager
+
+
+def serves_http3(item: Listener) -> bool:
+    return item.tls is not None and item.tls.http3 and item.https_port is None
+
+
+def http3_listener_name(item: Listener) -> str:
+    return f"{item.name}-h3"
+
+
+def alt_svc_value(item: Listener) -> str:
+    return f'h3=":{item.port}"; ma={ALT_SVC_MAX_AGE}'
+
+
+def alt_svc_filters(item: Listener) -> list[hcm_pb2.HttpFilter]:
+    """On the TCP listener of an `http3` listener: a filter adding `alt-svc` to every response; else none."""
+    if not serves_http3(item):
+        return []
+    header = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key="alt-svc", value=alt_svc_value(item)),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+    mutation = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(
+        response_mutations=[mutation_rules_pb2.HeaderMutation(append=header)]))
+    return [hcm_pb2.HttpFilter(name=ALT_SVC_FILTER, typed_config=packed(mutation))]
+
+
+def http3_listeners(item: Listener, tcp: listener_pb2.Listener) -> list[listener_pb2.Listener]:
+    """With `tls.http3`, the UDP twin of `tcp` (the listener `item` translated): its connection manager with the
+    HTTP/3 codec and without the alt-svc filter, its TLS context inside a QUIC transport. Otherwise none."""
+    if not serves_http3(item):
+        return []
+    (tcp_chain,) = tcp.filter_chains
+    manager = _HCM()
+    tcp_chain.filters[0].typed_config.Unpack(manager)
+    manager.codec_type = _HCM.HTTP3
+    manager.ClearField("http2_protocol_options")
+    manager.http3_protocol_options.CopyFrom(protocol_pb2.Http3ProtocolOptions())
+    kept = [f for f in manager.http_filters if f.name != ALT_SVC_FILTER]
+    del manager.http_filters[:]
+    manager.http_filters.extend(kept)
+    context = tls_pb2.DownstreamTlsContext()
+    tcp_chain.transport_socket.typed_config.Unpack(context)
+    # QUIC negotiates `h3` itself; the TCP listener's h2/http1.1 mean nothing here.
+    del context.common_tls_context.alpn_protocols[:]
+    quic = quic_transport_pb2.QuicDownstreamTransport(downstream_tls_context=context)
+    address = socket_address(item.address, item.port)
+    address.socket_address.protocol = address_pb2.SocketAddress.UDP
+    return [listener_pb2.Listener(
+        name=http3_listener_name(item),
+        address=address,
+        udp_listener_config=udp_listener_config_pb2.UdpListenerConfig(
+            quic_options=quic_config_pb2.QuicProtocolOptions()),
+        filter_chains=[listener_components_pb2.FilterChain(
+            filters=[listener_components_pb2.Filter(name=tcp_chain.filters[0].name, typed_config=packed(manager))],
+            transport_socket=base_pb2.TransportSocket(name=QUIC_TRANSPORT_SOCKET, typed_config=packed(quic)),
+        )],
+    )]
