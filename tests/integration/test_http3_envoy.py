@@ -1,0 +1,181 @@
+"""HTTP/3 with the real Envoy fed by Pavilion's control plane: a TLS listener with `tls.http3` answers a QUIC
+client (aioquic) on its port over UDP with the upstream's answer, and advertises itself with `alt-svc` over
+TCP; a TLS listener without it has no UDP socket and no `alt-svc`."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent
+
+from tests.controlplane.certs import Ca, make_ca, write_pair
+from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams
+from tests.procs import free_port
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """regions: [eu-west]
+listeners:
+  - name: public
+    address: 127.0.0.1
+    port: {public}
+    tls: {{certificate: {certs}/edge.pem, key: {certs}/edge-key.pem, http3: true}}
+  - name: plain
+    address: 127.0.0.1
+    port: {plain}
+    tls: {{certificate: {certs}/edge.pem, key: {certs}/edge-key.pem}}
+services:
+  - name: accounts
+    endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+routes:
+  - {{name: public, listener: public, match: {{prefix: /}}, service: accounts}}
+  - {{name: plain, listener: plain, match: {{prefix: /}}, service: accounts}}
+"""
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    ca: Ca
+    public: int
+    plain: int
+
+
+@dataclass
+class H3Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class _H3Client(QuicConnectionProtocol):
+    """One GET at a time over HTTP/3: the answer's headers and body, once its stream ends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._h3 = H3Connection(self._quic)
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body = bytearray()
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        for h3_event in self._h3.handle_event(event):
+            self._h3_event(h3_event)
+
+    def _h3_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            self._headers.extend(event.headers)
+        elif isinstance(event, DataReceived):
+            self._body += event.data
+        else:
+            return
+        if event.stream_ended and not self._done.done():
+            self._done.set_result(None)
+
+    async def get(self, authority: str, path: str) -> H3Reply:
+        stream_id = self._quic.get_next_available_stream_id()
+        self._h3.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
+                                          (b":authority", authority.encode()), (b":path", path.encode())],
+                              end_stream=True)
+        self.transmit()
+        await self._done
+        headers = {name.decode(): value.decode() for name, value in self._headers}
+        return H3Reply(int(headers[":status"]), headers, bytes(self._body))
+
+
+async def _h3_get(port: int, ca: Ca, path: str) -> H3Reply:
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
+    configuration.load_verify_locations(cadata=ca.pem)
+    async with connect("127.0.0.1", port, configuration=configuration, create_protocol=_H3Client) as client:
+        assert isinstance(client, _H3Client)
+        return await client.get(f"localhost:{port}", path)
+
+
+def h3_get(port: int, ca: Ca, path: str = "/", timeout: float = 3.0) -> H3Reply:
+    """One HTTP/3 GET on a new QUIC connection to 127.0.0.1:`port` (UDP); TimeoutError after `timeout`."""
+    return asyncio.run(asyncio.wait_for(_h3_get(port, ca, path), timeout))
+
+
+def https_get(port: int, ca: Ca, path: str = "/") -> tuple[int, dict[str, str]]:
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    certs = tmp_path_factory.mktemp("certs")
+    routes = tmp_path_factory.mktemp("routes")
+    ca = make_ca("Edge CA")
+    write_pair(certs, *ca.issue("edge"))
+    public, plain = free_port(), free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    (routes / "gateway.yaml").write_text(CONFIG.format(public=public, plain=plain, certs=certs,
+                                                       accounts=upstreams["accounts"][1]))
+    with running_gateway(routes, public, upstreams) as gateway:
+        gateway.envoys[0].proc.wait_port(plain)
+        gateway.plane.wait_synced(1)
+        yield Setup(gateway, ca, public, plain)
+
+
+def _first_h3_answer(setup: Setup, path: str, deadline: float = 15.0) -> H3Reply:
+    """The UDP listener comes up with the TCP one, but nothing waits for it: retry until it answers."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            return h3_get(setup.public, setup.ca, path)
+        except (TimeoutError, ConnectionError):
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
+def test_http3_get_reaches_the_upstream(setup: Setup) -> None:
+    reply = _first_h3_answer(setup, "/over-quic")
+    assert reply.status == 200, reply
+    body = json.loads(reply.body)
+    assert body["name"] == "accounts"
+    assert "/over-quic" in json.dumps(body)
+    # The UDP listener serves the routes and filters, not alt-svc: that one is for TCP clients.
+    assert "alt-svc" not in reply.headers
+    assert reply.headers.get("server") == "pavilion"
+
+
+def test_tcp_responses_advertise_http3_on_the_same_port(setup: Setup) -> None:
+    status, headers = https_get(setup.public, setup.ca, "/over-tcp")
+    assert status == 200
+    assert headers["alt-svc"] == f'h3=":{setup.public}"; ma=86400'
+
+
+def test_unknown_ca_fails_the_quic_handshake(setup: Setup) -> None:
+    _first_h3_answer(setup, "/")
+    with pytest.raises((ConnectionError, TimeoutError)):
+        h3_get(setup.public, make_ca("Stranger CA"), "/")
+
+
+def test_listener_without_http3_has_no_udp_socket_and_no_alt_svc(setup: Setup) -> None:
+    _first_h3_answer(setup, "/")  # Envoy is ready for QUIC: a silence below is the listener's, not startup's
+    status, headers = https_get(setup.plain, setup.ca)
+    assert status == 200
+    assert "alt-svc" not in headers
+    with pytest.raises((TimeoutError, ConnectionError)):
+        h3_get(setup.plain, setup.ca, timeout=1.5)
