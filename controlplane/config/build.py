@@ -77,6 +77,12 @@ class Builder:
             return None
         if not compression_ok or not client_ok:
             return None
+        twin = f"{f.get('name')}-h3"
+        if tls is not None and tls_fields is not None and tls.http3 and twin in self.names.listener_fields:
+            # The HTTP/3 twin's Envoy name (_http3): two Envoy listeners of one name would replace each other.
+            self.problem(f"http3 names its UDP listener {twin}, which is another listener's name; "
+                         "rename that listener", tls_fields.at("http3"), tls_fields.path_of("http3"))
+            return None
         return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port,
                               local_rate_limit=local, compression=compression, client_address=client_address)
 
