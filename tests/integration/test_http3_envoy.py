@@ -10,7 +10,7 @@ import json
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -21,9 +21,12 @@ from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent
 
-from tests.controlplane.certs import Ca, make_ca, write_pair
+from controlplane.config.model import ListenerTls, RegionCertificate
+from controlplane.envoy_check import check_with_envoy, static_bootstrap
+from tests.controlplane.certs import Ca, cert_pem, key_pem, make_ca, write_pair
+from tests.controlplane.translate.sample import sample_config
 from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams
-from tests.procs import free_port
+from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +182,17 @@ def test_listener_without_http3_has_no_udp_socket_and_no_alt_svc(setup: Setup) -
     assert "alt-svc" not in headers
     with pytest.raises((TimeoutError, ConnectionError)):
         h3_get(setup.plain, setup.ca, timeout=1.5)
+
+
+def test_envoy_validate_accepts_the_http3_listener_with_regional_certificates() -> None:
+    ca = make_ca("Edge CA")
+    default, regional = ca.issue("edge"), ca.issue("edge-us")
+    tls = ListenerTls(cert_pem(default[0]), key_pem(default[1]), http3=True,
+                      regions=(RegionCertificate("us-east", cert_pem(regional[0]), key_pem(regional[1])),))
+    config = sample_config()
+    config = replace(config, listeners=tuple(replace(item, tls=tls) if item.name == "public" else item
+                                             for item in config.listeners))
+    for region in config.regions:
+        names = [found.name for found in static_bootstrap(config, region).static_resources.listeners]
+        assert "public-h3" in names  # what Envoy validates below includes the QUIC listener
+    assert check_with_envoy(config, ENVOY) == []
