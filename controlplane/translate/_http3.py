@@ -23,7 +23,7 @@ __all__ = ["ALT_SVC_FILTER", "QUIC_TRANSPORT_SOCKET", "alt_svc_filters", "alt_sv
            "http3_listeners", "serves_http3"]
 
 QUIC_TRANSPORT_SOCKET = "envoy.transport_sockets.quic"
-ALT_SVC_FILTER = "envoy.filters.http.header_mutation"
+ALT_SVC_FILTER = "pavilion.alt_svc"  # an envoy.filters.http.header_mutation; its own name, as pavilion.external_address
 ALT_SVC_MAX_AGE = 86400  # a day, as most sites advertise it: a client re-learns after a change within that
 
 _HCM = hcm_pb2.HttpConnectionManager

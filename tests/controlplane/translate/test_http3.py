@@ -60,7 +60,7 @@ def test_http3_adds_a_udp_twin_on_the_same_port_with_quic_options() -> None:
 def test_without_http3_there_is_no_udp_listener_and_no_alt_svc() -> None:
     found = listeners(with_http3(False))
     assert not any(name.endswith("-h3") for name in found)
-    assert "envoy.filters.http.header_mutation" not in [f.name for f in manager(found["public"]).http_filters]
+    assert "pavilion.alt_svc" not in [f.name for f in manager(found["public"]).http_filters]
 
 
 def test_the_udp_listener_has_the_tcp_one_s_filters_and_routes_with_the_http3_codec() -> None:
@@ -68,7 +68,7 @@ def test_the_udp_listener_has_the_tcp_one_s_filters_and_routes_with_the_http3_co
     tcp, udp = manager(found["public"]), manager(found["public-h3"])
     assert udp.codec_type == _HCM.HTTP3 and tcp.codec_type == _HCM.AUTO
     assert udp.rds.route_config_name == tcp.rds.route_config_name == "public"
-    tcp_filters = [f for f in tcp.http_filters if f.name != "envoy.filters.http.header_mutation"]
+    tcp_filters = [f for f in tcp.http_filters if f.name != "pavilion.alt_svc"]
     assert list(udp.http_filters) == tcp_filters
     assert "envoy.filters.http.ext_authz" in [f.name for f in udp.http_filters]
     # Everything else the same, so a later HCM setting reaches both without a second place to add it.
@@ -83,7 +83,7 @@ def test_the_udp_listener_has_the_tcp_one_s_filters_and_routes_with_the_http3_co
 def test_alt_svc_names_the_port_on_tcp_responses_first_in_the_chain() -> None:
     found = listeners(with_http3())
     first = manager(found["public"]).http_filters[0]
-    assert first.name == "envoy.filters.http.header_mutation"
+    assert first.name == "pavilion.alt_svc"
     mutation = header_mutation_pb2.HeaderMutation()
     assert first.typed_config.Unpack(mutation)
     (added,) = mutation.mutations.response_mutations
