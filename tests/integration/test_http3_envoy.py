@@ -25,10 +25,13 @@ from controlplane.config.model import ListenerTls, RegionCertificate
 from controlplane.envoy_check import check_with_envoy, static_bootstrap
 from tests.controlplane.certs import Ca, cert_pem, key_pem, make_ca, write_pair
 from tests.controlplane.translate.sample import sample_config
-from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams
+from tests.extauthz.issuer import Issuer
+from tests.integration.gateway_procs import Gateway, running_gateway, start_upstreams, start_xds_service
 from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
+
+ACME = Issuer(algs=("ES256",))
 
 CONFIG = """regions: [eu-west]
 listeners:
@@ -43,9 +46,20 @@ listeners:
 services:
   - name: accounts
     endpoints: [{{address: 127.0.0.1:{accounts}, region: eu-west}}]
+  - name: extauthz
+    protocol: grpc
+    endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
+extauthz: {{service: extauthz, timeout: 2s}}
+tenants:
+  - id: acme
+    issuer: {issuer}
+    audiences: [{audience}]
+    algorithms: [ES256]
+    jwks: {{inline: {jwks}}}
 routes:
-  - {{name: public, listener: public, match: {{prefix: /}}, service: accounts}}
-  - {{name: plain, listener: plain, match: {{prefix: /}}, service: accounts}}
+  - {{name: accounts-api, listener: public, match: {{prefix: /accounts}}, service: accounts}}
+  - {{name: public, listener: public, match: {{prefix: /}}, service: accounts, auth: none}}
+  - {{name: plain, listener: plain, match: {{prefix: /}}, service: accounts, auth: none}}
 """
 
 
@@ -88,10 +102,11 @@ class _H3Client(QuicConnectionProtocol):
         if event.stream_ended and not self._done.done():
             self._done.set_result(None)
 
-    async def get(self, authority: str, path: str) -> H3Reply:
+    async def get(self, authority: str, path: str, headers: dict[str, str]) -> H3Reply:
         stream_id = self._quic.get_next_available_stream_id()
         self._h3.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
-                                          (b":authority", authority.encode()), (b":path", path.encode())],
+                                          (b":authority", authority.encode()), (b":path", path.encode()),
+                                          *((k.encode(), v.encode()) for k, v in headers.items())],
                               end_stream=True)
         self.transmit()
         await self._done
@@ -99,17 +114,17 @@ class _H3Client(QuicConnectionProtocol):
         return H3Reply(int(headers[":status"]), headers, bytes(self._body))
 
 
-async def _h3_get(port: int, ca: Ca, path: str) -> H3Reply:
+async def _h3_get(port: int, ca: Ca, path: str, headers: dict[str, str]) -> H3Reply:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
     configuration.load_verify_locations(cadata=ca.pem)
     async with connect("127.0.0.1", port, configuration=configuration, create_protocol=_H3Client) as client:
         assert isinstance(client, _H3Client)
-        return await client.get(f"localhost:{port}", path)
+        return await client.get(f"localhost:{port}", path, headers)
 
 
-def h3_get(port: int, ca: Ca, path: str = "/", timeout: float = 3.0) -> H3Reply:
+def h3_get(port: int, ca: Ca, path: str = "/", timeout: float = 3.0, headers: dict[str, str] | None = None) -> H3Reply:
     """One HTTP/3 GET on a new QUIC connection to 127.0.0.1:`port` (UDP); TimeoutError after `timeout`."""
-    return asyncio.run(asyncio.wait_for(_h3_get(port, ca, path), timeout))
+    return asyncio.run(asyncio.wait_for(_h3_get(port, ca, path, headers or {}), timeout))
 
 
 def https_get(port: int, ca: Ca, path: str = "/") -> tuple[int, dict[str, str]]:
@@ -130,14 +145,19 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     routes = tmp_path_factory.mktemp("routes")
     ca = make_ca("Edge CA")
     write_pair(certs, *ca.issue("edge"))
-    public, plain = free_port(), free_port()
+    public, plain, extauthz_port = free_port(), free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
-    (routes / "gateway.yaml").write_text(CONFIG.format(public=public, plain=plain, certs=certs,
-                                                       accounts=upstreams["accounts"][1]))
+    (routes / "gateway.yaml").write_text(CONFIG.format(
+        public=public, plain=plain, certs=certs, accounts=upstreams["accounts"][1], extauthz=extauthz_port,
+        issuer=ACME.issuer, audience=ACME.audience, jwks=json.dumps(ACME.jwks())))
     with running_gateway(routes, public, upstreams) as gateway:
         gateway.envoys[0].proc.wait_port(plain)
         gateway.plane.wait_synced(1)
-        yield Setup(gateway, ca, public, plain)
+        extauthz = start_xds_service("extauthz", gateway.plane, extauthz_port, "extauthz-test")
+        try:
+            yield Setup(gateway, ca, public, plain)
+        finally:
+            extauthz.stop()
 
 
 def _first_h3_answer(setup: Setup, path: str, deadline: float = 15.0) -> H3Reply:
@@ -163,9 +183,29 @@ def test_http3_get_reaches_the_upstream(setup: Setup) -> None:
     assert reply.headers.get("server") == "pavilion"
 
 
+def test_a_token_is_checked_over_http3_too(setup: Setup) -> None:
+    _first_h3_answer(setup, "/")
+    deadline = time.monotonic() + 20  # ext_authz takes its tenants over xDS after starting
+    bearer = ACME.token("ES256", jti="h3")
+    while True:
+        allowed = h3_get(setup.public, setup.ca, "/accounts/1", headers={"authorization": f"Bearer {bearer}"})
+        if allowed.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert allowed.status == 200, allowed
+    assert json.loads(allowed.body)["name"] == "accounts"
+    assert h3_get(setup.public, setup.ca, "/accounts/1").status == 401
+    forged = ACME.token("ES256", jti="h3")[:-4] + "AAAA"
+    assert h3_get(setup.public, setup.ca, "/accounts/1", headers={"authorization": f"Bearer {forged}"}).status == 401
+
+
 def test_tcp_responses_advertise_http3_on_the_same_port(setup: Setup) -> None:
     status, headers = https_get(setup.public, setup.ca, "/over-tcp")
     assert status == 200
+    assert headers["alt-svc"] == f'h3=":{setup.public}"; ma=86400'
+    # A refusal by ext_authz, a filter after it, advertises HTTP/3 as well.
+    status, headers = https_get(setup.public, setup.ca, "/accounts/1")
+    assert status == 401
     assert headers["alt-svc"] == f'h3=":{setup.public}"; ma=86400'
 
 
