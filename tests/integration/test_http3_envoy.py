@@ -121,9 +121,9 @@ async def _h3_get(port: int, ca: Ca, path: str, headers: dict[str, str], client:
     configuration.load_verify_locations(cadata=ca.pem)
     if client is not None:
         configuration.load_cert_chain(*client)
-    async with connect("127.0.0.1", port, configuration=configuration, create_protocol=_H3Client) as client:
-        assert isinstance(client, _H3Client)
-        return await client.get(f"localhost:{port}", path, headers)
+    async with connect("127.0.0.1", port, configuration=configuration, create_protocol=_H3Client) as protocol:
+        assert isinstance(protocol, _H3Client)
+        return await protocol.get(f"localhost:{port}", path, headers)
 
 
 def h3_get(port: int, ca: Ca, path: str = "/", timeout: float = 3.0, headers: dict[str, str] | None = None,
