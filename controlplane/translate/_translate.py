@@ -7,6 +7,7 @@ from google.protobuf.message import Message
 from controlplane import resources as urls
 from controlplane.config.model import Config
 from controlplane.translate._clusters import cluster, load_assignment
+from controlplane.translate._http3 import http3_listener_name, serves_http3
 from controlplane.translate._listeners import EDGE, envoy_listeners
 from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
@@ -72,6 +73,8 @@ def resource_sources(config: Config) -> dict[tuple[str, str], Location]:
             found[(urls.SECRET, secret.name)] = service.source
     for item in config.listeners:
         found[(urls.LISTENER, item.name)] = item.source
+        if serves_http3(item):
+            found[(urls.LISTENER, http3_listener_name(item))] = item.source
         found[(urls.ROUTE, item.name)] = item.source
         for secret in secrets(item):
             found[(urls.SECRET, secret.name)] = item.source

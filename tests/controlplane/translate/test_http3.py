@@ -12,7 +12,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from controlplane import resources as urls
 from controlplane.config.model import Config, ExtAuthzSettings, ListenerTls, RegionCertificate
+from controlplane.translate import resource_sources
 from tests.controlplane.translate.sample import sample_config, translated
 
 CHAIN = b"-----BEGIN CERTIFICATE-----\nleaf\n-----END CERTIFICATE-----\n"
@@ -104,3 +106,10 @@ def test_quic_serves_the_tcp_listener_s_certificate_secret_without_tcp_alpn() ->
         assert context == tcp_context
         assert [s.name for s in context.common_tls_context.tls_certificate_sds_secret_configs] == \
             ["public/certificate"]
+
+
+def test_the_udp_listener_is_attributed_to_the_listener_entry() -> None:
+    config = with_http3()
+    sources = resource_sources(config)
+    assert sources[(urls.LISTENER, "public-h3")] == config.listener("public").source
+    assert (urls.LISTENER, "internal-h3") not in sources
