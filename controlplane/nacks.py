@@ -22,6 +22,7 @@ from controlplane.config.model import Config
 from controlplane.envoy_check import EnvoyNotFound, rejected_routes
 from controlplane.fallback import RouteFallback
 from controlplane.server.stream import StreamState, TypeState, iso_time
+from controlplane.translate._http3 import http3_listener_name
 from controlplane.watch import Reloader
 from pavilion.log import get_logger
 
@@ -78,7 +79,10 @@ class NackAttributor:
         config = self.cache.config
         if not isinstance(config, Config):
             return
-        named = [item for item in config.listeners if re.search(rf"(?<![\w.-]){re.escape(item.name)}(?![\w.-])", error)]
+        # A listener's HTTP/3 twin (`<name>-h3`) is its own entry's too.
+        named = [item for item in config.listeners
+                 if any(re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", error)
+                        for name in (item.name, http3_listener_name(item)))]
         if not named:
             self._unexplained(urls.LISTENER, error, region, version)
             return

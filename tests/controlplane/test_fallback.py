@@ -91,6 +91,8 @@ async def test_a_route_nack_is_attributed_off_the_loop_and_the_rest_is_served(tm
 @pytest.mark.parametrize("error, named", [
     ("Error adding/updating listener(s) public: cannot bind '1.2.3.4:1': Cannot assign", ["public"]),
     ("Error adding/updating listener(s) public-2: cannot bind", []),
+    # The HTTP/3 twin of a listener is attributed to the listener's own entry.
+    ("Error adding/updating listener(s) public-h3: cannot bind '1.2.3.4:1': Cannot assign", ["public"]),
 ])
 async def test_a_listener_nack_is_attributed_by_name(tmp_path: Path, error: str, named: list[str]) -> None:
     cache, _board, fallback, reloader = await loaded(tmp_path)
