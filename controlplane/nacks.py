@@ -18,11 +18,11 @@ from typing import Any
 
 from controlplane import resources as urls
 from controlplane.cache import SnapshotCache
+from controlplane.config.listener_tls import http3_twin
 from controlplane.config.model import Config
 from controlplane.envoy_check import EnvoyNotFound, rejected_routes
 from controlplane.fallback import RouteFallback
 from controlplane.server.stream import StreamState, TypeState, iso_time
-from controlplane.translate._http3 import http3_listener_name
 from controlplane.watch import Reloader
 from pavilion.log import get_logger
 
@@ -82,7 +82,7 @@ class NackAttributor:
         # A listener's HTTP/3 twin (`<name>-h3`) is its own entry's too.
         named = [item for item in config.listeners
                  if any(re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", error)
-                        for name in (item.name, http3_listener_name(item)))]
+                        for name in (item.name, http3_twin(item.name)))]
         if not named:
             self._unexplained(urls.LISTENER, error, region, version)
             return

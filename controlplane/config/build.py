@@ -12,7 +12,7 @@ from controlplane.config import model
 from controlplane.config.affinity import read_hash_on
 from controlplane.config.client_address import read_client_address
 from controlplane.config.compression import read_listener_compression, read_route_compression
-from controlplane.config.listener_tls import read_listener_tls
+from controlplane.config.listener_tls import http3_twin, read_listener_tls
 from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
 from controlplane.config.match_conditions import read_match
 from controlplane.config.mirroring import read_mirrors
@@ -77,7 +77,7 @@ class Builder:
             return None
         if not compression_ok or not client_ok:
             return None
-        twin = f"{f.get('name')}-h3"
+        twin = http3_twin(f.get("name"))
         if tls is not None and tls_fields is not None and tls.http3 and twin in self.names.listener_fields:
             # The HTTP/3 twin's Envoy name (_http3): two Envoy listeners of one name would replace each other.
             self.problem(f"http3 names its UDP listener {twin}, which is another listener's name; "

@@ -77,6 +77,11 @@ def read_listener_tls(f: Fields, problem: Problem, read: list[FileStamp], clock:
                        http3=http3)
 
 
+def http3_twin(listener: str) -> str:
+    """The Envoy name of a listener's HTTP/3 (UDP) twin (controlplane/translate/_http3.py)."""
+    return f"{listener}-h3"
+
+
 def _default_pair(f: Fields, files: TlsFiles, problem: Problem) -> tuple[bool, tuple[bytes, bytes] | None]:
     """(good, the default (chain, key)): (True, None) when neither is given, (False, None) after reporting."""
     given = [name for name in ("certificate", "key") if name in f]

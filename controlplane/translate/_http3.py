@@ -16,11 +16,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
+from controlplane.config.listener_tls import http3_twin
 from controlplane.config.model import Listener
 from controlplane.translate._protos import packed, socket_address
 
-__all__ = ["ALT_SVC_FILTER", "QUIC_TRANSPORT_SOCKET", "alt_svc_filters", "alt_svc_value", "http3_listener_name",
-           "http3_listeners", "serves_http3"]
+__all__ = ["ALT_SVC_FILTER", "QUIC_TRANSPORT_SOCKET", "alt_svc_filters", "alt_svc_value", "http3_listeners",
+           "serves_http3"]
 
 QUIC_TRANSPORT_SOCKET = "envoy.transport_sockets.quic"
 ALT_SVC_FILTER = "pavilion.alt_svc"  # an envoy.filters.http.header_mutation; its own name, as pavilion.external_address
@@ -31,10 +32,6 @@ _HCM = hcm_pb2.HttpConnectionManager
 
 def serves_http3(item: Listener) -> bool:
     return item.tls is not None and item.tls.http3 and item.https_port is None
-
-
-def http3_listener_name(item: Listener) -> str:
-    return f"{item.name}-h3"
 
 
 def alt_svc_value(item: Listener) -> str:
@@ -75,7 +72,7 @@ def http3_listeners(item: Listener, tcp: listener_pb2.Listener) -> list[listener
     address = socket_address(item.address, item.port)
     address.socket_address.protocol = address_pb2.SocketAddress.UDP
     return [listener_pb2.Listener(
-        name=http3_listener_name(item),
+        name=http3_twin(item.name),
         address=address,
         udp_listener_config=udp_listener_config_pb2.UdpListenerConfig(
             quic_options=quic_config_pb2.QuicProtocolOptions()),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane import resources as urls
+from controlplane.config.listener_tls import http3_twin
 from controlplane.config.model import Config
 from controlplane.translate._clusters import cluster, load_assignment
-from controlplane.translate._http3 import http3_listener_name, serves_http3
+from controlplane.translate._http3 import serves_http3
 from controlplane.translate._listeners import EDGE, envoy_listeners
 from controlplane.translate._pavilion import PAVILION_ROLES, pavilion_resources
 from controlplane.translate._routes import route_configuration
@@ -74,7 +75,7 @@ def resource_sources(config: Config) -> dict[tuple[str, str], Location]:
     for item in config.listeners:
         found[(urls.LISTENER, item.name)] = item.source
         if serves_http3(item):
-            found[(urls.LISTENER, http3_listener_name(item))] = item.source
+            found[(urls.LISTENER, http3_twin(item.name))] = item.source
         found[(urls.ROUTE, item.name)] = item.source
         for secret in secrets(item):
             found[(urls.SECRET, secret.name)] = item.source
