@@ -6,17 +6,14 @@ without a word, so a route that asks for affinity from such a service is refused
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from controlplane.config import model
+from controlplane.config.policy import Problem
 from controlplane.config.rules import HASH_BALANCING
 from controlplane.config.shape import Fields, Got
-from pavilion.errors import Location
 
 __all__ = ["read_hash_on"]
-
-Problem = Callable[[str, Location, str], None]
-
 
 def read_hash_on(f: Fields, backends: tuple[model.Backend, ...] | None, answer: str | None,
                  services: Mapping[str, Fields], problem: Problem) -> tuple[bool, tuple[model.HashKey, ...]]:
