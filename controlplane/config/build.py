@@ -149,10 +149,9 @@ class Builder:
             r, match if isinstance(match, Fields) else None, self.problem))
         direct = _optional(f, "direct_response", read_direct_response)
         local = _optional(f, "local_rate_limit", lambda r: read_local_rate_limit(r, self.problem))
-        hash_ok, hash_on = read_hash_on(f, backends, answers[0] if answers else None, self.names.service_fields,
-                                        self.problem)
         answer = answers[0] if answers else None
-        mirrors_ok, mirrors = read_mirrors(f, backends, answer, self.names.services, self.problem)
+        hash_ok, hash_on = read_hash_on(f, backends, answer, self.names.service_fields, self.problem)
+        mirrors_ok, mirrors = read_mirrors(f, backends, answer, self.names.services, self.refer, self.problem)
         websocket_ok, websocket = read_websocket(f, answer, backends, self.names.service_fields, self.problem)
         if ("cors" in f.given and cors is None) or (answers and redirect is None and direct is None):
             return None

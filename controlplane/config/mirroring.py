@@ -4,6 +4,7 @@ look at the rest of the route (what it sends to, whether it answers by itself or
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +12,10 @@ from controlplane.config import model
 from controlplane.config.policy import Problem
 from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError, Location
-from pavilion.yaml_nodes import Scalar, describe, suggest
+from pavilion.yaml_nodes import Scalar, describe
+
+# Builder.refer: whether the name in a field is defined, reporting it (with a suggestion) when not.
+Refer = Callable[[Fields, str, dict[str, Location], str], bool]
 
 __all__ = ["PERCENT_SCHEMA", "PER_MILLION", "read_mirrors", "read_percent"]
 
@@ -44,9 +48,11 @@ def read_percent(node: Any, path: str, errors: list[Any]) -> int | None:
 
 
 def read_mirrors(f: Fields, backends: tuple[model.Backend, ...] | None, answer: str | None,
-                 services: dict[str, Location], problem: Problem) -> tuple[bool, tuple[model.Mirror, ...]]:
+                 services: dict[str, Location], refer: Refer,
+                 problem: Problem) -> tuple[bool, tuple[model.Mirror, ...]]:
     """(ok, the route's mirrors): each a defined service, named once, none of the route's own backends,
-    on a route that calls a service and is not a websocket."""
+    on a route that calls a service and is not a websocket. `refer` reports an unknown name, as for the
+    route's own `service` (build.Builder.refer)."""
     if "mirrors" not in f:
         return "mirrors" not in f.given, ()
     where, path = f.at("mirrors"), f.path_of("mirrors")
@@ -71,10 +77,7 @@ def read_mirrors(f: Fields, backends: tuple[model.Backend, ...] | None, answer: 
         if name in seen:
             problem(f"service {name!r} is mirrored twice (first at {seen[name]})", at, at_path)
             ok = False
-        elif name not in services:
-            known = list(services)
-            listed = f"; known: {', '.join(known)}" if known and len(known) <= 8 else ""
-            problem(f"unknown service {name!r}{suggest(name, known) or listed}", at, at_path)
+        elif not refer(entry, "service", services, "service"):
             ok = False
         elif name in own:
             problem(f"service {name!r} is the route's own: every mirrored request would reach it twice", at, at_path)
