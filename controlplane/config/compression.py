@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 
 from controlplane.config import model
-from controlplane.config.policy import Problem
-from controlplane.config.shape import Fields, Got
-from pavilion.errors import Location
+from controlplane.config.policy import Problem, distinct
+from controlplane.config.shape import Fields
 
 __all__ = [
     "COMPRESSION_ALGORITHMS", "CONTENT_TYPE_PATTERN", "DEFAULT_ALGORITHMS", "DEFAULT_CONTENT_TYPES",
@@ -80,8 +79,8 @@ def read_listener_compression(f: Fields, problem: Problem) -> tuple[bool, model.
                 "the https listener", f.at("compression"), f.path_of("compression"))
         return False, None
     c: Fields = f.get("compression")
-    algorithms = _unique(c, "algorithms", "algorithm", problem)
-    types = _unique(c, "content_types", "content type", problem)
+    algorithms: tuple[str, ...] | None = distinct(c.get("algorithms", []), "algorithm", problem)
+    types: tuple[str, ...] | None = distinct(c.get("content_types", []), "content type", problem)
     if algorithms is None or types is None or not c.complete:
         return False, None
     return True, model.Compression(
@@ -98,15 +97,3 @@ def read_route_compression(f: Fields) -> tuple[bool, bool]:
         return "compression" not in f.given, True
     return True, False
 
-
-def _unique(c: Fields, name: str, what: str, problem: Problem) -> tuple[str, ...] | None:
-    """The list `name` of `c` in order (() when absent), or None after reporting each repeated entry."""
-    items: list[Got] = c.get(name, [])
-    seen: dict[str, Location] = {}
-    for got in items:
-        if got.value in seen:
-            problem(f"{what} {got.value!r} is listed twice (first at {seen[got.value]})", got.loc, got.path)
-        seen.setdefault(got.value, got.loc)
-    if len(seen) != len(items):
-        return None
-    return tuple(seen)

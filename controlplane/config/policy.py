@@ -40,7 +40,7 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
         return True, model.RouteAuth(public=True)
     auth: Fields = value
     token: bool = auth.get("token", True)
-    certificates: tuple[model.ClientCertificate, ...] | None = _distinct(
+    certificates: tuple[model.ClientCertificate, ...] | None = distinct(
         auth.get("client_certificates", []), "client certificate", problem)
     if not token:
         # Each of these is something a token must hold: with no token asked for, it could never be checked.
@@ -58,7 +58,7 @@ def route_auth(f: Fields, policy: Policy, problem: Problem) -> tuple[bool, model
                 f.path_of("auth"))
         return False, None
     tenants = _tenants(auth.get("tenants", []), policy, problem)
-    scopes: tuple[str, ...] | None = _distinct(auth.get("scopes", []), "scope", problem)
+    scopes: tuple[str, ...] | None = distinct(auth.get("scopes", []), "scope", problem)
     claims = _claims(auth, problem)
     if not auth.complete or tenants is None or scopes is None or claims is None or certificates is None:
         return False, None
@@ -84,7 +84,8 @@ def _tenants(items: list[Got], policy: Policy, problem: Problem) -> tuple[str, .
     return tuple(got.value for got in items) if ok else None
 
 
-def _distinct(items: list[Got], what: str, problem: Problem) -> tuple[T, ...] | None:
+def distinct(items: list[Got], what: str, problem: Problem) -> tuple[T, ...] | None:
+    """The values of `items` in order, or None after reporting each one listed twice."""
     seen: dict[T, Location] = {}
     for got in items:
         if got.value in seen:
@@ -99,7 +100,7 @@ def _claims(auth: Fields, problem: Problem) -> tuple[tuple[str, tuple[str, ...]]
         problem("name at least one claim, or leave `claims` out", auth.at("claims"), auth.path_of("claims"))
         return None
     claims: list[tuple[str, tuple[str, ...] | None]] = [
-        (name, _distinct(got.value, "claim value", problem)) for name, got in given.items()]
+        (name, distinct(got.value, "claim value", problem)) for name, got in given.items()]
     if any(values is None for _name, values in claims):
         return None
     return tuple((name, values) for name, values in claims if values is not None)
@@ -181,4 +182,4 @@ def _per(r: Fields, public: str, policy: Policy, problem: Problem) -> tuple[str,
     return tuple(fact for fact in RATE_LIMIT_FACTS if fact in facts) if ok else None
 
 
-__all__ = ["Policy", "route_auth", "route_rate_limits"]
+__all__ = ["Policy", "distinct", "route_auth", "route_rate_limits"]
