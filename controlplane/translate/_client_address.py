@@ -22,9 +22,8 @@ import ipaddress
 from typing import Any
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, extension_pb2
+from envoy.config.core.v3 import address_pb2, extension_pb2
 from envoy.config.listener.v3 import listener_components_pb2
-from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2 as header_mutation_filter_pb2
 from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
@@ -33,7 +32,7 @@ from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
 from envoy.extensions.http.original_ip_detection.xff.v3 import xff_pb2
 
 from controlplane.config.model import Listener
-from controlplane.translate._protos import boolean, packed, uint32
+from controlplane.translate._protos import boolean, header_setting_filter, packed, uint32
 
 __all__ = [
     "EARLY_MUTATION", "EXTERNAL_ADDRESS_FILTER", "PROXY_PROTOCOL_FILTER", "XFF_DETECTION", "address_detection",
@@ -45,7 +44,6 @@ XFF_DETECTION = "envoy.http.original_ip_detection.xff"
 EARLY_MUTATION = "envoy.http.early_header_mutation.header_mutation"
 EXTERNAL_ADDRESS_FILTER = "pavilion.external_address"
 EXTERNAL_ADDRESS = "x-envoy-external-address"
-_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def listener_filters(item: Listener) -> list[listener_components_pb2.ListenerFilter]:
@@ -88,11 +86,8 @@ def external_address_filters(item: Listener) -> list[hcm_pb2.HttpFilter]:
     client = item.client_address
     if client is None or not client.trusted_cidrs:
         return []
-    value = base_pb2.HeaderValue(key=EXTERNAL_ADDRESS, value="%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")
-    append = base_pb2.HeaderValueOption(header=value, append_action=_OVERWRITE)
-    config = header_mutation_filter_pb2.HeaderMutation(mutations=header_mutation_filter_pb2.Mutations(
-        request_mutations=[mutation_rules_pb2.HeaderMutation(append=append)]))
-    return [hcm_pb2.HttpFilter(name=EXTERNAL_ADDRESS_FILTER, typed_config=packed(config))]
+    return [header_setting_filter(EXTERNAL_ADDRESS_FILTER, EXTERNAL_ADDRESS, "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                                  on_response=False)]
 
 
 def _early_removal() -> extension_pb2.TypedExtensionConfig:

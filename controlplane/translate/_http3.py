@@ -8,17 +8,15 @@ same SDS certificate Secret (per region with `tls.regions`) is served over both.
 
 from __future__ import annotations
 
-from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2, quic_config_pb2, udp_listener_config_pb2
-from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.quic.v3 import quic_transport_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from controlplane.config.listener_tls import http3_twin
 from controlplane.config.model import Listener
-from controlplane.translate._protos import packed, socket_address
+from controlplane.translate._protos import header_setting_filter, packed, socket_address
 
 __all__ = ["ALT_SVC_FILTER", "QUIC_TRANSPORT_SOCKET", "alt_svc_filters", "alt_svc_value", "http3_listeners",
            "serves_http3"]
@@ -42,12 +40,7 @@ def alt_svc_filters(item: Listener) -> list[hcm_pb2.HttpFilter]:
     """On the TCP listener of an `http3` listener: a filter adding `alt-svc` to every response; else none."""
     if not serves_http3(item):
         return []
-    header = base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key="alt-svc", value=alt_svc_value(item)),
-        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-    mutation = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(
-        response_mutations=[mutation_rules_pb2.HeaderMutation(append=header)]))
-    return [hcm_pb2.HttpFilter(name=ALT_SVC_FILTER, typed_config=packed(mutation))]
+    return [header_setting_filter(ALT_SVC_FILTER, "alt-svc", alt_svc_value(item), on_response=True)]
 
 
 def http3_listeners(item: Listener, tcp: listener_pb2.Listener) -> list[listener_pb2.Listener]:

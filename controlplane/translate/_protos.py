@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
@@ -39,3 +42,14 @@ def ads_config_source() -> config_source_pb2.ConfigSource:
 
 def socket_address(host: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
+
+
+def header_setting_filter(name: str, header: str, value: str, *, on_response: bool) -> hcm_pb2.HttpFilter:
+    """An HTTP filter (Envoy's header_mutation, under its own `name`) setting `header` to `value` (an Envoy
+    format string) on every request, or with `on_response` every response, replacing any value there."""
+    option = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=header, value=value),
+                                        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+    mutation = [mutation_rules_pb2.HeaderMutation(append=option)]
+    mutations = (header_mutation_pb2.Mutations(response_mutations=mutation) if on_response
+                 else header_mutation_pb2.Mutations(request_mutations=mutation))
+    return hcm_pb2.HttpFilter(name=name, typed_config=packed(header_mutation_pb2.HeaderMutation(mutations=mutations)))
