@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 
 from controlplane.config.hosts import covers
 from controlplane.config.model import Config, FileStamp, Route, Service
+from controlplane.config.rules import REGEX_SPECIAL
 from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError, Location
 
@@ -83,7 +84,7 @@ def regex_under(regex: str, prefix: str) -> bool:
         if position < len(regex) and regex[position] == "\\" and position + 1 < len(regex) \
                 and regex[position + 1] == char and not char.isalnum():
             position += 2
-        elif position < len(regex) and regex[position] == char and char not in _SPECIAL:
+        elif position < len(regex) and regex[position] == char and char not in REGEX_SPECIAL:
             position += 1
         else:
             return False
@@ -91,9 +92,6 @@ def regex_under(regex: str, prefix: str) -> bool:
     if regex[position:position + 1] in ("?", "*", "+", "{"):
         return False
     return _no_top_level_alternation(regex[position:])
-
-
-_SPECIAL = set(".[](){}*+?^$|\\")
 
 
 def _no_top_level_alternation(tail: str) -> bool:

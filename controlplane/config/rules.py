@@ -22,6 +22,8 @@ RETRY_ON = (
 )
 
 PROTOCOLS = ("http1", "http2", "grpc")
+# The characters that are not themselves in an RE2 regex: where a regex's literal start ends.
+REGEX_SPECIAL = frozenset(".[](){}*+?^$|\\")
 # A service's `load_balancing`: Envoy's lb_policy; the last two pick a host by a hash of the request (`hash_on`).
 LOAD_BALANCING = ("round_robin", "least_request", "random", "ring_hash", "maglev")
 HASH_BALANCING = ("ring_hash", "maglev")

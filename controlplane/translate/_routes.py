@@ -28,6 +28,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from controlplane.config.hosts import covers, normalized
 from controlplane.config.model import Config, DirectResponse, HeaderRules, Listener, Match, Redirect, Retries, Route
+from controlplane.config.rules import REGEX_SPECIAL
 from controlplane.translate._balancing import hash_policy
 from controlplane.translate._compression import disable_compression
 from controlplane.translate._conditions import header_matcher, query_matcher
@@ -121,7 +122,6 @@ def precedence(item: Route) -> tuple[int, int, int, int, int, int, str]:
     return kind, -length, flavour, -bool(match.methods), -len(match.headers), -len(match.query), item.name
 
 
-_SPECIAL = set(".[](){}*+?^$|\\")
 _OPTIONAL = set("?*{")
 
 
@@ -134,7 +134,7 @@ def literal_start(regex: str) -> str:
             return ""
     text = regex.removeprefix("^")
     for index, char in enumerate(text):
-        if char in _SPECIAL:
+        if char in REGEX_SPECIAL:
             # `s?`, `s*` and `s{0,1}` make the character before them optional.
             return text[:index - 1] if char in _OPTIONAL and index else text[:index]
     return text
