@@ -29,11 +29,11 @@ def template_path(name: str, directories: tuple[Path, ...] = TEMPLATE_DIRS) -> P
     raise FileNotFoundError(f"Envoy template {name!r} not found in {', '.join(map(str, directories))}")
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """HOST:PORT (or [V6]:PORT) into its parts; ValueError names what is wrong."""
+def split_address(address: str, option: str = "--xds-address", example: str = "127.0.0.1:18000") -> tuple[str, int]:
+    """HOST:PORT (or [V6]:PORT) into its parts; ValueError names the option and what is wrong."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--xds-address {address!r} is not HOST:PORT, like 127.0.0.1:18000")
+        raise ValueError(f"{option} {address!r} is not HOST:PORT, like {example}")
     return host.strip("[]"), int(port)
 
 

@@ -31,8 +31,12 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_controlplane)
 
     status = subparsers.add_parser("status", help="per route and per proxy: accepted, resolved, programmed, acked")
-    status.add_argument("--admin", required=True, help="HOST:PORT of the control plane's admin API")
-    status.add_argument("--json", action="store_true", help="print the JSON of /status and /status/routes")
+    status.add_argument("--admin", action="append", metavar="HOST:PORT",
+                        help="the control plane's admin API; once per replica to merge their views")
+    status.add_argument("--replicas", action="append", metavar="HOST:PORT",
+                        help="ask every address HOST resolves to (a headless Service: every replica)")
+    status.add_argument("--json", action="store_true",
+                        help="print the JSON of /status and /status/routes (with several replicas, of each)")
     status.set_defaults(func=_status)
 
     plan = subparsers.add_parser("plan", help="what serving DIR would change in the xDS served now (exit 2: changes)")

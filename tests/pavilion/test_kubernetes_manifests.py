@@ -532,3 +532,16 @@ def test_tls_envoy_reaches_extauthz_and_ratelimit_over_mtls(tmp_path: Path) -> N
 
 def envoy_port(container: dict[str, Any], port: int | str) -> int:
     return int(next(p["containerPort"] for p in container["ports"] if port in (p.get("name"), p["containerPort"])))
+
+
+def test_status_can_ask_every_controlplane_replica_through_a_headless_service(docs: list[dict[str, Any]]) -> None:
+    plane = named("Deployment", "controlplane", docs)
+    replicas = named("Service", "controlplane-replicas", docs)
+    spec = replicas["spec"]
+    # Headless: the name resolves to each pod, not to one balanced address; not-ready pods included.
+    assert spec["clusterIP"] == "None" and spec["publishNotReadyAddresses"] is True
+    assert spec["selector"].items() <= plane["spec"]["template"]["metadata"]["labels"].items()
+    plane_args = parse(next(c["args"] for _w, c in pavilion_containers(docs) if c["args"][0] == "controlplane"))
+    assert service_port(replicas, plane_args.admin_port)
+    manifest = (DIR / "20-controlplane.yaml").read_text()
+    assert f"pavilion status --replicas controlplane-replicas:{plane_args.admin_port}" in manifest
