@@ -17,6 +17,7 @@ from controlplane.config.load import load_config
 from controlplane.fallback import RouteFallback
 from controlplane.nacks import NackAttributor
 from controlplane.plan import ServedResources
+from controlplane.rollout import RolloutDriver
 from controlplane.route_status import RouteStatus
 from controlplane.server.ads import SERVICE, AdsServer
 from controlplane.status import StatusBoard
@@ -71,6 +72,8 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
     reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply,
                         files=referenced_files)
     nacks = NackAttributor(cache, reloader, fallback)
+    rollout = RolloutDriver(cache, board)
+    board.rollout = rollout.status
     ads = AdsServer(cache, board, identifier=identifier)
     ads.ack_listeners.append(nacks.on_ack)
     ads.nack_listeners.append(nacks.on_nack)
@@ -89,10 +92,11 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
     watcher = asyncio.create_task(watch_config(settings.config, reloader.reload, stop)) if settings.watch else None
     poller = asyncio.create_task(reloader.poll_files(stop)) if settings.watch else None
     following = asyncio.create_task(expiry.follow(), name="certificate-expiry")  # the first load's too
+    releasing = asyncio.create_task(rollout.run(stop), name="rollout")
     try:
         await stop.wait()
     finally:
-        for task in (watcher, poller, following):
+        for task in (watcher, poller, following, releasing):
             if task is not None:
                 task.cancel()
         await admin.stop()

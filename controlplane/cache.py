@@ -16,6 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from controlplane import resources as urls
+from controlplane.rollout_stages import Rollout, Stages
 from controlplane.snapshot import Snapshot, build_snapshot
 from pavilion.versions import config_version
 
@@ -49,7 +50,14 @@ def group_of(node: base_pb2.Node) -> Group:
 
 
 class SnapshotCache:
-    """Owns which snapshot each group is served; `generation` grows by one per installed config."""
+    """Owns which snapshot each group is served; `generation` grows by one per installed config, and per
+    stage a staged rollout releases.
+
+    With the config's `rollout:` (controlplane/rollout_stages.py), a new config is translated for every
+    group at once, but served at first only to the groups of the first stage's regions; the others keep
+    what they had until `release` reaches their stage. A group first seen meanwhile gets the newest
+    config if its stage is released, else the config every region had before the rollout began.
+    """
 
     def __init__(self, translator: Translator, regional: Translator | None = None) -> None:
         self._translate = translator
@@ -61,6 +69,11 @@ class SnapshotCache:
         self._snapshots: dict[Group, Snapshot] = {}
         self._generation = 0
         self._lock = asyncio.Lock()  # one build at a time: a group never gets a stale config's snapshot
+        # A staged rollout under way: the newest config's snapshot per group (served or not yet), its
+        # stages and how many are released, and the config (and version) served before it began.
+        self._rollout: Rollout | None = None
+        self._target: dict[Group, Snapshot] = {}
+        self._before: tuple[Any, str] = (None, "")
         self._changed = asyncio.Condition()
         self._loaded = asyncio.Event()
 
@@ -79,6 +92,16 @@ class SnapshotCache:
     @property
     def loaded(self) -> bool:
         return self._loaded.is_set()
+
+    @property
+    def rollout(self) -> Rollout | None:
+        """The staged rollout under way, or None when every group is served the newest config."""
+        return self._rollout
+
+    def serves_newest(self, group: Group) -> bool:
+        """Whether `group` is served the newest config (`config`), not what a staged rollout keeps it on."""
+        rollout = self._rollout
+        return rollout is None or rollout.stages.stage_of(group.region) <= rollout.released
 
     def groups(self) -> dict[Group, Snapshot]:
         return dict(self._snapshots)
@@ -110,12 +133,41 @@ class SnapshotCache:
         """
         async with self._lock:
             snapshots = await asyncio.to_thread(self._build_all, config, list(self._snapshots), config_version)
-            self._config, self._config_version, self._snapshots = config, config_version, snapshots
+            stages = Stages.of(config) if self._loaded.is_set() else None  # a first config goes everywhere
+            if stages is None:
+                self._rollout, self._target, self._snapshots = None, {}, snapshots
+            else:
+                if self._rollout is None:  # else the regions not yet released still serve what came before
+                    self._before = (self._config, self._config_version)
+                self._rollout, self._target = Rollout(stages, config_version, released=0), snapshots
+                self._snapshots = {group: snapshots[group] if stages.stage_of(group.region) == 0 else served
+                                   for group, served in self._snapshots.items()}
+            self._config, self._config_version = config, config_version
             self._generation += 1
             self._loaded.set()
+        await self._notify()
+        return dict(snapshots)
+
+    async def release(self, stage: int) -> None:
+        """Serve the newest config to the groups of the rollout's stages up to `stage`; past the last
+        named stage, to every group, which ends the rollout."""
+        async with self._lock:
+            rollout = self._rollout
+            if rollout is None or stage <= rollout.released:
+                return
+            for group, snapshot in self._target.items():
+                if rollout.stages.stage_of(group.region) <= stage:
+                    self._snapshots[group] = snapshot
+            if stage >= rollout.stages.count:
+                self._rollout, self._target, self._before = None, {}, (None, "")
+            else:
+                self._rollout = rollout._replace(released=stage)
+            self._generation += 1
+        await self._notify()
+
+    async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
-        return dict(snapshots)
 
     async def snapshot(self, group: Group) -> Snapshot:
         """The group's snapshot, built now if this is the group's first node; waits for a first config."""
@@ -126,8 +178,16 @@ class SnapshotCache:
         async with self._lock:
             existing = self._snapshots.get(group)
             if existing is None:
-                like = next((snap for known, snap in self._snapshots.items() if known.role == group.role), None)
+                # `like` shares the types that do not depend on the region: it must be of the same config.
+                newest = self._target if self._rollout is not None else self._snapshots
+                like = next((snap for known, snap in newest.items() if known.role == group.role), None)
                 existing = await asyncio.to_thread(self.build, self._config, group, like, self._config_version)
+                rollout = self._rollout
+                if rollout is not None:
+                    self._target[group] = existing
+                    if rollout.stages.stage_of(group.region) > rollout.released:
+                        before, version = self._before
+                        existing = await asyncio.to_thread(self.build, before, group, None, version)
                 self._snapshots[group] = existing
             return existing
 

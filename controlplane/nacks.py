@@ -57,6 +57,8 @@ class NackAttributor:
         snapshot = self.cache.current(stream.group) if stream.group else None
         if snapshot is None or type_state.acked_version != snapshot.type(type_state.type_url).version:
             return
+        if stream.group is not None and not self.cache.serves_newest(stream.group):
+            return  # a region a staged rollout has not reached acked the config before: not `cache.config`
         if _holds_routes(stream, type_state.type_url) and isinstance(self.cache.config, Config):
             self.fallback.record_accepted(self.cache.config)
         elif type_state.type_url == urls.LISTENER and isinstance(self.cache.config, Config):
@@ -66,6 +68,8 @@ class NackAttributor:
         nack = type_state.nack
         if nack is None or stream.group is None or type_state.type_url not in (*_ROUTES, urls.LISTENER):
             return
+        if not self.cache.serves_newest(stream.group):
+            return  # it refused what it had before a staged rollout: nothing of `cache.config` to attribute
         key = (type_state.type_url, nack.version, stream.group.region)
         if key in self._seen:
             return  # another proxy of the region refused the same version: one attribution is enough

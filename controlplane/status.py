@@ -54,6 +54,8 @@ class StatusBoard:
         self.refused_listeners: Callable[[], dict[str, Any]] = dict
         # Served certificates expiring within 30 days, soonest first (set by the app to CertificateExpiry's).
         self.expiring_certificates: Callable[[], list[dict[str, Any]]] = list
+        # The staged rollout under way, or None (set by the app to RolloutDriver's).
+        self.rollout: Callable[[], dict[str, Any] | None] = lambda: None
 
     # streams
 
@@ -112,6 +114,7 @@ class StatusBoard:
             "last_rejected": self.rejected,
             "refused_listeners": self.refused_listeners(),
             "certificates_expiring": self.expiring_certificates(),
+            "rollout": self.rollout(),
             "reloads": dict(self.reloads),
             "groups": groups,
             "nodes": nodes,

@@ -124,6 +124,10 @@ def render_replicas(replicas: list[Replica]) -> str:
         notes.setdefault(text, []).append(names[id(replica)])
 
     for replica in answered:
+        rollout = replica.status.get("rollout") if replica.status else None
+        if rollout:
+            lines.append(rollout_line(rollout) + (f"  [{names[id(replica)]}]" if several else ""))
+    for replica in answered:
         rejected = replica.status.get("last_rejected") if replica.status else None
         if rejected:
             where = f" on {names[id(replica)]}" if several else ""
@@ -153,6 +157,21 @@ def render_replicas(replicas: list[Replica]) -> str:
                     nacks.append(f"{node['node_id']} refused {short} {nack['version']}: {nack['error']}")
     lines += ["", table(rows) if len(rows) > 1 else "no proxy connected", *nacks]
     return "\n".join(lines) + "\n"
+
+
+def rollout_line(rollout: dict[str, Any]) -> str:
+    """`rollout of version V: released to eu-west; next us-east once edge-3 holds it, then every other region`."""
+    def regions(stage: dict[str, Any]) -> str:
+        return "every other region" if stage["regions"] == ["*"] else ", ".join(stage["regions"])
+
+    released = [regions(stage) for stage in rollout["stages"] if stage["released"]]
+    pending = [regions(stage) for stage in rollout["stages"] if not stage["released"]]
+    line = f"rollout of version {rollout['version']}: released to {'; '.join(released)}; next {pending[0]}"
+    if rollout["waiting_for"]:
+        line += f" once {', '.join(rollout['waiting_for'])} hold{'s' if len(rollout['waiting_for']) == 1 else ''} it"
+    elif rollout["next_release_at"]:
+        line += f" at {rollout['next_release_at']}"
+    return line + "".join(f", then {stage}" for stage in pending[1:])
 
 
 def _versions(replicas: list[Replica], names: dict[int, str]) -> dict[str, list[str]]:
@@ -220,13 +239,13 @@ def _node_row(node: dict[str, Any], replica: str | None) -> list[str]:
 
 def healthy(replicas: list[Replica]) -> bool:
     """Every replica answered, all serve one config version, and each has every route programmed on every
-    proxy it serves, every proxy synced and no listener refused."""
+    proxy it serves, every proxy synced, no listener refused and no staged rollout under way."""
     if any(replica.status is None or replica.routes is None for replica in replicas):
         return False
     if len({str(replica.status["version"]) for replica in replicas if replica.status is not None}) > 1:
         return False
     return all(replica.status["synced"] and all(route["programmed"] for route in replica.routes["routes"])
-               and not replica.routes.get("refused_listeners")
+               and not replica.routes.get("refused_listeners") and not replica.status.get("rollout")
                for replica in replicas if replica.status is not None and replica.routes is not None)
 
 

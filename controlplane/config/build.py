@@ -265,12 +265,15 @@ class Builder:
         return model.Retries(r.get("attempts"), on, base, most, r.get("per_try_timeout"))
 
     def refer(self, f: Fields, name: str, defined: dict[str, Location], what: str, hint: str = "") -> bool:
-        value = f.get(name)
-        if value in defined:
+        return self.known(Got(f.get(name), f.at(name), f.path_of(name)), defined, what, hint)
+
+    def known(self, got: Got, defined: dict[str, Location], what: str, hint: str = "") -> bool:
+        """Whether `got` names one of `defined`; else reports it, with the nearest name or the known ones."""
+        if got.value in defined:
             return True
         known = list(defined)
         listed = f"; known: {', '.join(known)}" if known and len(known) <= 8 else ""
-        self.problem(f"unknown {what} {value!r}{suggest(value, known) or listed}{hint}", f.at(name), f.path_of(name))
+        self.problem(f"unknown {what} {got.value!r}{suggest(got.value, known) or listed}{hint}", got.loc, got.path)
         return False
 
 

@@ -17,6 +17,7 @@ from controlplane.config.delegation import check_delegations
 from controlplane.config.listener_tls import LoadErrors
 from controlplane.config.model import Config, Match, Route
 from controlplane.config.observability import check_tracing, read_access_log, read_tracing
+from controlplane.config.rollout import read_rollout
 from controlplane.config.sections import check_services, read_sections
 from controlplane.config.shape import Fields, Got, Shape
 from controlplane.config.spec import ROOT
@@ -83,6 +84,7 @@ def _merge(sources: Sequence[Source]) -> Config:
         ratelimit=sections.model_ratelimit(),
         access_log=read_access_log(roots, errors),
         tracing=read_tracing(roots, errors),
+        rollout=read_rollout(roots, builder, errors),
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)

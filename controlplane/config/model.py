@@ -332,6 +332,14 @@ class Tracing:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Top-level `rollout:`: the order regions get a new config in, and the wait between stages."""
+
+    stages: tuple[tuple[str, ...], ...]
+    bake: float  # seconds a released stage runs, every proxy of it acked, before the next is released
+
+
+@dataclass(frozen=True)
 class Cors:
     """`cors:` of a route: Envoy's CORS filter answers preflights and adds the allow headers.
 
@@ -407,6 +415,7 @@ class Config:
     ratelimit: RateLimitSettings | None = None
     access_log: AccessLog | None = AccessLog()  # None: `access_log: off`
     tracing: Tracing | None = None
+    rollout: Rollout | None = None
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)

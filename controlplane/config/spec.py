@@ -544,6 +544,15 @@ DELEGATION = Object("delegation", "Files a team writes, fenced in: they hold onl
           "listener stays the platform's). Absent: any."),
 ))
 
+ROLLOUT = Object("rollout", "Each new config reaches the regions stage by stage: a stage gets it once every proxy of "
+                 "the stages before acked it and `bake` has passed (see [Staged rollout](#staged-rollout)).", (
+    Field("stages", ListOf(Either((NAME, ListOf(NAME, min_items=1)), "a region or a list of regions"), min_items=1),
+          "Regions in the order they get a new config: each entry a region, or a list of regions released "
+          "together. Regions no stage names (and nodes without a region) come last.", True),
+    Field("bake", DURATION, "How long a stage runs the new config, every proxy of it acked, before the next stage "
+          "gets it. `0s`: as soon as they acked.", True),
+))
+
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (
     Field("regions", ListOf(NAME), "Regions endpoints may run in; the union over all files."),
     Field("listeners", ListOf(LISTENER), "Listeners; names unique across all files."),
@@ -558,6 +567,8 @@ ROOT = Object("route YAML file", "One file of the route YAML directory; all file
           "`off`: none.", default="{format: json}"),
     Field("tracing", TRACING, "Spans of every HTTP listener's requests to an OTLP collector; in one file only. "
           "Absent: no tracing."),
+    Field("rollout", ROLLOUT, "Release each new config region by region; in one file only. Absent: every region "
+          "at once."),
     Field("delegations", ListOf(DELEGATION), "Files handed to teams, and the hosts and paths their routes may "
           "take; not in a delegated file."),
 ))

@@ -1,0 +1,120 @@
+"""Staged rollout: a new config reaches the regions of the route YAML's `rollout.stages` one stage at
+a time, so a change that breaks something shows in the first region while the others still serve
+what they had.
+
+The cache serves the first stage at once (controlplane/cache.py). This loop releases each next stage
+once every proxy of the released stages that is connected here holds the new config (acked every type
+its group is served) and has held it for `bake` seconds: a proxy that refuses it (a NACK) holds the
+rollout where it is. A route Envoy refuses falls back to its last accepted form (controlplane/fallback.py),
+which makes a new config and starts the rollout over from the first stage, without the refused form.
+A newer edit does the same; the regions not yet released keep serving what they had meanwhile.
+
+Several control plane replicas each run their own rollout, gated by the proxies connected to them;
+they see an edit at about the same time, and `bake` is what gives the people watching the first
+region time to revert. Dropping `rollout:` from the route YAML releases every region at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from controlplane.cache import SnapshotCache
+from controlplane.rollout_stages import Rollout
+from controlplane.server.stream import iso_time
+from controlplane.status import StatusBoard
+from pavilion.log import get_logger
+from pavilion.metrics import NAMESPACE, Gauge
+
+log = get_logger(__name__)
+
+__all__ = ["RolloutDriver"]
+
+ROLLOUT_RUNNING = Gauge("controlplane_rollout_running", "1 while a staged rollout is under way.", namespace=NAMESPACE)
+ROLLOUT_WAITING = Gauge("controlplane_rollout_waiting_proxies",
+                        "Proxies of a staged rollout's released stages that do not hold its config yet.",
+                        namespace=NAMESPACE)
+_WAITING_SHOWN = 20  # node ids listed in /status as holding a stage back
+
+
+class RolloutDriver:
+    # Each step walks the streams of the released stages: once a second keeps that cheap for a large fleet,
+    # and a bake is minutes.
+    def __init__(self, cache: SnapshotCache, board: StatusBoard, *, interval: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.cache = cache
+        self.board = board
+        self.interval = interval
+        self._monotonic = monotonic
+        self._wall = wall
+        # (version, released stage) and since when (monotonic) every proxy of the released stages held it
+        self._settled: tuple[tuple[str, int], float] | None = None
+        self._announced: tuple[str, int] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+            await self.step()
+
+    async def step(self) -> None:
+        """Release the next stage if the released ones have settled and baked."""
+        rollout = self.cache.rollout
+        ROLLOUT_RUNNING.set(rollout is not None)
+        if rollout is None:
+            ROLLOUT_WAITING.set(0)
+            self._settled = None
+            return
+        at = (rollout.version, rollout.released)
+        if self._announced != at:
+            self._announced = at
+            if rollout.released == 0:
+                log.info("rollout_started", version=rollout.version, stage=0, regions=rollout.stages.regions(0),
+                         bake=rollout.stages.bake)
+        waiting = len(self._waiting(rollout))
+        ROLLOUT_WAITING.set(waiting)
+        if waiting:
+            self._settled = None
+            return
+        now = self._monotonic()
+        if self._settled is None or self._settled[0] != at:
+            self._settled = (at, now)
+        if now - self._settled[1] < rollout.stages.bake:
+            return
+        stage = rollout.released + 1
+        await self.cache.release(stage)
+        if stage >= rollout.stages.count:
+            log.info("rollout_finished", version=rollout.version)
+        else:
+            log.info("rollout_stage_released", version=rollout.version, stage=stage,
+                     regions=rollout.stages.regions(stage))
+
+    def _waiting(self, rollout: Rollout) -> list[str]:
+        """Node ids of the released stages that do not hold everything they are served yet."""
+        stages, cache = rollout.stages, self.cache
+        return [stream.node_id for stream in self.board.streams.values()
+                if stream.group is not None and stages.stage_of(stream.group.region) <= rollout.released
+                and not stream.synced(cache.current(stream.group))]
+
+    def status(self) -> dict[str, Any] | None:
+        """The rollout under way for /status, or None."""
+        rollout = self.cache.rollout
+        if rollout is None:
+            return None
+        stages = rollout.stages
+        waiting = self._waiting(rollout)
+        settled = self._settled
+        next_at = None
+        if not waiting and settled is not None and settled[0] == (rollout.version, rollout.released):
+            next_at = iso_time(self._wall() + max(0.0, settled[1] + stages.bake - self._monotonic()))
+        return {
+            "version": rollout.version,
+            "bake": stages.bake,
+            "stages": [{"regions": stages.regions(index), "released": index <= rollout.released}
+                       for index in range(stages.count + 1)],
+            "waiting_for": waiting[:_WAITING_SHOWN],
+            "next_release_at": next_at,
+        }
