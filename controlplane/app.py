@@ -10,6 +10,7 @@ import socket
 import sys
 
 from controlplane import resources as urls
+from controlplane.bootstrap import split_address
 from controlplane.cache import DEFAULT_ROLE, SnapshotCache
 from controlplane.cert_expiry import CertificateExpiry
 from controlplane.config.listener_tls import referenced_files
@@ -47,18 +48,28 @@ class ControlPlaneSettings(Settings):
     xds_tls_cert: str = ""
     xds_tls_key: str = ""
     xds_client_ca: str = ""
+    # HOST:PORT of the replicas' admin ports, comma-separated: a staged rollout releases a stage only once
+    # every replica is as far (controlplane/rollout.py).
+    peers: str = ""
 
 
 def run(args: argparse.Namespace) -> int:
     settings = ControlPlaneSettings.from_env(config=args.config, xds_host=args.host, xds_port=args.xds_port,
                                              admin_port=args.admin_port, xds_tls_cert=args.xds_tls_cert,
-                                             xds_tls_key=args.xds_tls_key, xds_client_ca=args.xds_client_ca)
+                                             xds_tls_key=args.xds_tls_key, xds_client_ca=args.xds_client_ca,
+                                             peers=",".join(args.peers) if args.peers else None)
     try:
         tls = load_server_tls(settings.xds_tls_cert, settings.xds_tls_key, settings.xds_client_ca)
-    except ConfigError as exc:
+        for peer in _peers(settings):
+            split_address(peer, "--peers", "controlplane-replicas:18001")
+    except (ConfigError, ValueError) as exc:
         print(f"controlplane: {exc}", file=sys.stderr)
         return 2
     return run_until_stopped(functools.partial(serve, settings, tls=tls))
+
+
+def _peers(settings: ControlPlaneSettings) -> list[str]:
+    return [peer.strip() for peer in settings.peers.split(",") if peer.strip()]
 
 
 async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: ServerTLS | None = None) -> None:
@@ -72,7 +83,7 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
     reloader = Reloader(settings.config, cache, board, loader=load_config, served=fallback.apply,
                         files=referenced_files)
     nacks = NackAttributor(cache, reloader, fallback)
-    rollout = RolloutDriver(cache, board)
+    rollout = RolloutDriver(cache, board, peers=_peers(settings))
     board.rollout = rollout.status
     ads = AdsServer(cache, board, identifier=identifier)
     ads.ack_listeners.append(nacks.on_ack)

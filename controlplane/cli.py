@@ -28,6 +28,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--xds-tls-key", metavar="FILE", help="PEM private key of --xds-tls-cert")
     serve.add_argument("--xds-client-ca", metavar="FILE",
                        help="PEM CA bundle: require xDS clients to present a certificate it signed (mTLS)")
+    serve.add_argument("--peers", action="append", metavar="HOST:PORT",
+                       help="the admin port of the other replicas (a name stands for every address it resolves "
+                            "to): a staged rollout releases a stage once every replica is as far")
     serve.set_defaults(func=_controlplane)
 
     status = subparsers.add_parser("status", help="per route and per proxy: accepted, resolved, programmed, acked")

@@ -9,23 +9,31 @@ rollout where it is. A route Envoy refuses falls back to its last accepted form 
 which makes a new config and starts the rollout over from the first stage, without the refused form.
 A newer edit does the same; the regions not yet released keep serving what they had meanwhile.
 
-Several control plane replicas each run their own rollout, gated by the proxies connected to them;
-they see an edit at about the same time, and `bake` is what gives the people watching the first
-region time to revert. Dropping `rollout:` from the route YAML releases every region at once.
+Several control plane replicas each run their own rollout, gated by the proxies connected to them.
+With `--peers` (the address of every replica, like a headless Service's name) a replica about to
+release a stage first asks its peers' /status, and waits while one of them serves another version,
+or has released fewer stages, or has a proxy of a released stage that does not hold the config. So a
+refusal in eu-west on one replica holds us-east on all of them. A peer that does not answer is
+passed over (logged): a replica that is gone has no proxies left to protect. Dropping `rollout:`
+from the route YAML releases every region at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from controlplane.cache import SnapshotCache
 from controlplane.rollout_stages import Rollout
 from controlplane.server.stream import iso_time
 from controlplane.status import StatusBoard
+from controlplane.status_cli import admin_addresses
 from pavilion.log import get_logger
 from pavilion.metrics import NAMESPACE, Gauge
 
@@ -38,16 +46,21 @@ ROLLOUT_WAITING = Gauge("controlplane_rollout_waiting_proxies",
                         "Proxies of a staged rollout's released stages that do not hold its config yet.",
                         namespace=NAMESPACE)
 _WAITING_SHOWN = 20  # node ids listed in /status as holding a stage back
+PEER_TIMEOUT = 2.0
 
 
 class RolloutDriver:
     # Each step walks the streams of the released stages: once a second keeps that cheap for a large fleet,
     # and a bake is minutes.
-    def __init__(self, cache: SnapshotCache, board: StatusBoard, *, interval: float = 1.0,
+    def __init__(self, cache: SnapshotCache, board: StatusBoard, *, interval: float = 1.0, peers: Sequence[str] = (),
                  monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        """`peers`: HOST:PORT of the replicas' admin ports, each name standing for every address it resolves
+        to (this replica's own among them or not)."""
         self.cache = cache
         self.board = board
         self.interval = interval
+        self.peers = tuple(peers)
+        self._held_by: list[str] = []  # the peers that held the last release back
         self._monotonic = monotonic
         self._wall = wall
         # (version, released stage) and since when (monotonic) every proxy of the released stages held it
@@ -84,6 +97,9 @@ class RolloutDriver:
             self._settled = (at, now)
         if now - self._settled[1] < rollout.stages.bake:
             return
+        self._held_by = await self._peers_holding(rollout) if self.peers else []
+        if self._held_by or self.cache.rollout != rollout:  # asking took time: a new config may have come
+            return
         stage = rollout.released + 1
         await self.cache.release(stage)
         if stage >= rollout.stages.count:
@@ -98,6 +114,22 @@ class RolloutDriver:
         return [stream.node_id for stream in self.board.streams.values()
                 if stream.group is not None and stages.stage_of(stream.group.region) <= rollout.released
                 and not stream.synced(cache.current(stream.group))]
+
+    async def _peers_holding(self, rollout: Rollout) -> list[str]:
+        """The peers that are not as far as this replica in `rollout` (by their control plane name)."""
+        try:
+            addresses = await asyncio.to_thread(admin_addresses, [], list(self.peers))
+        except ValueError as exc:
+            log.warning("rollout_peers_unresolved", error=str(exc))
+            return []
+        answers = await asyncio.gather(*(asyncio.to_thread(_status_of, address) for address in addresses))
+        holding = []
+        for address, answer in zip(addresses, answers, strict=True):
+            if isinstance(answer, str):
+                log.warning("rollout_peer_unanswered", peer=address, error=answer)
+            elif answer.get("instance") != self.board.instance and not _as_far(answer, rollout):
+                holding.append(str(answer.get("control_plane", address)))
+        return holding
 
     def status(self) -> dict[str, Any] | None:
         """The rollout under way for /status, or None."""
@@ -116,5 +148,26 @@ class RolloutDriver:
             "stages": [{"regions": stages.regions(index), "released": index <= rollout.released}
                        for index in range(stages.count + 1)],
             "waiting_for": waiting[:_WAITING_SHOWN],
+            "waiting_for_replicas": self._held_by if settled is not None else [],
             "next_release_at": next_at,
         }
+
+
+def _status_of(address: str) -> dict[str, Any] | str:
+    """A peer's /status, or why it could not be had."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/status", timeout=PEER_TIMEOUT) as response:
+            return dict(json.loads(response.read()))
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        return str(exc)
+
+
+def _as_far(status: dict[str, Any], rollout: Rollout) -> bool:
+    """Whether a peer (its /status) serves `rollout`'s version at least as far, every proxy it released holding it."""
+    if status.get("version") != rollout.version:
+        return False
+    theirs = status.get("rollout")
+    if theirs is None:
+        return True  # done with it
+    released = sum(1 for stage in theirs["stages"] if stage["released"]) - 1
+    return released >= rollout.released and not theirs["waiting_for"]

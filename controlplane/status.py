@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,9 @@ class StatusBoard:
     def __init__(self, cache: SnapshotCache, *, identifier: str, config_path: str = "") -> None:
         self.cache = cache
         self.identifier = identifier
+        # Unique per process, unlike `identifier` (a host name by default): a replica asking its peers
+        # (controlplane/rollout.py) tells its own answer by it.
+        self.instance = uuid.uuid4().hex
         self.config_path = config_path
         self.started_at = time.time()
         self.streams: dict[int, StreamState] = {}
@@ -106,6 +110,7 @@ class StatusBoard:
                  for stream in sorted(self.streams.values(), key=lambda s: s.stream_id)]
         return {
             "control_plane": self.identifier,
+            "instance": self.instance,
             "config": self.config_path,
             "ready": self.cache.loaded,
             "version": self.cache.config_version or None,

@@ -169,6 +169,8 @@ def rollout_line(rollout: dict[str, Any]) -> str:
     line = f"rollout of version {rollout['version']}: released to {'; '.join(released)}; next {pending[0]}"
     if rollout["waiting_for"]:
         line += f" once {', '.join(rollout['waiting_for'])} hold{'s' if len(rollout['waiting_for']) == 1 else ''} it"
+    elif rollout.get("waiting_for_replicas"):
+        line += f" once replica {', '.join(rollout['waiting_for_replicas'])} is as far"
     elif rollout["next_release_at"]:
         line += f" at {rollout['next_release_at']}"
     return line + "".join(f", then {stage}" for stage in pending[1:])

@@ -11,7 +11,9 @@ import pytest
 
 from controlplane.cache import Group, SnapshotCache
 from controlplane.config.model import Config, Rollout
-from controlplane.rollout import RolloutDriver
+from controlplane.rollout import RolloutDriver, _as_far
+from controlplane.rollout_stages import Rollout as UnderWay
+from controlplane.rollout_stages import Stages
 from controlplane.snapshot import Snapshot, build_snapshot
 from controlplane.status_cli import rollout_line
 from controlplane.translate import translate, translate_regional
@@ -176,3 +178,19 @@ async def test_the_next_stage_waits_for_every_proxy_released_to_hold_the_config_
     clock.now += 60
     await driver.step()
     assert served(cache, AP) == of(two, AP) and cache.rollout is None and driver.status() is None
+
+
+def test_a_peer_is_as_far_when_it_serves_the_version_with_as_many_stages_released_and_no_proxy_lagging() -> None:
+    mine = UnderWay(Stages(STAGES, 60.0), "v2", released=1)
+
+    def peer(version: str, released: int | None, waiting: tuple[str, ...] = ()) -> dict[str, Any]:
+        if released is None:
+            return {"version": version, "rollout": None}
+        stages = [{"regions": ["r"], "released": index <= released} for index in range(3)]
+        return {"version": version, "rollout": {"stages": stages, "waiting_for": list(waiting)}}
+
+    assert _as_far(peer("v2", 1), mine) and _as_far(peer("v2", 2), mine)
+    assert _as_far(peer("v2", None), mine)  # done with v2
+    assert not _as_far(peer("v2", 0), mine)  # still baking the stage before
+    assert not _as_far(peer("v2", 1, ("edge-eu-7",)), mine)  # a proxy of its own lags
+    assert not _as_far(peer("v1", None), mine)  # has not read the edit yet

@@ -105,10 +105,11 @@ class Gateway:
         return request(self.url(path), **kwargs)
 
 
-def start_controlplane(config_dir: Path) -> ControlPlane:
-    xds_port, admin_port = free_port(), free_port()
+def start_controlplane(config_dir: Path, *extra: str, admin_port: int | None = None) -> ControlPlane:
+    """`extra`: more flags of `pavilion controlplane`."""
+    xds_port, admin_port = free_port(), admin_port or free_port()
     proc = Proc([PAVILION, "--log-format", "console", "controlplane", "--config", str(config_dir),
-                 "--xds-port", str(xds_port), "--admin-port", str(admin_port)], name="controlplane")
+                 "--xds-port", str(xds_port), "--admin-port", str(admin_port), *extra], name="controlplane")
     try:
         proc.wait_http(f"http://127.0.0.1:{admin_port}/readyz")
     except BaseException:

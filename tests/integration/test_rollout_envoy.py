@@ -4,12 +4,14 @@ eu-west's proxy acked it and `bake` has passed; `/status` and `pavilion status` 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +103,57 @@ def test_an_edit_reaches_the_second_region_only_after_the_first_acked_it_and_bak
         time.sleep(0.05)
     assert plane.status()["rollout"] is None
     plane.wait_synced(2)
+
+
+@pytest.fixture()
+def replicas(tmp_path: Path) -> Iterator[tuple[ControlPlane, ControlPlane, Envoy, Envoy, str]]:
+    upstreams = start_upstreams({"blue": "eu-west", "green": "eu-west"})
+    ports = {name: port for name, (_proc, port) in upstreams.items()}
+    config = CONFIG.replace("{bake}", "1").format(listen=free_port(), service="{service}", **ports)
+    (tmp_path / "routes.yaml").write_text(config.replace("{service}", "blue"))
+    admins = free_port(), free_port()
+    with ExitStack() as stack:
+        stack.callback(lambda: [proc.stop() for proc, _port in upstreams.values()])
+        planes = []
+        for admin, other in (admins, admins[::-1]):
+            plane = start_controlplane(tmp_path, "--peers", f"127.0.0.1:{other}", admin_port=admin)
+            stack.callback(plane.proc.stop)
+            planes.append(plane)
+        first, second = planes
+        eu = start_envoy(first, "eu-west", "edge-eu")  # eu-west's proxy speaks to the first replica only,
+        stack.callback(eu.proc.stop)
+        us = start_envoy(second, "us-east", "edge-us")  # us-east's to the second
+        stack.callback(us.proc.stop)
+        first.wait_synced(1)
+        second.wait_synced(1)
+        yield first, second, eu, us, config
+
+
+def test_a_replica_without_the_first_stage_waits_for_the_replica_whose_proxy_has_not_taken_it(
+        replicas: tuple[ControlPlane, ControlPlane, Envoy, Envoy, str], tmp_path: Path) -> None:
+    first, second, eu, us, config = replicas
+    eu.proc.popen.send_signal(signal.SIGSTOP)  # eu-west's proxy stops answering: it will not ack the edit
+    try:
+        (tmp_path / "routes.yaml").write_text(config.replace("{service}", "green"))
+        waited = wait_until(lambda: (second.status()["rollout"] or {}).get("waiting_for_replicas"),
+                            "the second replica holding us-east for the first")
+        assert waited == [first.status()["control_plane"]]
+        assert first.status()["rollout"]["waiting_for"] == ["edge-eu"]
+        # The second replica has no eu-west proxy, and baked long ago: only its peer holds it back.
+        time.sleep(2.0)
+        assert route_cluster(us) == "blue"
+    finally:
+        eu.proc.popen.send_signal(signal.SIGCONT)
+    wait_for_cluster(eu, "green")
+    wait_for_cluster(us, "green")
+    wait_until(lambda: first.status()["rollout"] is None and second.status()["rollout"] is None, "both rollouts over")
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"not {what} after {timeout}s")

@@ -534,7 +534,7 @@ def envoy_port(container: dict[str, Any], port: int | str) -> int:
     return int(next(p["containerPort"] for p in container["ports"] if port in (p.get("name"), p["containerPort"])))
 
 
-def test_status_can_ask_every_controlplane_replica_through_a_headless_service(docs: list[dict[str, Any]]) -> None:
+def test_status_and_peers_reach_every_controlplane_replica_through_a_headless_service(docs: list[dict[str, Any]]) -> None:
     plane = named("Deployment", "controlplane", docs)
     replicas = named("Service", "controlplane-replicas", docs)
     spec = replicas["spec"]
@@ -545,3 +545,5 @@ def test_status_can_ask_every_controlplane_replica_through_a_headless_service(do
     assert service_port(replicas, plane_args.admin_port)
     manifest = (DIR / "20-controlplane.yaml").read_text()
     assert f"pavilion status --replicas controlplane-replicas:{plane_args.admin_port}" in manifest
+    # and the replicas find each other through it, for a staged rollout's stages
+    assert plane_args.peers == [f"controlplane-replicas:{plane_args.admin_port}"]
