@@ -18,6 +18,7 @@ from controlplane.config.match_conditions import read_match
 from controlplane.config.mirroring import read_mirrors
 from controlplane.config.model import FileStamp
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
+from controlplane.config.request_body import read_max_request_body
 from controlplane.config.route_answers import (
     ANSWERS,
     FORWARD_ONLY,
@@ -162,7 +163,8 @@ class Builder:
         if not hash_ok or not mirrors_ok or not websocket_ok:
             return None
         compression_ok, compression = read_route_compression(f)
-        if not compression_ok:
+        body_ok, max_request_body = read_max_request_body(f, backends, self.names.service_fields, self.problem)
+        if not compression_ok or not body_ok:
             return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
@@ -187,6 +189,7 @@ class Builder:
             mirrors=mirrors,
             websocket=websocket,
             compression=compression,
+            max_request_body=max_request_body,
         )
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:

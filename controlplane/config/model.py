@@ -400,6 +400,7 @@ class Route:
     mirrors: tuple[Mirror, ...] = ()  # shadow traffic: copies whose answers Envoy drops
     websocket: bool = False  # the route's RouteAction enables the websocket upgrade (off in the listener)
     compression: bool = True  # False: `compression: off`, never compressed by Envoy
+    max_request_body: int | None = None  # bytes; Envoy's buffer filter answers 413 past it
 
 
 @dataclass(frozen=True)

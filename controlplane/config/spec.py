@@ -26,6 +26,7 @@ from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
 from controlplane.config.mirroring import PERCENT_SCHEMA, read_percent
 from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
+from controlplane.config.request_body import A_SIZE, SIZE_PATTERN, byte_size
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
@@ -449,6 +450,10 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("websocket", Value("boolean"), "Let clients upgrade to a WebSocket on this route (HTTP/1.1 `Upgrade: "
           "websocket`); upgrades elsewhere are refused with a 403 (see [WebSockets](#websockets)). Not with "
           "`retries`; the route's services need `protocol: http1`.", default="false"),
+    Field("max_request_body", Value("string", convert=byte_size, expected=A_SIZE, schema={"pattern": SIZE_PATTERN}),
+          "The largest request body the route's services get: a number and a unit (B, kB, KiB, MB, MiB), at most "
+          "64MiB. Envoy holds the whole body first and answers 413 past it (see "
+          "[Request body limits](#request-body-limits)). Not with `websocket`, nor to `protocol: grpc` services."),
     Field("compression", Value("string", convert=route_compression, schema={"enum": ["off"]}),
           "`off`: Envoy never compresses this route's responses, though its listener has `compression` "
           "(already compressed downloads; answers that mix a secret with what a caller sent, see "

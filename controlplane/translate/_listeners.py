@@ -21,6 +21,7 @@ from controlplane.translate._local_ratelimit import local_ratelimit_filters
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
 from controlplane.translate._protos import ads_config_source, boolean, duration, packed, socket_address, uint32
 from controlplane.translate._rbac import needs_rbac, rbac_filter
+from controlplane.translate._request_body import buffer_filters
 from controlplane.translate._tls import client_certificate_forwarding, transport_socket
 from controlplane.translate._tracing import tracing
 from controlplane.translate._websocket import listener_upgrades
@@ -103,9 +104,10 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
     """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
     `cors`), Envoy's local rate limits (when the listener or a route of it has `local_rate_limit`), RBAC
     (when a route of the listener has `auth.client_certificates`), ext_authz (when `extauthz:` is set),
-    ratelimit (when `ratelimit:` is set), the compressors (when the listener has `compression`), and the
-    router, always last. Which requests are checked and
-    counted is decided per route (see _policy, _rbac, _local_ratelimit); a listener that
+    ratelimit (when `ratelimit:` is set), the buffer filter (when a route of the listener has
+    `max_request_body`), the compressors (when the listener has `compression`), and the router, always
+    last. Which requests are checked and counted is decided per route (see _policy, _rbac,
+    _local_ratelimit); a listener that
     verifies client certificates also hands each one to ext_authz, which checks certificate-bound
     tokens against it. A `redirect_to_https` listener only redirects: the router alone."""
     del role
@@ -127,6 +129,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
         filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))
     if config.ratelimit is not None:
         filters.append(ratelimit_filter(config.ratelimit))
+    # On for routes with `max_request_body` only: a request refused above never has its body held (_request_body).
+    filters.extend(buffer_filters(item, config))
     # Last before the router: they compress what the router hands back, not the refusals above (_compression).
     filters.extend(compressor_filters(item))
     filters.append(_router())

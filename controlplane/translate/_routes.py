@@ -39,6 +39,7 @@ from controlplane.translate._mirrors import mirror_policy
 from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
 from controlplane.translate._rbac import RBAC_FILTER, rbac_per_route
+from controlplane.translate._request_body import BUFFER_FILTER, body_limit
 from controlplane.translate._websocket import route_upgrades
 
 __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
@@ -156,6 +157,8 @@ def route(item: Route) -> rc.Route:
         result.typed_per_filter_config[LOCAL_RATELIMIT_FILTER].CopyFrom(packed(limit))
     if item.auth is not None and item.auth.client_certificates:
         result.typed_per_filter_config[RBAC_FILTER].CopyFrom(packed(rbac_per_route(item)))
+    if item.max_request_body is not None:
+        result.typed_per_filter_config[BUFFER_FILTER].CopyFrom(packed(body_limit(item.max_request_body)))
     result.request_headers_to_add.extend(header_options(item.request_headers))
     result.request_headers_to_remove.extend(item.request_headers.remove)
     result.response_headers_to_add.extend(header_options(item.response_headers))

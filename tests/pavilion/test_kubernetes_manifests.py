@@ -534,7 +534,8 @@ def envoy_port(container: dict[str, Any], port: int | str) -> int:
     return int(next(p["containerPort"] for p in container["ports"] if port in (p.get("name"), p["containerPort"])))
 
 
-def test_status_and_peers_reach_every_controlplane_replica_through_a_headless_service(docs: list[dict[str, Any]]) -> None:
+def test_status_and_peers_reach_every_controlplane_replica_through_a_headless_service(
+        docs: list[dict[str, Any]]) -> None:
     plane = named("Deployment", "controlplane", docs)
     replicas = named("Service", "controlplane-replicas", docs)
     spec = replicas["spec"]
