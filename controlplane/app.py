@@ -92,7 +92,8 @@ async def serve(settings: ControlPlaneSettings, stop: asyncio.Event, *, tls: Ser
                              tls=tls, on_certificate=expiry.observe_xds_certificate)
     admin_routes = [*board.routes(), *RouteStatus(board, reloader, fallback, nacks).routes(),
                     *ServedResources(cache).routes()]
-    admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded, routes=admin_routes)
+    admin = AdminServer(settings.xds_host, settings.admin_port, ready=lambda: cache.loaded and rollout.ready,
+                        routes=admin_routes)
     # A first config that fails leaves the server up but not ready; a fixed edit makes it ready.
     await reloader.reload()
     await grpc_server.start()

@@ -16,6 +16,10 @@ or has released fewer stages, or has a proxy of a released stage that does not h
 refusal in eu-west on one replica holds us-east on all of them. A peer that does not answer is
 passed over (logged): a replica that is gone has no proxies left to protect. Dropping `rollout:`
 from the route YAML releases every region at once.
+
+A replica that starts knows nothing of what the regions ran before (it serves its first config to
+every group). So with `--peers` it reports itself not ready while a peer has a rollout under way:
+Envoys keep to the replicas that carry the rollout on, and this one takes proxies once it is over.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class RolloutDriver:
         self.interval = interval
         self.peers = tuple(peers)
         self._held_by: list[str] = []  # the peers that held the last release back
+        # Whether this replica may take proxies: at once without peers, else once no peer rolls out.
+        self.ready = not self.peers
         self._monotonic = monotonic
         self._wall = wall
         # (version, released stage) and since when (monotonic) every proxy of the released stages held it
@@ -69,9 +75,20 @@ class RolloutDriver:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if not self.ready:
+                await self.join()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
             await self.step()
+
+    async def join(self) -> None:
+        """Become ready once no peer (that answers) has a rollout under way."""
+        rolling = [str(answer.get("control_plane")) for answer in await self._peer_answers()
+                   if answer.get("rollout") is not None]
+        if rolling:
+            log.info("rollout_waiting_to_join", peers=rolling)
+        else:
+            self.ready = True
 
     async def step(self) -> None:
         """Release the next stage if the released ones have settled and baked."""
@@ -117,19 +134,24 @@ class RolloutDriver:
 
     async def _peers_holding(self, rollout: Rollout) -> list[str]:
         """The peers that are not as far as this replica in `rollout` (by their control plane name)."""
+        return [str(answer.get("control_plane")) for answer in await self._peer_answers()
+                if not _as_far(answer, rollout)]
+
+    async def _peer_answers(self) -> list[dict[str, Any]]:
+        """The /status of every peer that answers, this replica's own left out."""
         try:
             addresses = await asyncio.to_thread(admin_addresses, [], list(self.peers))
         except ValueError as exc:
             log.warning("rollout_peers_unresolved", error=str(exc))
             return []
         answers = await asyncio.gather(*(asyncio.to_thread(_status_of, address) for address in addresses))
-        holding = []
+        found = []
         for address, answer in zip(addresses, answers, strict=True):
             if isinstance(answer, str):
                 log.warning("rollout_peer_unanswered", peer=address, error=answer)
-            elif answer.get("instance") != self.board.instance and not _as_far(answer, rollout):
-                holding.append(str(answer.get("control_plane", address)))
-        return holding
+            elif answer.get("instance") != self.board.instance:
+                found.append(answer)
+        return found
 
     def status(self) -> dict[str, Any] | None:
         """The rollout under way for /status, or None."""

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.gateway_procs import ControlPlane, Envoy, start_controlplane, start_envoy, start_upstreams
-from tests.procs import PAVILION, free_port
+from tests.procs import PAVILION, Proc, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -132,8 +133,9 @@ def replicas(tmp_path: Path) -> Iterator[tuple[ControlPlane, ControlPlane, Envoy
 def test_a_replica_without_the_first_stage_waits_for_the_replica_whose_proxy_has_not_taken_it(
         replicas: tuple[ControlPlane, ControlPlane, Envoy, Envoy, str], tmp_path: Path) -> None:
     first, second, eu, us, config = replicas
-    eu.proc.popen.send_signal(signal.SIGSTOP)  # eu-west's proxy stops answering: it will not ack the edit
-    try:
+    with ExitStack() as stack:
+        eu.proc.popen.send_signal(signal.SIGSTOP)  # eu-west's proxy stops answering: it will not ack the edit
+        stack.callback(eu.proc.popen.send_signal, signal.SIGCONT)
         (tmp_path / "routes.yaml").write_text(config.replace("{service}", "green"))
         waited = wait_until(lambda: (second.status()["rollout"] or {}).get("waiting_for_replicas"),
                             "the second replica holding us-east for the first")
@@ -142,11 +144,29 @@ def test_a_replica_without_the_first_stage_waits_for_the_replica_whose_proxy_has
         # The second replica has no eu-west proxy, and baked long ago: only its peer holds it back.
         time.sleep(2.0)
         assert route_cluster(us) == "blue"
-    finally:
+        # A replica starting now would serve the edit everywhere: it stays unready, so no Envoy comes to it.
+        admin = free_port()
+        third = Proc([PAVILION, "--log-format", "console", "controlplane", "--config", str(tmp_path),
+                      "--xds-port", str(free_port()), "--admin-port", str(admin),
+                      "--peers", f"127.0.0.1:{first.admin_port},127.0.0.1:{second.admin_port}"], name="third")
+        stack.callback(third.stop)
+        third.wait_http(f"http://127.0.0.1:{admin}/healthz")
+        time.sleep(1.5)
+        assert readyz(admin) == 503
         eu.proc.popen.send_signal(signal.SIGCONT)
-    wait_for_cluster(eu, "green")
-    wait_for_cluster(us, "green")
-    wait_until(lambda: first.status()["rollout"] is None and second.status()["rollout"] is None, "both rollouts over")
+        wait_for_cluster(eu, "green")
+        wait_for_cluster(us, "green")
+        wait_until(lambda: first.status()["rollout"] is None and second.status()["rollout"] is None,
+                   "both rollouts over")
+        wait_until(lambda: readyz(admin) == 200, "the third replica ready once no peer rolls out")
+
+
+def readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
