@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
                         help="ask every address HOST resolves to (a headless Service: every replica)")
     status.add_argument("--json", action="store_true",
                         help="print the JSON of /status and /status/routes (with several replicas, of each)")
+    status.add_argument("--version", metavar="VERSION",
+                        help="healthy only once every replica serves this config version (`pavilion validate` "
+                             "prints it)")
+    status.add_argument("--wait", metavar="DURATION",
+                        help="ask again every second until healthy (and serving --version), for up to this long, "
+                             "like 10m: a deploy pipeline's gate")
     status.set_defaults(func=_status)
 
     plan = subparsers.add_parser("plan", help="what serving DIR would change in the xDS served now (exit 2: changes)")

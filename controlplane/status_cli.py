@@ -19,6 +19,7 @@ import argparse
 import json
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -27,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlplane.bootstrap import split_address
+from pavilion.durations import parse_duration
 from pavilion.text_table import table
 
 TIMEOUT = 10.0
+POLL_SECONDS = 1.0  # between two looks with --wait
 _TYPES = (("Cluster", "CDS"), ("ClusterLoadAssignment", "EDS"), ("Listener", "LDS"), ("RouteConfiguration", "RDS"),
           ("VirtualHost", "VHDS"))  # VHDS: Delta proxies only
 Resolve = Callable[[str, int], list[str]]
@@ -260,8 +263,18 @@ def run_status(args: argparse.Namespace) -> int:
     if not addresses:
         print("status: give --admin HOST:PORT (once per replica) or --replicas HOST:PORT", file=sys.stderr)
         return 1
+    try:
+        wait = parse_duration(args.wait) if args.wait else 0.0
+    except ValueError as exc:
+        print(f"status: --wait: {exc}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + wait
     with ThreadPoolExecutor(max_workers=min(16, len(addresses))) as pool:
-        replicas = list(pool.map(ask, addresses))
+        while True:  # with --wait, ask again until done or out of time; else once
+            replicas = list(pool.map(ask, addresses))
+            if done(replicas, args.version) or time.monotonic() + POLL_SECONDS > deadline:
+                break
+            time.sleep(POLL_SECONDS)
     for replica in replicas:
         if replica.error is not None:
             print(f"status: {replica.error}", file=sys.stderr)
@@ -278,4 +291,16 @@ def run_status(args: argparse.Namespace) -> int:
         sys.stdout.write(render_replicas(replicas))
     if any(replica.error is not None for replica in replicas):
         return 1
-    return 0 if healthy(replicas) else 2
+    if args.version and not serve(replicas, args.version):
+        print(f"status: not every replica serves config version {args.version}"
+              + (f" after {args.wait}" if args.wait else ""), file=sys.stderr)
+    return 0 if done(replicas, args.version) else 2
+
+
+def serve(replicas: list[Replica], version: str) -> bool:
+    return all(replica.status is not None and replica.status["version"] == version for replica in replicas)
+
+
+def done(replicas: list[Replica], version: str | None) -> bool:
+    """Healthy, and serving `version` when one is asked for (the one `pavilion validate` prints)."""
+    return healthy(replicas) and (not version or serve(replicas, version))

@@ -18,6 +18,7 @@ from controlplane.config.load import parse_sources
 from controlplane.config.model import Config
 from pavilion.config_files import read_sources
 from pavilion.errors import ConfigErrors
+from pavilion.versions import config_version
 
 __all__ = ["Finding", "finding", "run_validate"]
 
@@ -61,14 +62,18 @@ def run_validate(args: argparse.Namespace) -> int:
 
         found = [finding("warning", line, directory) for line in config_warnings(config)]
     errors = [f for f in found if f.level == "error"]
-    summary = "" if config is None or errors else (
-        f"ok: {_count(len(sources), 'file')}, {_count(len(config.listeners), 'listener')}, "
-        f"{_count(len(config.services), 'service')}, {_count(len(config.routes), 'route')}")
-    _REPORTERS[getattr(args, "format", "text")](found, summary)
+    summary, version = "", None
+    if config is not None and not errors:
+        # The version the control plane serves this directory as: `pavilion status --version` waits for it.
+        version = config_version(config)
+        summary = (f"ok: {_count(len(sources), 'file')}, {_count(len(config.listeners), 'listener')}, "
+                   f"{_count(len(config.services), 'service')}, {_count(len(config.routes), 'route')}; "
+                   f"config version {version}")
+    _REPORTERS[getattr(args, "format", "text")](found, summary, version)
     return 1 if errors else 0
 
 
-def _text(found: list[Finding], summary: str) -> None:
+def _text(found: list[Finding], summary: str, _version: str | None) -> None:
     for item in found:
         print(item.message, file=sys.stdout if item.level == "error" else sys.stderr)
     errors = sum(item.level == "error" for item in found)
@@ -78,7 +83,7 @@ def _text(found: list[Finding], summary: str) -> None:
         print(summary)
 
 
-def _github(found: list[Finding], summary: str) -> None:
+def _github(found: list[Finding], summary: str, _version: str | None) -> None:
     """Workflow commands (docs.github.com, "Workflow commands for GitHub Actions"): ::error file=F,line=L::M."""
     for item in found:
         properties = [f"file={_property(item.file)}"]
@@ -98,9 +103,9 @@ def _property(text: str) -> str:
     return _data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def _json(found: list[Finding], summary: str) -> None:
+def _json(found: list[Finding], summary: str, version: str | None) -> None:
     print(json.dumps({"ok": not any(item.level == "error" for item in found), "summary": summary,
-                      "findings": [asdict(item) for item in found]}, indent=2))
+                      "version": version, "findings": [asdict(item) for item in found]}, indent=2))
 
 
 # The choices of `--format` (controlplane/cli.py lists the same three names).

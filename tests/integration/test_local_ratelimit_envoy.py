@@ -301,7 +301,8 @@ def test_pavilion_validate_shows_a_local_limit_problem_and_accepts_the_fix(tmp_p
                                  "limit cannot count per subject: Envoy knows the subject only after ext_authz")
     (tmp_path / "gateway.yaml").write_text(SHAPES)
     run = subprocess.run([PAVILION, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert (run.returncode, run.stdout) == (0, "ok: 1 file, 2 listeners, 1 service, 4 routes\n"), run.stderr
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("ok: 1 file, 2 listeners, 1 service, 4 routes; config version "), run.stdout
 
 
 def test_shadow_mode_counts_what_it_would_shed_and_sheds_nothing(stack: Stack) -> None:

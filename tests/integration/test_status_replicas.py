@@ -92,3 +92,22 @@ def test_status_of_replicas_merges_their_proxies_and_names_a_replica_out_of_step
     assert gone.returncode == 1
     assert f"127.0.0.1:{two.admin_port}" in gone.stderr and "cannot read" in gone.stderr
     assert "edge-1" in gone.stdout
+
+
+def test_a_deploy_waits_until_every_replica_serves_the_version_validate_printed(
+        replicas: list[ControlPlane]) -> None:
+    one, two = replicas
+    for plane in replicas:  # the edit, as a ConfigMap update reaches both pods
+        base = (plane.config_dir / "base.yaml").read_text()
+        (plane.config_dir / "base.yaml").write_text(base.replace("routes:\n", EXTRA, 1))
+    validated = subprocess.run([PAVILION, "validate", "--no-envoy", str(one.config_dir)], capture_output=True,
+                               text=True, timeout=60, check=True).stdout
+    version = validated.rsplit("config version ", 1)[1].strip()
+    waited = status(one, two, extra=("--version", version, "--wait", "20s"))
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert {plane.status()["version"] for plane in replicas} == {version}
+    assert "eu-west 2/2" in line_of(waited.stdout, "extra ")
+
+    never = status(one, two, extra=("--version", "0000000000000000", "--wait", "2s"))
+    assert never.returncode == 2
+    assert "not every replica serves config version 0000000000000000 after 2s" in never.stderr

@@ -8,16 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from controlplane.config.load import load_config
 from controlplane.config.model import Config
 from pavilion.cli import main
+from pavilion.versions import config_version
 from tests.controlplane.config.fixtures_bad import BAD, expected_errors
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway"
+VERSION = config_version(load_config(str(EXAMPLE)))
 
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--no-envoy", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out == "ok: 5 files, 1 listener, 5 services, 5 routes\n"
+    # The version is the one the control plane serves the directory as (`pavilion status --version`).
+    assert capsys.readouterr().out == f"ok: 5 files, 1 listener, 5 services, 5 routes; config version {VERSION}\n"
 
 
 def test_validate_prints_one_line_per_problem(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +100,8 @@ def test_validate_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert first["level"] == "error" and first["file"] == str(bad) and first["line"] > 0 and first["column"] > 0
     assert main(["validate", "--no-envoy", "--format", "json", str(EXAMPLE)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"ok": True, "summary": "ok: 5 files, 1 listener, 5 services, 5 routes", "findings": []}
+    assert report == {"ok": True, "summary": f"ok: 5 files, 1 listener, 5 services, 5 routes; config version {VERSION}",
+                      "version": VERSION, "findings": []}
 
 
 def test_warnings_are_annotations_too(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,4 +112,4 @@ def test_warnings_are_annotations_too(capsys: pytest.CaptureFixture[str], monkey
     assert main(["validate", "--no-envoy", "--format", "github", str(EXAMPLE)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "::warning file=routes/a.yaml,line=4,col=5,title=pavilion validate::routes/a.yaml:4:5: routes[a].hosts: "
-        "warning: soon", "ok: 5 files, 1 listener, 5 services, 5 routes"]
+        "warning: soon", f"ok: 5 files, 1 listener, 5 services, 5 routes; config version {VERSION}"]
