@@ -56,7 +56,8 @@ class SnapshotCache:
     With the config's `rollout:` (controlplane/rollout_stages.py), a new config is translated for every
     group at once, but served at first only to the groups of the first stage's regions; the others keep
     what they had until `release` reaches their stage. A group first seen meanwhile gets the newest
-    config if its stage is released, else the config every region had before the rollout began.
+    config if its stage is released, else what its region runs: the config last released there (a
+    rollout that a newer config started over), or the one every region had before.
     """
 
     def __init__(self, translator: Translator, regional: Translator | None = None) -> None:
@@ -74,6 +75,7 @@ class SnapshotCache:
         self._rollout: Rollout | None = None
         self._target: dict[Group, Snapshot] = {}
         self._before: tuple[Any, str] = (None, "")
+        self._released_in: dict[str, tuple[Any, str]] = {}  # region -> config (and version) last released there
         self._changed = asyncio.Condition()
         self._loaded = asyncio.Event()
 
@@ -136,10 +138,12 @@ class SnapshotCache:
             stages = Stages.of(config) if self._loaded.is_set() else None  # a first config goes everywhere
             if stages is None:
                 self._rollout, self._target, self._snapshots = None, {}, snapshots
+                self._before, self._released_in = (None, ""), {}
             else:
                 if self._rollout is None:  # else the regions not yet released still serve what came before
                     self._before = (self._config, self._config_version)
                 self._rollout, self._target = Rollout(stages, config_version, released=0), snapshots
+                self._released_in.update(dict.fromkeys(stages.named[0], (config, config_version)))
                 self._snapshots = {group: snapshots[group] if stages.stage_of(group.region) == 0 else served
                                    for group, served in self._snapshots.items()}
             self._config, self._config_version = config, config_version
@@ -159,8 +163,11 @@ class SnapshotCache:
                 if rollout.stages.stage_of(group.region) <= stage:
                     self._snapshots[group] = snapshot
             if stage >= rollout.stages.count:
-                self._rollout, self._target, self._before = None, {}, (None, "")
+                self._rollout, self._target, self._before, self._released_in = None, {}, (None, ""), {}
             else:
+                self._released_in.update(dict.fromkeys(
+                    (region for regions in rollout.stages.named[:stage + 1] for region in regions),
+                    (self._config, self._config_version)))
                 self._rollout = rollout._replace(released=stage)
             self._generation += 1
         await self._notify()
@@ -186,7 +193,7 @@ class SnapshotCache:
                 if rollout is not None:
                     self._target[group] = existing
                     if rollout.stages.stage_of(group.region) > rollout.released:
-                        before, version = self._before
+                        before, version = self._released_in.get(group.region, self._before)
                         existing = await asyncio.to_thread(self.build, before, group, None, version)
                 self._snapshots[group] = existing
             return existing

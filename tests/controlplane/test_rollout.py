@@ -101,8 +101,9 @@ async def test_a_newer_edit_starts_over_and_regions_not_released_keep_what_they_
     assert served(cache, AP) == of(one, AP)
     rollout = cache.rollout
     assert rollout is not None and (rollout.version, rollout.released) == ("v3", 0)
-    new_ap = Group("ap-south", "internal")
+    new_ap, new_us = Group("ap-south", "internal"), Group("us-east", "internal")
     assert (await cache.snapshot(new_ap)).version == of(one, new_ap)  # what every region had before v2
+    assert (await cache.snapshot(new_us)).version == of(two, new_us)  # what its region runs: v2
 
 
 async def test_dropping_rollout_releases_every_region_at_once() -> None:
