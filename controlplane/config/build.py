@@ -12,6 +12,7 @@ from controlplane.config import model
 from controlplane.config.affinity import read_hash_on
 from controlplane.config.client_address import read_client_address
 from controlplane.config.compression import read_listener_compression, read_route_compression
+from controlplane.config.faults import read_fault
 from controlplane.config.listener_tls import http3_twin, read_listener_tls
 from controlplane.config.local_limits import read_listener_local_rate_limit, read_local_rate_limit
 from controlplane.config.match_conditions import read_match
@@ -164,7 +165,8 @@ class Builder:
             return None
         compression_ok, compression = read_route_compression(f)
         body_ok, max_request_body = read_max_request_body(f, backends, self.names.service_fields, self.problem)
-        if not compression_ok or not body_ok:
+        fault_ok, fault = read_fault(f, answer, backends, self.names.service_fields, self.problem)
+        if not compression_ok or not body_ok or not fault_ok:
             return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
@@ -190,6 +192,7 @@ class Builder:
             websocket=websocket,
             compression=compression,
             max_request_body=max_request_body,
+            fault=fault,
         )
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:

@@ -17,7 +17,7 @@ from pavilion.yaml_nodes import Scalar, describe
 # Builder.refer: whether the name in a field is defined, reporting it (with a suggestion) when not.
 Refer = Callable[[Fields, str, dict[str, Location], str], bool]
 
-__all__ = ["PERCENT_SCHEMA", "PER_MILLION", "read_mirrors", "read_percent"]
+__all__ = ["PERCENT_SCHEMA", "PER_MILLION", "percent_reader", "read_mirrors", "read_percent"]
 
 # Envoy's finest FractionalPercent denominator: a percent with up to 4 decimals is exact in it.
 PER_MILLION = 1_000_000
@@ -26,25 +26,32 @@ PERCENT_SCHEMA = {"type": "number", "minimum": 0, "maximum": 100,
                   "description": "a percent from 0 to 100, at most 4 decimals, like 100 or 0.5"}
 
 
-def read_percent(node: Any, path: str, errors: list[Any]) -> int | None:
-    """A `percent:` node (0-100, an integer or a decimal like 0.5) as parts per million, or None after
-    appending the problem to `errors`."""
-    value = node.value if isinstance(node, Scalar) else None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        errors.append(ConfigError(f"expected a percent from 0 to 100 (like 100 or 0.5), got {describe(node)}",
-                                  location=node.loc, path=path))
-        return None
-    written = node.written or repr(value)
-    exact = Decimal(repr(value)) if math.isfinite(value) else Decimal(-1)
-    if not 0 <= exact <= 100:
-        errors.append(ConfigError(f"must be a percent from 0 to 100, got {written}", location=node.loc, path=path))
-        return None
-    parts = exact * PER_MILLION / 100
-    if parts != parts.to_integral_value():
-        errors.append(ConfigError(f"{written} has more than {_DECIMALS} decimals; Envoy counts mirrored requests "
-                                  "per million", location=node.loc, path=path))
-        return None
-    return int(parts)
+def percent_reader(counted: str) -> Callable[[Any, str, list[Any]], int | None]:
+    """A reader of `percent:` nodes (0-100, an integer or a decimal like 0.5) giving parts per million, or
+    None after appending the problem to `errors`; `counted` names what Envoy counts per million."""
+
+    def read(node: Any, path: str, errors: list[Any]) -> int | None:
+        value = node.value if isinstance(node, Scalar) else None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            errors.append(ConfigError(f"expected a percent from 0 to 100 (like 100 or 0.5), got {describe(node)}",
+                                      location=node.loc, path=path))
+            return None
+        written = node.written or repr(value)
+        exact = Decimal(repr(value)) if math.isfinite(value) else Decimal(-1)
+        if not 0 <= exact <= 100:
+            errors.append(ConfigError(f"must be a percent from 0 to 100, got {written}", location=node.loc, path=path))
+            return None
+        parts = exact * PER_MILLION / 100
+        if parts != parts.to_integral_value():
+            errors.append(ConfigError(f"{written} has more than {_DECIMALS} decimals; Envoy counts {counted} "
+                                      "per million", location=node.loc, path=path))
+            return None
+        return int(parts)
+
+    return read
+
+
+read_percent = percent_reader("mirrored requests")
 
 
 def read_mirrors(f: Fields, backends: tuple[model.Backend, ...] | None, answer: str | None,

@@ -226,6 +226,24 @@ class Mirror:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """A route's `fault`: Envoy delays and/or aborts a share (per million) of the route's requests, only
+    those carrying `only_with_header` when it is set."""
+
+    delay: float | None = None  # seconds, whole milliseconds
+    delay_per_million: int = 0
+    abort_status: int | None = None  # an HTTP status, or None with abort_grpc_status or without an abort
+    abort_grpc_status: int | None = None
+    abort_per_million: int = 0
+    only_with_header: str | None = None
+    source: Location = field(default=NO_SOURCE, compare=False)
+
+    @property
+    def aborts(self) -> bool:
+        return self.abort_status is not None or self.abort_grpc_status is not None
+
+
+@dataclass(frozen=True)
 class Retries:
     attempts: int
     on: tuple[str, ...] = ("5xx", "reset", "connect-failure")
@@ -401,6 +419,7 @@ class Route:
     websocket: bool = False  # the route's RouteAction enables the websocket upgrade (off in the listener)
     compression: bool = True  # False: `compression: off`, never compressed by Envoy
     max_request_body: int | None = None  # bytes; Envoy's buffer filter answers 413 past it
+    fault: Fault | None = None  # Envoy's fault filter delays or aborts some of its requests
 
 
 @dataclass(frozen=True)

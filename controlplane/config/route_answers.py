@@ -18,7 +18,7 @@ __all__ = ["ANSWERS", "FORWARD_ONLY", "https_port", "origin_pattern", "read_cors
 # Route fields that make Envoy answer by itself, and those that only apply when a service is called.
 ANSWERS = ("redirect", "direct_response")
 # Envoy's CORS filter skips a route that does not forward (it has no route entry): `cors` would do nothing.
-FORWARD_ONLY = ("rewrite", "timeout", "retries", "rate_limits", "cors", "max_request_body")
+FORWARD_ONLY = ("rewrite", "timeout", "retries", "rate_limits", "cors", "max_request_body", "fault")
 
 
 def origin_pattern(origin: str) -> str:

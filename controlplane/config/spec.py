@@ -21,6 +21,7 @@ from controlplane.config.compression import (
     route_compression,
 )
 from controlplane.config.delegation import file_pattern, network
+from controlplane.config.faults import GRPC_STATUSES, fault_delay, fault_header_name, read_fault_percent
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
@@ -433,6 +434,34 @@ DIRECT_RESPONSE = Object("direct_response", "Envoy answers the request itself; n
           f"Response body (text/plain), at most {rules.MAX_DIRECT_RESPONSE_BODY} bytes; none when absent."),
 ))
 
+FAULT_PERCENT = Custom("percent", read_fault_percent, PERCENT_SCHEMA, anchor="fault-injection")
+FAULT_DELAY = Object("fault delay", "Envoy holds a share of the route's requests before passing them on.", (
+    Field("duration", Value("string", convert=fault_delay, expected=_A_DURATION,
+                            schema={"pattern": DURATION_PATTERN, **_DURATION_HINT}),
+          "How long: whole milliseconds, from 1ms to less than 300s (like 200ms). The route's `timeout` "
+          "starts after it.", True),
+    Field("percent", FAULT_PERCENT, "Share of the route's requests delayed, 0-100, at most 4 decimals.", True),
+))
+FAULT_ABORT = Object("fault abort", "Envoy answers a share of the route's requests itself with an error; the "
+                     "service never sees them.", (
+    Field("status", Value("integer", minimum=200, maximum=599), "HTTP status of the answer, 200-599."),
+    Field("grpc_status", Value("integer", minimum=GRPC_STATUSES[0], maximum=GRPC_STATUSES[1]),
+          "gRPC status of the answer (1-16, like 14 for UNAVAILABLE), in a trailers-only response with HTTP "
+          "200; every service of the route needs `protocol: grpc`."),
+    Field("percent", FAULT_PERCENT, "Share of the route's requests aborted, 0-100, at most 4 decimals; drawn "
+          "apart from the delay's.", True),
+), exactly_one=(("status", "grpc_status"),))
+FAULT = Object("fault", "Faults Envoy injects into the route's requests to try clients' timeouts and retries "
+               "(Envoy's fault filter; see [Fault injection](#fault-injection)).", (
+    Field("delay", FAULT_DELAY, "Hold requests before passing them on."),
+    Field("abort", FAULT_ABORT, "Answer requests with an error instead of passing them on (after the delay, "
+          "when a request gets both)."),
+    Field("only_with_header", Value("string", convert=fault_header_name, schema={"pattern": f"^{_TOKEN}$"}),
+          "Fault only requests carrying this header (any value), like `x-chaos-test`: a team tries a fault in "
+          "production on its own requests. Not a header Envoy or ext_authz sets (`x-envoy-*`, `x-pavilion-*`, "
+          "`x-request-id`, `authorization`...). Absent: every request of the route may be faulted."),
+), at_least_one=("delay", "abort"), none_given="a fault needs a `delay`, an `abort` or both")
+
 ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration.", (
     Field("name", NAME, "Unique name, for errors and status. Also the Envoy route name.", True),
     Field("listener", NAME, "Listener this route serves; may be left out when there is only one listener."),
@@ -454,6 +483,9 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
           "The largest request body the route's services get: a number and a unit (B, kB, KiB, MB, MiB), at most "
           "64MiB. Envoy holds the whole body first and answers 413 past it (see "
           "[Request body limits](#request-body-limits)). Not with `websocket`, nor to `protocol: grpc` services."),
+    Field("fault", FAULT, "Delays and aborts Envoy injects into a share of the route's requests, optionally only "
+          "those with a header (see [Fault injection](#fault-injection)). Not on a `redirect` or `direct_response` "
+          "route."),
     Field("compression", Value("string", convert=route_compression, schema={"enum": ["off"]}),
           "`off`: Envoy never compresses this route's responses, though its listener has `compression` "
           "(already compressed downloads; answers that mix a secret with what a caller sent, see "

@@ -16,6 +16,7 @@ from controlplane.translate._access_log import access_loggers
 from controlplane.translate._client_address import address_detection, external_address_filters, listener_filters
 from controlplane.translate._compression import compressor_filters
 from controlplane.translate._cors import cors_filter
+from controlplane.translate._faults import fault_filters
 from controlplane.translate._http3 import alt_svc_filters, http3_listeners
 from controlplane.translate._local_ratelimit import local_ratelimit_filters
 from controlplane.translate._policy import ext_authz_filter, ratelimit_filter
@@ -104,12 +105,12 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
     """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
     `cors`), Envoy's local rate limits (when the listener or a route of it has `local_rate_limit`), RBAC
     (when a route of the listener has `auth.client_certificates`), ext_authz (when `extauthz:` is set),
-    ratelimit (when `ratelimit:` is set), the buffer filter (when a route of the listener has
-    `max_request_body`), the compressors (when the listener has `compression`), and the router, always
-    last. Which requests are checked and counted is decided per route (see _policy, _rbac,
-    _local_ratelimit); a listener that
-    verifies client certificates also hands each one to ext_authz, which checks certificate-bound
-    tokens against it. A `redirect_to_https` listener only redirects: the router alone."""
+    ratelimit (when `ratelimit:` is set), the fault filter (when a route of the listener has `fault`),
+    the buffer filter (when a route of the listener has `max_request_body`), the compressors (when the
+    listener has `compression`), and the router, always last. Which requests are checked and counted is
+    decided per route (see _policy, _rbac, _local_ratelimit); a listener that verifies client
+    certificates also hands each one to ext_authz, which checks certificate-bound tokens against it. A
+    `redirect_to_https` listener only redirects: the router alone."""
     del role
     filters = []
     if item.https_port is not None:
@@ -129,6 +130,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
         filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))
     if config.ratelimit is not None:
         filters.append(ratelimit_filter(config.ratelimit))
+    # On for routes with `fault` only, after the checks: a fault never hides a refusal above (_faults).
+    filters.extend(fault_filters(item, config))
     # On for routes with `max_request_body` only: a request refused above never has its body held (_request_body).
     filters.extend(buffer_filters(item, config))
     # Last before the router: they compress what the router hands back, not the refusals above (_compression).

@@ -9,17 +9,21 @@ from envoy.type.v3 import percent_pb2
 
 from controlplane.config.model import Mirror
 
-__all__ = ["mirror_policy"]
+__all__ = ["fractional_percent", "mirror_policy"]
 
 _PER_HUNDRED = 10_000  # parts per million in one percent
 
 
+def fractional_percent(per_million: int) -> percent_pb2.FractionalPercent:
+    """A share as Envoy reads it: over HUNDRED when a whole percent (it reads as one), else over MILLION."""
+    fraction = percent_pb2.FractionalPercent
+    if per_million % _PER_HUNDRED == 0:
+        return fraction(numerator=per_million // _PER_HUNDRED, denominator=fraction.HUNDRED)
+    return fraction(numerator=per_million, denominator=fraction.MILLION)
+
+
 def mirror_policy(mirror: Mirror) -> rc.RouteAction.RequestMirrorPolicy:
     """No runtime key: the share is the YAML's, and only the YAML changes it."""
-    fraction = percent_pb2.FractionalPercent
-    if mirror.per_million % _PER_HUNDRED == 0:  # a whole percent reads as one
-        share = fraction(numerator=mirror.per_million // _PER_HUNDRED, denominator=fraction.HUNDRED)
-    else:
-        share = fraction(numerator=mirror.per_million, denominator=fraction.MILLION)
+    share = fractional_percent(mirror.per_million)
     return rc.RouteAction.RequestMirrorPolicy(
         cluster=mirror.service, runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=share))

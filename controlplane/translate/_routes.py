@@ -33,6 +33,7 @@ from controlplane.translate._balancing import hash_policy
 from controlplane.translate._compression import disable_compression
 from controlplane.translate._conditions import header_matcher, query_matcher
 from controlplane.translate._cors import CORS_FILTER, cors_policy, needs_preflight_route, preflight_route
+from controlplane.translate._faults import FAULT_FILTER, route_fault
 from controlplane.translate._local_ratelimit import ROUTE_FILTER as LOCAL_RATELIMIT_FILTER
 from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_limit
 from controlplane.translate._mirrors import mirror_policy
@@ -159,6 +160,8 @@ def route(item: Route) -> rc.Route:
         result.typed_per_filter_config[RBAC_FILTER].CopyFrom(packed(rbac_per_route(item)))
     if item.max_request_body is not None:
         result.typed_per_filter_config[BUFFER_FILTER].CopyFrom(packed(body_limit(item.max_request_body)))
+    if item.fault is not None:
+        result.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(route_fault(item.fault)))
     result.request_headers_to_add.extend(header_options(item.request_headers))
     result.request_headers_to_remove.extend(item.request_headers.remove)
     result.response_headers_to_add.extend(header_options(item.response_headers))
