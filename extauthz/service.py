@@ -64,8 +64,12 @@ def to_response(outcome: Outcome) -> external_auth_pb2.CheckResponse:
                     base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value),
                                                append_action=_OVERWRITE)
                     for key, value in outcome.response_headers]))
+    # The reason code (a fixed word, never a token) as dynamic metadata: the edge's `error_responses` puts it
+    # in a problem+json body's `detail`. Refusals are serialized per answer, off the cached OK path.
+    reason = struct_pb2.Struct()
+    reason["reason"] = outcome.reason
     return external_auth_pb2.CheckResponse(
-        status=_DENIED_STATUS.get(outcome.status, _DENIED_STATUS[403]),
+        status=_DENIED_STATUS.get(outcome.status, _DENIED_STATUS[403]), dynamic_metadata=reason,
         denied_response=external_auth_pb2.DeniedHttpResponse(
             status=http_status_pb2.HttpStatus(code=outcome.status), headers=headers, body=outcome.body))
 

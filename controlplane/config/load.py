@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from controlplane.config.build import Builder, Names
 from controlplane.config.delegation import check_delegations
+from controlplane.config.error_responses import read_error_responses
 from controlplane.config.listener_tls import LoadErrors
 from controlplane.config.model import Config, Match, Route
 from controlplane.config.observability import check_tracing, read_access_log, read_tracing
@@ -85,6 +86,7 @@ def _merge(sources: Sequence[Source]) -> Config:
         access_log=read_access_log(roots, errors),
         tracing=read_tracing(roots, errors),
         rollout=read_rollout(roots, builder, errors),
+        error_responses=read_error_responses(roots, errors),
     )
     _check_ports(listeners, errors)
     _check_shadowed(config.routes, errors)

@@ -350,6 +350,13 @@ class Tracing:
 
 
 @dataclass(frozen=True)
+class ErrorResponses:
+    """Top-level `error_responses:`: the body format of the replies Envoy makes itself (not direct responses)."""
+
+    format: str = "problem_json"  # RFC 9457 application/problem+json; `envoy` is no ErrorResponses at all
+
+
+@dataclass(frozen=True)
 class Rollout:
     """Top-level `rollout:`: the order regions get a new config in, and the wait between stages."""
 
@@ -436,6 +443,7 @@ class Config:
     access_log: AccessLog | None = AccessLog()  # None: `access_log: off`
     tracing: Tracing | None = None
     rollout: Rollout | None = None
+    error_responses: ErrorResponses | None = None  # None: Envoy's own bodies
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)

@@ -21,6 +21,7 @@ from controlplane.config.compression import (
     route_compression,
 )
 from controlplane.config.delegation import file_pattern, network
+from controlplane.config.error_responses import ERROR_FORMATS
 from controlplane.config.faults import GRPC_STATUSES, fault_delay, fault_header_name, read_fault_percent
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
@@ -556,6 +557,15 @@ TRACING = Object("tracing", "Distributed tracing: Envoy's OpenTelemetry tracer s
           "The `service.name` of the spans.", default="pavilion-edge"),
 ))
 
+ERROR_RESPONSES = Object("error_responses", "The body of every reply Envoy makes itself (no route, no healthy "
+                         "upstream, a timeout, a refused token, a rate limit), on every HTTP listener (see "
+                         "[Error responses](#error-responses)). A route's `direct_response` and `redirect` are "
+                         "never rewritten, nor the answers of services.", (
+    Field("format", Value("string", choices=ERROR_FORMATS),
+          "`problem_json`: RFC 9457 problem details (`application/problem+json`) with Envoy's request id; gRPC "
+          "requests keep their grpc-status answer. `envoy`: Envoy's own bodies.", True),
+))
+
 DELEGATION = Object("delegation", "Files a team writes, fenced in: they hold only `services` and `routes`, and "
                     "each route's hosts and paths lie inside the ones given here (see "
                     "[Delegating to teams](#delegating-to-teams)).", (
@@ -604,6 +614,8 @@ ROOT = Object("route YAML file", "One file of the route YAML directory; all file
           "`off`: none.", default="{format: json}"),
     Field("tracing", TRACING, "Spans of every HTTP listener's requests to an OTLP collector; in one file only. "
           "Absent: no tracing."),
+    Field("error_responses", ERROR_RESPONSES, "How Envoy writes the errors it answers itself; in one file only. "
+          "Absent: Envoy's own bodies."),
     Field("rollout", ROLLOUT, "Release each new config region by region; in one file only. Absent: every region "
           "at once."),
     Field("delegations", ListOf(DELEGATION), "Files handed to teams, and the hosts and paths their routes may "

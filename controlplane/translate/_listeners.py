@@ -16,6 +16,7 @@ from controlplane.translate._access_log import access_loggers
 from controlplane.translate._client_address import address_detection, external_address_filters, listener_filters
 from controlplane.translate._compression import compressor_filters
 from controlplane.translate._cors import cors_filter
+from controlplane.translate._error_responses import error_reply_settings
 from controlplane.translate._faults import fault_filters
 from controlplane.translate._http3 import alt_svc_filters, http3_listeners
 from controlplane.translate._local_ratelimit import local_ratelimit_filters
@@ -97,6 +98,8 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
         request_headers_timeout=duration(10),
         access_log=access_loggers(item, config.access_log),
         tracing=tracing(config.tracing),
+        # Envoy's own errors as problem+json when `error_responses` asks (_error_responses).
+        **error_reply_settings(config.error_responses),
         **client_certificate_forwarding(item),
     )
 

@@ -173,9 +173,12 @@ async def test_the_tokens_client_is_in_the_metadata_for_rate_limits(stack: dict[
 ])
 async def test_hostile_requests_get_their_decided_answer(stack: dict[str, Any], headers: dict[str, str], path: str,
                                                         status: int, reason: str, challenge: str) -> None:
-    code, response_headers, body = denied(await stack["check"](headers, path))
+    response = await stack["check"](headers, path)
+    code, response_headers, body = denied(response)
     assert code == status
     assert body == f'{{"error": "{reason}"}}'
+    # The reason, and nothing of the request, for the edge's problem+json `detail` (error_responses).
+    assert dict(response.dynamic_metadata) == {"reason": reason}
     assert response_headers["www-authenticate"].startswith(challenge)
     if challenge == "Bearer":
         assert response_headers["www-authenticate"] == "Bearer"
