@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.config.load import load_config
-from controlplane.config.model import Endpoint, Match
+from controlplane.config.model import Endpoint, ErrorResponses, Match
 from controlplane.envoy_check import EnvoyNotFound, check_with_envoy, find_envoy, rejected_routes
 from tests.controlplane.translate.sample import sample_config
 from tests.procs import ENVOY, PAVILION
@@ -32,6 +32,11 @@ def gateway_with(tmp_path: Path, extra_routes: str) -> Path:
 
 def test_representative_config_is_accepted_by_envoy() -> None:
     assert check_with_envoy(sample_config(), ENVOY) == []
+
+
+def test_problem_json_error_responses_are_accepted_by_envoy() -> None:
+    """Its mappers use the CEL access log filter, an extension Envoy must have been built with."""
+    assert check_with_envoy(replace(sample_config(), error_responses=ErrorResponses()), ENVOY) == []
 
 
 def test_example_gateway_is_accepted_by_envoy() -> None:

@@ -52,6 +52,7 @@ services:
     protocol: grpc
     endpoints: [{{address: 127.0.0.1:{extauthz}, region: eu-west}}]
 extauthz: {{service: extauthz, timeout: 2s}}
+error_responses: {{format: problem_json}}
 tenants:
   - id: acme
     issuer: {issuer}
@@ -202,6 +203,19 @@ def test_a_token_is_checked_over_http3_too(setup: Setup) -> None:
     assert h3_get(setup.public, setup.ca, "/accounts/1").status == 401
     forged = ACME.token("ES256", jti="h3")[:-4] + "AAAA"
     assert h3_get(setup.public, setup.ca, "/accounts/1", headers={"authorization": f"Bearer {forged}"}).status == 401
+
+
+def test_envoys_own_refusals_over_http3_are_problem_details_too(setup: Setup) -> None:
+    """`error_responses` lives in the connection manager the UDP twin copies (test_error_responses_envoy has
+    the cases over TCP)."""
+    _first_h3_answer(setup, "/")
+    reply = h3_get(setup.public, setup.ca, "/accounts/1")
+    assert reply.status == 401, reply
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.headers["www-authenticate"] == "Bearer"
+    body = json.loads(reply.body)
+    assert (body["title"], body["detail"], body["request_id"]) == ("Unauthorized", "missing",
+                                                                   reply.headers["x-request-id"])
 
 
 def test_tcp_responses_advertise_http3_on_the_same_port(setup: Setup) -> None:
