@@ -68,8 +68,7 @@ def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == {
         "regions", "listeners", "services", "routes", "tenants", "extauthz", "ratelimit", "access_log", "tracing",
-        "rollout",
-        "delegations"}
+        "error_responses", "rollout", "delegations"}
 
 
 def test_validate_for_github_actions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
