@@ -18,6 +18,7 @@ from controlplane.config.local_limits import read_listener_local_rate_limit, rea
 from controlplane.config.match_conditions import read_match
 from controlplane.config.mirroring import read_mirrors
 from controlplane.config.model import FileStamp
+from controlplane.config.networks import read_allow_networks, within_listener
 from controlplane.config.policy import Policy, route_auth, route_rate_limits
 from controlplane.config.request_body import read_max_request_body
 from controlplane.config.route_answers import (
@@ -75,9 +76,10 @@ class Builder:
         local_ok, local = read_listener_local_rate_limit(f, self.problem)
         compression_ok, compression = read_listener_compression(f, self.problem)
         client_ok, client_address = read_client_address(f, self.problem)
+        networks_ok, networks = self._listener_networks(f)
         if not f.complete or (tls_fields is not None and tls is None) or not redirect_ok or not local_ok:
             return None
-        if not compression_ok or not client_ok:
+        if not compression_ok or not client_ok or not networks_ok:
             return None
         twin = http3_twin(f.get("name"))
         if tls is not None and tls_fields is not None and tls.http3 and twin in self.names.listener_fields:
@@ -86,7 +88,8 @@ class Builder:
                          "rename that listener", tls_fields.at("http3"), tls_fields.path_of("http3"))
             return None
         return model.Listener(f.get("name"), f.get("address"), f.get("port"), source=f.loc, tls=tls, https_port=port,
-                              local_rate_limit=local, compression=compression, client_address=client_address)
+                              local_rate_limit=local, compression=compression, client_address=client_address,
+                              allow_networks=networks)
 
     def service(self, f: Fields) -> model.Service | None:
         endpoints = tuple(e for e in (self.endpoint(g.value) for g in f.get("endpoints", [])) if e is not None)
@@ -168,6 +171,9 @@ class Builder:
         fault_ok, fault = read_fault(f, answer, backends, self.names.service_fields, self.problem)
         if not compression_ok or not body_ok or not fault_ok:
             return None
+        networks_ok, networks = read_allow_networks(f, self.problem)
+        if not networks_ok or not within_listener(f, networks, listener, self._networks_of(listener), self.problem):
+            return None
         request, response = f.get("request_headers"), f.get("response_headers")
         return model.Route(
             name=f.get("name"),
@@ -192,8 +198,21 @@ class Builder:
             websocket=websocket,
             compression=compression,
             max_request_body=max_request_body,
+            allow_networks=networks,
             fault=fault,
         )
+
+    def _listener_networks(self, f: Fields) -> tuple[bool, tuple[model.IPNetwork, ...]]:
+        if "allow_networks" in f.given and "redirect_to_https" in f.given:
+            self.problem("a redirect_to_https listener answers every request itself (a 301, no filter runs): put "
+                         "allow_networks on the https listener", f.at("allow_networks"), f.path_of("allow_networks"))
+            return False, ()
+        return read_allow_networks(f, self.problem)
+
+    def _networks_of(self, listener: str) -> tuple[model.IPNetwork, ...]:
+        """The networks the listener entry `listener` lists (each read), to check a route's against."""
+        item = self.names.listener_fields.get(listener)
+        return tuple(g.value for g in item.get("allow_networks", [])) if item is not None else ()
 
     def _verifies_clients(self, listener: str, auth: Fields) -> bool:
         """Whether `listener` verifies client certificates, as a route's `client_certificates` need: without

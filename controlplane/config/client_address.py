@@ -18,12 +18,10 @@ detection extension, and the two would disagree about which entry is the client 
 
 from __future__ import annotations
 
-import ipaddress
-
 from controlplane.config import model
-from controlplane.config.policy import Problem
-from controlplane.config.shape import Fields, Got
-from pavilion.errors import Location
+from controlplane.config.networks import network
+from controlplane.config.policy import Problem, distinct
+from controlplane.config.shape import Fields
 
 __all__ = ["MAX_TRUSTED_HOPS", "PROXY_PROTOCOL_MODES", "read_client_address", "trusted_cidr"]
 
@@ -35,19 +33,11 @@ MAX_TRUSTED_HOPS = 10
 
 def trusted_cidr(text: str) -> str:
     """One `trusted_cidrs` entry: a network with its host bits zero (`10.0.0.0/8`), or one address."""
-    try:
-        network = ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a network like 10.0.0.0/8 or an address ({exc})") from None
-        raise ValueError(f"{text!r} has host bits set: write {str(loose)!r}, the network it lies in, or the "
-                         "address alone for one proxy") from None
-    if network.prefixlen == 0:
+    found = network(text)
+    if found.prefixlen == 0:
         raise ValueError(f"{text!r} trusts every address: any client could then name its own address in "
                          "X-Forwarded-For; list the load balancers' networks")
-    return str(network)
+    return str(found)
 
 
 def read_client_address(f: Fields, problem: Problem) -> tuple[bool, model.ClientAddress | None]:
@@ -61,7 +51,7 @@ def read_client_address(f: Fields, problem: Problem) -> tuple[bool, model.Client
                 "an original IP detection extension): give trusted_cidrs when the proxies' addresses are known, "
                 "trusted_hops when only their number is", c.at("trusted_cidrs"), c.path_of("trusted_cidrs"))
         ok = False
-    cidrs = _unique(c.get("trusted_cidrs", []), problem)
+    cidrs: tuple[str, ...] | None = distinct(c.get("trusted_cidrs", []), "network", problem)
     if cidrs is None or not ok or not c.complete:
         return False, None
     return True, model.ClientAddress(
@@ -70,15 +60,3 @@ def read_client_address(f: Fields, problem: Problem) -> tuple[bool, model.Client
         trusted_cidrs=cidrs,
         source=c.loc,
     )
-
-
-def _unique(items: list[Got], problem: Problem) -> tuple[str, ...] | None:
-    """The networks in order, or None after reporting each one listed twice (as written or normalised)."""
-    seen: dict[str, Location] = {}
-    ok = True
-    for got in items:
-        if got.value in seen:
-            problem(f"network {got.value} is listed twice (first at {seen[got.value]})", got.loc, got.path)
-            ok = False
-        seen.setdefault(got.value, got.loc)
-    return tuple(seen) if ok else None

@@ -19,13 +19,12 @@ from fnmatch import fnmatchcase
 
 from controlplane.config.hosts import covers
 from controlplane.config.model import Config, FileStamp, Route, Service
+from controlplane.config.networks import IPNetwork
 from controlplane.config.rules import REGEX_SPECIAL
 from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError, Location
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-__all__ = ["DELEGATED_KEYS", "check_delegations", "file_pattern", "network", "regex_under"]
+__all__ = ["DELEGATED_KEYS", "check_delegations", "file_pattern", "regex_under"]
 
 # What a team's file may hold; the rest (listeners, tenants, extauthz...) is the platform's.
 DELEGATED_KEYS = ("services", "routes")
@@ -38,14 +37,6 @@ def file_pattern(text: str) -> str:
     if ".." in text.split("/") or "." in text.split("/")[:-1]:
         raise ValueError(f"{text!r}: '.' and '..' are not allowed; name the folders")
     return text
-
-
-def network(text: str) -> IPNetwork:
-    """A network in CIDR notation, host bits zero (`10.20.0.0/16`, `fd00::/8`)."""
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a network like 10.20.0.0/16 with its host bits zero ({exc})") from None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ entry between files changes nothing Envoy sees.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from extauthz.tenant import Tenant
@@ -18,6 +19,7 @@ NO_SOURCE = Location("<memory>")
 # A file a config was read from, as stat saw it just before the read: (path, (st_dev, st_ino,
 # st_size, st_mtime_ns)), or None for the stat when it could not be read. Rotation compares these.
 FileStamp = tuple[str, tuple[int, int, int, int] | None]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network  # a CIDR as controlplane/config/networks.py reads it
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class Listener:
     local_rate_limit: LocalRateLimit | None = None  # the flood guard of every request on the listener
     compression: Compression | None = None  # None: responses leave as the service sent them
     client_address: ClientAddress | None = None  # None: the client is the TCP peer, XFF untrusted
+    # Clients (the address client_address finds) that may reach the listener; empty: any (Envoy's RBAC filter).
+    allow_networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -426,6 +430,7 @@ class Route:
     websocket: bool = False  # the route's RouteAction enables the websocket upgrade (off in the listener)
     compression: bool = True  # False: `compression: off`, never compressed by Envoy
     max_request_body: int | None = None  # bytes; Envoy's buffer filter answers 413 past it
+    allow_networks: tuple[IPNetwork, ...] = ()  # clients that may call it, besides its listener's; empty: any
     fault: Fault | None = None  # Envoy's fault filter delays or aborts some of its requests
 
 

@@ -20,13 +20,14 @@ from controlplane.config.compression import (
     content_type,
     route_compression,
 )
-from controlplane.config.delegation import file_pattern, network
+from controlplane.config.delegation import file_pattern
 from controlplane.config.error_responses import ERROR_FORMATS
 from controlplane.config.faults import GRPC_STATUSES, fault_delay, fault_header_name, read_fault_percent
 from controlplane.config.kinds import Custom, Either, Field, ListOf, MapOf, Object, Value
 from controlplane.config.listener_tls import XFCC_ELEMENTS, file_path
 from controlplane.config.local_limits import LOCAL_FACTS, LOCAL_UNITS, MAX_CLIENT_IPS, check_local_per
 from controlplane.config.mirroring import PERCENT_SCHEMA, read_percent
+from controlplane.config.networks import network
 from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
 from controlplane.config.request_body import A_SIZE, SIZE_PATTERN, byte_size
 from controlplane.config.service_tls import server_name, subject_alt_name
@@ -139,6 +140,11 @@ CLIENT_ADDRESS = Object("client_address", "Where Envoy finds the client's addres
 ), at_least_one=("proxy_protocol", "trusted_hops", "trusted_cidrs"),
    none_given="an empty client_address changes nothing: the client would still be the TCP peer")
 
+# `allow_networks` of a listener and of a route (controlplane/config/networks.py).
+ALLOW_NETWORKS = ListOf(Value("string", convert=network, expected="a network like 10.0.0.0/8 or an address",
+                              schema={"minLength": 1}), min_items=1)
+_ALLOW_NETWORKS_SEE = "(see [Source networks](#source-networks))"
+
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (
     Field("name", NAME, "Unique name; routes refer to it. Also the Envoy listener and route table name.", True),
     Field("address", Value("string", convert=rules.ip_address), "IPv4 or IPv6 address to bind, like 0.0.0.0.", True),
@@ -154,6 +160,10 @@ LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listene
     Field("client_address", CLIENT_ADDRESS, "Behind a load balancer: read the client's address from the PROXY "
           "protocol or trusted X-Forwarded-For entries. Absent: the client is the TCP peer and X-Forwarded-For "
           "is not trusted."),
+    Field("allow_networks", ALLOW_NETWORKS, "Only clients from these networks (CIDR like 10.0.0.0/8 or "
+          "2001:db8::/32; an address alone is /32 or /128) reach any route of the listener; others get 403 from "
+          "Envoy, before ext_authz and rate limits. The client is the one `client_address` finds. Not with "
+          f"`redirect_to_https` {_ALLOW_NETWORKS_SEE}."),
 ))
 
 ENDPOINT = Object("endpoint", "One upstream host of a service; an Envoy LbEndpoint in the region's locality.", (
@@ -501,6 +511,10 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
           "Who may call the route. Absent: a valid token of any tenant when `extauthz` is set (no token on a "
           "`redirect` or `direct_response` route). `none`: public, ext_authz is not asked."),
     Field("rate_limits", ListOf(RATE_LIMIT, min_items=1), "Rate limits; each counts separately. Needs `ratelimit`."),
+    Field("allow_networks", ALLOW_NETWORKS, "Only clients from these networks (CIDR like 10.0.0.0/8 or "
+          "2001:db8::/32; an address alone is /32 or /128) reach the route; others get 403 from Envoy, before "
+          "ext_authz and rate limits. On a listener with `allow_networks` a client must be in both lists "
+          f"{_ALLOW_NETWORKS_SEE}."),
     Field("local_rate_limit", LOCAL_RATE_LIMIT, "A token bucket of the route kept by each Envoy, checked before "
           "`auth` and `rate_limits` cost anything. Needs no `ratelimit`."),
     Field("cors", CORS, "Cross-origin calls from browsers; none allowed when absent. Only on a route that calls a "

@@ -107,7 +107,8 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
 def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.HttpFilter]:
     """The HTTP filters of `item`'s connection manager, in order: CORS (when a route of the listener has
     `cors`), Envoy's local rate limits (when the listener or a route of it has `local_rate_limit`), RBAC
-    (when a route of the listener has `auth.client_certificates`), ext_authz (when `extauthz:` is set),
+    (when the listener or a route of it has `allow_networks`, or a route `auth.client_certificates`),
+    ext_authz (when `extauthz:` is set),
     ratelimit (when `ratelimit:` is set), the fault filter (when a route of the listener has `fault`),
     the buffer filter (when a route of the listener has `max_request_body`), the compressors (when the
     listener has `compression`), and the router, always last. Which requests are checked and counted is
@@ -125,9 +126,9 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
         filters.append(cors_filter())
     # Then Envoy's own token buckets: a request shed there costs no certificate check, token check or counter.
     filters.extend(local_ratelimit_filters(item, config))
-    # Then the client certificate check: a refused certificate costs no token check and no counter.
+    # Then the client certificate and network checks: a refused client costs no token check and no counter.
     if needs_rbac(item, config):
-        filters.append(rbac_filter())
+        filters.append(rbac_filter(item))
     if config.extauthz is not None:
         verifies_clients = item.tls is not None and item.tls.client_ca is not None
         filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))

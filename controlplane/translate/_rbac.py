@@ -15,13 +15,22 @@ DNS names are compared by a regex, not `exact`: an exact DNS match in Envoy lets
 wildcard SAN `*.partners.example` stand for `billing.partners.example`, and one client certificate
 with a wildcard would pass for every named client under it.
 
+`allow_networks` (of the listener, of the route) uses the same filter: the `remote_ip` principal, the
+client address Envoy detected (the downstream remote address, which `client_address` sets from a PROXY
+header or trusted X-Forwarded-For entries), never `direct_remote_ip`, the TCP peer (a load balancer).
+A listener's networks are the filter's own policy, so they hold for every request of it, those of no
+route (404) too. A route's RBACPerRoute replaces that policy, not adds to it: so a route's policy holds
+its listener's networks as well, and requires each part at once (`and_ids`): the listener's networks,
+the route's, its client certificates. Refused requests show `rbac_access_denied_matched_policy[none]`
+in the access log's `details`.
+
 Filter order (see `_listeners.http_filters`): after CORS, so preflights are still answered, and
-before ext_authz and ratelimit, so a refused certificate costs no token check and no counter.
+before ext_authz and ratelimit, so a refused certificate or network costs no token check and no counter.
 """
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import extension_pb2
+from envoy.config.core.v3 import address_pb2, extension_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -29,33 +38,71 @@ from envoy.extensions.rbac.principals.mtls_authenticated.v3 import mtls_authenti
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from controlplane.config.model import ClientCertificate, Config, Listener, Route
-from controlplane.translate._protos import packed
+from controlplane.config.model import ClientCertificate, Config, IPNetwork, Listener, Route
+from controlplane.translate._protos import packed, uint32
 
-__all__ = ["MTLS_PRINCIPAL", "RBAC_FILTER", "needs_rbac", "principal", "rbac_filter", "rbac_per_route"]
+__all__ = ["MTLS_PRINCIPAL", "RBAC_FILTER", "needs_rbac", "needs_route_rbac", "principal", "rbac_filter",
+           "rbac_per_route"]
 
 RBAC_FILTER = "envoy.filters.http.rbac"
 MTLS_PRINCIPAL = "envoy.rbac.principals.mtls_authenticated"
 POLICY = "client-certificates"
+LISTENER_NETWORKS = "listener-networks"
+ROUTE_NETWORKS = "allow-networks"
 _SAN = common_pb2.SubjectAltNameMatcher
 
 
 def needs_rbac(item: Listener, config: Config) -> bool:
-    return any(r.auth is not None and r.auth.client_certificates for r in config.routes if r.listener == item.name)
+    return bool(item.allow_networks) or any(needs_route_rbac(r) for r in config.routes if r.listener == item.name)
 
 
-def rbac_filter() -> hcm_pb2.HttpFilter:
-    """No rules: enforces nothing by itself; only routes with an RBACPerRoute are checked."""
-    return hcm_pb2.HttpFilter(name=RBAC_FILTER, typed_config=packed(http_rbac_pb2.RBAC()))
+def needs_route_rbac(route: Route) -> bool:
+    """Whether the route gets its own RBACPerRoute (else its listener's policy, if any, applies)."""
+    return bool(route.allow_networks) or (route.auth is not None and bool(route.auth.client_certificates))
 
 
-def rbac_per_route(route: Route) -> http_rbac_pb2.RBACPerRoute:
-    """Allow a request only when its client certificate carries one of the route's SANs."""
+def rbac_filter(item: Listener) -> hcm_pb2.HttpFilter:
+    """The listener's networks, or no rules: then it enforces nothing by itself, and only routes with an
+    RBACPerRoute are checked."""
+    config = http_rbac_pb2.RBAC()
+    if item.allow_networks:
+        config.rules.CopyFrom(_allow({LISTENER_NETWORKS: [remote_ip(n) for n in item.allow_networks]}))
+    return hcm_pb2.HttpFilter(name=RBAC_FILTER, typed_config=packed(config))
+
+
+def rbac_per_route(route: Route, listener: Listener) -> http_rbac_pb2.RBACPerRoute:
+    """Allow a request only from the listener's and the route's networks (when given), and only with a client
+    certificate carrying one of the route's SANs (when given)."""
     certificates = route.auth.client_certificates if route.auth is not None else ()
-    policy = rbac_pb2.Policy(permissions=[rbac_pb2.Permission(any=True)],
-                             principals=[principal(entry) for entry in certificates])
-    rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={POLICY: policy})
-    return http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=rules))
+    parts = {name: principals for name, principals in (
+        (LISTENER_NETWORKS, [remote_ip(n) for n in listener.allow_networks]),
+        (ROUTE_NETWORKS, [remote_ip(n) for n in route.allow_networks]),
+        (POLICY, [principal(entry) for entry in certificates]),
+    ) if principals}
+    return http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=_allow(parts)))
+
+
+def _allow(parts: dict[str, list[rbac_pb2.Principal]]) -> rbac_pb2.RBAC:
+    """One ALLOW policy, named after its parts, that needs one principal of each part. A single part keeps
+    its principals as the policy's list (any one of them allows)."""
+    if len(parts) == 1:
+        [principals] = parts.values()
+    else:
+        principals = [rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[_one_of(p) for p in parts.values()]))]
+    policy = rbac_pb2.Policy(permissions=[rbac_pb2.Permission(any=True)], principals=principals)
+    return rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={"+".join(parts): policy})
+
+
+def _one_of(principals: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if len(principals) == 1:
+        return principals[0]
+    return rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=principals))
+
+
+def remote_ip(network: IPNetwork) -> rbac_pb2.Principal:
+    """The client Envoy detected (after the PROXY protocol and trusted X-Forwarded-For), not the TCP peer."""
+    return rbac_pb2.Principal(remote_ip=address_pb2.CidrRange(address_prefix=str(network.network_address),
+                                                              prefix_len=uint32(network.prefixlen)))
 
 
 def principal(entry: ClientCertificate) -> rbac_pb2.Principal:

@@ -39,7 +39,7 @@ from controlplane.translate._local_ratelimit import ROUTE_POLICY, local_rate_lim
 from controlplane.translate._mirrors import mirror_policy
 from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
-from controlplane.translate._rbac import RBAC_FILTER, rbac_per_route
+from controlplane.translate._rbac import RBAC_FILTER, needs_route_rbac, rbac_per_route
 from controlplane.translate._request_body import BUFFER_FILTER, body_limit
 from controlplane.translate._websocket import route_upgrades
 
@@ -64,7 +64,7 @@ def route_configuration(item: Listener, config: Config) -> route_pb2.RouteConfig
         return https_redirect_configuration(item.name, item.https_port)
     routes = [r for r in config.routes if r.listener == item.name]
     # A `hosts: ["*"]` route sits in every virtual host: build its message once.
-    built = {r.name: route(r) for r in routes}
+    built = {r.name: route(r, item) for r in routes}
     if config.extauthz is not None or config.ratelimit is not None:
         identity = identity_headers(config)
         for r in routes:
@@ -142,7 +142,7 @@ def literal_start(regex: str) -> str:
     return text
 
 
-def route(item: Route) -> rc.Route:
+def route(item: Route, listener: Listener) -> rc.Route:
     result = rc.Route(name=item.name, match=route_match(item.match))
     if item.redirect is not None:
         result.redirect.CopyFrom(redirect_action(item.redirect))
@@ -156,8 +156,8 @@ def route(item: Route) -> rc.Route:
     if item.local_rate_limit is not None:
         limit = local_rate_limit(item.local_rate_limit, f"local_ratelimit.route.{item.name}", ROUTE_POLICY)
         result.typed_per_filter_config[LOCAL_RATELIMIT_FILTER].CopyFrom(packed(limit))
-    if item.auth is not None and item.auth.client_certificates:
-        result.typed_per_filter_config[RBAC_FILTER].CopyFrom(packed(rbac_per_route(item)))
+    if needs_route_rbac(item):
+        result.typed_per_filter_config[RBAC_FILTER].CopyFrom(packed(rbac_per_route(item, listener)))
     if item.max_request_body is not None:
         result.typed_per_filter_config[BUFFER_FILTER].CopyFrom(packed(body_limit(item.max_request_body)))
     if item.fault is not None:

@@ -80,17 +80,17 @@ def test_what_loads(written: str, expected: model.ClientAddress) -> None:
      "(Envoy refuses xff_num_trusted_hops beside an original IP detection extension)"),
     ("{trusted_cidrs: []}", "listeners[public].client_address.trusted_cidrs: "),
     ("{trusted_cidrs: [10.0.0.1/8]}",
-     "6:38: listeners[public].client_address.trusted_cidrs[0]: '10.0.0.1/8' has host bits set: write '10.0.0.0/8', "
-     "the network it lies in, or the address alone for one proxy"),
+     "6:38: listeners[public].client_address.trusted_cidrs[0]: '10.0.0.1/8' has host bits set: write '10.0.0.0/8' "
+     "for the network it lies in, or '10.0.0.1' alone for that one address"),
     ("{trusted_cidrs: [10.0.0.0/33]}", "trusted_cidrs[0]: '10.0.0.0/33' is not a network like 10.0.0.0/8"),
     ("{trusted_cidrs: [lb.example.com]}", "trusted_cidrs[0]: 'lb.example.com' is not a network like 10.0.0.0/8"),
     ("{trusted_cidrs: [0.0.0.0/0]}", "trusted_cidrs[0]: '0.0.0.0/0' trusts every address: any client could then "
                                      "name its own address in X-Forwarded-For"),
     ("{trusted_cidrs: ['::/0']}", "trusted_cidrs[0]: '::/0' trusts every address"),
     ("{trusted_cidrs: [10.0.0.0/8, 192.0.2.7, 10.0.0.0/8]}",
-     "6:61: listeners[public].client_address.trusted_cidrs[2]: network 10.0.0.0/8 is listed twice (first at "
+     "6:61: listeners[public].client_address.trusted_cidrs[2]: network '10.0.0.0/8' is listed twice (first at "
      "gateway.yaml:6:38)"),
-    ("{trusted_cidrs: [192.0.2.7, 192.0.2.7/32]}", "trusted_cidrs[1]: network 192.0.2.7/32 is listed twice"),
+    ("{trusted_cidrs: [192.0.2.7, 192.0.2.7/32]}", "trusted_cidrs[1]: network '192.0.2.7/32' is listed twice"),
     ("{proxy_protocol: v1}",
      "6:38: listeners[public].client_address.proxy_protocol: 'v1' is not one of required, optional"),
     ("{trusted_hops: 1, xff_num_trusted_hops: 1}",

@@ -244,8 +244,8 @@ def test_endpoints_lie_in_the_delegated_networks() -> None:
         "/conf/teams/payments/routes.yaml:3:5: services[payments].endpoints: endpoint 127.0.0.1:9002 is outside the "
         "delegated networks 10.20.0.0/16, fd00::/8 (delegation at /conf/platform.yaml:13:5)"]
     assert errors({"platform.yaml": fenced.replace("10.20.0.0/16", "10.20.0.1/16")}) == [
-        "/conf/platform.yaml:16:16: delegations[0].networks[0]: '10.20.0.1/16' is not a network like 10.20.0.0/16 "
-        "with its host bits zero (10.20.0.1/16 has host bits set)"]
+        "/conf/platform.yaml:16:16: delegations[0].networks[0]: '10.20.0.1/16' has host bits set: write "
+        "'10.20.0.0/16' for the network it lies in, or '10.20.0.1' alone for that one address"]
 
 
 def test_routes_serve_only_on_the_delegated_listeners() -> None:
