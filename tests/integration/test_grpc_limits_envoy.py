@@ -3,10 +3,14 @@ RESOURCE_EXHAUSTED, whether the ratelimit service or Envoy's local bucket refuse
 429 is UNAVAILABLE, the status gRPC clients retry at once.
 
 The upstream is `pavilion ratelimit`'s own grpc.health.v1 service, so no extra process is needed: two
-routes to it differ by a header, one limited by the service (1 an hour), one by Envoy alone."""
+routes to it differ by a header, one limited by the service (1 an hour), one by Envoy alone. With
+`error_responses: {format: problem_json}`, whose mappers must leave gRPC requests to Envoy's trailers-only
+answer; a plain HTTP request over the limit gets problem details."""
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -27,6 +31,7 @@ services:
     protocol: grpc
     endpoints: [{{address: 127.0.0.1:{ratelimit}, region: eu-west}}]
 ratelimit: {{service: ratelimit, timeout: 2s}}
+error_responses: {{format: problem_json}}
 routes:
   - name: global
     match: {{path: /grpc.health.v1.Health/Check, headers: {{x-limit: global}}}}
@@ -68,3 +73,12 @@ def health_check(port: int, limit: str) -> grpc.StatusCode:
 def test_a_grpc_call_over_the_limit_ends_resource_exhausted(edge_port: int, limit: str) -> None:
     assert health_check(edge_port, limit) == grpc.StatusCode.OK
     assert health_check(edge_port, limit) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The same route refusing a plain HTTP request: problem details, not a grpc-status.
+    connection = http.client.HTTPConnection("127.0.0.1", edge_port, timeout=5)
+    try:
+        connection.request("POST", "/grpc.health.v1.Health/Check", headers={"x-limit": limit})
+        response = connection.getresponse()
+        assert response.status == 429 and response.getheader("content-type") == "application/problem+json"
+        assert json.loads(response.read())["title"] == "Too Many Requests"
+    finally:
+        connection.close()
