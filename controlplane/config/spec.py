@@ -141,8 +141,7 @@ CLIENT_ADDRESS = Object("client_address", "Where Envoy finds the client's addres
    none_given="an empty client_address changes nothing: the client would still be the TCP peer")
 
 # `allow_networks` of a listener and of a route (controlplane/config/networks.py).
-ALLOW_NETWORKS = ListOf(Value("string", convert=network, expected="a network like 10.0.0.0/8 or an address",
-                              schema={"minLength": 1}), min_items=1)
+ALLOW_NETWORKS = ListOf(Value("string", convert=network, schema={"minLength": 1}), min_items=1)
 _ALLOW_NETWORKS_SEE = "(see [Source networks](#source-networks))"
 
 LISTENER = Object("listener", "A port Envoy accepts traffic on: an Envoy Listener with an HTTP connection manager.", (

@@ -51,7 +51,7 @@ class Answer:
 
 
 def ask(port: int, path: str = "/", *, preface: bytes = b"", source: str = "127.0.0.1",
-        headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None) -> Answer:
+        headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None, method: str = "GET") -> Answer:
     """One request on a new connection from `source` to 127.0.0.1:`port`, `preface` (a PROXY header) first,
     then TLS when `tls` is given."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
@@ -60,7 +60,7 @@ def ask(port: int, path: str = "/", *, preface: bytes = b"", source: str = "127.
         raw.sendall(preface)
         if tls is not None:
             conn = tls.wrap_socket(raw, server_hostname="localhost")
-        lines = [f"GET {path} HTTP/1.1", "Host: api.example.com", "Connection: close",
+        lines = [f"{method} {path} HTTP/1.1", "Host: api.example.com", "Connection: close",
                  *(f"{k}: {v}" for k, v in (headers or {}).items())]
         conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         response = http.client.HTTPResponse(conn)

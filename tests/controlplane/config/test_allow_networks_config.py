@@ -87,7 +87,7 @@ def test_a_listener_and_a_route_inside_it() -> None:
     ("", "[10.0.0.0/33]", "routes[admin].allow_networks[0]: '10.0.0.0/33' is not a network like 10.0.0.0/8"),
     ("", "['2001:db8::1/32']", "routes[admin].allow_networks[0]: '2001:db8::1/32' has host bits set: write "
                                "'2001:db8::/32'"),
-    ("", "[8]", "routes[admin].allow_networks[0]: expected a network like 10.0.0.0/8 or an address"),
+    ("", "[8]", "routes[admin].allow_networks[0]: expected a string"),
     ("", "[]", "gateway.yaml:14:21: routes[admin].allow_networks: "),
     ("", "[10.0.0.0/8, 192.0.2.7, 10.0.0.0/8]",
      "gateway.yaml:14:45: routes[admin].allow_networks[2]: network '10.0.0.0/8' is listed twice (first at "
