@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -26,6 +25,7 @@ from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import Gateway, Reply, running_gateway, start_xds_service
 from tests.integration.gateway_procs import request as http_request
 from tests.integration.recording_upstream import seen, start_recording_upstream
+from tests.integration.test_mirror_envoy import wait_for
 from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
@@ -113,17 +113,6 @@ class Stack:
                 if name.startswith(prefix) and value.strip().isdigit()}
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     routes = tmp_path_factory.mktemp("routes")
@@ -138,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             gateway.envoys[0].proc.wait_port(behind)
             result = Stack(gateway, upstream[1], routes, behind)
             # ext_authz takes its tenants over xDS after starting: wait for the first 200 with a token.
-            wait_for(lambda: result.send("/v1/orders/warm-up", token=True).status == 200, "a token accepted")
+            wait_for(lambda: result.send("/v1/orders/warm-up", token=True).status == 200, "a token accepted", 20)
             yield result
         finally:
             extauthz.stop()
@@ -227,6 +216,6 @@ def test_a_config_without_the_fault_goes_live_in_the_running_envoy(stack: Stack)
     config = stack.routes / "gateway.yaml"
     config.write_text(config.read_text().replace(DRILL, DRILL_OVER))
     stack.gateway.plane.wait_current(1)
-    assert wait_for(lambda: stack.send("/v1/drill/after").status == 200, "the drill route unfaulted")
+    assert wait_for(lambda: stack.send("/v1/drill/after").status == 200, "the drill route unfaulted", 20)
     assert envoy.alive()
     assert stack.reached("/v1/drill") == ["/v1/drill/after"]
