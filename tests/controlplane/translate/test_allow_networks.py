@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from ipaddress import ip_network
 
-from envoy.config.listener.v3 import listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from controlplane.config.model import (
     Backend,
@@ -31,7 +27,7 @@ from controlplane.config.model import (
     Service,
 )
 from controlplane.translate._rbac import MTLS_PRINCIPAL
-from tests.controlplane.translate.sample import translated
+from tests.controlplane.translate.test_client_certificates import filters, listener_rbac, per_route, routes_of
 
 RBAC = "envoy.filters.http.rbac"
 BILLING = ClientCertificate("uri", "spiffe://pavilion.example/ns/partners/sa/billing")
@@ -55,29 +51,8 @@ def config(*routes: Route, listener_networks: tuple[IPNetwork, ...] = ()) -> Con
                   ratelimit=RateLimitSettings("extauthz"))
 
 
-def manager(cfg: Config, name: str = "public") -> hcm_pb2.HttpConnectionManager:
-    (item,) = [x for x in translated(listener_pb2.Listener, cfg, "eu-west") if x.name == name]
-    found = hcm_pb2.HttpConnectionManager()
-    assert item.filter_chains[0].filters[0].typed_config.Unpack(found)
-    return found
-
-
-def listener_rbac(cfg: Config) -> http_rbac_pb2.RBAC:
-    (found,) = [f for f in manager(cfg).http_filters if f.name == RBAC]
-    result = http_rbac_pb2.RBAC()
-    assert found.typed_config.Unpack(result)
-    return result
-
-
-def routes_of(cfg: Config) -> dict[str, rc.Route]:
-    (table,) = [t for t in translated(route_pb2.RouteConfiguration, cfg, "eu-west") if t.name == "public"]
-    return {r.name: r for host in table.virtual_hosts for r in host.routes}
-
-
 def rules(message: rc.Route) -> rbac_pb2.RBAC:
-    found = http_rbac_pb2.RBACPerRoute()
-    assert message.typed_per_filter_config[RBAC].Unpack(found)
-    return found.rbac.rules
+    return per_route(message).rbac.rules
 
 
 def cidrs(principal: rbac_pb2.Principal) -> list[str]:
@@ -105,13 +80,13 @@ def test_a_route_admits_only_clients_of_its_networks_by_the_detected_address() -
 def test_the_filter_is_placed_once_after_cors_before_ext_authz_and_ratelimit() -> None:
     cfg = config(route("admin", "/v1/admin", VPN, cors=Cors(exact_origins=("https://app.example.com",))),
                  route("partners", "/v1/partners", VPN, auth=RouteAuth(client_certificates=(BILLING,), token=False)))
-    names = [f.name for f in manager(cfg).http_filters]
+    names = filters(cfg)
     assert names.count(RBAC) == 1
     assert names.index("envoy.filters.http.cors") < names.index(RBAC) < names.index("envoy.filters.http.ext_authz")
     assert names.index(RBAC) < names.index("envoy.filters.http.ratelimit")
     # A listener with no networks and no such route keeps no RBAC filter; nor does a route without them get a policy.
-    assert RBAC not in [f.name for f in manager(config(route("open", "/")), "other").http_filters]
-    assert RBAC not in [f.name for f in manager(config(route("open", "/"))).http_filters]
+    assert RBAC not in filters(config(route("open", "/")), "other")
+    assert RBAC not in filters(config(route("open", "/")))
     built = routes_of(config(route("admin", "/v1/admin", VPN), route("open", "/")))
     assert RBAC not in built["open"].typed_per_filter_config
 
