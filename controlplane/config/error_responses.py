@@ -8,6 +8,7 @@ section existed. `format: problem_json`: RFC 9457 problem details, written by En
 from __future__ import annotations
 
 from controlplane.config import model
+from controlplane.config.sections import given_once
 from controlplane.config.shape import Fields
 from pavilion.errors import ConfigError
 
@@ -18,12 +19,7 @@ ERROR_FORMATS = ("envoy", "problem_json")
 
 def read_error_responses(roots: list[Fields], errors: list[ConfigError]) -> model.ErrorResponses | None:
     """`error_responses:` if one file gives it whole with a format other than Envoy's own, else None."""
-    given = [root for root in roots if "error_responses" in root.given]
-    for other in given[1:]:
-        errors.append(ConfigError(f"`error_responses` is already given at {given[0].at('error_responses')}; "
-                                  "give it in one file only", location=other.at("error_responses"),
-                                  path="error_responses"))
-    f: Fields | None = given[0].get("error_responses") if given else None
+    f: Fields | None = given_once(roots, "error_responses", errors)
     if f is None or not f.complete or f.get("format") == "envoy":
         return None
     return model.ErrorResponses(f.get("format"))

@@ -12,6 +12,7 @@ import re
 
 from controlplane.config import model
 from controlplane.config.build import Builder
+from controlplane.config.sections import given_once
 from controlplane.config.shape import Fields
 from pavilion.errors import ConfigError
 
@@ -49,11 +50,7 @@ def service_name(text: str) -> str:
 
 def read_tracing(roots: list[Fields], errors: list[ConfigError]) -> model.Tracing | None:
     """`tracing:` if one file gives it whole, else None."""
-    given = [root for root in roots if "tracing" in root.given]
-    for other in given[1:]:
-        errors.append(ConfigError(f"`tracing` is already given at {given[0].at('tracing')}; give it in one "
-                                  "file only", location=other.at("tracing"), path="tracing"))
-    f: Fields | None = given[0].get("tracing") if given else None
+    f: Fields | None = given_once(roots, "tracing", errors)
     if f is None or not f.complete:
         return None
     return model.Tracing(f.get("service"), f.get("sampling", 1.0), f.get("service_name", "pavilion-edge"))
@@ -76,7 +73,7 @@ def check_tracing(roots: list[Fields], services: list[Fields], builder: Builder)
 def read_access_log(roots: list[Fields], errors: list[ConfigError]) -> model.AccessLog | None:
     """The access log settings: the default when no file gives `access_log:`, None for `off`."""
     # Either's scalar form (`off`) arrives as a plain string; the mapping form as Fields.
-    found = _single_value(roots, errors)
+    found: Fields | str | None = given_once(roots, "access_log", errors)
     if found is None:
         return model.AccessLog()
     if isinstance(found, str):
@@ -85,14 +82,3 @@ def read_access_log(roots: list[Fields], errors: list[ConfigError]) -> model.Acc
         return model.AccessLog()
     return model.AccessLog(found.get("format", "json"), found.get("path"), found.get("subject", False))
 
-
-def _single_value(roots: list[Fields], errors: list[ConfigError]) -> Fields | str | None:
-    """The one `access_log:` given (a mapping, or the string `off`); every other is an error."""
-    given = [root for root in roots if "access_log" in root.given]
-    for other in given[1:]:
-        errors.append(ConfigError(f"`access_log` is already given at {given[0].at('access_log')}; give it in one "
-                                  "file only", location=other.at("access_log"), path="access_log"))
-    if not given:
-        return None
-    value: Fields | str | None = given[0].get("access_log")
-    return value

@@ -13,6 +13,7 @@ from __future__ import annotations
 from controlplane.config import model
 from controlplane.config.build import Builder
 from controlplane.config.policy import distinct
+from controlplane.config.sections import given_once
 from controlplane.config.shape import Fields, Got
 from pavilion.errors import ConfigError
 
@@ -21,11 +22,7 @@ __all__ = ["read_rollout"]
 
 def read_rollout(roots: list[Fields], builder: Builder, errors: list[ConfigError]) -> model.Rollout | None:
     """`rollout:` if one file gives it whole, with every region known and named once; else None."""
-    given = [root for root in roots if "rollout" in root.given]
-    for other in given[1:]:
-        errors.append(ConfigError(f"`rollout` is already given at {given[0].at('rollout')}; give it in one "
-                                  "file only", location=other.at("rollout"), path="rollout"))
-    f: Fields | None = given[0].get("rollout") if given else None
+    f: Fields | None = given_once(roots, "rollout", errors)
     if f is None or not f.complete:
         return None
     stages: list[list[Got]] = [got.value if isinstance(got.value, list) else [got] for got in f.get("stages")]

@@ -1,4 +1,5 @@
-"""The top-level `tenants:`, `extauthz:` and `ratelimit:` of the merged directory.
+"""The top-level `tenants:`, `extauthz:` and `ratelimit:` of the merged directory, and `given_once`, how
+every single top-level section (`access_log:`, `tracing:`, `rollout:`, `error_responses:`) is read.
 
 Tenants merge like the other lists (ids and issuers unique across files); `extauthz:` and
 `ratelimit:` are single sections that may appear in one file only. Both name a service that must
@@ -8,6 +9,7 @@ speak gRPC.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from controlplane.config import model
 from controlplane.config.build import Builder
@@ -16,7 +18,7 @@ from controlplane.config.shape import Fields, Got
 from extauthz.tenant import Tenant
 from pavilion.errors import ConfigError, Location
 
-__all__ = ["Sections", "check_services", "read_sections"]
+__all__ = ["Sections", "check_services", "given_once", "read_sections"]
 
 
 @dataclass
@@ -73,6 +75,16 @@ def check_services(sections: Sections, services: list[Fields], builder: Builder)
         if protocol != "grpc":
             builder.problem(f"service {name!r} has protocol {protocol}; {what} is a gRPC service: "
                             "give it `protocol: grpc`", section.at("service"), section.path_of("service"))
+
+
+def given_once(roots: list[Fields], key: str, errors: list[ConfigError]) -> Any:
+    """The value of the top-level `key:` of the first file giving it (None when none does); every other file
+    giving it is an error, naming the first place."""
+    given = [root for root in roots if key in root.given]
+    for other in given[1:]:
+        errors.append(ConfigError(f"`{key}` is already given at {given[0].at(key)}; give it in one file only",
+                                  location=other.at(key), path=key))
+    return given[0].get(key) if given else None
 
 
 def _single(roots: list[Fields], key: str, errors: list[ConfigError]) -> Fields | None:
