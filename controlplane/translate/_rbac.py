@@ -1,8 +1,10 @@
-"""Route `auth.client_certificates` → Envoy's RBAC HTTP filter and its per-route policy.
+"""Route `auth.client_certificates` and `allow_networks` (listener and route) → Envoy's RBAC HTTP filter
+and its per-route policy.
 
-A listener gets the filter only when one of its routes names client certificates, so every other
-listener stays as it was. The filter's own config has no rules: Envoy then enforces nothing, and a
-route without a per-route policy is not affected. A route with `client_certificates` gets an
+A listener gets the filter only when it has `allow_networks` or one of its routes names client
+certificates or networks, so every other listener stays as it was. Without listener networks the
+filter's own config has no rules: Envoy then enforces nothing, and a route without a per-route policy
+is not affected. A route with `client_certificates` gets an
 RBACPerRoute that allows only a request whose connection carries a validated client certificate
 with one of the SANs named (the `envoy.rbac.principals.mtls_authenticated` principal). Anything
 else is answered 403 by Envoy, with the body `RBAC: access denied`.
