@@ -10,6 +10,7 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,7 +21,7 @@ from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import running_gateway, start_upstreams, start_xds_service
-from tests.procs import ENVOY, free_port
+from tests.procs import ENVOY, Proc, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,8 +81,14 @@ routes:
 """
 
 
+@dataclass
+class Stack:
+    port: int
+    extauthz: Proc
+
+
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     routes = tmp_path_factory.mktemp("routes")
     edge_port, closed, extauthz_port, ratelimit_port = free_port(), free_port(), free_port(), free_port()
     upstreams = start_upstreams({"accounts": "eu-west"})
@@ -98,7 +105,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             raise
         try:
             _wait_for_tenants(edge_port)
-            yield edge_port
+            yield Stack(edge_port, extauthz)
         finally:
             ratelimit.stop()
             extauthz.stop()
@@ -113,6 +120,11 @@ def _wait_for_tenants(port: int, timeout: float = 20.0) -> None:
             assert status == 200, body
             return
         time.sleep(0.1)
+
+
+@pytest.fixture
+def edge(stack: Stack) -> int:
+    return stack.port
 
 
 def send(port: int, path: str, *, method: str = "GET",
@@ -194,3 +206,11 @@ def test_a_grpc_call_refused_by_envoy_still_ends_with_a_grpc_status(edge: int) -
     error: Any = caught.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error.details().startswith("upstream connect error"), error.details()
+
+
+def test_ext_authz_down_is_a_503_problem_without_detail(stack: Stack) -> None:
+    """Last: it stops ext_authz. Envoy's own 503 (status_on_error) has no reason to give: `detail` is left out."""
+    stack.extauthz.stop()
+    body, headers = problem(stack.port, "/v1/guarded", 503, headers={"authorization": f"Bearer {ACME.token('ES256')}"})
+    assert body["title"] == "Service Unavailable" and "detail" not in body
+    assert "www-authenticate" not in headers
