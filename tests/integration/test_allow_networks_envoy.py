@@ -7,9 +7,11 @@ the X-Forwarded-For client decides, not the TCP peer. The access log says RBAC r
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +174,23 @@ def test_client_certificate_and_network_are_both_needed(setup: Setup) -> None:
     assert ask(port, "/v1/partners/a", source=HERE, tls=setup.billing).status == 200
     assert ask(port, "/v1/partners/a", source=ELSEWHERE, tls=setup.billing).status == 403
     assert ask(port, "/v1/partners/a", source=HERE, tls=setup.server_only).status == 403
+
+
+def test_with_error_responses_the_refusal_is_a_problem(tmp_path: Path) -> None:
+    """`error_responses: {format: problem_json}` shapes Envoy's own replies: RBAC's 403 too."""
+    port = free_port()
+    upstreams = start_upstreams({"accounts": "eu-west"})
+    (tmp_path / "gateway.yaml").write_text(f"""regions: [eu-west]
+listeners: [{{name: internal, address: 127.0.0.1, port: {port}, allow_networks: [127.0.0.1]}}]
+error_responses: {{format: problem_json}}
+services: [{{name: accounts, endpoints: [{{address: 127.0.0.1:{upstreams["accounts"][1]}, region: eu-west}}]}}]
+routes: [{{name: open, match: {{prefix: /}}, service: accounts, auth: none}}]
+""")
+    with running_gateway(tmp_path, port, upstreams):
+        refused = ask(port, "/v1/x", source=ELSEWHERE)
+        assert ask(port, "/v1/x", source=HERE).status == 200
+    assert refused.status == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert json.loads(refused.body) == {"type": "about:blank", "title": "Forbidden", "status": 403,
+                                        "detail": "RBAC: access denied",
+                                        "request_id": refused.headers["x-request-id"]}
