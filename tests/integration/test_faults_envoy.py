@@ -1,10 +1,10 @@
 """A route's `fault` through the real control plane, Envoy and `pavilion extauthz`: a 100 % abort answers its
 status and the service never sees the request, though a caller without a token still gets ext_authz's
 401 first; a header-gated fault hits only requests with the header; a 50 % abort lands on about half;
-a delay holds a request at least that long; a gRPC abort answers its grpc-status; the
-`x-envoy-fault-*` headers a client sends do nothing, and a client-named downstream cluster gets no
-counters of its own; a config without a route's fault goes live in the running Envoy; `envoy --mode
-validate` accepts the translated config."""
+a delay holds a request at least that long; a gRPC abort answers its grpc-status; the access log
+marks faulted requests; the `x-envoy-fault-*` headers a client sends do nothing, and a client-named
+downstream cluster gets no counters of its own; a config without a route's fault goes live in the
+running Envoy; `envoy --mode validate` accepts the translated config."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -175,6 +176,30 @@ def test_a_delay_holds_the_request_at_least_that_long(stack: Stack) -> None:
     # which may lag a few milliseconds): the delay happened. Not a figure of how fast the rest was.
     assert time.monotonic() - started >= 0.18
     assert stack.reached("/v1/slow") == ["/v1/slow/wait"]
+
+
+def logged(stack: Stack, reply: Reply, timeout: float = 10.0) -> dict[str, Any]:
+    """The access log line (JSON on Envoy's stdout, written buffered) of the request `reply` answers."""
+    request_id = reply.headers["x-request-id"]
+
+    def line() -> dict[str, Any] | None:
+        for text in stack.gateway.envoys[0].proc.output().splitlines():
+            entry = json.loads(text) if text.startswith("{") else {}
+            if entry.get("request_id") == request_id:
+                return dict(entry)
+        return None
+
+    found: dict[str, Any] = wait_for(line, f"the log line of {request_id}", timeout)
+    return found
+
+
+def test_the_access_log_marks_a_faulted_request(stack: Stack) -> None:
+    """Envoy's response flags say which answers the fault made: FI an abort, DI a delay."""
+    aborted = logged(stack, stack.send("/v1/gated/logged", headers={"x-chaos-test": "1"}))
+    assert (aborted["status"], aborted["response_flags"], aborted["details"]) == (418, "FI", "fault_filter_abort")
+    delayed = logged(stack, stack.send("/v1/slow/logged"))
+    assert (delayed["status"], delayed["response_flags"]) == (200, "DI")
+    assert logged(stack, stack.send("/v1/plain/logged"))["response_flags"] == "-"
 
 
 def test_fault_headers_a_client_sends_do_nothing(stack: Stack) -> None:
