@@ -5,6 +5,7 @@ certificates; the filter after CORS and before ext_authz and ratelimit."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_network
 
 from envoy.config.rbac.v3 import rbac_pb2
@@ -132,3 +133,11 @@ def test_a_certificate_route_alone_is_as_before() -> None:
     assert [p.custom.name for p in policy.principals] == [MTLS_PRINCIPAL]
     # Its listener's filter enforces nothing by itself.
     assert not listener_rbac(config(partners)).HasField("rules")
+
+
+def test_the_http3_twin_checks_the_same_networks() -> None:
+    cfg = config(route("open", "/"), listener_networks=VPN)
+    public = cfg.listeners[0]
+    assert public.tls is not None
+    quic = replace(cfg, listeners=(replace(public, tls=replace(public.tls, http3=True)),))
+    assert RBAC in filters(quic, "public-h3")
