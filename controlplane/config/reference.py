@@ -41,8 +41,8 @@ def type_name(kind: Kind) -> str:
 
 
 def _value_name(kind: Value) -> str:
-    if kind.expected:
-        return "duration"
+    if kind.expected:  # "a duration with a unit, like 2s" -> "duration"; "a size with a unit (...)" -> "size"
+        return kind.expected.removeprefix("a ").split(" with ")[0].split(",")[0]
     if kind.pattern == NAME_PATTERN:
         return "name"
     if kind.choices:
