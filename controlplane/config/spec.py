@@ -30,6 +30,7 @@ from controlplane.config.mirroring import PERCENT_SCHEMA, read_percent
 from controlplane.config.networks import network
 from controlplane.config.observability import ACCESS_LOG_FORMATS, log_path, sampling_percent, service_name
 from controlplane.config.request_body import A_SIZE, SIZE_PATTERN, byte_size
+from controlplane.config.route_answers import FORWARD_ONLY
 from controlplane.config.service_tls import server_name, subject_alt_name
 from controlplane.config.tenants import TENANT_SCHEMA, read_tenant_node
 from ratelimit.rules import ALGORITHMS, MAX_UINT32, ON_BACKEND_ERROR, UNIT_SECONDS
@@ -472,6 +473,9 @@ FAULT = Object("fault", "Faults Envoy injects into the route's requests to try c
           "`x-request-id`, `authorization`...). Absent: every request of the route may be faulted."),
 ), at_least_one=("delay", "abort"), none_given="a fault needs a `delay`, an `abort` or both")
 
+# What a route that answers by itself refuses (route_answers.FORWARD_ONLY, and the checks of mirrors and websocket).
+_NOT_WITH_ANSWERS = ", ".join(FORWARD_ONLY) + ", mirrors or websocket"
+
 ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's RouteConfiguration.", (
     Field("name", NAME, "Unique name, for errors and status. Also the Envoy route name.", True),
     Field("listener", NAME, "Listener this route serves; may be left out when there is only one listener."),
@@ -519,10 +523,9 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
     Field("cors", CORS, "Cross-origin calls from browsers; none allowed when absent. Only on a route that calls a "
           "service (Envoy's CORS filter skips redirects and direct responses)."),
     Field("redirect", REDIRECT, "Answer with a redirect instead of calling a service. No token is asked unless "
-          "`auth` is given; not with rewrite, timeout, retries, rate_limits, cors, mirrors or websocket."),
+          f"`auth` is given; not with {_NOT_WITH_ANSWERS}."),
     Field("direct_response", DIRECT_RESPONSE, "Answer with this status and body instead of calling a service. No "
-          "token is asked unless `auth` is given; not with rewrite, timeout, retries, rate_limits, cors, mirrors or "
-          "websocket."),
+          f"token is asked unless `auth` is given; not with {_NOT_WITH_ANSWERS}."),
 ), exactly_one=(("service", "backends", "redirect", "direct_response"),))
 
 TENANT = Custom("tenant", read_tenant_node, TENANT_SCHEMA, label="id", anchor="tenants-auth-and-rate-limits")

@@ -32,7 +32,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from controlplane.config.model import Config, Fault, Listener
 from controlplane.translate._mirrors import fractional_percent
-from controlplane.translate._protos import duration, packed, uint32
+from controlplane.translate._protos import duration, route_enabled_filter, uint32
 
 __all__ = ["FAULT_FILTER", "MAX_ACTIVE_FAULTS", "fault_filters", "route_fault"]
 
@@ -45,8 +45,7 @@ def fault_filters(item: Listener, config: Config) -> list[hcm_pb2.HttpFilter]:
     """The fault filter, disabled and without a fault of its own, when a route of `item` has `fault`."""
     if not any(r.fault is not None for r in config.routes if r.listener == item.name):
         return []
-    idle = fault_pb2.HTTPFault(disable_downstream_cluster_stats=True)
-    return [hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed(idle), disabled=True)]
+    return [route_enabled_filter(FAULT_FILTER, fault_pb2.HTTPFault(disable_downstream_cluster_stats=True))]
 
 
 def route_fault(fault: Fault) -> fault_pb2.HTTPFault:

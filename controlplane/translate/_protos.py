@@ -53,3 +53,10 @@ def header_setting_filter(name: str, header: str, value: str, *, on_response: bo
     mutations = (header_mutation_pb2.Mutations(response_mutations=mutation) if on_response
                  else header_mutation_pb2.Mutations(request_mutations=mutation))
     return hcm_pb2.HttpFilter(name=name, typed_config=packed(header_mutation_pb2.HeaderMutation(mutations=mutations)))
+
+
+def route_enabled_filter(name: str, idle: Message) -> hcm_pb2.HttpFilter:
+    """An HTTP filter that runs only on routes giving it a config of their own (Envoy's route-based filter
+    chain: `disabled` in the chain, turned on by a route's `typed_per_filter_config[name]`, which replaces
+    `idle` whole). `idle` is the chain's own config, which Envoy requires and never applies."""
+    return hcm_pb2.HttpFilter(name=name, typed_config=packed(idle), disabled=True)

@@ -15,7 +15,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from controlplane.config.model import Config, Listener
 from controlplane.config.request_body import MAX_BODY_BYTES
-from controlplane.translate._protos import packed, uint32
+from controlplane.translate._protos import route_enabled_filter, uint32
 
 __all__ = ["BUFFER_FILTER", "body_limit", "buffer_filters"]
 
@@ -26,9 +26,7 @@ def buffer_filters(item: Listener, config: Config) -> list[hcm_pb2.HttpFilter]:
     """The buffer filter, disabled, when a route of `item` has `max_request_body`; else none."""
     if not any(r.max_request_body is not None for r in config.routes if r.listener == item.name):
         return []
-    # The chain's own config is never used (the filter runs only with a route's), but Envoy requires one.
-    idle = buffer_pb2.Buffer(max_request_bytes=uint32(MAX_BODY_BYTES))
-    return [hcm_pb2.HttpFilter(name=BUFFER_FILTER, typed_config=packed(idle), disabled=True)]
+    return [route_enabled_filter(BUFFER_FILTER, buffer_pb2.Buffer(max_request_bytes=uint32(MAX_BODY_BYTES)))]
 
 
 def body_limit(max_bytes: int) -> buffer_pb2.BufferPerRoute:
