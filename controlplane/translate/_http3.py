@@ -52,8 +52,10 @@ def http3_listeners(item: Listener, tcp: listener_pb2.Listener) -> list[listener
     manager = _HCM()
     tcp_chain.filters[0].typed_config.Unpack(manager)
     manager.codec_type = _HCM.HTTP3
+    # Extended CONNECT (websockets, RFC 9220) over HTTP/3 where the TCP listener allows it over HTTP/2 (_websocket).
+    extended_connect = manager.http2_protocol_options.allow_connect
     manager.ClearField("http2_protocol_options")
-    manager.http3_protocol_options.CopyFrom(protocol_pb2.Http3ProtocolOptions())
+    manager.http3_protocol_options.CopyFrom(protocol_pb2.Http3ProtocolOptions(allow_extended_connect=extended_connect))
     kept = [f for f in manager.http_filters if f.name != ALT_SVC_FILTER]
     del manager.http_filters[:]
     manager.http_filters.extend(kept)

@@ -26,7 +26,7 @@ from controlplane.translate._rbac import needs_rbac, rbac_filter
 from controlplane.translate._request_body import buffer_filters
 from controlplane.translate._tls import client_certificate_forwarding, transport_socket
 from controlplane.translate._tracing import tracing
-from controlplane.translate._websocket import listener_upgrades
+from controlplane.translate._websocket import extended_connect, listener_upgrades
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "envoy_listeners", "http_filters", "listener"]
 
@@ -93,6 +93,8 @@ def connection_manager(item: Listener, config: Config, role: str) -> hcm_pb2.Htt
             max_concurrent_streams=uint32(100),
             initial_stream_window_size=uint32(64 * 1024),
             initial_connection_window_size=uint32(1024 * 1024),
+            # Browsers' websockets over HTTP/2 (RFC 8441), where a route has `websocket` (_websocket).
+            allow_connect=extended_connect(item, config),
         ),
         stream_idle_timeout=duration(300),
         request_headers_timeout=duration(10),

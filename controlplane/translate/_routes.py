@@ -41,7 +41,7 @@ from controlplane.translate._policy import apply_route_policy, identity_headers
 from controlplane.translate._protos import duration, packed, uint32
 from controlplane.translate._rbac import RBAC_FILTER, needs_route_rbac, rbac_per_route
 from controlplane.translate._request_body import BUFFER_FILTER, body_limit
-from controlplane.translate._websocket import route_upgrades
+from controlplane.translate._websocket import route_key_headers, route_upgrades
 
 __all__ = ["literal_start", "precedence", "route_configuration", "virtual_host_routes"]
 
@@ -162,6 +162,9 @@ def route(item: Route, listener: Listener) -> rc.Route:
         result.typed_per_filter_config[BUFFER_FILTER].CopyFrom(packed(body_limit(item.max_request_body)))
     if item.fault is not None:
         result.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(route_fault(item.fault)))
+    if item.websocket:
+        # What an HTTP/2 or HTTP/3 websocket lacks for the service's HTTP/1.1 upgrade (_websocket).
+        result.request_headers_to_add.extend(route_key_headers())
     result.request_headers_to_add.extend(header_options(item.request_headers))
     result.request_headers_to_remove.extend(item.request_headers.remove)
     result.response_headers_to_add.extend(header_options(item.response_headers))
