@@ -490,8 +490,9 @@ ROUTE = Object("route", "Where requests go; an Envoy Route in the listener's Rou
           "Every service of the route needs `load_balancing: ring_hash` or `maglev`."),
     Field("mirrors", ListOf(MIRROR, min_items=1), "Services that get a copy of each request (shadow traffic); "
           "the client gets the route's own answer only. Not on a `redirect`, `direct_response` or websocket route."),
-    Field("websocket", Value("boolean"), "Let clients upgrade to a WebSocket on this route (HTTP/1.1 `Upgrade: "
-          "websocket`); upgrades elsewhere are refused with a 403 (see [WebSockets](#websockets)). Not with "
+    Field("websocket", Value("boolean"), "Let clients open a WebSocket on this route (HTTP/1.1 `Upgrade: "
+          "websocket`, or extended CONNECT over HTTP/2 and HTTP/3; the service always gets the HTTP/1.1 upgrade); "
+          "upgrades elsewhere are refused with a 403 (see [WebSockets](#websockets)). Not with "
           "`retries`; the route's services need `protocol: http1`.", default="false"),
     Field("max_request_body", Value("string", convert=byte_size, expected=A_SIZE, schema={"pattern": SIZE_PATTERN}),
           "The largest request body the route's services get: a number and a unit (B, kB, KiB, MB, MiB), at most "
