@@ -1,9 +1,9 @@
-"""WebSockets over HTTP/2 (RFC 8441 extended CONNECT) with the real control plane, Envoy and `pavilion
-extauthz`: a listener with a `websocket: true` route advertises SETTINGS_ENABLE_CONNECT_PROTOCOL over h2c and
-TLS (ALPN h2), a CONNECT with `:protocol websocket` opens a conversation there and reaches the service as an
-HTTP/1.1 upgrade (with the Sec-WebSocket-Key an RFC 6455 service needs); the same CONNECT needs a token where
-the route asks for one, is counted by a local rate limit, and is refused with a 403 on a route without
-`websocket`. A listener without a websocket route does not advertise extended CONNECT."""
+"""WebSockets over HTTP/2 (RFC 8441 extended CONNECT) and HTTP/3 (RFC 9220) with the real control plane, Envoy
+and `pavilion extauthz`: a listener with a `websocket: true` route advertises SETTINGS_ENABLE_CONNECT_PROTOCOL
+over h2c, TLS (ALPN h2) and QUIC; a CONNECT with `:protocol websocket` opens a conversation there and reaches
+the service as an HTTP/1.1 upgrade (with the Sec-WebSocket-Key an RFC 6455 service needs); the same CONNECT
+needs a token where the route asks for one, is counted by a local rate limit, and is refused with a 403 on a
+route without `websocket`. A listener without a websocket route does not advertise extended CONNECT."""
 
 from __future__ import annotations
 
@@ -22,16 +22,14 @@ from aioquic.quic.configuration import QuicConfiguration
 from controlplane.config.load import load_config
 from controlplane.envoy_check import check_with_envoy
 from tests.controlplane.certs import Ca, make_ca, write_pair
-from tests.extauthz.issuer import Issuer
 from tests.integration.gateway_procs import request as http_request
 from tests.integration.gateway_procs import running_gateway, start_xds_service
 from tests.integration.h2_websocket import H2WebsocketClient, H3WebsocketClient
 from tests.integration.recording_upstream import seen, start_recording_upstream
+from tests.integration.test_websocket_envoy import ACME, token_headers
 from tests.procs import ENVOY, free_port
 
 pytestmark = pytest.mark.integration
-
-ACME = Issuer(algs=("ES256",))
 
 CONFIG = """regions: [eu-west]
 listeners:
@@ -67,6 +65,7 @@ routes:
   - {{name: plain, listener: public, match: {{prefix: /plain}}, service: chat, auth: none}}
   - {{name: internal, listener: internal, match: {{prefix: /}}, service: chat, auth: none}}
   - {{name: secure, listener: secure, match: {{prefix: /}}, service: chat, auth: none, websocket: true}}
+  - {{name: secure-plain, listener: secure, match: {{prefix: /plain}}, service: chat, auth: none}}
 """
 
 
@@ -82,10 +81,6 @@ class Stack:
         """The headers of the upgrade requests the chat service received under `prefix`."""
         return [r["headers"] for r in seen(self.chat) if r["path"].startswith(prefix)
                 and r["headers"].get("Upgrade", "").lower() == "websocket"]
-
-
-def token_headers() -> dict[str, str]:
-    return {"authorization": f"Bearer {ACME.token('ES256')}"}
 
 
 @pytest.fixture(scope="module")
@@ -183,14 +178,14 @@ def test_a_local_rate_limit_counts_extended_connects(stack: Stack) -> None:
     assert len(stack.upgrades_seen("/limited")) == 2
 
 
-async def _h3_conversation(stack: Stack, messages: list[str]) -> tuple[bool, int, list[str]]:
+async def _h3_conversation(stack: Stack, path: str, messages: list[str]) -> tuple[bool, int, list[str]]:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
     configuration.load_verify_locations(cadata=stack.ca.pem)
     async with connect("127.0.0.1", stack.secure, configuration=configuration,
                        create_protocol=H3WebsocketClient) as client:
         assert isinstance(client, H3WebsocketClient)
         await client.wait_settings()
-        stream, status = await client.open(f"localhost:{stack.secure}", "/room-6")
+        stream, status = await client.open(f"localhost:{stack.secure}", path)
         answers = []
         for message in messages if status == 200 else []:
             await client.send_text(stream, message)
@@ -198,14 +193,20 @@ async def _h3_conversation(stack: Stack, messages: list[str]) -> tuple[bool, int
         return client.extended_connect, status, answers
 
 
-def test_a_websocket_over_http3(stack: Stack) -> None:
+def h3_conversation(stack: Stack, path: str, messages: list[str]) -> tuple[bool, int, list[str]]:
+    """(extended CONNECT advertised, `:status`, the answers) of a websocket over HTTP/3 to `path`."""
     # The UDP listener comes up with the TCP one, but nothing waits for it: retry until it answers.
     deadline = time.monotonic() + 15
     while True:
         try:
-            result = asyncio.run(asyncio.wait_for(_h3_conversation(stack, ["over quic", "twice"]), 3))
-            break
+            return asyncio.run(asyncio.wait_for(_h3_conversation(stack, path, messages), 3))
         except (TimeoutError, ConnectionError):
             assert time.monotonic() < deadline, "no HTTP/3 answer"
             time.sleep(0.2)
-    assert result == (True, 200, ["chat: over quic", "chat: twice"])
+
+
+def test_a_websocket_over_http3(stack: Stack) -> None:
+    assert h3_conversation(stack, "/room-6", ["over quic", "twice"]) == (True, 200, ["chat: over quic", "chat: twice"])
+    # Over HTTP/3 too, a route without `websocket` refuses it.
+    assert h3_conversation(stack, "/plain/room-7", ["unheard"]) == (True, 403, [])
+    assert stack.upgrades_seen("/plain") == []
