@@ -24,6 +24,12 @@ the shared cached outcome as it is (no header: the client has it already).
 A route with the `identity_audience` extension gets its allowed answer with a signed identity assertion
 (extauthz/identity_assertion.py), cached per token and audience; without `identity:` configured, or on a
 route without the extension, the path is as before but for one attribute test (and one map lookup).
+
+A browser's websocket carries its token as a subprotocol (extauthz/websocket_token.py): `check` takes it
+only when the request has no Authorization header, on a route with the `websocket` extension, and checks it
+as that bearer token; its allowed answer is the shared one plus a Sec-WebSocket-Protocol without the token.
+`check_now` never looks at it: a request with a cached bearer token in Authorization is decided by that
+header alone, and its Sec-WebSocket-Protocol goes to the service as the client sent it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from extauthz.tenant import DEFAULT_DPOP_ALGORITHMS, Tenant
 from extauthz.tenant_set import Tenants
 from extauthz.token_cache import VerifiedTokenCache, dpop_token_digest, token_digest
 from extauthz.verify import VerifiedToken, unverified_issuer, verify_token
+from extauthz.websocket_token import PROTOCOL_HEADER, WEBSOCKET_EXTENSION, SubprotocolToken, subprotocol_token
 from pavilion.errors import BackendUnavailable, TokenError
 from pavilion.log import get_logger
 
@@ -58,6 +65,7 @@ log = get_logger(__name__)
 Verify = Callable[[str, Tenant, KeySet, float], Awaitable[VerifiedToken]]
 _BEARER = ("Bearer ", "bearer ")
 _MAX_NONCE_ANSWERS = 10_000
+_MAX_WEBSOCKET_ANSWERS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,8 @@ class Authorizer:
         # Allowed answers carrying the current nonce, by id of the cached outcome they extend (`_with_nonce`).
         self._nonce_answers: dict[int, tuple[Outcome, Outcome]] = {}
         self._nonce_answers_for = ""
+        # Allowed websocket answers without the subprotocol token, by cached outcome and remaining entries.
+        self._websocket_answers: dict[tuple[int, str | None], tuple[Outcome, Outcome]] = {}
         self.cache = cache if cache is not None else VerifiedTokenCache(clock=clock)
         self._clock = clock
         self._verify = verify
@@ -137,6 +147,10 @@ class Authorizer:
                     attributes: Any = None) -> Outcome:
         token = decision.bearer_token(headers, path)
         if isinstance(token, Outcome):
+            if WEBSOCKET_EXTENSION in context_extensions:  # a `websocket: true` route (websocket_token.py)
+                offered = subprotocol_token(headers, context_extensions)
+                if offered is not None:
+                    return await self._check_subprotocol(offered, token, path, context_extensions, attributes)
             # Asked only when there is no bearer token: bearer requests never pay for the DPoP test.
             authorization = headers.get("authorization")
             if authorization is not None and is_dpop(authorization):
@@ -171,6 +185,34 @@ class Authorizer:
         if self.identity is not None:
             return await self._identified(admission, context_extensions)
         return admission.outcome
+
+    async def _check_subprotocol(self, offered: SubprotocolToken | Outcome, without: Outcome, path: str,
+                                 context_extensions: Mapping[str, str], attributes: Any) -> Outcome:
+        """A websocket upgrade whose token is a subprotocol: checked as that bearer token, unless the request has
+        another credential (`without` is the refusal of its Authorization header: "missing" when it has none)."""
+        if isinstance(offered, Outcome):
+            return offered
+        if without.reason != "missing":
+            return decision.invalid_request("multiple_credentials", "more than one credential")
+        outcome = await self.check({"authorization": "Bearer " + offered.token}, path, context_extensions, attributes)
+        return self._without_token(outcome, offered.remaining) if outcome.allowed else outcome
+
+    def _without_token(self, outcome: Outcome, remaining: str | None) -> Outcome:
+        """`outcome` (shared, cached: never changed) with the service's Sec-WebSocket-Protocol rid of the token:
+        made once per outcome and remaining entries, so a client reopening its websocket reuses the answer (and
+        the service its serialization)."""
+        key = (id(outcome), remaining)
+        entry = self._websocket_answers.get(key)
+        if entry is not None and entry[0] is outcome:
+            return entry[1]
+        if remaining is None:
+            answer = replace(outcome, headers_to_remove=(*outcome.headers_to_remove, PROTOCOL_HEADER))
+        else:
+            answer = replace(outcome, headers=(*outcome.headers, (PROTOCOL_HEADER, remaining)))
+        if len(self._websocket_answers) >= _MAX_WEBSOCKET_ANSWERS:
+            self._websocket_answers.clear()
+        self._websocket_answers[key] = (outcome, answer)
+        return answer
 
     async def _check_dpop(self, authorization: str, headers: Mapping[str, str], path: str,
                           context_extensions: Mapping[str, str], attributes: Any) -> Outcome:
