@@ -26,7 +26,7 @@ from controlplane.translate._rbac import needs_rbac, rbac_filter
 from controlplane.translate._request_body import buffer_filters
 from controlplane.translate._tls import client_certificate_forwarding, transport_socket
 from controlplane.translate._tracing import tracing
-from controlplane.translate._websocket import extended_connect, listener_upgrades
+from controlplane.translate._websocket import extended_connect, listener_upgrades, serves_websockets
 
 __all__ = ["EDGE", "HCM_FILTER", "connection_manager", "envoy_listeners", "http_filters", "listener"]
 
@@ -133,7 +133,8 @@ def http_filters(item: Listener, config: Config, role: str) -> list[hcm_pb2.Http
         filters.append(rbac_filter(item))
     if config.extauthz is not None:
         verifies_clients = item.tls is not None and item.tls.client_ca is not None
-        filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients))
+        filters.append(ext_authz_filter(config.extauthz, peer_certificate=verifies_clients,
+                                        websocket=serves_websockets(item, config)))
     if config.ratelimit is not None:
         filters.append(ratelimit_filter(config.ratelimit))
     # On for routes with `fault` only, after the checks: a fault never hides a refusal above (_faults).

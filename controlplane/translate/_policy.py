@@ -14,7 +14,9 @@ router, so the rate limit descriptors can carry the tenant, client and subject e
   false, so an outage never lets a request through.
 - Only the `authorization` and `dpop` headers go to ext_authz (path, method and host are sent apart
   from the headers): the ones the service reads (`dpop` carries a DPoP proof, RFC 9449, and is sent
-  only by DPoP clients), and a small Check message for every request.
+  only by DPoP clients), and a small Check message for every request. A listener with a `websocket: true`
+  route also sends `upgrade` and `sec-websocket-protocol`, and those routes carry `websocket: "1"`: a
+  browser's websocket offers its token as a subprotocol, which ext_authz takes there alone.
 - ratelimit: the service itself adds `RateLimit`, `RateLimit-Policy` and `Retry-After`
   (ratelimit/headers.py), so Envoy's own X-RateLimit headers stay off: no header twice.
 """
@@ -49,6 +51,8 @@ RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 IDENTITY_HEADERS = ("x-pavilion-tenant", "x-pavilion-subject")
 _SERVICE_UNAVAILABLE = http_status_pb2.HttpStatus(code=http_status_pb2.StatusCode.ServiceUnavailable)
 _V3 = config_source_pb2.ApiVersion.V3
+_CHECKED_HEADERS = ("authorization", "dpop")
+_WEBSOCKET_HEADERS = ("upgrade", "sec-websocket-protocol")
 
 
 def _grpc_service(cluster: str, timeout: float) -> grpc_service_pb2.GrpcService:
@@ -56,16 +60,20 @@ def _grpc_service(cluster: str, timeout: float) -> grpc_service_pb2.GrpcService:
         envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster), timeout=duration(timeout))
 
 
-def ext_authz_filter(settings: ExtAuthzSettings, *, peer_certificate: bool = False) -> hcm_pb2.HttpFilter:
+def ext_authz_filter(settings: ExtAuthzSettings, *, peer_certificate: bool = False,
+                     websocket: bool = False) -> hcm_pb2.HttpFilter:
     """`peer_certificate`: send the client certificate (URL-encoded PEM) with each check, for tokens bound
-    to one (RFC 8705); only where clients present certificates, as it adds ~1 KB to every check."""
+    to one (RFC 8705); only where clients present certificates, as it adds ~1 KB to every check.
+    `websocket`: also send `upgrade` and `sec-websocket-protocol`, where a browser's websocket may offer its
+    token as a subprotocol (extauthz/websocket_token.py); only on listeners with a websocket route, so the
+    others' config and checks stay as they were (plain requests carry neither header anyway)."""
+    names = [*_CHECKED_HEADERS, *(_WEBSOCKET_HEADERS if websocket else ())]
     config = ext_authz_pb2.ExtAuthz(
         grpc_service=_grpc_service(settings.service, settings.timeout),
         transport_api_version=_V3,
         failure_mode_allow=False,
         status_on_error=_SERVICE_UNAVAILABLE,
-        allowed_headers=string_pb2.ListStringMatcher(patterns=[string_pb2.StringMatcher(exact="authorization"),
-                                                               string_pb2.StringMatcher(exact="dpop")]),
+        allowed_headers=string_pb2.ListStringMatcher(patterns=[string_pb2.StringMatcher(exact=n) for n in names]),
         include_peer_certificate=peer_certificate,
     )
     return hcm_pb2.HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=packed(config))
@@ -103,6 +111,8 @@ def ext_authz_per_route(route: Route) -> ext_authz_pb2.ExtAuthzPerRoute:
         extensions["claims"] = claims_extension(auth.claims)
     if auth is not None and auth.identity_audience:
         extensions["identity_audience"] = auth.identity_audience  # extauthz/identity_assertion.py
+    if route.websocket:
+        extensions["websocket"] = "1"  # a token may come as a subprotocol here alone (extauthz/websocket_token.py)
     return ext_authz_pb2.ExtAuthzPerRoute(check_settings=ext_authz_pb2.CheckSettings(context_extensions=extensions))
 
 

@@ -22,7 +22,7 @@ from controlplane.config.model import Config, Listener
 from controlplane.translate._protos import boolean
 
 __all__ = ["SEC_WEBSOCKET_KEY", "WEBSOCKET", "extended_connect", "listener_upgrades", "route_key_headers",
-           "route_upgrades"]
+           "route_upgrades", "serves_websockets"]
 
 WEBSOCKET = "websocket"
 # RFC 6455's sample nonce (16 bytes, base64). See route_key_headers.
@@ -43,12 +43,14 @@ def route_key_headers() -> list[base_pb2.HeaderValueOption]:
                                        append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT)]
 
 
-def _serves_websockets(item: Listener, config: Config) -> bool:
+def serves_websockets(item: Listener, config: Config) -> bool:
+    """Whether a route of `item` has `websocket` (its ext_authz filter then also sends the headers of a
+    token offered as a subprotocol, _policy.ext_authz_filter)."""
     return any(r.websocket for r in config.routes if r.listener == item.name)
 
 
 def listener_upgrades(item: Listener, config: Config) -> list[hcm_pb2.HttpConnectionManager.UpgradeConfig]:
-    if not _serves_websockets(item, config):
+    if not serves_websockets(item, config):
         return []
     return [hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type=WEBSOCKET, enabled=boolean(False))]
 
@@ -61,4 +63,4 @@ def extended_connect(item: Listener, config: Config) -> bool:
     websocket`) before the filters and the route see it, so the upgrade_configs above decide it as they
     decide an HTTP/1.1 upgrade, ext_authz and the rate limits see it as that GET, and the service gets an
     HTTP/1.1 upgrade whatever the client spoke. Off elsewhere: the listener's SETTINGS stay as they were."""
-    return _serves_websockets(item, config)
+    return serves_websockets(item, config)

@@ -5,7 +5,8 @@
 Every request but `GET /_seen` and `GET /healthz` is answered with JSON naming the server
 (`{"name": N, "path": ..., "host": ...}`) and kept; `GET /_seen` returns the kept ones (method, path,
 host, headers, body) as a JSON list, so a test sees what a mirror received. A websocket upgrade (any
-path) is accepted and every text message is echoed back as `N: message`.
+path) is accepted (choosing the subprotocol `chat.v1` when offered) and every text message is echoed
+back as `N: message`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from pavilion.echo import serve_app
 from pavilion.probe import http_ok
 from tests.procs import Proc, free_port
 
-__all__ = ["seen", "start_recording_upstream"]
+__all__ = ["SUBPROTOCOL", "seen", "start_recording_upstream"]
+
+SUBPROTOCOL = "chat.v1"
 
 
 def build_app(name: str) -> web.Application:
@@ -50,7 +53,8 @@ def build_app(name: str) -> web.Application:
 
 
 async def _echo(request: web.Request, name: str) -> web.WebSocketResponse:
-    socket = web.WebSocketResponse()
+    # Picks `chat.v1` when the client offers it (as a service chooses among real subprotocols); else none.
+    socket = web.WebSocketResponse(protocols=(SUBPROTOCOL,))
     await socket.prepare(request)
     async for message in socket:
         if message.type == WSMsgType.TEXT:

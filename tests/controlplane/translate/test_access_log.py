@@ -88,7 +88,7 @@ def test_no_operator_can_copy_a_credential_or_the_query(settings: AccessLog) -> 
     assert all(argument.split(":")[-1] != "PATH" or name == "REQ_WITHOUT_QUERY" for name, argument in operators)
     for hcm in managers(config):
         text = hcm.access_log[0].typed_config.value.decode(errors="replace").lower()
-        for secret_header in ("authorization", "dpop", "cookie", "x-api-key"):
+        for secret_header in ("authorization", "dpop", "cookie", "x-api-key", "sec-websocket-protocol"):
             assert secret_header not in text
 
 
