@@ -120,7 +120,7 @@ def render_replicas(replicas: list[Replica]) -> str:
     versions = _versions(answered, names)
     if len(versions) > 1:
         lines.append("replicas serve different config versions: "
-                     + "; ".join(f"{version} ({', '.join(names)})" for version, names in versions.items()))
+                     + "; ".join(f"{version} ({', '.join(serving)})" for version, serving in versions.items()))
     notes: dict[str, list[str]] = {}  # note -> the replicas that report it
 
     def note(text: str, replica: Replica) -> None:
@@ -146,7 +146,7 @@ def render_replicas(replicas: list[Replica]) -> str:
             note(text, replica)
     lines += ["", table(rows)]
     if notes:
-        lines += [""] + [text + (f"  [{', '.join(names)}]" if several else "") for text, names in notes.items()]
+        lines += [""] + [text + (f"  [{', '.join(seen_by)}]" if several else "") for text, seen_by in notes.items()]
     nacks: list[str] = []
     header = ["PROXY", *(["CONTROL PLANE"] if several else []), "XDS", "REGION", "ROLE", "SYNCED", "LAST SPOKE",
               *(short for _, short in _TYPES), "POLICY"]
