@@ -9,6 +9,9 @@ rollout where it is. A route Envoy refuses falls back to its last accepted form 
 which makes a new config and starts the rollout over from the first stage, without the refused form.
 A newer edit does the same; the regions not yet released keep serving what they had meanwhile.
 
+`rollout.hold: true` stops it after the first stage: a canary region runs the edit, the others wait for
+the edit that sets it false (which starts the rollout over, the first stage already holding it).
+
 Several control plane replicas each run their own rollout, gated by the proxies connected to them.
 With `--peers` (the address of every replica, like a headless Service's name) a replica about to
 release a stage first asks its peers' /status, and waits while one of them serves another version,
@@ -103,10 +106,10 @@ class RolloutDriver:
             self._announced = at
             if rollout.released == 0:
                 log.info("rollout_started", version=rollout.version, stage=0, regions=rollout.stages.regions(0),
-                         bake=rollout.stages.bake)
+                         bake=rollout.stages.bake, hold=rollout.stages.hold)
         waiting = len(self._waiting(rollout))
         ROLLOUT_WAITING.set(waiting)
-        if waiting:
+        if waiting or rollout.stages.hold:  # `hold: true`: the first stage runs it, the others wait for an edit
             self._settled = None
             return
         now = self._monotonic()
@@ -169,6 +172,7 @@ class RolloutDriver:
             "bake": stages.bake,
             "stages": [{"regions": stages.regions(index), "released": index <= rollout.released}
                        for index in range(stages.count + 1)],
+            "hold": stages.hold,
             "waiting_for": waiting[:_WAITING_SHOWN],
             "waiting_for_replicas": self._held_by if settled is not None else [],
             "next_release_at": next_at,

@@ -13,16 +13,17 @@ __all__ = ["Rollout", "Stages"]
 
 
 class Stages:
-    def __init__(self, stages: tuple[tuple[str, ...], ...], bake: float) -> None:
+    def __init__(self, stages: tuple[tuple[str, ...], ...], bake: float, hold: bool = False) -> None:
         self.named = stages
         self.bake = bake
+        self.hold = hold  # release nothing past the first stage
         self._index = {region: index for index, regions in enumerate(stages) for region in regions}
 
     @classmethod
     def of(cls, config: Any) -> Stages | None:
         """The stages of a config with `rollout:`, else None (every region at once)."""
         rollout = getattr(config, "rollout", None)
-        return None if rollout is None else cls(rollout.stages, rollout.bake)
+        return None if rollout is None else cls(rollout.stages, rollout.bake, rollout.hold)
 
     @property
     def count(self) -> int:

@@ -170,7 +170,9 @@ def rollout_line(rollout: dict[str, Any]) -> str:
     released = [regions(stage) for stage in rollout["stages"] if stage["released"]]
     pending = [regions(stage) for stage in rollout["stages"] if not stage["released"]]
     line = f"rollout of version {rollout['version']}: released to {'; '.join(released)}; next {pending[0]}"
-    if rollout["waiting_for"]:
+    if rollout.get("hold"):
+        line += " once the route YAML's rollout.hold is false"
+    elif rollout["waiting_for"]:
         line += f" once {', '.join(rollout['waiting_for'])} hold{'s' if len(rollout['waiting_for']) == 1 else ''} it"
     elif rollout.get("waiting_for_replicas"):
         line += f" once replica {', '.join(rollout['waiting_for_replicas'])} is as far"

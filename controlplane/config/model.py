@@ -366,6 +366,7 @@ class Rollout:
 
     stages: tuple[tuple[str, ...], ...]
     bake: float  # seconds a released stage runs, every proxy of it acked, before the next is released
+    hold: bool = False  # release nothing past the first stage
 
 
 @dataclass(frozen=True)

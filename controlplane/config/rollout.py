@@ -30,4 +30,5 @@ def read_rollout(roots: list[Fields], builder: Builder, errors: list[ConfigError
     known = [builder.known(got, builder.names.regions, "region", " (add it to `regions`)") for got in regions]
     if distinct(regions, "region", builder.problem) is None or not all(known):
         return None
-    return model.Rollout(tuple(tuple(got.value for got in stage) for stage in stages), f.get("bake"))
+    return model.Rollout(tuple(tuple(got.value for got in stage) for stage in stages), f.get("bake"),
+                         f.get("hold", False))

@@ -615,6 +615,8 @@ ROLLOUT = Object("rollout", "Each new config reaches the regions stage by stage:
           "together. Regions no stage names (and nodes without a region) come last.", True),
     Field("bake", DURATION, "How long a stage runs the new config, every proxy of it acked, before the next stage "
           "gets it. `0s`: as soon as they acked.", True),
+    Field("hold", Value("boolean"), "Release no stage past the first: the first stage's regions run the new config, "
+          "the others keep theirs until an edit sets it false (the rollout then starts over).", default="false"),
 ))
 
 ROOT = Object("route YAML file", "One file of the route YAML directory; all files merge into one config.", (

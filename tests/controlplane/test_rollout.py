@@ -195,3 +195,27 @@ def test_a_peer_is_as_far_when_it_serves_the_version_with_as_many_stages_release
     assert not _as_far(peer("v2", 0), mine)  # still baking the stage before
     assert not _as_far(peer("v2", 1, ("edge-eu-7",)), mine)  # a proxy of its own lags
     assert not _as_far(peer("v1", None), mine)  # has not read the edit yet
+
+
+async def test_hold_keeps_the_rollout_at_its_first_stage_until_an_edit_lets_it_go() -> None:
+    one = edition(1.0)
+    held = replace(edition(2.0), rollout=Rollout(STAGES, 60.0, hold=True))
+    cache = await started(one)
+    board = FakeBoard({1: FakeStream("edge-eu-1", EU), 2: FakeStream("edge-us-1", US)})
+    clock = Clock()
+    driver = RolloutDriver(cache, board, monotonic=clock)  # type: ignore[arg-type]
+    await cache.install(held, "v2")
+    for _ in range(3):  # the canary region holds it and acked long ago: still nothing more
+        clock.now += 3600
+        await driver.step()
+    assert served(cache, EU) == of(held, EU) and served(cache, US) == of(one, US)
+    status = driver.status()
+    assert status is not None and status["hold"] and status["next_release_at"] is None
+    assert rollout_line(status).startswith("rollout of version v2: released to eu-west; next us-east once the "
+                                           "route YAML's rollout.hold is false")
+    let_go = replace(held, rollout=Rollout(STAGES, 60.0))
+    await cache.install(let_go, "v3")
+    await driver.step()
+    clock.now += 60
+    await driver.step()
+    assert served(cache, US) == of(let_go, US)

@@ -46,3 +46,11 @@ def test_given_in_two_files_is_an_error() -> None:
     first = BASE + "rollout: {stages: [eu-west], bake: 1m}\n"
     (message,) = messages(first, "rollout: {stages: [us-east], bake: 1m}\n")
     assert message.startswith("f1.yaml:1:10: rollout: `rollout` is already given at f0.yaml:3:10"), message
+
+
+def test_hold_is_off_unless_given() -> None:
+    text = BASE + "rollout: {stages: [eu-west], bake: 1m, hold: true}\n"
+    assert parse_sources([Source("a.yaml", text)]).rollout == Rollout((("eu-west",),), 60.0, hold=True)
+    text = BASE + "rollout: {stages: [eu-west], bake: 1m}\n"
+    rollout = parse_sources([Source("a.yaml", text)]).rollout
+    assert rollout is not None and not rollout.hold
